@@ -1,0 +1,130 @@
+"""enable / disable / use_gems and introspection: what is served, by which family."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Optional, Sequence
+
+from flag_gems import aten_names, plugins, recording, registry
+
+
+@dataclass(frozen=True)
+class _Config:
+    families: Optional[tuple[str, ...]]
+    include: Optional[tuple[str, ...]]
+    exclude: tuple[str, ...]
+    record: bool
+    path: Optional[str]
+
+
+_current: Optional[_Config] = None
+_warned_conflicts: set[tuple[str, ...]] = set()
+
+
+def _names(value: Optional[Iterable[str]]) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _entries(config: _Config) -> dict[str, registry.Entry]:
+    """The overloads a config serves. Of two families serving one overload, the higher ``priority``
+    wins, then the family whose name sorts first; a warning names both."""
+    found = plugins.discover()
+    loaded = {name: info for name, info in found.items() if info.loaded}
+    if config.families is not None:
+        unknown = [f for f in config.families if f not in found]
+        if unknown:
+            raise ValueError(f"unknown flag_gems families {unknown}; installed: {sorted(found)}")
+        loaded = {name: loaded[name] for name in config.families if name in loaded}
+    if not found:
+        warnings.warn("no flag_gems family is installed: nothing is served "
+                      "(install gems-pointwise, gems-reduction, gems-blas, gems-norm or a plugin)",
+                      UserWarning, stacklevel=4)
+    claims: dict[str, list[plugins.FamilyInfo]] = {}
+    for info in loaded.values():
+        for name in info.ops:
+            claims.setdefault(name, []).append(info)
+    entries = {}
+    for name, infos in sorted(claims.items()):
+        if config.include is not None and not aten_names.matches(name, config.include):
+            continue
+        if aten_names.matches(name, config.exclude):
+            continue
+        infos.sort(key=lambda i: (-i.priority, i.name))
+        winner = infos[0]
+        if len(infos) > 1:
+            _warn_conflict(name, infos)
+        op = winner.ops[name]
+        entries[name] = registry.Entry(name, winner.name, op.fn, op.autograd)
+    return entries
+
+
+def _warn_conflict(name: str, infos: Sequence[plugins.FamilyInfo]) -> None:
+    key = (name, *(i.name for i in infos))
+    if key not in _warned_conflicts:
+        _warned_conflicts.add(key)
+        others = ", ".join(i.name for i in infos[1:])
+        warnings.warn(f"flag_gems: {name} is served by several families; using {infos[0].name!r} "
+                      f"over {others} (higher priority, then name order)", plugins.PluginWarning, stacklevel=4)
+
+
+def _apply(config: Optional[_Config]) -> None:
+    global _current
+    if config is None:
+        registry.apply({}, record=False)
+        recording.set_record(False)
+        recording.detach_files()
+    else:
+        registry.apply(_entries(config), record=config.record)
+        recording.set_record(config.record)
+        recording.detach_files(keep=config.path)
+        if config.path:
+            recording.attach_file(config.path)
+    _current = config
+
+
+def enable(families: Optional[Sequence[str]] = None, unused: Optional[Sequence[str]] = None,
+           record: bool = False, path: Optional[str] = None, **_compat) -> None:
+    """Serve ATen ops with the kernels of the installed families (or of ``families`` only).
+
+    ``unused`` names ATen overloads ("add.Tensor") or base names ("add") to leave to ATen.
+    ``record=True`` logs every served call through the ``flag_gems`` logger, and to ``path`` if given.
+    """
+    _apply(_Config(_names(families), None, _names(unused) or (), record, path))
+
+
+def disable() -> None:
+    """Give every overload back to ATen."""
+    _apply(None)
+
+
+@contextlib.contextmanager
+def use_gems(families: Optional[Sequence[str]] = None, include: Optional[Sequence[str]] = None,
+             exclude: Optional[Sequence[str]] = None, record: bool = False) -> Iterator[None]:
+    """Serve ops with gems inside the block; on exit (also on an exception) restore exactly what
+    was served before, whether that was nothing, ``enable()``'s set, or an outer ``use_gems``."""
+    previous = _current
+    _apply(_Config(_names(families), _names(include), _names(exclude) or (), record, None))
+    try:
+        yield
+    finally:
+        _apply(previous)
+
+
+def is_enabled() -> bool:
+    return _current is not None
+
+
+def families() -> list[dict]:
+    """Every family found: name, version, distribution, ops declared, fused functions, load error."""
+    return [info.as_dict() for info in plugins.discover().values()]
+
+
+def registered_ops() -> dict[str, str]:
+    """The ATen overloads served right now, each with the family serving it."""
+    return {name: entry.family for name, entry in sorted(registry.served().items())}

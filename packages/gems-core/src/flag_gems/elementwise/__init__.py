@@ -1,0 +1,287 @@
+"""``pointwise_dynamic``: turn a jitted scalar function into an elementwise op over tensors.
+
+    @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+    @triton.jit
+    def add(x, y):
+        return x + y
+
+``add(a, b)`` broadcasts, promotes, allocates the output with ATen's strides and launches a kernel
+generated for the operands' coalesced rank. Per call the work is: classify the arguments into a
+signature key, look up the ready plan for it, and launch; promotion and code generation happen once
+per signature.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional, Sequence
+
+import torch
+import triton
+
+from flag_gems.launch import Launcher, specialization
+from flag_gems.outputs import resize_output
+from flag_gems.elementwise import shapes
+from flag_gems.elementwise.codegen import Pattern, load_kernel
+from flag_gems.promotion import promote, promotion_kind
+from flag_gems.runtime import device
+
+_TL_DTYPES = {
+    torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32", torch.float64: "float64",
+    torch.int8: "int8", torch.int16: "int16", torch.int32: "int32", torch.int64: "int64",
+    torch.uint8: "uint8", torch.bool: "int1",
+}
+_INT32_LIMIT = 2**31 - 1
+_serial = itertools.count()
+
+
+def _tl_dtype(dtype: torch.dtype):
+    import triton.language as tl
+
+    name = _TL_DTYPES.get(dtype)
+    if name is None:
+        raise NotImplementedError(f"pointwise_dynamic does not handle {dtype}")
+    return getattr(tl, name)
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    # Half types compute in float32: what ATen does on the GPU, and what the interpreter needs for bf16.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def block_size(n: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) for ``n`` elements."""
+    if device.interpreter:
+        # Each interpreted program costs milliseconds: few, large programs.
+        return min(triton.next_power_of_2(max(n, 1)), 16384), 4
+    if n <= 1024:
+        return max(triton.next_power_of_2(n), 128), 4
+    return 2048, 8
+
+
+class _Plan:
+    """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
+
+    __slots__ = ("out_dtypes", "compute", "kinds", "launchers")
+
+    def __init__(self, out_dtypes, compute, kinds):
+        self.out_dtypes = out_dtypes
+        self.compute = compute
+        self.kinds = kinds
+        self.launchers: dict[tuple, Launcher] = {}
+
+
+class PointwiseDynamic:
+    """An elementwise op generated from a jitted scalar function (see module docstring)."""
+
+    def __init__(self, fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs):
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "pointwise")
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.arg_names = list(fn.arg_names)
+        nargs = len(self.arg_names)
+        self.is_tensor = list(is_tensor) if is_tensor is not None else [True] * nargs
+        if len(self.is_tensor) != nargs:
+            raise ValueError(f"{self.__name__}: is_tensor has {len(self.is_tensor)} items for {nargs} arguments")
+        self.dtypes = list(dtypes) if dtypes is not None else [None] * nargs
+        if num_outputs is None:
+            num_outputs = len(output_dtypes) if output_dtypes else max(len(promotion_methods or ()), 1)
+        self.num_outputs = num_outputs
+        self.output_dtypes = list(output_dtypes) if output_dtypes else [None] * num_outputs
+        methods = list(promotion_methods or ())
+        if any(d is None for d in self.output_dtypes) and not methods:
+            raise ValueError(f"{self.__name__}: promotion_methods is required unless output_dtypes fixes "
+                             "every output, e.g. promotion_methods=[(0, 'DEFAULT')]")
+        if len(methods) == 1 and num_outputs > 1:
+            methods = methods * num_outputs
+        self.promotion = []
+        for method in methods:
+            *positions, kind = method
+            self.promotion.append((tuple(positions), promotion_kind(kind)))
+        self.promoted_args = {p for positions, _ in self.promotion for p in positions}
+        self._plans: dict[tuple, _Plan] = {}
+        self._kernels: dict[Pattern, object] = {}
+        self._tag = f"{self.__name__}_{next(_serial)}"
+
+    # -- per call ---------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        outs = [kwargs.pop(f"out{j}", None) for j in range(self.num_outputs)]
+        if kwargs:
+            args = self._bind(args, kwargs)
+        if len(args) != len(self.arg_names):
+            raise TypeError(f"{self.__name__}() takes {len(self.arg_names)} arguments, got {len(args)}")
+        key = self._signature(args, outs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._make_plan(args, outs)
+        return self._run(plan, args, outs)
+
+    def _bind(self, args, kwargs):
+        values = list(args) + [None] * (len(self.arg_names) - len(args))
+        for name, value in kwargs.items():
+            if name not in self.arg_names:
+                raise TypeError(f"{self.__name__}() got an unexpected keyword argument {name!r}")
+            values[self.arg_names.index(name)] = value
+        return tuple(values)
+
+    def _signature(self, args, outs) -> tuple:
+        key = []
+        for a, tensor_slot in zip(args, self.is_tensor):
+            if isinstance(a, torch.Tensor):
+                # 0-d tensors rank below others in promotion; a CPU one beside GPU tensors is a scalar.
+                key.append((a.dtype, a.dim() == 0, a.device.type))
+            else:
+                key.append(type(a))
+        for o in outs:
+            key.append(o.dtype if o is not None else None)
+        return tuple(key)
+
+    def _make_plan(self, args, outs) -> _Plan:
+        kinds = []
+        for i, (a, tensor_slot) in enumerate(zip(args, self.is_tensor)):
+            if not tensor_slot:
+                kinds.append("v")
+            elif isinstance(a, torch.Tensor) and not (a.dim() == 0 and a.device.type != device.name):
+                kinds.append("t" if i in self.promoted_args else "r")
+            else:
+                kinds.append("s" if i in self.promoted_args else "v")
+        out_dtypes, compute = [], None
+        for j in range(self.num_outputs):
+            fixed = self.output_dtypes[j]
+            if fixed is not None and (j >= len(self.promotion)):
+                out_dtypes.append(fixed)
+                continue
+            positions, kind = self.promotion[j]
+            computation, result = promote(*[args[p] for p in positions], kind=kind)
+            out_dtypes.append(fixed if fixed is not None else result)
+            if compute is None:
+                compute = _opmath(computation)
+        for j, o in enumerate(outs):
+            if o is not None and not torch.can_cast(out_dtypes[j], o.dtype):
+                raise RuntimeError(f"result type {_type_name(out_dtypes[j])} can't be cast to the desired "
+                                   f"output type {_type_name(o.dtype)}")
+        compute_dtypes = []
+        for i, kind in enumerate(kinds):
+            if kind in "ts":
+                compute_dtypes.append(_tl_dtype(compute if compute is not None else _opmath(_dtype_of(args[i]))))
+            else:
+                compute_dtypes.append(None)
+        return _Plan(out_dtypes, compute_dtypes, tuple(kinds))
+
+    def _kernel(self, pattern: Pattern):
+        kernel = self._kernels.get(pattern)
+        if kernel is None:
+            kernel = self._kernels[pattern] = load_kernel(pattern, self.fn, self._tag)
+        return kernel
+
+    def _run(self, plan: _Plan, args, outs):
+        kinds = plan.kinds
+        tensors = [a for a, k in zip(args, kinds) if k in "tr"]
+        values = []
+        for i, (a, k) in enumerate(zip(args, kinds)):
+            if k in "tr":
+                values.append(a)
+            elif k == "s" or isinstance(a, torch.Tensor):
+                value = a.item() if isinstance(a, torch.Tensor) else a
+                # Booleans travel as integers: Triton's interpreter cannot hold a Python bool as int1.
+                values.append(int(value) if type(value) is bool else value)
+            else:
+                dtype = self.dtypes[i]
+                values.append(dtype(a) if dtype is not None and a is not None else a)
+        first = tensors[0] if tensors else None
+        if first is None:
+            raise TypeError(f"{self.__name__}() needs at least one tensor argument")
+        shape = first.shape
+        flat = all(t.shape == shape for t in tensors) and all(t.is_contiguous() for t in tensors) and all(
+            o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
+        if flat:
+            results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
+                       for o, dt in zip(outs, plan.out_dtypes)]
+            n = first.numel()
+            if n:
+                self._launch(plan, Pattern(kinds, self.num_outputs, 0), values, results, n, [], [])
+            return results[0] if self.num_outputs == 1 else tuple(results)
+        return self._run_strided(plan, args, values, tensors, outs)
+
+    def _run_strided(self, plan: _Plan, args, values, tensors, outs):
+        shape = shapes.broadcast_shape([t.shape for t in tensors])
+        for o, a in itertools.product(outs, args):
+            if o is not None and o is a and tuple(o.shape) != shape:
+                raise RuntimeError(f"output with shape {list(o.shape)} doesn't match the broadcast shape {list(shape)}")
+        given = [o for o in outs if o is not None]
+        for o in given:
+            resize_output(o, shape)
+            if not o.is_contiguous() and torch._debug_has_internal_overlap(o) == 1:
+                raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
+                                   "refers to a single memory location. Please clone() the tensor before "
+                                   "performing the operation.")
+        in_strides = [shapes.broadcast_strides(t, shape) for t in tensors]
+        given_strides = [list(o.stride()) for o in given]
+        perm = shapes.memory_order(shape, given_strides + in_strides)
+        new_strides = shapes.output_strides(shape, perm)
+        results = []
+        for o, dt in zip(outs, plan.out_dtypes):
+            if o is None:
+                o = (torch.empty(shape, dtype=dt, device=tensors[0].device) if new_strides is None
+                     else torch.empty_strided(shape, new_strides, dtype=dt, device=tensors[0].device))
+            results.append(o)
+        n = 1
+        for s in shape:
+            n *= s
+        if n:
+            all_strides = in_strides + [list(o.stride()) for o in results]
+            sizes, strides = shapes.coalesce(shape, perm, all_strides)
+            if len(sizes) <= 1 and all(not s or s[0] == 1 for s in strides):
+                sizes, strides = [], [[] for _ in strides]
+            self._launch(plan, Pattern(plan.kinds, self.num_outputs, len(sizes)), values, results, n, sizes, strides)
+        return results[0] if self.num_outputs == 1 else tuple(results)
+
+    def _launch(self, plan: _Plan, pattern: Pattern, values, results, n, sizes, strides):
+        flat_strides = [s for operand in strides for s in operand]
+        reach = n
+        if sizes:
+            reach = max([n] + [shapes.max_offset(sizes, s) for s in strides])
+        int64 = reach > _INT32_LIMIT or _force_int64
+        block, warps = block_size(n)
+        lkey = (pattern, block, warps, int64)
+        launcher = plan.launchers.get(lkey)
+        if launcher is None:
+            constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
+            constexprs.update(BLOCK=block, INT64=int64)
+            launcher = plan.launchers[lkey] = Launcher(self._kernel(pattern), constexprs, num_warps=warps)
+        launch_args = [*values, *results, n, *sizes, *flat_strides]
+        grid = (triton.cdiv(n, block),)
+        launcher(grid, launch_args, None if device.interpreter else specialization(launch_args))
+
+
+_force_int64 = False
+
+
+def _dtype_of(value) -> torch.dtype:
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    return {bool: torch.bool, int: torch.int64, float: torch.get_default_dtype()}.get(type(value), torch.float32)
+
+
+def _type_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
+            torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char",
+            torch.uint8: "Byte", torch.bool: "Bool"}.get(dtype, str(dtype))
+
+
+def pointwise_dynamic(fn=None, *, is_tensor: Optional[Sequence[bool]] = None, dtypes=None,
+                      promotion_methods=None, output_dtypes=None, num_outputs: Optional[int] = None):
+    """Decorate a ``@triton.jit`` scalar function into an elementwise op (see module docstring).
+
+    ``promotion_methods``: one ``(arg positions..., kind)`` per output, kind a name of
+    ``ELEMENTWISE_TYPE_PROMOTION_KIND``; required unless ``output_dtypes`` fixes every output.
+    ``is_tensor``/``dtypes`` describe non-tensor arguments; ``out0=``, ``out1=`` give outputs.
+    """
+
+    def wrap(jit_fn):
+        return PointwiseDynamic(jit_fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+__all__ = ["pointwise_dynamic", "PointwiseDynamic", "block_size"]

@@ -1,0 +1,172 @@
+"""The one place that talks to ``torch.library``: serving overloads, and calling ATen's own kernels.
+
+Each served overload gets a Library of its own, so that changing what is served (``use_gems`` with a
+subset, ``disable``) touches only the overloads that change, and destroying a Library gives ATen its
+kernel back exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from flag_gems import aten_names, recording
+from flag_gems.runtime import device
+
+_KEYSETS = {key: torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+            for key in (device.dispatch_key, device.autograd_key)}
+# ATen's kernels, captured before we first served each overload: (name, key) -> kernel.
+_aten_kernels: dict[tuple[str, str], object] = {}
+_served: dict[str, "_Registration"] = {}
+_inside_kernel = threading.local()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An overload to serve: by which family, with which callable, on which key."""
+
+    name: str
+    family: str
+    fn: Callable
+    autograd: bool = False
+
+    @property
+    def key(self) -> str:
+        return device.autograd_key if self.autograd else device.dispatch_key
+
+
+@dataclass
+class _Registration:
+    entry: Entry
+    record: bool
+    library: torch.library.Library
+
+
+def _capture_aten_kernel(name: str, key: str):
+    slot = (name, key)
+    kernel = _aten_kernels.get(slot)
+    if kernel is None:
+        if name in _served and _served[name].entry.key == key:
+            raise RuntimeError(f"ATen's kernel for {name} was not captured before gems served it")
+        kernel = torch._C._dispatch_get_computed_kernel_for_dispatch_key(f"aten::{name}", getattr(
+            torch._C.DispatchKey, key))
+        _aten_kernels[slot] = kernel
+    return kernel
+
+
+class AtenKernel:
+    """Calls ATen's own kernel for an overload, bypassing gems: the way a kernel hands a case back.
+
+    Calling it never reaches our kernel again, so a fallback cannot recurse (rule 3 of dispatch).
+    """
+
+    __slots__ = ("name", "key", "_kernel", "_keyset")
+
+    def __init__(self, name: str, autograd: bool = False) -> None:
+        self.name = aten_names.canonical(name)
+        self.key = device.autograd_key if autograd else device.dispatch_key
+        self._kernel = None
+        self._keyset = _KEYSETS[self.key]
+
+    def __call__(self, *args, **kwargs):
+        kernel = self._kernel
+        if kernel is None:
+            kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
+        if recording.active:
+            recording.note_fallback(self.name)
+        return kernel.call_boxed(self._keyset, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
+    """ATen's kernel for ``name`` on the device's backend key (or its Autograd key)."""
+    return AtenKernel(name, autograd)
+
+
+def _wrapped(entry: Entry, record: bool) -> Callable:
+    """The callable handed to torch.library: the family's function, plus only what this run needs."""
+    fn = entry.fn
+    if device.interpreter:
+        fn = _reentry_guarded(fn, aten_kernel(entry.name, entry.autograd))
+    if device.device_count() > 1:
+        fn = _on_tensor_device(fn)
+    if record:
+        fn = _recorded(fn, entry.name, entry.family)
+    return fn
+
+
+def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
+    # The interpreter itself calls ATen ops on CPU (empty, copy_, ...) while a kernel runs; those calls
+    # must reach ATen, not us again (INTERPRETER trap 4).
+    def guarded(*args, **kwargs):
+        if getattr(_inside_kernel, "active", False):
+            return fallback(*args, **kwargs)
+        _inside_kernel.active = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _inside_kernel.active = False
+
+    return guarded
+
+
+def _first_tensor_device(args, kwargs):
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value.device
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return value[0].device
+    return None
+
+
+def _on_tensor_device(fn: Callable) -> Callable:
+    # Triton launches on the current device; a tensor on cuda:1 needs cuda:1 current (rule 4).
+    def on_device(*args, **kwargs):
+        dev = _first_tensor_device(args, kwargs)
+        if dev is None or dev.type != "cuda" or dev.index == torch.cuda.current_device():
+            return fn(*args, **kwargs)
+        with torch.cuda.device(dev):
+            return fn(*args, **kwargs)
+
+    return on_device
+
+
+def _recorded(fn: Callable, name: str, family: str) -> Callable:
+    def recorded(*args, **kwargs):
+        recording.note_served(name, family)
+        return fn(*args, **kwargs)
+
+    return recorded
+
+
+def _register(entry: Entry, record: bool) -> _Registration:
+    _capture_aten_kernel(entry.name, entry.key)
+    library = torch.library.Library("aten", "IMPL")
+    library.impl(entry.name, _wrapped(entry, record), entry.key)
+    return _Registration(entry, record, library)
+
+
+def apply(entries: dict[str, Entry], record: bool) -> None:
+    """Serve exactly ``entries`` (name -> Entry) from now on; every other overload goes back to ATen."""
+    for name in [n for n in _served if n not in entries]:
+        _served.pop(name).library._destroy()
+    with warnings.catch_warnings():
+        # torch warns once that a kernel is overridden: that is the point of this module.
+        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
+        for name, entry in entries.items():
+            current = _served.get(name)
+            if current is not None and current.entry == entry and current.record == record:
+                continue
+            if current is not None:
+                _served.pop(name).library._destroy()
+            _served[name] = _register(entry, record)
+
+
+def served() -> dict[str, Entry]:
+    """The overloads served right now."""
+    return {name: reg.entry for name, reg in _served.items()}

@@ -1,0 +1,46 @@
+"""What a family hands to core: plain data, no registration of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Union
+
+
+@dataclass(frozen=True)
+class OpImpl:
+    """One ATen overload served by a family.
+
+    ``aten`` is the overload name as ATen spells it ("add.Tensor", "abs", "abs.out"); a bare name means
+    the default overload. ``fn`` takes the overload's arguments exactly as ATen passes them.
+
+    With ``autograd=False`` (the usual case) ``fn`` is registered on the device's backend key (CUDA, or
+    CPU on the interpreter), below autograd, and ATen's derivative formulas still apply. With
+    ``autograd=True`` ``fn`` is registered on the device's Autograd key: it must be differentiable on its
+    own (a ``torch.autograd.Function``). That is the only way to serve a CompositeImplicitAutograd op.
+    """
+
+    aten: str
+    fn: Callable
+    autograd: bool = False
+
+
+OpsSource = Union[Iterable[OpImpl], Callable[[], Iterable[OpImpl]]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family's declaration, returned by its ``gems_family`` hook.
+
+    ``ops`` may be a callable, so that kernels are imported only when the family is loaded.
+    ``fused`` maps public names (``flag_gems.<name>``) to functions. ``requires_core`` is a version
+    specifier that gems-core must satisfy (">=0.1,<0.2"). Of two families serving one overload the one
+    with the higher ``priority`` wins, then the one whose name sorts first.
+    """
+
+    name: str
+    version: str
+    ops: OpsSource = ()
+    fused: Mapping[str, Callable] = field(default_factory=dict)
+    requires_core: str = ""
+    priority: int = 0
+    description: str = ""

@@ -1,0 +1,59 @@
+"""Shared test options and fixtures.
+
+--ref cpu      compute references on CPU (in float64 where the test asks for it)
+--mode quick   a smaller sweep of shapes and dtypes (what CI runs)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import flag_gems  # noqa: E402  (switches the interpreter on before any family imports triton kernels)
+
+DEVICE = flag_gems.device
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("flag_gems")
+    group.addoption("--ref", default="device", choices=["device", "cpu"],
+                    help="where references are computed: on the test device or on CPU")
+    group.addoption("--mode", default="normal", choices=["normal", "quick"],
+                    help="quick: a smaller sweep of shapes and dtypes")
+
+
+def pytest_configure(config):
+    global REF_ON_CPU, QUICK
+    REF_ON_CPU = config.getoption("--ref") == "cpu"
+    QUICK = config.getoption("--mode") == "quick"
+
+
+REF_ON_CPU = False
+QUICK = False
+
+
+def to_reference(t, upcast: bool = False):
+    """A reference copy of ``t``: on CPU with ``--ref cpu``, in float64 with ``upcast``."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    ref = t.detach().to("cpu") if REF_ON_CPU else t.detach().clone()
+    if upcast and ref.is_floating_point():
+        ref = ref.to(torch.float64)
+    return ref.requires_grad_(t.requires_grad)
+
+
+@pytest.fixture
+def quick() -> bool:
+    return QUICK
+
+
+@pytest.fixture(autouse=True)
+def _gems_off_between_tests():
+    """Every test starts and ends with nothing served, so tests cannot leak state into each other."""
+    flag_gems.disable()
+    yield
+    flag_gems.disable()

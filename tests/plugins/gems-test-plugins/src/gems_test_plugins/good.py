@@ -1,0 +1,30 @@
+"""A well-formed family: serves aten::exp2 (functional) with a pointwise_dynamic kernel, and a
+fused function."""
+
+import flag_gems
+
+from gems_test_plugins import active
+
+
+def _ops():
+    import triton
+    import triton.language as tl
+
+    @flag_gems.pointwise_dynamic(promotion_methods=[(0, "INT_TO_FLOAT")])
+    @triton.jit
+    def exp2_kernel(x):
+        return tl.exp2(x)
+
+    return [flag_gems.OpImpl("exp2", lambda x: exp2_kernel(x))]
+
+
+def twice(x):
+    """A fused public function of the test family."""
+    return x * 2
+
+
+@flag_gems.hookimpl
+def gems_family():
+    if not active():
+        return None
+    return flag_gems.Family(name="test_good", version="1.2.3", ops=_ops, fused={"test_twice": twice})

@@ -1,0 +1,174 @@
+"""enable / disable / use_gems, recording, fallbacks and the Autograd-key path, with a family added
+by hand so that the tests do not depend on what the real families serve."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+import flag_gems
+from flag_gems import plugins, registry
+
+
+@flag_gems.pointwise_dynamic(promotion_methods=[(0, "INT_TO_FLOAT")])
+@triton.jit
+def _exp2_kernel(x):
+    return tl.exp2(x)
+
+
+def _exp2(x):
+    if x.dtype == torch.float64:
+        return flag_gems.aten_kernel("exp2")(x)
+    return _exp2_kernel(x)
+
+
+def _expm1_always_falls_back(x):
+    # A kernel that hands every case back to ATen: served, but never ran on gems.
+    return flag_gems.aten_kernel("expm1")(x)
+
+
+class _Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _exp2_kernel(x) * 0 + x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 2 * x
+
+
+def _square(x):
+    return _Square.apply(x)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def core_test_family():
+    module = types.ModuleType("core_test_family")
+
+    @flag_gems.hookimpl
+    def gems_family():
+        return flag_gems.Family(name="core_test", version="0", priority=100, ops=[
+            flag_gems.OpImpl("exp2", _exp2),
+            flag_gems.OpImpl("expm1", _expm1_always_falls_back),
+            flag_gems.OpImpl("square", _square, autograd=True),
+        ])
+
+    module.gems_family = gems_family
+    plugins.add_module("core_test", module)
+    yield
+    plugins.remove_module("core_test")
+
+
+def served_by_core_test() -> set[str]:
+    return {name for name, family in flag_gems.registered_ops().items() if family == "core_test"}
+
+
+def test_enable_and_disable():
+    flag_gems.enable(families=["core_test"])
+    assert served_by_core_test() == {"exp2", "expm1", "square"}
+    assert flag_gems.is_enabled()
+    flag_gems.disable()
+    assert flag_gems.registered_ops() == {}
+    assert not flag_gems.is_enabled()
+
+
+def test_unused_takes_base_and_overload_names():
+    flag_gems.enable(families=["core_test"], unused=["expm1", "square.default"])
+    assert served_by_core_test() == {"exp2"}
+
+
+def test_use_gems_restores_nothing_after_exit():
+    with flag_gems.use_gems(families=["core_test"]):
+        assert served_by_core_test() == {"exp2", "expm1", "square"}
+    assert flag_gems.registered_ops() == {}
+
+
+def test_use_gems_nested_restores_each_level_exactly():
+    flag_gems.enable(families=["core_test"], unused=["square"])
+    outer = flag_gems.registered_ops()
+    with flag_gems.use_gems(families=["core_test"], include=["exp2"]):
+        assert flag_gems.registered_ops() == {"exp2": "core_test"}
+        with flag_gems.use_gems(families=["core_test"], exclude=["exp2"]):
+            assert served_by_core_test() == {"expm1", "square"}
+        assert flag_gems.registered_ops() == {"exp2": "core_test"}
+    assert flag_gems.registered_ops() == outer
+
+
+def test_use_gems_restores_on_exception():
+    with pytest.raises(KeyError):
+        with flag_gems.use_gems(families=["core_test"]):
+            raise KeyError("boom")
+    assert flag_gems.registered_ops() == {}
+
+
+def test_served_op_runs_our_kernel_and_matches_aten():
+    x = torch.randn(1000)
+    ref = torch.exp2(x)
+    with flag_gems.testing.served("exp2", families=["core_test"]):
+        out = torch.exp2(x)
+    flag_gems.testing.assert_close(out, ref, torch.float32)
+
+
+def test_served_detects_a_silent_fallback():
+    x = torch.randn(10)
+    with pytest.raises(AssertionError, match="not served by gems.*expm1"):
+        with flag_gems.testing.served("expm1", families=["core_test"]):
+            torch.expm1(x)
+
+
+def test_fallback_reaches_aten_without_recursion():
+    x = torch.randn(10, dtype=torch.float64)
+    with flag_gems.use_gems(families=["core_test"]):
+        out = torch.exp2(x)
+    torch.testing.assert_close(out, torch.exp2(x))
+
+
+def test_autograd_key_serves_a_composite_op_with_our_backward():
+    x = torch.randn(50, requires_grad=True)
+    ref_x = x.detach().clone().requires_grad_()
+    (ref_x.square() * 3).sum().backward()
+    with flag_gems.testing.served("square", families=["core_test"]):
+        y = x.square()
+    (y * 3).sum().backward()
+    torch.testing.assert_close(y, ref_x.detach() ** 2)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+
+
+def test_record_logs_each_served_call(caplog):
+    x = torch.randn(8)
+    with caplog.at_level(logging.INFO, logger="flag_gems"):
+        flag_gems.enable(families=["core_test"], record=True)
+        torch.exp2(x)
+        torch.exp2(x)
+    lines = [r.getMessage() for r in caplog.records if "exp2" in r.getMessage()]
+    assert lines == ["gems served exp2 (core_test)"] * 2
+
+
+def test_record_to_a_file(tmp_path):
+    path = tmp_path / "gems.log"
+    flag_gems.enable(families=["core_test"], record=True, path=str(path))
+    torch.exp2(torch.randn(4))
+    flag_gems.disable()
+    assert "gems served exp2 (core_test)" in path.read_text()
+
+
+def test_aten_kernel_is_captured_before_serving():
+    flag_gems.enable(families=["core_test"])
+    kernel = registry.aten_kernel("exp2")
+    out = kernel(torch.tensor([3.0]))
+    assert out.item() == 8.0
+
+
+def test_registering_is_diffed_so_reentering_is_cheap():
+    flag_gems.enable(families=["core_test"])
+    before = {name: reg.library for name, reg in registry._served.items()}
+    with flag_gems.use_gems(families=["core_test"]):
+        after = {name: reg.library for name, reg in registry._served.items()}
+    assert before == after

@@ -1,0 +1,133 @@
+"""Plugin discovery with real installed plugins (tests/plugins/gems-test-plugins), run in fresh
+processes so that the test plugins wake up (GEMS_TEST_PLUGINS=1) without touching other tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import flag_gems
+from flag_gems import plugins
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "GEMS_TEST_PLUGINS": "1", **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def discovery_report() -> tuple[dict, str]:
+    proc = run_python("""
+        import json, warnings, flag_gems
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flag_gems.enable()
+        print(json.dumps({"families": {f["name"]: f for f in flag_gems.families()},
+                          "served": flag_gems.registered_ops(),
+                          "warnings": [str(w.message) for w in caught]}))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.fixture(scope="module")
+def report():
+    return discovery_report()[0]
+
+
+def test_good_plugin_loads_with_version_distribution_and_ops(report):
+    good = report["families"]["test_good"]
+    assert good["version"] == "1.2.3"
+    assert good["distribution"] == "gems-test-plugins"
+    assert good["ops"] == ["exp2"] and good["fused"] == ["test_twice"]
+    assert good["error"] is None
+
+
+def test_broken_plugin_is_reported_by_name_and_others_load(report):
+    assert "broken on purpose" in report["families"]["test_broken"]["error"]
+    assert any("test_broken" in w for w in report["warnings"])
+    assert report["served"]["expm1"] == "test_invalid"
+
+
+def test_invalid_declarations_are_skipped_with_reasons(report):
+    skipped = report["families"]["test_invalid"]["skipped"]
+    assert "no such overload" in skipped["no_such_op_anywhere"]
+    assert "CompositeImplicitAutograd" in skipped["square"]
+    assert "not callable" in skipped["expm1_"]
+    assert "square" not in report["served"]
+    for name in ("no_such_op_anywhere", "square", "expm1_"):
+        assert any("test_invalid" in w and name in w for w in report["warnings"])
+
+
+def test_incompatible_core_version_is_refused_clearly(report):
+    assert "needs gems-core >=99" in report["families"]["test_old"]["error"]
+
+
+def test_conflict_is_resolved_by_priority_then_name_with_a_warning(report):
+    assert report["served"]["exp2"] == "test_conflict"
+    assert any("exp2 is served by several families" in w for w in report["warnings"])
+
+
+def test_families_subset_serves_only_those():
+    proc = run_python("""
+        import json, warnings, flag_gems
+        warnings.simplefilter("ignore")
+        flag_gems.enable(families=["test_good"])
+        print(json.dumps(flag_gems.registered_ops()))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"exp2": "test_good"}
+
+
+def test_fused_functions_are_reachable_as_attributes():
+    proc = run_python("""
+        import warnings, flag_gems
+        warnings.simplefilter("ignore")
+        print(flag_gems.test_twice(21))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "42"
+
+
+def test_dormant_test_plugins_change_nothing_here():
+    assert not any(f["name"].startswith("test_") for f in flag_gems.families())
+
+
+def test_unknown_family_is_an_error():
+    with pytest.raises(ValueError, match="unknown flag_gems families"):
+        flag_gems.enable(families=["no_such_family"])
+
+
+def test_no_family_installed_serves_nothing_and_says_so(monkeypatch):
+    monkeypatch.setattr(plugins, "_entry_point_modules", lambda: iter(()))
+    plugins.refresh()
+    try:
+        with pytest.warns(UserWarning, match="no flag_gems family is installed"):
+            flag_gems.enable()
+        assert flag_gems.registered_ops() == {}
+    finally:
+        monkeypatch.undo()
+        plugins.refresh()
+
+
+def test_a_plugin_module_added_by_hand_is_loaded_and_removed():
+    import types
+
+    module = types.ModuleType("by_hand")
+
+    @flag_gems.hookimpl
+    def gems_family():
+        return flag_gems.Family(name="by_hand", version="0", ops=[flag_gems.OpImpl("exp2", lambda x: x)])
+
+    module.gems_family = gems_family
+    plugins.add_module("by_hand", module)
+    try:
+        assert "by_hand" in {f["name"] for f in flag_gems.families()}
+    finally:
+        plugins.remove_module("by_hand")
+    assert "by_hand" not in {f["name"] for f in flag_gems.families()}

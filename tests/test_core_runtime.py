@@ -1,0 +1,79 @@
+"""The runtime: device facts, FlagGems-compatible names, and the interpreter's shims."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+import flag_gems
+from flag_gems.runtime import device
+
+
+def test_device_and_vendor_names():
+    assert flag_gems.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert flag_gems.vendor_name in ("nvidia", "cpu")
+    assert flag_gems.runtime.device.support_fp64 is True
+    assert flag_gems.runtime.device.support_int64 is True
+    assert isinstance(flag_gems.runtime.device.support_bf16, bool)
+
+
+def test_interpreter_is_on_exactly_without_a_gpu():
+    assert device.interpreter == (not torch.cuda.is_available())
+    assert triton.knobs.runtime.interpret == device.interpreter
+
+
+@triton.jit
+def _unary(x_ptr, out_ptr, n, WHICH: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    mask = offsets < n
+    x = tl.load(x_ptr + offsets, mask=mask)
+    if WHICH == 0:
+        y = libdevice.tanh(x)
+    elif WHICH == 1:
+        y = libdevice.erfinv(x)
+    elif WHICH == 2:
+        y = libdevice.pow(x, 3.0)
+    elif WHICH == 3:
+        y = libdevice.atan2(x, x + 2.0)
+    else:
+        y = libdevice.lgamma(x + 3.0)
+    tl.store(out_ptr + offsets, y, mask=mask)
+
+
+@pytest.mark.parametrize("which,reference", [
+    (0, torch.tanh), (1, torch.erfinv), (2, lambda x: x ** 3), (3, lambda x: torch.atan2(x, x + 2)),
+    (4, lambda x: torch.lgamma(x + 3)),
+])
+def test_libdevice_functions_run_on_both(which, reference):
+    x = torch.rand(100, device=flag_gems.device) * 1.8 - 0.9
+    out = torch.empty_like(x)
+    _unary[(1,)](x, out, x.numel(), WHICH=which, BLOCK=128)
+    torch.testing.assert_close(out, reference(x), rtol=2e-6, atol=2e-6)
+
+
+@triton.autotune(configs=[triton.Config({"BLOCK": 64}), triton.Config({"BLOCK": 128})], key=["n"])
+@triton.jit
+def _copy(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask), mask=mask)
+
+
+def test_multi_config_autotune_runs():
+    x = torch.randn(300, device=flag_gems.device)
+    out = torch.empty_like(x)
+    _copy[lambda meta: (triton.cdiv(300, meta["BLOCK"]),)](x, out, 300)
+    torch.testing.assert_close(out, x)
+
+
+def test_compat_testing_helpers():
+    a = torch.randn(100)
+    flag_gems.testing.assert_close(a + 1e-7, a, torch.float32)
+    flag_gems.testing.assert_equal(a.clone(), a)
+    with pytest.raises(AssertionError):
+        flag_gems.testing.assert_equal(a + 1, a)
+    with pytest.raises(AssertionError):
+        flag_gems.testing.assert_close(a + 1e-2, a, torch.float32)
