@@ -16,6 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import flag_gems  # noqa: E402  (switches the interpreter on before any family imports triton kernels)
 
 DEVICE = flag_gems.device
+# Tests create their tensors on the device gems serves (the GPU, or the CPU on the interpreter).
+torch.set_default_device(DEVICE)
 
 
 def pytest_addoption(parser):

@@ -14,41 +14,55 @@ import triton
 
 from flag_gems.runtime import device
 
+if device.interpreter:
+    _current_stream = None
+else:
+    _raw_stream = torch._C._cuda_getCurrentRawStream
+    _current_device = torch._C._cuda_getDevice
+
+    def _current_stream() -> int:
+        return _raw_stream(_current_device())
+
 
 def specialization(args) -> tuple:
     """The facts Triton specialises a kernel on, for the arguments given."""
     key = []
     for a in args:
-        if isinstance(a, torch.Tensor):
-            key.append(a.data_ptr() % 16 == 0)
-        elif type(a) is int:
+        if type(a) is int:
             key.append(1 if a == 1 else (2 if a % 16 == 0 else 0))
+        elif isinstance(a, torch.Tensor):
+            key.append(a.data_ptr() % 16 == 0)
     return tuple(key)
+
+
+def _hooks_installed() -> bool:
+    # Profilers install launch hooks; with any present, launches go through Triton so they see them.
+    hooks = triton.knobs.runtime.launch_enter_hook
+    return bool(getattr(hooks, "calls", hooks))
 
 
 class Launcher:
     """Launches one jitted kernel with fixed constexprs and launch options."""
 
-    __slots__ = ("kernel", "constexprs", "options", "_compiled")
+    __slots__ = ("kernel", "constexprs", "options", "_compiled", "_direct")
 
     def __init__(self, kernel, constexprs: dict, **options) -> None:
         self.kernel = kernel
         self.constexprs = constexprs
         self.options = options
         self._compiled: dict[tuple, tuple] = {}
+        self._direct = not device.interpreter
 
     def __call__(self, grid: tuple, args: list, spec_key: tuple | None = None) -> None:
-        if device.interpreter or spec_key is None or triton.knobs.runtime.launch_enter_hook is not None:
-            self.kernel[grid](*args, **self.constexprs, **self.options)
-            return
-        compiled = self._compiled.get(spec_key)
-        if compiled is None:
-            kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
+        """Launch on ``grid`` (three sizes) with the kernel's non-constexpr ``args`` in order."""
+        if self._direct and spec_key is not None:
+            compiled = self._compiled.get(spec_key)
+            if compiled is not None and not _hooks_installed():
+                run, function, metadata, constexprs = compiled
+                run(grid[0], grid[1], grid[2], _current_stream(), function, metadata, None, None, None,
+                    *args, *constexprs)
+                return
+        kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
+        if self._direct and spec_key is not None:
             self._compiled[spec_key] = (kernel.run, kernel.function, kernel.packed_metadata,
                                         tuple(self.constexprs.values()))
-            return
-        run, function, metadata, constexprs = compiled
-        stream = torch.cuda.current_stream().cuda_stream
-        g1 = grid[1] if len(grid) > 1 else 1
-        g2 = grid[2] if len(grid) > 2 else 1
-        run(grid[0], g1, g2, stream, function, metadata, None, None, None, *args, *constexprs)

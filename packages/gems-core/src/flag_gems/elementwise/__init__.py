@@ -49,26 +49,43 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def next_power_of_2(n: int) -> int:
+    # Plain Python: triton.next_power_of_2 is a constexpr function, costly to call on the host.
+    return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
 def block_size(n: int) -> tuple[int, int]:
     """(BLOCK, num_warps) for ``n`` elements."""
     if device.interpreter:
         # Each interpreted program costs milliseconds: few, large programs.
-        return min(triton.next_power_of_2(max(n, 1)), 16384), 4
+        return min(next_power_of_2(n), 16384), 4
+    # On an H100/H200, 1024 elements and 4 warps per program reach ATen's speed and the copy ceiling
+    # for fp32 and bf16 alike (scripts/tune_pointwise_blocks.py); smaller inputs get one program.
     if n <= 1024:
-        return max(triton.next_power_of_2(n), 128), 4
-    return 2048, 8
+        return max(next_power_of_2(n), 128), 4
+    return 1024, 4
 
 
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "launchers")
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "convert", "flat_pattern", "launchers")
 
-    def __init__(self, out_dtypes, compute, kinds):
+    def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
         self.out_dtypes = out_dtypes
         self.compute = compute
         self.kinds = kinds
+        self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
+        # Per argument: how its value reaches the kernel (None: as it is).
+        self.convert = convert
+        self.flat_pattern = Pattern(kinds, num_outputs, 0)
         self.launchers: dict[tuple, Launcher] = {}
+
+
+def _as_kernel_scalar(value):
+    value = value.item() if isinstance(value, torch.Tensor) else value
+    # Booleans travel as integers: Triton's interpreter cannot hold a Python bool as int1.
+    return int(value) if type(value) is bool else value
 
 
 class PointwiseDynamic:
@@ -99,18 +116,27 @@ class PointwiseDynamic:
             *positions, kind = method
             self.promotion.append((tuple(positions), promotion_kind(kind)))
         self.promoted_args = {p for positions, _ in self.promotion for p in positions}
+        self._out_names = [f"out{j}" for j in range(num_outputs)]
+        self._no_outs = [None] * num_outputs
         self._plans: dict[tuple, _Plan] = {}
         self._kernels: dict[Pattern, object] = {}
         self._tag = f"{self.__name__}_{next(_serial)}"
 
     # -- per call ---------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        outs = [kwargs.pop(f"out{j}", None) for j in range(self.num_outputs)]
+        outs = self._no_outs
         if kwargs:
-            args = self._bind(args, kwargs)
+            outs = [kwargs.pop(name, None) for name in self._out_names]
+            if kwargs:
+                args = self._bind(args, kwargs)
         if len(args) != len(self.arg_names):
             raise TypeError(f"{self.__name__}() takes {len(self.arg_names)} arguments, got {len(args)}")
-        key = self._signature(args, outs)
+        # The signature: dtypes (0-d tensors rank below others in promotion, and a CPU one beside GPU
+        # tensors is a scalar), Python types of the other arguments, and the dtypes of given outputs.
+        key = tuple([(a.dtype if a.dim() else (a.dtype, a.is_cpu)) if isinstance(a, torch.Tensor) else type(a)
+                     for a in args])
+        if outs is not self._no_outs:
+            key += tuple([o.dtype if o is not None else None for o in outs])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._make_plan(args, outs)
@@ -124,27 +150,22 @@ class PointwiseDynamic:
             values[self.arg_names.index(name)] = value
         return tuple(values)
 
-    def _signature(self, args, outs) -> tuple:
-        key = []
-        for a, tensor_slot in zip(args, self.is_tensor):
-            if isinstance(a, torch.Tensor):
-                # 0-d tensors rank below others in promotion; a CPU one beside GPU tensors is a scalar.
-                key.append((a.dtype, a.dim() == 0, a.device.type))
-            else:
-                key.append(type(a))
-        for o in outs:
-            key.append(o.dtype if o is not None else None)
-        return tuple(key)
-
     def _make_plan(self, args, outs) -> _Plan:
-        kinds = []
+        kinds, convert = [], []
         for i, (a, tensor_slot) in enumerate(zip(args, self.is_tensor)):
-            if not tensor_slot:
-                kinds.append("v")
-            elif isinstance(a, torch.Tensor) and not (a.dim() == 0 and a.device.type != device.name):
+            is_operand = isinstance(a, torch.Tensor) and not (a.dim() == 0 and a.device.type != device.name)
+            if tensor_slot and is_operand:
                 kinds.append("t" if i in self.promoted_args else "r")
+                convert.append(None)
+                continue
+            kinds.append("s" if tensor_slot and i in self.promoted_args else "v")
+            declared = self.dtypes[i]
+            if isinstance(a, torch.Tensor) or type(a) is bool:
+                convert.append(_as_kernel_scalar)
+            elif declared is not None and a is not None and declared is not type(a):
+                convert.append(declared)
             else:
-                kinds.append("s" if i in self.promoted_args else "v")
+                convert.append(None)
         out_dtypes, compute = [], None
         for j in range(self.num_outputs):
             fixed = self.output_dtypes[j]
@@ -166,7 +187,7 @@ class PointwiseDynamic:
                 compute_dtypes.append(_tl_dtype(compute if compute is not None else _opmath(_dtype_of(args[i]))))
             else:
                 compute_dtypes.append(None)
-        return _Plan(out_dtypes, compute_dtypes, tuple(kinds))
+        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs)
 
     def _kernel(self, pattern: Pattern):
         kernel = self._kernels.get(pattern)
@@ -175,33 +196,27 @@ class PointwiseDynamic:
         return kernel
 
     def _run(self, plan: _Plan, args, outs):
-        kinds = plan.kinds
-        tensors = [a for a, k in zip(args, kinds) if k in "tr"]
-        values = []
-        for i, (a, k) in enumerate(zip(args, kinds)):
-            if k in "tr":
-                values.append(a)
-            elif k == "s" or isinstance(a, torch.Tensor):
-                value = a.item() if isinstance(a, torch.Tensor) else a
-                # Booleans travel as integers: Triton's interpreter cannot hold a Python bool as int1.
-                values.append(int(value) if type(value) is bool else value)
-            else:
-                dtype = self.dtypes[i]
-                values.append(dtype(a) if dtype is not None and a is not None else a)
-        first = tensors[0] if tensors else None
-        if first is None:
+        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)]
+        tensors = [args[i] for i in plan.tensor_pos]
+        if not tensors:
             raise TypeError(f"{self.__name__}() needs at least one tensor argument")
+        first = tensors[0]
         shape = first.shape
-        flat = all(t.shape == shape for t in tensors) and all(t.is_contiguous() for t in tensors) and all(
-            o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
-        if flat:
-            results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
-                       for o, dt in zip(outs, plan.out_dtypes)]
-            n = first.numel()
-            if n:
-                self._launch(plan, Pattern(kinds, self.num_outputs, 0), values, results, n, [], [])
-            return results[0] if self.num_outputs == 1 else tuple(results)
-        return self._run_strided(plan, args, values, tensors, outs)
+        flat = True
+        for t in tensors:
+            if t.shape != shape or not t.is_contiguous():
+                flat = False
+                break
+        if flat and outs is not self._no_outs:
+            flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
+        if not flat:
+            return self._run_strided(plan, args, values, tensors, outs)
+        results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
+                   for o, dt in zip(outs, plan.out_dtypes)]
+        n = first.numel()
+        if n:
+            self._launch(plan, plan.flat_pattern, values, results, n, (), ())
+        return results[0] if self.num_outputs == 1 else tuple(results)
 
     def _run_strided(self, plan: _Plan, args, values, tensors, outs):
         shape = shapes.broadcast_shape([t.shape for t in tensors])
@@ -232,25 +247,30 @@ class PointwiseDynamic:
             all_strides = in_strides + [list(o.stride()) for o in results]
             sizes, strides = shapes.coalesce(shape, perm, all_strides)
             if len(sizes) <= 1 and all(not s or s[0] == 1 for s in strides):
-                sizes, strides = [], [[] for _ in strides]
-            self._launch(plan, Pattern(plan.kinds, self.num_outputs, len(sizes)), values, results, n, sizes, strides)
+                pattern, sizes, strides = plan.flat_pattern, (), ()
+            else:
+                pattern = Pattern(plan.kinds, self.num_outputs, len(sizes))
+            self._launch(plan, pattern, values, results, n, sizes, strides)
         return results[0] if self.num_outputs == 1 else tuple(results)
 
     def _launch(self, plan: _Plan, pattern: Pattern, values, results, n, sizes, strides):
-        flat_strides = [s for operand in strides for s in operand]
         reach = n
         if sizes:
             reach = max([n] + [shapes.max_offset(sizes, s) for s in strides])
         int64 = reach > _INT32_LIMIT or _force_int64
         block, warps = block_size(n)
-        lkey = (pattern, block, warps, int64)
+        lkey = (pattern, block, int64)
         launcher = plan.launchers.get(lkey)
         if launcher is None:
             constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
             constexprs.update(BLOCK=block, INT64=int64)
             launcher = plan.launchers[lkey] = Launcher(self._kernel(pattern), constexprs, num_warps=warps)
-        launch_args = [*values, *results, n, *sizes, *flat_strides]
-        grid = (triton.cdiv(n, block),)
+        launch_args = [*values, *results, n]
+        if sizes:
+            launch_args += sizes
+            for operand in strides:
+                launch_args += operand
+        grid = ((n + block - 1) // block, 1, 1)
         launcher(grid, launch_args, None if device.interpreter else specialization(launch_args))
 
 
