@@ -11,7 +11,6 @@ import time
 
 import torch
 import triton
-import triton.language as tl
 
 import flag_gems
 

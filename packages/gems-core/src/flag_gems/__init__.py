@@ -25,8 +25,8 @@ if _device.interpreter:
 
 from flag_gems import runtime, testing  # noqa: E402
 from flag_gems.api import disable, enable, families, is_enabled, registered_ops, use_gems  # noqa: E402
-from flag_gems.hookspecs import hookimpl  # noqa: E402
 from flag_gems.elementwise import pointwise_dynamic  # noqa: E402
+from flag_gems.hookspecs import hookimpl  # noqa: E402
 from flag_gems.promotion import ELEMENTWISE_TYPE_PROMOTION_KIND, promote  # noqa: E402
 from flag_gems.registry import aten_kernel  # noqa: E402
 from flag_gems.spec import Family, OpImpl  # noqa: E402

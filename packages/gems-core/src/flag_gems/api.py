@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional, Sequence
 
 from flag_gems import aten_names, plugins, recording, registry
 
 
 @dataclass(frozen=True)
 class _Config:
-    families: Optional[tuple[str, ...]]
-    include: Optional[tuple[str, ...]]
+    families: tuple[str, ...] | None
+    include: tuple[str, ...] | None
     exclude: tuple[str, ...]
     record: bool
-    path: Optional[str]
+    path: str | None
 
 
-_current: Optional[_Config] = None
+_current: _Config | None = None
 _warned_conflicts: set[tuple[str, ...]] = set()
 
 
-def _names(value: Optional[Iterable[str]]) -> Optional[tuple[str, ...]]:
+def _names(value: Iterable[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -73,7 +73,7 @@ def _warn_conflict(name: str, infos: Sequence[plugins.FamilyInfo]) -> None:
                       f"over {others} (higher priority, then name order)", plugins.PluginWarning, stacklevel=4)
 
 
-def _apply(config: Optional[_Config]) -> None:
+def _apply(config: _Config | None) -> None:
     global _current
     if config is None:
         registry.apply({}, record=False)
@@ -88,8 +88,8 @@ def _apply(config: Optional[_Config]) -> None:
     _current = config
 
 
-def enable(families: Optional[Sequence[str]] = None, unused: Optional[Sequence[str]] = None,
-           record: bool = False, path: Optional[str] = None, **_compat) -> None:
+def enable(families: Sequence[str] | None = None, unused: Sequence[str] | None = None,
+           record: bool = False, path: str | None = None, **_compat) -> None:
     """Serve ATen ops with the kernels of the installed families (or of ``families`` only).
 
     ``unused`` names ATen overloads ("add.Tensor") or base names ("add") to leave to ATen.
@@ -104,8 +104,8 @@ def disable() -> None:
 
 
 @contextlib.contextmanager
-def use_gems(families: Optional[Sequence[str]] = None, include: Optional[Sequence[str]] = None,
-             exclude: Optional[Sequence[str]] = None, record: bool = False) -> Iterator[None]:
+def use_gems(families: Sequence[str] | None = None, include: Sequence[str] | None = None,
+             exclude: Sequence[str] | None = None, record: bool = False) -> Iterator[None]:
     """Serve ops with gems inside the block; on exit (also on an exception) restore exactly what
     was served before, whether that was nothing, ``enable()``'s set, or an outer ``use_gems``."""
     previous = _current

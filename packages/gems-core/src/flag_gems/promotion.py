@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND, elementwise_dtypes
 
-Kind = Union[str, ELEMENTWISE_TYPE_PROMOTION_KIND]
+Kind = str | ELEMENTWISE_TYPE_PROMOTION_KIND
 
 
 def promotion_kind(kind: Kind) -> ELEMENTWISE_TYPE_PROMOTION_KIND:

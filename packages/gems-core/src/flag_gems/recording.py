@@ -7,7 +7,7 @@ from collections import Counter
 
 logger = logging.getLogger("flag_gems")
 
-_counters: list["CallCounter"] = []
+_counters: list[CallCounter] = []
 _record_on = False
 #: True while anything listens (record=True or a CallCounter); read on the fallback path.
 active = False
@@ -35,7 +35,7 @@ class CallCounter:
         self.fallbacks: Counter[str] = Counter()
         self.families: dict[str, str] = {}
 
-    def __enter__(self) -> "CallCounter":
+    def __enter__(self) -> CallCounter:
         _counters.append(self)
         _refresh()
         return self

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -22,7 +22,7 @@ _KEYSETS = {key: torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
             for key in (device.dispatch_key, device.autograd_key)}
 # ATen's kernels, captured before we first served each overload: (name, key) -> kernel.
 _aten_kernels: dict[tuple[str, str], object] = {}
-_served: dict[str, "_Registration"] = {}
+_served: dict[str, _Registration] = {}
 _inside_kernel = threading.local()
 
 
@@ -82,7 +82,7 @@ class AtenKernel:
         return kernel.call_boxed(self._keyset, *args, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
     """ATen's kernel for ``name`` on the device's backend key (or its Autograd key)."""
     return AtenKernel(name, autograd)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Union
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class OpImpl:
     autograd: bool = False
 
 
-OpsSource = Union[Iterable[OpImpl], Callable[[], Iterable[OpImpl]]]
+OpsSource = Iterable[OpImpl] | Callable[[], Iterable[OpImpl]]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -37,7 +37,7 @@ def assert_equal(res, ref, equal_nan: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def served(*ops: str, families: Optional[Sequence[str]] = None) -> Iterator[CallCounter]:
+def served(*ops: str, families: Sequence[str] | None = None) -> Iterator[CallCounter]:
     """Run the block under gems and assert afterwards that each of ``ops`` ran on a gems kernel.
 
     ``ops`` are overload or base names. A call a gems kernel handed back to ATen does not count, so a

@@ -14,15 +14,14 @@ per signature.
 from __future__ import annotations
 
 import itertools
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
-import triton
 
-from flag_gems.launch import Launcher, specialization
-from flag_gems.outputs import resize_output
 from flag_gems.elementwise import shapes
 from flag_gems.elementwise.codegen import Pattern, load_kernel
+from flag_gems.launch import Launcher, specialization
+from flag_gems.outputs import resize_output
 from flag_gems.promotion import promote, promotion_kind
 from flag_gems.runtime import device
 
@@ -289,8 +288,8 @@ def _type_name(dtype: torch.dtype) -> str:
             torch.uint8: "Byte", torch.bool: "Bool"}.get(dtype, str(dtype))
 
 
-def pointwise_dynamic(fn=None, *, is_tensor: Optional[Sequence[bool]] = None, dtypes=None,
-                      promotion_methods=None, output_dtypes=None, num_outputs: Optional[int] = None):
+def pointwise_dynamic(fn=None, *, is_tensor: Sequence[bool] | None = None, dtypes=None,
+                      promotion_methods=None, output_dtypes=None, num_outputs: int | None = None):
     """Decorate a ``@triton.jit`` scalar function into an elementwise op (see module docstring).
 
     ``promotion_methods``: one ``(arg positions..., kind)`` per output, kind a name of

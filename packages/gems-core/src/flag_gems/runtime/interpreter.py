@@ -8,7 +8,6 @@ Switched on only when no GPU is present (see ``device.interpreter``):
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
