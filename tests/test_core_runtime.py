@@ -77,3 +77,28 @@ def test_compat_testing_helpers():
         flag_gems.testing.assert_equal(a + 1, a)
     with pytest.raises(AssertionError):
         flag_gems.testing.assert_close(a + 1e-2, a, torch.float32)
+
+
+@triton.jit
+def _scaled_copy(x_ptr, out_ptr, n, scale, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask) * scale, mask=mask)
+
+
+def test_launch_helper_runs_a_kernel_repeatedly():
+    from flag_gems.launch import launch
+
+    x = torch.randn(1000, device=flag_gems.device)
+    for scale in (1.0, 2.5, 3.0):
+        out = torch.empty_like(x)
+        launch(_scaled_copy, (4,), x, out, 1000, scale, BLOCK=256)
+        torch.testing.assert_close(out, x * scale)
+
+
+def test_launch_helper_wants_constexprs_by_keyword_in_order():
+    from flag_gems.launch import launch
+
+    x = torch.randn(10, device=flag_gems.device)
+    with pytest.raises(TypeError, match="constexprs"):
+        launch(_scaled_copy, (1,), x, x, 10, BLOCK=16)

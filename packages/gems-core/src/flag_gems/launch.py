@@ -44,7 +44,7 @@ def _hooks_installed() -> bool:
 class Launcher:
     """Launches one jitted kernel with fixed constexprs and launch options."""
 
-    __slots__ = ("kernel", "constexprs", "options", "_compiled", "_direct")
+    __slots__ = ("kernel", "constexprs", "options", "_compiled", "_direct", "_per_device")
 
     def __init__(self, kernel, constexprs: dict, **options) -> None:
         self.kernel = kernel
@@ -52,10 +52,14 @@ class Launcher:
         self.options = options
         self._compiled: dict[tuple, tuple] = {}
         self._direct = not device.interpreter
+        # A compiled kernel is loaded into one device's context: with several GPUs, key by device.
+        self._per_device = self._direct and device.device_count() > 1
 
     def __call__(self, grid: tuple, args: list, spec_key: tuple | None = None) -> None:
         """Launch on ``grid`` (three sizes) with the kernel's non-constexpr ``args`` in order."""
         if self._direct and spec_key is not None:
+            if self._per_device:
+                spec_key = (_current_device(), *spec_key)
             compiled = self._compiled.get(spec_key)
             if compiled is not None and not _hooks_installed():
                 run, function, metadata, constexprs = compiled
@@ -66,3 +70,30 @@ class Launcher:
         if self._direct and spec_key is not None:
             self._compiled[spec_key] = (kernel.run, kernel.function, kernel.packed_metadata,
                                         tuple(self.constexprs.values()))
+
+
+_launchers: dict[tuple, Launcher] = {}
+
+
+def launch(kernel, grid: tuple, *args, num_warps: int = 4, num_stages: int | None = None, **constexprs) -> None:
+    """``kernel[grid](*args, **constexprs, num_warps=...)`` at a fraction of the host cost.
+
+    ``args`` are the kernel's runtime arguments in order and ``constexprs`` its constexpr parameters,
+    which must come after every runtime parameter in the kernel's signature. ``grid`` has 1 to 3 sizes.
+    """
+    options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
+    key = (kernel, num_warps, num_stages, *constexprs.items())
+    launcher = _launchers.get(key)
+    if launcher is None:
+        _check_constexprs_last(kernel, len(args), constexprs)
+        launcher = _launchers[key] = Launcher(kernel, constexprs, **options)
+    if len(grid) != 3:
+        grid = (grid[0], grid[1] if len(grid) > 1 else 1, 1)
+    launcher(grid, list(args), None if device.interpreter else specialization(args))
+
+
+def _check_constexprs_last(kernel, nargs: int, constexprs: dict) -> None:
+    names = list(getattr(kernel, "arg_names", ()))
+    if names and names[nargs:] != list(constexprs):
+        raise TypeError(f"launch({getattr(kernel, '__name__', kernel)}): pass the runtime arguments "
+                        f"{names[:nargs]} positionally and the constexprs {names[nargs:]} by keyword, in order")
