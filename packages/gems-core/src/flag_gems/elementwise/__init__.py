@@ -68,7 +68,8 @@ def block_size(n: int) -> tuple[int, int]:
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "convert", "flat_pattern", "launchers")
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "convert", "converts", "flat_pattern",
+                 "launchers", "flat_launchers")
 
     def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
         self.out_dtypes = out_dtypes
@@ -77,8 +78,10 @@ class _Plan:
         self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
         # Per argument: how its value reaches the kernel (None: as it is).
         self.convert = convert
+        self.converts = any(c is not None for c in convert)
         self.flat_pattern = Pattern(kinds, num_outputs, 0)
         self.launchers: dict[tuple, Launcher] = {}
+        self.flat_launchers: dict[tuple, Launcher] = {}
 
 
 def _as_kernel_scalar(value):
@@ -195,7 +198,7 @@ class PointwiseDynamic:
         return kernel
 
     def _run(self, plan: _Plan, args, outs):
-        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)]
+        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)] if plan.converts else list(args)
         tensors = [args[i] for i in plan.tensor_pos]
         if not tensors:
             raise TypeError(f"{self.__name__}() needs at least one tensor argument")
@@ -210,12 +213,38 @@ class PointwiseDynamic:
             flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
         if not flat:
             return self._run_strided(plan, args, values, tensors, outs)
-        results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
-                   for o, dt in zip(outs, plan.out_dtypes)]
+        # The flat path: every operand shares one dense layout, so one index walks them all.
+        if self.num_outputs == 1:
+            out = outs[0]
+            results = [out if out is not None else torch.empty(shape, dtype=plan.out_dtypes[0], device=first.device)]
+        else:
+            results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
+                       for o, dt in zip(outs, plan.out_dtypes)]
         n = first.numel()
         if n:
-            self._launch(plan, plan.flat_pattern, values, results, n, (), ())
+            int64 = n > _INT32_LIMIT or _force_int64
+            block, warps = (1024, 4) if n > 1024 and not device.interpreter else block_size(n)
+            launcher = plan.flat_launchers.get((block, int64))
+            if launcher is None:
+                launcher = plan.flat_launchers[(block, int64)] = self._launcher(plan, plan.flat_pattern, block,
+                                                                                warps, int64)
+            operands = tensors + results
+            launch_args = values + results
+            launch_args.append(n)
+            spec = None
+            if not device.interpreter:
+                ptrs = 0
+                for t in operands:
+                    ptrs |= t.data_ptr()
+                # All pointers 16-byte aligned is the common case; otherwise key on each pointer.
+                spec = (n % 16 == 0, n == 1, True) if ptrs & 15 == 0 else specialization(launch_args)
+            launcher(((n + block - 1) // block, 1, 1), launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
+
+    def _launcher(self, plan: _Plan, pattern: Pattern, block: int, warps: int, int64: bool) -> Launcher:
+        constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
+        constexprs.update(BLOCK=block, INT64=int64)
+        return Launcher(self._kernel(pattern), constexprs, num_warps=warps)
 
     def _run_strided(self, plan: _Plan, args, values, tensors, outs):
         shape = shapes.broadcast_shape([t.shape for t in tensors])
@@ -261,9 +290,7 @@ class PointwiseDynamic:
         lkey = (pattern, block, int64)
         launcher = plan.launchers.get(lkey)
         if launcher is None:
-            constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
-            constexprs.update(BLOCK=block, INT64=int64)
-            launcher = plan.launchers[lkey] = Launcher(self._kernel(pattern), constexprs, num_warps=warps)
+            launcher = plan.launchers[lkey] = self._launcher(plan, pattern, block, warps, int64)
         launch_args = [*values, *results, n]
         if sizes:
             launch_args += sizes

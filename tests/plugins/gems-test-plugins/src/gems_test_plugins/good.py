@@ -1,5 +1,5 @@
-"""A well-formed family: serves aten::exp2 (functional) with a pointwise_dynamic kernel, and a
-fused function."""
+"""A well-formed family: serves aten::special_entr (functional) with a pointwise_dynamic kernel, and
+a fused function. The test plugins use ops that none of the real families serve."""
 
 import flag_gems
 
@@ -12,10 +12,10 @@ def _ops():
 
     @flag_gems.pointwise_dynamic(promotion_methods=[(0, "INT_TO_FLOAT")])
     @triton.jit
-    def exp2_kernel(x):
-        return tl.exp2(x)
+    def entr_kernel(x):
+        return tl.where(x > 0, -x * tl.log(x), tl.where(x == 0, 0.0, -float("inf")))
 
-    return [flag_gems.OpImpl("exp2", lambda x: exp2_kernel(x))]
+    return [flag_gems.OpImpl("special_entr", lambda x: entr_kernel(x))]
 
 
 def twice(x):
