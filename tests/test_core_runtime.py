@@ -102,3 +102,17 @@ def test_launch_helper_wants_constexprs_by_keyword_in_order():
     x = torch.randn(10, device=flag_gems.device)
     with pytest.raises(TypeError, match="constexprs"):
         launch(_scaled_copy, (1,), x, x, 10, BLOCK=16)
+
+
+def test_launch_helper_compiles_per_dtype():
+    from flag_gems.launch import launch, specialization
+
+    for dtype in (torch.float32, torch.float16, torch.float64):
+        x = torch.randn(100, device=flag_gems.device).to(dtype)
+        out = torch.empty_like(x)
+        launch(_scaled_copy, (1,), x, out, 100, 2.0, BLOCK=128)
+        torch.testing.assert_close(out, x * 2)
+    a, b = torch.randn(4), torch.randn(4).half()
+    assert specialization([a, 3]) != specialization([b, 3])
+    assert specialization([a, 3]) != specialization([a, 3.0])
+    assert specialization([a, 16]) != specialization([a, 2**40])

@@ -25,13 +25,19 @@ else:
 
 
 def specialization(args) -> tuple:
-    """The facts Triton specialises a kernel on, for the arguments given."""
+    """What Triton compiles a kernel for, given the arguments: each tensor's dtype and 16-byte
+    alignment, each integer's width and whether it equals 1 or divides by 16, other values' types."""
     key = []
     for a in args:
         if type(a) is int:
-            key.append(1 if a == 1 else (2 if a % 16 == 0 else 0))
+            if -(2**31) <= a < 2**31:
+                key.append(1 if a == 1 else (16 if a % 16 == 0 else 0))
+            else:
+                key.append("i64" if a % 16 else "i64/16")
         elif isinstance(a, torch.Tensor):
-            key.append(a.data_ptr() % 16 == 0)
+            key.append((a.dtype, a.data_ptr() % 16 == 0))
+        else:
+            key.append(type(a))
     return tuple(key)
 
 
