@@ -14,7 +14,7 @@ import os
 import runpy
 import sys
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -106,7 +106,7 @@ def _demo(args: argparse.Namespace) -> int:
 _COVERAGE_VALUE_OPTIONS = ("--families", "--exclude", "--json")
 
 
-def _split_coverage_argv(argv: Sequence[str]) -> tuple[list[str], Optional[str], list[str]]:
+def _split_coverage_argv(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
     """(coverage's own options, module or None, the program's command line) for ``coverage ...``.
 
     The program's arguments are not parsed here: everything after ``--``, after ``-m module`` or
@@ -126,7 +126,7 @@ def _split_coverage_argv(argv: Sequence[str]) -> tuple[list[str], Optional[str],
     return argv, None, []
 
 
-def _program(command: Sequence[str], module: Optional[str]) -> tuple[str, Optional[str], list[str]]:
+def _program(command: Sequence[str], module: str | None) -> tuple[str, str | None, list[str]]:
     """("module" | "path", target, sys.argv for it) for ``-m module args`` or ``[python] script.py args``."""
     command = list(command)
     if module is not None:
@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flag-gems`` and ``python -m flag_gems``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()

@@ -33,8 +33,8 @@ import contextlib
 import functools
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -50,8 +50,9 @@ VIEW = "view"
 #: Reasons whose calls are not computations of their own: left out of the totals.
 _NOT_COMPUTED = (COMPOSITE, VIEW)
 
-# Core modules whose ATen calls are part of running a gems kernel, not of the program.
-_CORE_INTERNALS = ("flag_gems.registry", "flag_gems.pointwise_dynamic", "flag_gems.launch", "flag_gems.runtime")
+# Core modules that run programs and models: their ATen calls are the program's. Every other core
+# module's calls are part of running a gems kernel.
+_PROGRAM_MODULES = ("flag_gems.demo", "flag_gems.cli")
 
 
 @dataclass
@@ -61,7 +62,7 @@ class OpCoverage:
     op: str
     calls: int = 0
     gems: int = 0
-    family: Optional[str] = None
+    family: str | None = None
     reasons: Counter = field(default_factory=Counter)
 
     @property
@@ -77,11 +78,12 @@ class OpCoverage:
         return "partial" if self.gems else "aten"
 
     @property
-    def reason(self) -> Optional[str]:
+    def reason(self) -> str | None:
         """Why calls ran on ATen (the most frequent reason), or None when all ran on gems."""
         return self.reasons.most_common(1)[0][0] if self.reasons else None
 
     def as_dict(self) -> dict:
+        """{"calls", "gems", "aten", "status", "family", "reasons"}."""
         return {"calls": self.calls, "gems": self.gems, "aten": self.aten, "status": self.status,
                 "family": self.family, "reasons": dict(self.reasons)}
 
@@ -113,7 +115,7 @@ class Report:
         """Ops with at least one call computed by a gems kernel."""
         return sorted(r.op for r in self if r.gems)
 
-    def on_aten(self, reason: Optional[str] = None) -> list[str]:
+    def on_aten(self, reason: str | None = None) -> list[str]:
         """Computing ops with calls that ran on ATen (for ``reason`` only, if given)."""
         return sorted(r.op for r in self if r.aten and (reason in r.reasons if reason
                                                          else r.reason not in _NOT_COMPUTED))
@@ -188,7 +190,7 @@ class _OpInfo:
     composite: bool
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _op_info(func) -> _OpInfo:
     schema = func._schema
     namespace, _, base = schema.name.partition("::")
@@ -202,7 +204,7 @@ def _op_info(func) -> _OpInfo:
     return _OpInfo(name, view, composite)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _composite_overloads(name: str) -> tuple[str, ...]:
     """For a torch function named ``name``: the functional overloads of the ATen op of that name when
     all are CompositeImplicitAutograd and compute a new tensor (views like ``reshape`` are left out)."""
@@ -226,7 +228,7 @@ def _composite_overloads(name: str) -> tuple[str, ...]:
     return tuple(functional)
 
 
-def _module_root(fn) -> Optional[str]:
+def _module_root(fn) -> str | None:
     while isinstance(fn, functools.partial):
         fn = fn.func
     root = (getattr(fn, "__module__", None) or "").partition(".")[0]
@@ -252,8 +254,9 @@ class _Collector:
         self.report = report
         self.counter = counter
         self.internal = _family_roots()
+        # Each declared op with the family that would serve it (as api resolves conflicts).
         self.declared: dict[str, str] = {}
-        for info in plugins.discover().values():
+        for info in sorted(plugins.discover().values(), key=lambda i: (-i.priority, i.name)):
             if info.loaded:
                 for name in info.ops:
                     self.declared.setdefault(name, info.name)
@@ -262,17 +265,21 @@ class _Collector:
         self.composite_depth = 0
 
     def called_by_gems(self) -> bool:
-        """True when the op being observed was called by gems code rather than by the program."""
+        """True when the op being observed was called by gems code rather than by the program.
+
+        The first frame up the stack outside torch and this module decides: one in a family's modules
+        or in core's kernel machinery is gems code.
+        """
         frame = sys._getframe(1).f_back  # the caller of the observer
         while frame is not None:
             module = frame.f_globals.get("__name__", "")
             root = module.partition(".")[0]
-            if root != "torch":
-                return root in self.internal or module.startswith(_CORE_INTERNALS)
+            if root != "torch" and module != __name__:
+                return root in self.internal or (root == "flag_gems" and module not in _PROGRAM_MODULES)
             frame = frame.f_back
         return False
 
-    def count(self, name: str, family: Optional[str], reason: Optional[str] = None) -> None:
+    def count(self, name: str, family: str | None, reason: str | None = None) -> None:
         """One call of ``name``: computed on gems when ``reason`` is None, else on ATen for ``reason``."""
         row = self.report._row(name)
         row.calls += 1
@@ -287,11 +294,17 @@ class _Collector:
         self.count(name, family, EXCLUDED if family else VIEW if view else NOT_IMPLEMENTED)
 
     def run_served(self, entry: registry.Entry, func, args, kwargs):
-        """Call a served op; a rise in its fallback count during the call marks a fallback."""
-        before = self.counter.fallbacks.get(entry.name, 0)
+        """Call a served op and note whether its kernel handed the call back to ATen.
+
+        Served calls of the same op made while the kernel runs (the interpreter's own ATen calls, say)
+        are counted served and handed back alike; only fallbacks beyond those are this call's.
+        """
+        name, served, fallbacks = entry.name, self.counter.served, self.counter.fallbacks
+        served_before, fallbacks_before = served.get(name, 0), fallbacks.get(name, 0)
         out = func(*args, **kwargs)
-        fell_back = self.counter.fallbacks.get(entry.name, 0) > before
-        self.count(entry.name, entry.family, FALLBACK if fell_back else None)
+        nested = max(served.get(name, 0) - served_before - 1, 0)
+        fell_back = fallbacks.get(name, 0) - fallbacks_before > nested
+        self.count(name, entry.family, FALLBACK if fell_back else None)
         return out
 
 
@@ -304,10 +317,13 @@ class _DispatchObserver(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        # First, so that the cache keeps ``func`` alive: torch's dispatcher holds a borrowed reference
+        # to the OpOverload it hands to modes, which must not be freed if the packet's cached overload
+        # is ever replaced.
+        info = _op_info(func)
         collector = self.collector
         if collector.called_by_gems():
             return func(*args, **kwargs)
-        info = _op_info(func)
         if info.composite:
             # Reached only where autograd is off (inference mode): ATen decomposes the op here. The
             # decomposition runs under this observer, so that its parts are counted too.
@@ -349,21 +365,27 @@ class _FunctionObserver(TorchFunctionMode):
             collector.composite_depth -= 1
 
 
-@contextlib.contextmanager
-def collect(families: Optional[Sequence[str]] = None, include: Optional[Sequence[str]] = None,
-            exclude: Optional[Sequence[str]] = None) -> Iterator[Report]:
-    """Run the block under gems and yield a :class:`Report`, complete when the block exits.
-
-    With no selection and gems already enabled, the block runs with what is served now; otherwise
-    with ``use_gems(families, include, exclude)``. What runs and what it computes do not change.
-    """
+def _serving(families, include, exclude):
+    """Serve the block with recording on: the given selection, else what is enabled now, else everything."""
     from flag_gems import api
 
+    current = api._current
+    if (families, include, exclude) == (None, None, None) and current is not None:
+        families, include, exclude = current.families, current.include, current.exclude
+    return api.use_gems(families=families, include=include, exclude=exclude, record=True)
+
+
+@contextlib.contextmanager
+def collect(families: Sequence[str] | None = None, include: Sequence[str] | None = None,
+            exclude: Sequence[str] | None = None) -> Iterator[Report]:
+    """Run the block under gems and yield a :class:`Report`, complete when the block exits.
+
+    The block runs with ``use_gems(families, include, exclude)``; given no selection, with what
+    ``enable`` serves now, or with every family when gems is off. Afterwards what was served before
+    is served again. What runs and what it computes do not change.
+    """
     report = Report()
-    selection = (families, include, exclude)
-    serve = (contextlib.nullcontext() if api.is_enabled() and selection == (None, None, None)
-             else api.use_gems(families=families, include=include, exclude=exclude))
-    with recording.CallCounter() as counter, serve:
+    with recording.CallCounter() as counter, _serving(families, include, exclude):
         collector = _Collector(report, counter)
         with _FunctionObserver(collector), _DispatchObserver(collector):
             yield report

@@ -17,8 +17,8 @@ import contextlib
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,7 @@ class Check:
 
     @property
     def ok(self) -> bool:
+        """Every error within the tolerance."""
         return all(e <= self.tolerance for e in self.errors.values())
 
     def worst(self, prefix: str = "") -> tuple[str, float]:
@@ -80,6 +81,7 @@ class Check:
         return name, error
 
     def failures(self) -> dict[str, float]:
+        """The entries above the tolerance, with their errors."""
         return {n: e for n, e in self.errors.items() if e > self.tolerance}
 
     def summary(self) -> str:
@@ -101,6 +103,16 @@ class Check:
         return "\n".join(lines)
 
 
+def _gems():
+    """Serve with what is enabled now, or with every family when gems is off (as coverage.collect does)."""
+    return contextlib.nullcontext() if api.is_enabled() else api.use_gems()
+
+
+def _aten():
+    """Serve nothing: the reference runs on ATen even where gems is enabled."""
+    return api.use_gems(families=[])
+
+
 def _step(model: nn.Module, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     output, loss = run(model)
@@ -116,7 +128,7 @@ def _timed_step(model: nn.Module, run: Run) -> float:
 
 
 def compare_forward_backward(model: nn.Module, run: Run, steps: int = 0,
-                             tolerance: Optional[float] = None) -> Check:
+                             tolerance: float | None = None) -> Check:
     """Run forward and backward on a copy of ``model`` under ATen and on another under gems, and compare.
 
     ``run(model)`` returns ``(output, loss)``; it must be deterministic (same inputs every call).
@@ -125,12 +137,14 @@ def compare_forward_backward(model: nn.Module, run: Run, steps: int = 0,
     """
     tolerance = TOLERANCE.get(model_dtype(model), 1e-4) if tolerance is None else tolerance
     aten_model, gems_model = copy.deepcopy(model), copy.deepcopy(model)
-    output, loss = _step(aten_model, run)
+    with _aten():
+        output, loss = _step(aten_model, run)
     with coverage.collect() as report:
         gems_output, gems_loss = _step(gems_model, run)
     aten_seconds, gems_seconds = [], []
     for _ in range(steps):
-        aten_seconds.append(_timed_step(aten_model, run))
+        with _aten():
+            aten_seconds.append(_timed_step(aten_model, run))
         with _gems():
             gems_seconds.append(_timed_step(gems_model, run))
     errors = {"output": relative_error(gems_output, output), "loss": relative_error(gems_loss, loss)}
@@ -145,11 +159,6 @@ def compare_forward_backward(model: nn.Module, run: Run, steps: int = 0,
     return Check(errors, tolerance, report, aten_seconds, gems_seconds)
 
 
-def _gems():
-    """Serve with what is enabled now, or with every family when gems is off (as coverage.collect does)."""
-    return contextlib.nullcontext() if api.is_enabled() else api.use_gems()
-
-
 @dataclass
 class TrainingCheck:
     """Loss after each AdamW step, on ATen and on gems."""
@@ -160,13 +169,16 @@ class TrainingCheck:
 
     @property
     def errors(self) -> list[float]:
+        """Per step, |gems - ATen| / |ATen| of the loss."""
         return [abs(g - a) / max(abs(a), 1e-12) for a, g in zip(self.aten_losses, self.gems_losses)]
 
     @property
     def ok(self) -> bool:
+        """Every step's loss within the tolerance."""
         return all(e <= self.tolerance for e in self.errors)
 
     def summary(self) -> str:
+        """One line: both loss curves' ends and the worst step's error."""
         worst = max(self.errors, default=0.0)
         return (f"{len(self.aten_losses)} AdamW steps: loss {self.aten_losses[0]:.4f} -> {self.aten_losses[-1]:.4f} "
                 f"on ATen, {self.gems_losses[0]:.4f} -> {self.gems_losses[-1]:.4f} on gems; worst step error "
@@ -187,10 +199,11 @@ def train_losses(model: nn.Module, run: Run, steps: int = 20, lr: float = 1e-3) 
 
 
 def compare_training(model: nn.Module, run: Run, steps: int = 20, lr: float = 1e-3,
-                     tolerance: Optional[float] = None) -> TrainingCheck:
+                     tolerance: float | None = None) -> TrainingCheck:
     """Train a copy of ``model`` on ATen and another on gems (optimizer included) and compare the losses."""
     tolerance = TRAINING_TOLERANCE.get(model_dtype(model), 1e-3) if tolerance is None else tolerance
-    aten = train_losses(copy.deepcopy(model), run, steps, lr)
+    with _aten():
+        aten = train_losses(copy.deepcopy(model), run, steps, lr)
     with _gems():
         gems = train_losses(copy.deepcopy(model), run, steps, lr)
     return TrainingCheck(aten, gems, tolerance)
@@ -253,7 +266,7 @@ class Block(nn.Module):
         return self.mlp_norm(x + self.mlp(x))
 
 
-def run_demo(config: Optional[BlockConfig] = None, dtype: Optional[torch.dtype] = None, steps: int = 3,
+def run_demo(config: BlockConfig | None = None, dtype: torch.dtype | None = None, steps: int = 3,
              seed: int = 0, out=print) -> bool:
     """Run the demo block on ATen and on gems, print the comparison, timings and coverage; True if they match."""
     config = config or default_config()

@@ -2,7 +2,6 @@
 with priority 0, so name order decides: "test_conflict" sorts before "test_good" and wins."""
 
 import flag_gems
-
 from gems_test_plugins import active
 
 

@@ -2,7 +2,6 @@
 a fused function. The test plugins use ops that none of the real families serve."""
 
 import flag_gems
-
 from gems_test_plugins import active
 
 

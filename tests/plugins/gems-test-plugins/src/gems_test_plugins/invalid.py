@@ -1,7 +1,6 @@
 """A family with invalid declarations besides one valid op: those are skipped, the valid op loads."""
 
 import flag_gems
-
 from gems_test_plugins import active
 
 

@@ -1,7 +1,6 @@
 """A family that needs a gems-core version that does not exist: refused with a clear message."""
 
 import flag_gems
-
 from gems_test_plugins import active
 
 
