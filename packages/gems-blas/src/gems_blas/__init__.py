@@ -1,0 +1,3 @@
+"""flag_gems family: matrix products."""
+
+__version__ = "0.1.0"

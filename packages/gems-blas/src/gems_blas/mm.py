@@ -1,0 +1,500 @@
+"""Tiled matrix products: the kernels behind mm, addmm, bmm, baddbmm and addbmm, and their launcher.
+
+Both kernels compute out[b] = alpha * a[b] @ b[b] + beta * bias[b] one output tile at a time, with fp32
+accumulation (fp16/bf16 on the tensor cores; fp32 as full fp32, or tf32 when torch allows it):
+- ``mm_tma_kernel`` (Hopper): persistent programs walk the tiles in grouped order and load operand tiles
+  through tensor descriptors (the tensor memory accelerator), so address arithmetic leaves the main loop.
+- ``mm_tiled_kernel`` (the interpreter, older GPUs, operands a descriptor cannot address): one program per
+  tile, pointer arithmetic over any strides.
+Either may split K over programs (few output tiles, long K): each slice then writes an fp32 partial
+product and ``epilogue.finish`` sums the slices in a fixed order, so results are deterministic.
+Products with one row or one column go to the matrix-vector kernel, which streams the matrix once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime import _allocation
+
+from flag_gems import aten_kernel
+from flag_gems.launch import Launcher
+from flag_gems.runtime import device
+from gems_blas import autotune, epilogue, heuristics, mv
+from gems_blas.operands import FLOATS, allow_tf32, finish_out, prepare_out, spec_key
+
+_NO_SPECIALIZE = ["B", "K_TILES", "SPLITS", "alpha", "beta", "NUM_PROGRAMS"]
+# Descriptors take operand shapes and strides at run time: specialising on them (only N matters, for the
+# stores) would just multiply compilations, and with them the first calls of new shapes.
+_NO_SPECIALIZE_TMA = _NO_SPECIALIZE + ["M", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk",
+                                       "stride_bn"]
+
+
+@triton.jit
+def _tile_coords(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+    # Grouped order: GROUP_M consecutive row tiles share each column tile of B while it is in L2.
+    per_group = GROUP_M * tiles_n
+    first_m = (tile // per_group) * GROUP_M
+    rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (tile % per_group) % rows
+    pid_n = (tile % per_group) // rows
+    return pid_m, pid_n
+
+
+@triton.jit
+def _finished(acc, d_ptr, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta,
+              SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    # SCALE: the tile is a final result (alpha, bias); otherwise the fp32 partial of a K slice.
+    if SCALE:
+        acc = acc * alpha
+        if HAS_BIAS:
+            mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+            bias_ptrs = d_ptr + offs_m.to(tl.int64)[:, None] * stride_dm + offs_n.to(tl.int64)[None, :] * stride_dn
+            acc += beta * tl.load(bias_ptrs, mask=mask, other=0.0).to(tl.float32)
+    return acc
+
+
+@triton.jit
+def _store_tile(values, c_ptr, offs_m, offs_n, M, N, stride_cm, stride_cn):
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n.to(tl.int64)[None, :] * stride_cn
+    tl.store(c_ptrs, values.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
+def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
+                    stride_ab, stride_am, stride_ak, stride_bb, stride_bk, stride_bn,
+                    stride_cb, stride_cm, stride_cn, stride_db, stride_dm, stride_dn,
+                    alpha, beta, NUM_PROGRAMS,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                    EVEN_K: tl.constexpr, SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    tiles = tiles_m * tiles_n
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    mat = pid // tiles
+    pid_m, pid_n = _tile_coords(pid % tiles, tiles_m, tiles_n, GROUP_M)
+    # A split product has B == 1: its partials go to slice `split` of the workspace.
+    mat_c = mat + split
+    mat = mat.to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Rows and columns past the edge wrap around: loads stay in bounds and those results are never stored.
+    rows = (offs_m % M).to(tl.int64)
+    cols = (offs_n % N).to(tl.int64)
+    # Slices are whole K tiles (K_TILES each), so each starts at a multiple of BLOCK_K.
+    k_lo = split * K_TILES * BLOCK_K
+    k_hi = tl.minimum(K, k_lo + K_TILES * BLOCK_K)
+    offs_k = k_lo + tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + mat * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
+    b_ptrs = b_ptr + mat * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
+    step_a = tl.cast(stride_ak, tl.int64) * BLOCK_K
+    step_b = tl.cast(stride_bk, tl.int64) * BLOCK_K
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k in range(k_lo, k_hi, BLOCK_K):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            in_k = (k + tl.arange(0, BLOCK_K)) < k_hi
+            a = tl.load(a_ptrs, mask=in_k[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=in_k[:, None], other=0.0)
+        if UPCAST:
+            # The interpreter computes 16-bit dots on raw bits: give it fp32 operands.
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += step_a
+        b_ptrs += step_b
+    acc = _finished(acc, d_ptr + mat * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta,
+                    SCALE, HAS_BIAS)
+    _store_tile(acc, c_ptr + mat_c.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
+
+
+@triton.jit
+def _load_operand(desc, mat, r0, c0, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                  ROW_MAJOR: tl.constexpr, BATCHED: tl.constexpr):
+    # A (rows x cols) operand tile; a column-major operand is read as the transposed tile it is stored as.
+    if ROW_MAJOR:
+        if BATCHED:
+            tile = desc.load([mat, r0, c0]).reshape(BLOCK_R, BLOCK_C)
+        else:
+            tile = desc.load([r0, c0])
+    else:
+        if BATCHED:
+            tile = desc.load([mat, c0, r0]).reshape(BLOCK_C, BLOCK_R).T
+        else:
+            tile = desc.load([c0, r0]).T
+    return tile
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE_TMA)
+def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
+                  stride_ab, stride_am, stride_ak, stride_bb, stride_bk, stride_bn,
+                  stride_cb, stride_cm, stride_cn, stride_db, stride_dm, stride_dn,
+                  alpha, beta, NUM_PROGRAMS,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                  A_ROW_MAJOR: tl.constexpr, B_ROW_MAJOR: tl.constexpr, BATCHED: tl.constexpr,
+                  C_DESC: tl.constexpr, SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+                  UPCAST: tl.constexpr, FLATTEN: tl.constexpr):
+    # Descriptors see each operand in its storage order; the tile loads transpose column-major ones back.
+    if BATCHED:
+        if A_ROW_MAJOR:
+            a_desc = tl.make_tensor_descriptor(a_ptr, [B, M, K], [stride_ab, stride_am, 1], [1, BLOCK_M, BLOCK_K])
+        else:
+            a_desc = tl.make_tensor_descriptor(a_ptr, [B, K, M], [stride_ab, stride_ak, 1], [1, BLOCK_K, BLOCK_M])
+        if B_ROW_MAJOR:
+            b_desc = tl.make_tensor_descriptor(b_ptr, [B, K, N], [stride_bb, stride_bk, 1], [1, BLOCK_K, BLOCK_N])
+        else:
+            b_desc = tl.make_tensor_descriptor(b_ptr, [B, N, K], [stride_bb, stride_bn, 1], [1, BLOCK_N, BLOCK_K])
+    else:
+        if A_ROW_MAJOR:
+            a_desc = tl.make_tensor_descriptor(a_ptr, [M, K], [stride_am, 1], [BLOCK_M, BLOCK_K])
+        else:
+            a_desc = tl.make_tensor_descriptor(a_ptr, [K, M], [stride_ak, 1], [BLOCK_K, BLOCK_M])
+        if B_ROW_MAJOR:
+            b_desc = tl.make_tensor_descriptor(b_ptr, [K, N], [stride_bk, 1], [BLOCK_K, BLOCK_N])
+        else:
+            b_desc = tl.make_tensor_descriptor(b_ptr, [N, K], [stride_bn, 1], [BLOCK_N, BLOCK_K])
+    # Output tiles (or fp32 partials: one matrix per K slice) also go out through a descriptor when rows
+    # are contiguous and 16-byte aligned; the hardware clips the edges.
+    C_3D: tl.constexpr = BATCHED or not SCALE
+    if C_DESC:
+        if C_3D:
+            c_desc = tl.make_tensor_descriptor(c_ptr, [B * SPLITS, M, N], [stride_cb, stride_cm, 1],
+                                               [1, BLOCK_M, BLOCK_N])
+        else:
+            c_desc = tl.make_tensor_descriptor(c_ptr, [M, N], [stride_cm, 1], [BLOCK_M, BLOCK_N])
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    tiles = tiles_m * tiles_n
+    total = tiles * B * SPLITS
+    for tile in tl.range(tl.program_id(0), total, NUM_PROGRAMS, flatten=FLATTEN):
+        # `mat` counts matrices (B > 1) or K slices (SPLITS > 1), never both.
+        mat = tile // tiles
+        pid_m, pid_n = _tile_coords(tile % tiles, tiles_m, tiles_n, GROUP_M)
+        batch = mat // SPLITS
+        k_lo = (mat % SPLITS) * K_TILES * BLOCK_K
+        k_tiles = tl.cdiv(tl.minimum(K - k_lo, K_TILES * BLOCK_K), BLOCK_K)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for kt in range(k_tiles):
+            k = k_lo + kt * BLOCK_K
+            a = _load_operand(a_desc, batch, off_m, k, BLOCK_M, BLOCK_K, A_ROW_MAJOR, BATCHED)
+            b = _load_operand(b_desc, batch, k, off_n, BLOCK_K, BLOCK_N, B_ROW_MAJOR, BATCHED)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        offs_m = off_m + tl.arange(0, BLOCK_M)
+        offs_n = off_n + tl.arange(0, BLOCK_N)
+        acc = _finished(acc, d_ptr + batch.to(tl.int64) * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn,
+                        alpha, beta, SCALE, HAS_BIAS)
+        if C_DESC:
+            values = acc.to(c_ptr.dtype.element_ty)
+            if C_3D:
+                c_desc.store([mat, off_m, off_n], values.reshape(1, BLOCK_M, BLOCK_N))
+            else:
+                c_desc.store([off_m, off_n], values)
+        else:
+            _store_tile(acc, c_ptr + mat.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
+
+
+# -- launcher ---------------------------------------------------------------------------------------------
+_launchers: dict[tuple, Launcher] = {}
+_plans: dict[tuple, _Plan] = {}
+_PLAN_CACHE_LIMIT = 4096
+# Tests on the interpreter force the Hopper kernel ("tma") or the pointer kernel ("tiled").
+_forced_kernel: str | None = None
+
+
+class _Plan:
+    """What one (shape, dtype, layout) decides once: kernel, launch grid and K slicing."""
+
+    __slots__ = ("launcher", "grid", "splits", "k_tiles", "num_programs")
+
+    def __init__(self, launcher, grid, splits, k_tiles, num_programs):
+        self.launcher = launcher
+        self.grid = grid
+        self.splits = splits
+        self.k_tiles = k_tiles
+        self.num_programs = num_programs
+
+
+def _launcher(kernel, constexprs: dict, config: heuristics.MatmulConfig) -> Launcher:
+    key = (kernel, tuple(constexprs.items()), config.num_warps, config.num_stages)
+    launcher = _launchers.get(key)
+    if launcher is None:
+        launcher = _launchers[key] = Launcher(kernel, constexprs, num_warps=config.num_warps,
+                                              num_stages=config.num_stages)
+    return launcher
+
+
+def _uses_tma(dev: int) -> bool:
+    if _forced_kernel is not None:
+        return _forced_kernel == "tma"
+    return not device.interpreter and heuristics.device_facts(dev).hopper
+
+
+def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: int) -> bool:
+    # A descriptor needs a 16-byte aligned base and 16-byte multiples for every stride but the unit one.
+    return (t.data_ptr() % 16 == 0 and (s_outer * elem) % 16 == 0
+            and (batch == 1 or (s_batch != 0 and (s_batch * elem) % 16 == 0)))
+
+
+def _aligned_copy(t: torch.Tensor, batch: int, rows: int, cols: int, strides: tuple) -> tuple:
+    """A row-major copy of a (batch x rows x cols) operand with 16-byte aligned rows, and its strides."""
+    align = 16 // t.element_size()
+    ld = triton.cdiv(cols, align) * align
+    buf = torch.empty((batch, rows, ld), dtype=t.dtype, device=t.device)[:, :, :cols]
+    buf.copy_(torch.as_strided(t, (batch, rows, cols), strides))
+    return buf, (rows * ld, ld, 1)
+
+
+# Below this many multiply-adds, copying a misaligned operand costs more than the descriptors save.
+_ALIGN_COPY_MIN_WORK = 1 << 24
+
+
+def operands_for(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: int, n: int, k: int, sa: tuple,
+                 sb: tuple) -> tuple:
+    """(kernel, a, b, sa, sb, a_row_major, b_row_major): the kernel a product runs on, and its operands,
+    copied with aligned rows where that lets a large product use the Hopper kernel."""
+    a_row_major = sa[2] == 1 or k == 1
+    b_row_major = sb[2] == 1 or n == 1
+    if not _uses_tma(dev):
+        return "tiled", a, b, sa, sb, a_row_major, b_row_major
+    elem = a.element_size()
+    a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem)
+    b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem)
+    # A broadcast batch (stride 0) is not copied: that would materialise every repetition.
+    if not (a_ready and b_ready) and batch * m * n * k >= _ALIGN_COPY_MIN_WORK:
+        if not a_ready and (batch == 1 or sa[0] != 0):
+            a, sa = _aligned_copy(a, batch, m, k, sa)
+            a_row_major = a_ready = True
+        if not b_ready and (batch == 1 or sb[0] != 0):
+            b, sb = _aligned_copy(b, batch, k, n, sb)
+            b_row_major = b_ready = True
+    kind = "tma" if a_ready and b_ready else "tiled"
+    return kind, a, b, sa, sb, a_row_major, b_row_major
+
+
+def _ensure_allocator() -> None:
+    # Device-side descriptors live in a per-launch scratch buffer that Triton asks an allocator for. The
+    # allocator is a context variable, so each thread (autograd's too) needs it set.
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch)
+
+
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+# Shared memory a Hopper program may use (227 KB), less a little for barriers.
+_SMEM_LIMIT = 232448 - 1024
+
+
+def _fit_stages(config: heuristics.MatmulConfig, elem: int, extra: int) -> heuristics.MatmulConfig:
+    """``config`` with as many pipeline stages as fit beside ``extra`` bytes of shared memory."""
+    per_stage = (config.block_m + config.block_n) * config.block_k * elem
+    stages = config.num_stages
+    while stages > 2 and per_stage * stages + extra > _SMEM_LIMIT:
+        stages -= 1
+    return dataclasses.replace(config, num_stages=stages)
+
+
+def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch: int, m: int, n: int, k: int,
+               a_row_major: bool, b_row_major: bool, out_desc: bool, has_bias: bool, config=None) -> _Plan:
+    facts = heuristics.device_facts(dev)
+    pclass = heuristics.precision_class(dtype, tf32)
+    if config is None:
+        config = heuristics.matmul_config(batch, m, n, k, pclass, facts)
+    bk = config.block_k
+    k_tiles = triton.cdiv(k, bk)
+    splits = config.split_k if batch == 1 else 1
+    if splits > 1:
+        # Slices are whole K tiles, so only the last one meets the end of K.
+        per_slice = triton.cdiv(k_tiles, splits)
+        splits = triton.cdiv(k_tiles, per_slice)
+        k_tiles = per_slice
+    constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=bk, GROUP_M=config.group_m)
+    precision = "tf32" if (tf32 or pclass == "f16") else "ieee"
+    scale = splits == 1
+    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
+    if kernel_kind == "tma":
+        # Stores go through a descriptor only where masked pointer stores could not be vectorised (N not a
+        # multiple of 16): the staging buffer costs a pipeline stage. Split partials are contiguous fp32,
+        # with aligned rows when N is a multiple of 4.
+        c_desc = n % 16 != 0 and (out_desc if scale else n % 4 == 0)
+        elem = dtype.itemsize
+        if c_desc:
+            config = _fit_stages(config, elem, config.block_m * config.block_n * (elem if scale else 4))
+        constexprs.update(A_ROW_MAJOR=a_row_major, B_ROW_MAJOR=b_row_major, BATCHED=batch > 1, C_DESC=c_desc,
+                          SCALE=scale, HAS_BIAS=has_bias and scale, PRECISION=precision,
+                          UPCAST=device.interpreter, FLATTEN=not device.interpreter)
+        total = tiles * batch * splits
+        per_sm = 2 if config.num_warps <= 4 and 2 * config.smem_bytes(elem) <= 220 * 1024 else 1
+        programs = max(1, min(total, facts.num_sms * per_sm))
+        launcher = _launcher(mm_tma_kernel, constexprs, config)
+        return _Plan(launcher, (programs, 1, 1), splits, k_tiles, programs)
+    constexprs.update(EVEN_K=k % bk == 0, SCALE=scale, HAS_BIAS=has_bias and scale, PRECISION=precision,
+                      UPCAST=device.interpreter)
+    launcher = _launcher(mm_tiled_kernel, constexprs, config)
+    return _Plan(launcher, (tiles * batch, splits, 1), splits, k_tiles, 1)
+
+
+def matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
+           alpha: float, beta: float, batch: int, m: int, n: int, k: int,
+           sa: tuple, sb: tuple, so: tuple, sd: tuple | None) -> torch.Tensor:
+    """out[i] = alpha * a[i] @ b[i] + beta * bias[i] for i < ``batch``, and return ``out``.
+
+    Tensors are passed with their (batch, row, column) strides: ``sa`` for the (m x k) operands ``a``,
+    ``sb`` for the (k x n) operands ``b``, ``so`` for ``out``, ``sd`` for ``bias`` broadcast to ``out``
+    (0 where broadcast). Each operand must have a unit stride along one of its two matrix dimensions.
+    ``bias`` is None when beta is 0: ATen then ignores the input, NaN and Inf included.
+    """
+    if m == 0 or n == 0 or batch == 0:
+        return out
+    if k == 0 or alpha == 0:
+        # Nothing to multiply (BLAS reads neither operand when alpha is 0): out = beta * bias, or zeros.
+        epilogue.finish(out, None, 0, bias, 0.0, beta, batch, m, n, so, sd)
+        return out
+    if batch == 1 and (m == 1 or n == 1):
+        if n == 1:
+            mv.gemv(out, a, b, bias, alpha, beta, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
+        else:
+            mv.gemv(out, b, a, bias, alpha, beta, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0)
+        return out
+    dtype = a.dtype
+    tf32 = dtype is torch.float32 and allow_tf32()
+    dev = a.get_device()
+    kind, a, b, sa, sb, a_row_major, b_row_major = operands_for(dev, a, b, batch, m, n, k, sa, sb)
+    out_desc = kind == "tma" and so[2] == 1 and _tma_ready(out, batch, so[0], so[1], out.element_size())
+    has_bias = bias is not None
+    key = (kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= _PLAN_CACHE_LIMIT:
+            _plans.clear()
+        config = None
+        if autotune.enabled:
+            config = _tuned(key, out, a, b, bias, alpha, beta, sa, sb, so, sd)
+        plan = _plans[key] = _make_plan(*key, config)
+    run_plan(plan, out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd, kind)
+    return out
+
+
+def _tuned(key: tuple, out, a, b, bias, alpha, beta, sa, sb, so, sd) -> heuristics.MatmulConfig:
+    # On-line tuning (off by default): the shared cache, or else a time-bounded sweep on these operands.
+    kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias = key
+    key_args = key[:10]
+    config = autotune.tuned_config(*key_args)
+    if config is not None:
+        return config
+    facts = heuristics.device_facts(dev)
+    pclass = heuristics.precision_class(dtype, tf32)
+    # Timing writes a scratch output laid out like the real one, which may also be read as the bias.
+    scratch = torch.empty_strided((batch, m, n), so, dtype=out.dtype, device=out.device)
+
+    def time_ms(config):
+        plan = _make_plan(*key, config)
+        return triton.testing.do_bench(
+            lambda: run_plan(plan, scratch, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd,
+                             kind), warmup=5, rep=25)
+
+    return autotune.tune(key_args, heuristics.candidates(batch, m, n, k, pclass, facts), time_ms)
+
+
+def run_plan(plan: _Plan, out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd, kind: str) -> None:
+    """Launch a planned product (also used by the tuners to time a configuration)."""
+    if plan.splits > 1:
+        c = torch.empty((plan.splits, m, n), dtype=torch.float32, device=out.device)
+        sc = (m * n, n, 1)
+    else:
+        c, sc = out, so
+    d = bias if bias is not None else out
+    sd = sd if bias is not None else (0, 0, 0)
+    if kind == "tma" and not device.interpreter:
+        _ensure_allocator()
+    strides = (*sa, *sb, *sc, *sd)
+    args = [a, b, c, d, batch, m, n, k, plan.k_tiles, plan.splits, *strides, float(alpha), float(beta),
+            plan.num_programs]
+    spec = None if device.interpreter else spec_key((a.dtype, c.dtype, d.dtype), (a, b, c, d),
+                                                     (batch, m, n, k, plan.k_tiles, *strides))
+    plan.launcher(plan.grid, args, spec)
+    if plan.splits > 1:
+        epilogue.finish(out, c, plan.splits, bias, alpha, beta, 1, m, n, so, sd)
+
+
+def plan_for(kind: str, config: heuristics.MatmulConfig, dtype, tf32, dev, batch, m, n, k, a_row_major,
+             b_row_major, out_desc, has_bias) -> _Plan:
+    """A plan with an explicit configuration (the offline tuner's entry point; not cached)."""
+    return _make_plan(kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias, config)
+
+
+@contextlib.contextmanager
+def forced_kernel(kind: str | None) -> Iterator[None]:
+    """Run products on the given kernel ("tma" or "tiled") inside the block: lets the interpreter check
+    the Hopper kernel's indexing, which the device choice would otherwise never run there."""
+    global _forced_kernel
+    previous = _forced_kernel
+    _forced_kernel = kind
+    _plans.clear()
+    try:
+        yield
+    finally:
+        _forced_kernel = previous
+        _plans.clear()
+
+
+def unit_stride(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when one of its last two dimensions has stride 1 (or size 1), else a contiguous copy:
+    kernels then load along a contiguous dimension."""
+    s = t.stride()
+    shape = t.shape
+    if s[-1] == 1 or s[-2] == 1 or shape[-1] == 1 or shape[-2] == 1:
+        return t
+    return t.contiguous()
+
+
+# -- ATen ops ---------------------------------------------------------------------------------------------
+def takes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether our kernel computes ``a @ b`` for 2-D operands (others, and bad shapes, go to ATen)."""
+    return (a.dtype in FLOATS and b.dtype is a.dtype and a.dim() == 2 and b.dim() == 2
+            and a.shape[1] == b.shape[0] and b.device == a.device)
+
+
+def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+            alpha=1.0, beta=0.0, sd: tuple | None = None) -> torch.Tensor:
+    """out = alpha * a @ b + beta * bias for 2-D operands; ``sd`` are the bias strides broadcast to out."""
+    a = unit_stride(a)
+    b = unit_stride(b)
+    m, k = a.shape
+    sam, sak = a.stride()
+    sbk, sbn = b.stride()
+    som, son = out.stride()
+    return matmul(out, a, b, bias, alpha, beta, 1, m, b.shape[1], k, (0, sam, sak), (0, sbk, sbn), (0, som, son),
+                  None if sd is None else (0, *sd))
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """aten::mm"""
+    if not takes(a, b):
+        return aten_kernel("mm")(a, b)
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
+    return mm_into(out, a, b)
+
+
+def mm_out(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    """aten::mm.out"""
+    target = prepare_out(out, (a.shape[0], b.shape[1]), a.dtype, (a, b)) if takes(a, b) else None
+    if target is None:
+        return aten_kernel("mm.out")(a, b, out=out)
+    return finish_out(out, mm_into(target, a, b))

@@ -1,0 +1,563 @@
+"""Accuracy of the BLAS family: mm, addmm, bmm, baddbmm, addbmm, mv, addmv, dot, vdot, addr.
+
+Each result is compared with ATen on the same inputs and with a float64 reference, with tolerances set by
+the dtype and the length of the reduction (K); every call runs under ``served`` so that a silent fallback
+to ATen fails. Shapes stay small on the interpreter; on a GPU the issue's large, odd and skinny shapes
+run too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zlib
+
+import conftest
+import pytest
+import torch
+from conftest import to_reference
+
+import flag_gems
+from flag_gems.runtime import device
+from flag_gems.testing import RESOLUTION, assert_close, assert_equal, served
+from gems_blas import autotune, heuristics
+from gems_blas import mm as mm_module
+
+DEVICE = flag_gems.device
+QUICK = conftest.QUICK
+GPU = not device.interpreter
+FLOATS = [torch.float32, torch.bfloat16] if QUICK else [torch.float32, torch.float16, torch.bfloat16]
+BLAS = ["blas"]
+# Layouts of a matrix operand: contiguous, stored transposed (column-major), rows taken with a step
+# (unit stride, padded rows) and columns taken with a step (no unit stride: the kernel gets a copy).
+LAYOUTS = ["rows", "cols", "row_step", "col_step"]
+
+
+@pytest.fixture(autouse=True)
+def _seed(request):
+    torch.manual_seed(zlib.crc32(request.node.name.encode()))  # varied across cases, repeatable
+
+
+def _rand(shape, dtype, layout="rows", scale=1.0):
+    """A random tensor of ``shape`` whose last two dimensions are laid out as ``layout``."""
+    shape = tuple(shape)
+    if layout == "rows" or len(shape) < 2:
+        return (torch.randn(shape, device=DEVICE) * scale).to(dtype)
+    if layout == "cols":
+        t = (torch.randn(*shape[:-2], shape[-1], shape[-2], device=DEVICE) * scale).to(dtype)
+        return t.transpose(-1, -2)
+    if layout == "row_step":
+        return (torch.randn(*shape[:-2], shape[-2] * 2, shape[-1], device=DEVICE) * scale).to(dtype)[..., ::2, :]
+    return (torch.randn(*shape[:-1], shape[-1] * 2, device=DEVICE) * scale).to(dtype)[..., ::2]
+
+
+def _check(res, ref64, ref_aten, dtype, k, atol=1e-4):
+    """``res`` has ATen's shape and dtype, matches the float64 reference within the tolerance for K terms,
+    and matches ATen. ATen's CPU kernels round some intermediate results to fp16/bf16 (addbmm after each
+    product, addr after each operation), so against ATen half types get a few units of their resolution
+    of the largest element."""
+    assert res.shape == ref64.shape and res.dtype == dtype
+    assert_close(res, ref64, dtype, reduce_dim=k, atol=atol)
+    if ref_aten is ref64:
+        return
+    assert res.shape == ref_aten.shape and res.dtype == ref_aten.dtype
+    if dtype is torch.float32 or not res.numel():
+        assert_close(res, ref_aten.to(res.device), dtype, reduce_dim=k, atol=atol)
+    else:
+        scaled = 2 * RESOLUTION[dtype] * float(ref64.abs().max())
+        assert_close(res, ref_aten.to(res.device), dtype, atol=max(atol * k**0.5, scaled))
+
+
+def _refs(*tensors):
+    return [to_reference(t, upcast=True) for t in tensors]
+
+
+# mm --------------------------------------------------------------------------------------------------
+
+# (M, N, K): square, rectangular, odd, skinny and its transpose, one row, one column.
+MM_SHAPES = [(64, 64, 64), (32, 96, 48), (100, 300, 77), (16, 256, 2048), (256, 16, 2048), (1, 200, 300),
+             (200, 1, 300)]
+if GPU:
+    MM_SHAPES += [(1000, 3000, 777), (16, 4096, 14336), (4096, 16, 14336), (512, 512, 512), (1, 4096, 4096)]
+if QUICK:
+    MM_SHAPES = MM_SHAPES[1:]
+
+
+@pytest.mark.parametrize("m, n, k", MM_SHAPES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_mm_shapes(m, n, k, dtype):
+    a, b = _rand((m, k), dtype), _rand((k, n), dtype, scale=k**-0.5)
+    a64, b64 = _refs(a, b)
+    ref_aten = torch.mm(a, b)
+    with served("mm", families=BLAS):
+        res = torch.mm(a, b)
+    _check(res, torch.mm(a64, b64), ref_aten, dtype, k)
+
+
+@pytest.mark.parametrize("a_layout", LAYOUTS if not QUICK else LAYOUTS[:3])
+@pytest.mark.parametrize("b_layout", LAYOUTS if not QUICK else LAYOUTS[:3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mm_layouts(a_layout, b_layout, dtype):
+    m, n, k = 40, 72, 56
+    a, b = _rand((m, k), dtype, a_layout), _rand((k, n), dtype, b_layout)
+    a64, b64 = _refs(a, b)
+    ref_aten = torch.mm(a, b)
+    with served("mm", families=BLAS):
+        res = torch.mm(a, b)
+    _check(res, torch.mm(a64, b64), ref_aten, dtype, k)
+
+
+# Both kernels on every device: the interpreter runs the Hopper kernel's indexing too (tensor
+# descriptors, persistent tile loop, descriptor stores), a GPU runs the pointer kernel.
+@pytest.mark.parametrize("kernel", ["tma", "tiled"])
+@pytest.mark.parametrize("case", ["square", "transposed", "split", "batched", "bias", "odd_n"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_both_kernels(kernel, case, dtype):
+    batch, m, n, k = {"square": (1, 64, 64, 64), "transposed": (1, 48, 80, 64), "split": (1, 16, 128, 2048),
+                      "batched": (3, 40, 24, 32), "bias": (2, 33, 40, 48), "odd_n": (1, 32, 40, 64)}[case]
+    layout = "cols" if case == "transposed" else "rows"
+    a, b = _rand((batch, m, k), dtype, layout), _rand((batch, k, n), dtype, layout, scale=k**-0.5)
+    bias = _rand((n,), dtype)
+    a64, b64, bias64 = _refs(a, b, bias)
+    with mm_module.forced_kernel(kernel):
+        if case == "bias":
+            ref_aten = torch.baddbmm(bias, a, b, beta=0.5, alpha=2)
+            with served("baddbmm", families=BLAS):
+                res = torch.baddbmm(bias, a, b, beta=0.5, alpha=2)
+            ref64 = torch.baddbmm(bias64, a64, b64, beta=0.5, alpha=2)
+        else:
+            ref_aten = torch.bmm(a, b)
+            with served("bmm", families=BLAS):
+                res = torch.bmm(a, b)
+            ref64 = torch.bmm(a64, b64)
+    _check(res, ref64, ref_aten, dtype, k)
+
+
+def test_split_k_is_deterministic():
+    # Skinny products split K; the slices are summed in a fixed order, so repeated calls agree bitwise.
+    a, b = _rand((16, 2048), torch.float32), _rand((2048, 256), torch.float32)
+    with served("mm", families=BLAS):
+        first = torch.mm(a, b)
+        second = torch.mm(a, b)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("m, n, k", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
+def test_mm_empty_and_k0(m, n, k):
+    a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32)
+    with served("mm", families=BLAS):
+        res = torch.mm(a, b)
+    assert res.shape == (m, n)
+    assert_equal(res, torch.zeros(m, n, device=DEVICE))
+
+
+def test_mm_out():
+    a, b = _rand((24, 40), torch.float32), _rand((40, 32), torch.float32)
+    ref = torch.mm(a, b)
+    out = torch.empty(24, 32, device=DEVICE)
+    with served("mm.out", families=BLAS):
+        res = torch.mm(a, b, out=out)
+    assert res is out
+    assert_close(out, ref, torch.float32, reduce_dim=40)
+    # A transposed view as out: written through its strides.
+    out_t = torch.empty(32, 24, device=DEVICE).t()
+    with served("mm.out", families=BLAS):
+        torch.mm(a, b, out=out_t)
+    assert_close(out_t, ref, torch.float32, reduce_dim=40)
+    # An empty out is resized silently, a full one with ATen's warning.
+    empty = torch.empty(0, device=DEVICE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with served("mm.out", families=BLAS):
+            torch.mm(a, b, out=empty)
+    assert not [w for w in caught if "resized" in str(w.message)]
+    assert_close(empty, ref, torch.float32, reduce_dim=40)
+    wrong = torch.empty(3, 3, device=DEVICE)
+    with pytest.warns(UserWarning, match="resized"), served("mm.out", families=BLAS):
+        torch.mm(a, b, out=wrong)
+    assert_close(wrong, ref, torch.float32, reduce_dim=40)
+
+
+def test_mm_out_aliasing_an_input():
+    a, b = _rand((32, 32), torch.float32), _rand((32, 32), torch.float32)
+    ref = torch.mm(a, b)
+    with served("mm.out", families=BLAS):
+        torch.mm(a, b, out=a)
+    assert_close(a, ref, torch.float32, reduce_dim=32)
+
+
+# addmm -----------------------------------------------------------------------------------------------
+
+BIAS_SHAPES = [(), (1,), (40,), (1, 40), (24, 1), (24, 40)]
+SCALARS = [(1, 1), (0.5, 2.0), (0, 1.5), (2, 0), (3, -2)]  # (beta, alpha): floats and ints, zeros
+
+
+@pytest.mark.parametrize("bias_shape", BIAS_SHAPES if not QUICK else BIAS_SHAPES[::2])
+@pytest.mark.parametrize("beta, alpha", SCALARS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_addmm(bias_shape, beta, alpha, dtype):
+    m, n, k = 24, 40, 56
+    a, b, bias = _rand((m, k), dtype), _rand((k, n), dtype, "cols"), _rand(bias_shape, dtype)
+    if beta == 0:
+        bias.fill_(float("nan"))  # ignored entirely when beta is 0
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref_aten = torch.addmm(bias, a, b, beta=beta, alpha=alpha)
+    ref64 = torch.addmm(bias64, a64, b64, beta=beta, alpha=alpha)
+    with served("addmm", families=BLAS):
+        res = torch.addmm(bias, a, b, beta=beta, alpha=alpha)
+    _check(res, ref64, ref_aten, dtype, k)
+
+
+@pytest.mark.parametrize("beta, alpha", [(1, 1), (0, 2), (0.5, 0)])
+def test_addmm_out_and_inplace(beta, alpha):
+    m, n, k = 24, 40, 56
+    a, b, bias = _rand((m, k), torch.float32), _rand((k, n), torch.float32), _rand((m, n), torch.float32)
+    ref = torch.addmm(bias, a, b, beta=beta, alpha=alpha)
+    out = torch.empty(m, n, device=DEVICE)
+    inplace = bias.clone()
+    with served("addmm.out", "addmm_", families=BLAS):
+        torch.addmm(bias, a, b, beta=beta, alpha=alpha, out=out)
+        res = inplace.addmm_(a, b, beta=beta, alpha=alpha)
+    assert res is inplace
+    assert_close(out, ref, torch.float32, reduce_dim=k)
+    assert_close(inplace, ref, torch.float32, reduce_dim=k)
+
+
+@pytest.mark.parametrize("beta", [0, 1, 2.5])
+def test_addmm_k0(beta):
+    # K = 0: the product is empty; the result is beta * input, or zeros (NaN ignored) when beta is 0.
+    bias = _rand((5, 6), torch.float32)
+    if beta == 0:
+        bias[0, 0] = float("nan")
+    a, b = _rand((5, 0), torch.float32), _rand((0, 6), torch.float32)
+    ref = torch.addmm(bias, a, b, beta=beta, alpha=float("nan"))
+    with served("addmm", families=BLAS):
+        res = torch.addmm(bias, a, b, beta=beta, alpha=float("nan"))
+    assert_equal(res, ref)
+
+
+def test_alpha_zero_ignores_nan_in_operands():
+    # As in BLAS, alpha = 0 leaves the operands unread: NaN in them does not reach the result.
+    bias, a, b = _rand((8, 12), torch.float32), _rand((8, 16), torch.float32), _rand((16, 12), torch.float32)
+    b[3, 4] = float("nan")
+    ref = torch.addmm(bias, a, b, alpha=0)
+    with served("addmm", families=BLAS):
+        res = torch.addmm(bias, a, b, alpha=0)
+    assert_equal(res, ref)
+
+
+# tf32 ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_fp32_precision_follows_allow_tf32(allow_tf32):
+    # tf32 rounds operands to 10 mantissa bits on the GPU; the interpreter computes full fp32 either way,
+    # so there this checks only that the tf32 path runs.
+    m, n, k = (256, 256, 1024) if GPU else (32, 48, 256)
+    a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32)
+    a64, b64 = _refs(a, b)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    try:
+        ref_aten = torch.mm(a, b)
+        with served("mm", families=BLAS):
+            res = torch.mm(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    atol = 5e-3 if allow_tf32 else 1e-4
+    _check(res, torch.mm(a64, b64), ref_aten, torch.float32, k, atol=atol)
+
+
+# bmm, baddbmm, addbmm --------------------------------------------------------------------------------
+
+BMM_SHAPES = [(1, 40, 30, 50), (5, 33, 17, 65), (4, 1, 24, 32), (3, 24, 1, 32)]
+if GPU:
+    BMM_SHAPES += [(32, 256, 256, 256), (64, 128, 64, 128)]
+
+
+@pytest.mark.parametrize("batch, m, n, k", BMM_SHAPES)
+@pytest.mark.parametrize("layout", ["rows", "cols"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_bmm(batch, m, n, k, layout, dtype):
+    a, b = _rand((batch, m, k), dtype, layout), _rand((batch, k, n), dtype, scale=k**-0.5)
+    a64, b64 = _refs(a, b)
+    ref_aten = torch.bmm(a, b)
+    with served("bmm", families=BLAS):
+        res = torch.bmm(a, b)
+    _check(res, torch.bmm(a64, b64), ref_aten, dtype, k)
+
+
+@pytest.mark.parametrize("bias_shape", [(17,), (1, 33, 17), (5, 1, 17), (5, 33, 17)])
+@pytest.mark.parametrize("beta, alpha", SCALARS if not QUICK else SCALARS[1:3])
+def test_baddbmm(bias_shape, beta, alpha):
+    dtype = torch.float32
+    batch, m, n, k = 5, 33, 17, 40
+    a, b, bias = _rand((batch, m, k), dtype), _rand((batch, k, n), dtype, "cols"), _rand(bias_shape, dtype)
+    if beta == 0:
+        bias.fill_(float("nan"))
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref_aten = torch.baddbmm(bias, a, b, beta=beta, alpha=alpha)
+    with served("baddbmm", families=BLAS):
+        res = torch.baddbmm(bias, a, b, beta=beta, alpha=alpha)
+    _check(res, torch.baddbmm(bias64, a64, b64, beta=beta, alpha=alpha), ref_aten, dtype, k)
+
+
+def test_bmm_and_baddbmm_out_and_inplace():
+    a, b, bias = _rand((3, 20, 30), torch.float32), _rand((3, 30, 10), torch.float32), _rand((3, 20, 10),
+                                                                                          torch.float32)
+    out, out2, inplace = torch.empty(3, 20, 10, device=DEVICE), torch.empty(0, device=DEVICE), bias.clone()
+    with served("bmm.out", "baddbmm.out", "baddbmm_", families=BLAS):
+        torch.bmm(a, b, out=out)
+        torch.baddbmm(bias, a, b, beta=0.5, out=out2)
+        inplace.baddbmm_(a, b, alpha=2)
+    assert_close(out, torch.bmm(a, b), torch.float32, reduce_dim=30)
+    assert_close(out2, torch.baddbmm(bias, a, b, beta=0.5), torch.float32, reduce_dim=30)
+    assert_close(inplace, torch.baddbmm(bias, a, b, alpha=2), torch.float32, reduce_dim=30)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 4])
+@pytest.mark.parametrize("beta, alpha", [(1, 1), (0, 0.5), (2, -1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_addbmm(batch, beta, alpha, dtype):
+    m, n, k = 24, 20, 36
+    a, b, bias = _rand((batch, m, k), dtype), _rand((batch, k, n), dtype), _rand((n,), dtype)
+    if beta == 0:
+        bias.fill_(float("nan"))
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref_aten = torch.addbmm(bias, a, b, beta=beta, alpha=alpha)
+    with served("addbmm", families=BLAS):
+        res = torch.addbmm(bias, a, b, beta=beta, alpha=alpha)
+    _check(res, torch.addbmm(bias64, a64, b64, beta=beta, alpha=alpha), ref_aten, dtype, max(batch * k, 1))
+
+
+def test_addbmm_out_and_inplace():
+    a, b, bias = _rand((3, 20, 30), torch.float32), _rand((3, 30, 10), torch.float32), _rand((20, 10),
+                                                                                          torch.float32)
+    out, inplace = torch.empty(20, 10, device=DEVICE), bias.clone()
+    with served("addbmm.out", "addbmm_", families=BLAS):
+        torch.addbmm(bias, a, b, out=out)
+        inplace.addbmm_(a, b, beta=2)
+    assert_close(out, torch.addbmm(bias, a, b), torch.float32, reduce_dim=90)
+    assert_close(inplace, torch.addbmm(bias, a, b, beta=2), torch.float32, reduce_dim=90)
+
+
+# mv, addmv -------------------------------------------------------------------------------------------
+
+MV_SHAPES = [(100, 300), (1, 50), (300, 1), (64, 4096), (3, 5)]
+if GPU:
+    MV_SHAPES += [(4096, 4096), (16, 65536)]
+
+
+@pytest.mark.parametrize("m, k", MV_SHAPES)
+@pytest.mark.parametrize("layout", ["rows", "cols"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_mv(m, k, layout, dtype):
+    a, x = _rand((m, k), dtype, layout), _rand((k * 2,), dtype)[::2]
+    a64, x64 = _refs(a, x)
+    ref_aten = torch.mv(a, x)
+    with served("mv", families=BLAS):
+        res = torch.mv(a, x)
+    _check(res, torch.mv(a64, x64), ref_aten, dtype, k)
+
+
+@pytest.mark.parametrize("bias_shape", [(), (1,), (70,)])
+@pytest.mark.parametrize("beta, alpha", SCALARS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_addmv(bias_shape, beta, alpha, dtype):
+    m, k = 70, 90
+    a, x, bias = _rand((m, k), dtype), _rand((k,), dtype), _rand(bias_shape, dtype)
+    if beta == 0:
+        bias.fill_(float("nan"))
+    a64, x64, bias64 = _refs(a, x, bias)
+    ref64 = torch.addmv(bias64, a64, x64, beta=beta, alpha=alpha)
+    ref_aten = torch.addmv(bias, a, x, beta=beta, alpha=alpha)
+    if alpha == 0 and dtype is not torch.float32 and not GPU:
+        ref_aten = ref64  # ATen's CPU kernel for half types returns the input unscaled when alpha is 0
+    with served("addmv", families=BLAS):
+        res = torch.addmv(bias, a, x, beta=beta, alpha=alpha)
+    _check(res, ref64, ref_aten, dtype, k)
+
+
+def test_mv_addmv_out_inplace_and_empty():
+    a, x, bias = _rand((30, 40), torch.float32), _rand((40,), torch.float32), _rand((30,), torch.float32)
+    out, out2, inplace = torch.empty(30, device=DEVICE), torch.empty(0, device=DEVICE), bias.clone()
+    with served("mv.out", "addmv.out", "addmv_", families=BLAS):
+        torch.mv(a, x, out=out)
+        torch.addmv(bias, a, x, alpha=3, out=out2)
+        inplace.addmv_(a, x, beta=0.5)
+        empty_k = torch.mv(_rand((6, 0), torch.float32), _rand((0,), torch.float32))
+        empty_m = torch.mv(_rand((0, 6), torch.float32), _rand((6,), torch.float32))
+    assert_close(out, torch.mv(a, x), torch.float32, reduce_dim=40)
+    assert_close(out2, torch.addmv(bias, a, x, alpha=3), torch.float32, reduce_dim=40)
+    assert_close(inplace, torch.addmv(bias, a, x, beta=0.5), torch.float32, reduce_dim=40)
+    assert_equal(empty_k, torch.zeros(6, device=DEVICE))
+    assert empty_m.shape == (0,)
+
+
+# dot, vdot -------------------------------------------------------------------------------------------
+
+DOT_LENGTHS = [0, 1, 1000, 70000] if not GPU else [0, 1, 1000, 70000, 1 << 22]
+
+
+@pytest.mark.parametrize("n", DOT_LENGTHS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", ["dot", "vdot"])
+def test_dot(n, dtype, op):
+    x, y = _rand((n,), dtype), _rand((2 * n,), dtype)[::2]
+    x64, y64 = _refs(x, y)
+    fn = getattr(torch, op)
+    ref_aten = fn(x, y)
+    with served(op, families=BLAS):
+        res = fn(x, y)
+    _check(res, fn(x64, y64), ref_aten, dtype, max(n, 1))
+
+
+def test_dot_out():
+    x, y = _rand((500,), torch.float32), _rand((500,), torch.float32)
+    out, out2 = torch.empty((), device=DEVICE), torch.empty(0, device=DEVICE)
+    with served("dot.out", "vdot.out", families=BLAS):
+        torch.dot(x, y, out=out)
+        torch.vdot(x, y, out=out2)
+    assert_close(out, torch.dot(x, y), torch.float32, reduce_dim=500)
+    assert_close(out2, torch.dot(x, y), torch.float32, reduce_dim=500)
+
+
+# addr ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias_shape", [(), (9,), (7, 1), (7, 9)])
+@pytest.mark.parametrize("beta, alpha", SCALARS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_addr(bias_shape, beta, alpha, dtype):
+    v1, v2, bias = _rand((7,), dtype), _rand((9,), dtype), _rand(bias_shape, dtype)
+    if beta == 0:
+        bias.fill_(float("nan"))
+    v1_64, v2_64, bias64 = _refs(v1, v2, bias)
+    ref_aten = torch.addr(bias, v1, v2, beta=beta, alpha=alpha)
+    with served("addr", families=BLAS):
+        res = torch.addr(bias, v1, v2, beta=beta, alpha=alpha)
+    _check(res, torch.addr(bias64, v1_64, v2_64, beta=beta, alpha=alpha), ref_aten, dtype, 1)
+
+
+def test_addr_promotion_out_and_inplace():
+    bias, v1, v2 = _rand((5, 4), torch.float32), _rand((5,), torch.float16), _rand((4,), torch.float16)
+    ref = torch.addr(bias, v1, v2, alpha=2)
+    out, inplace = torch.empty(0, device=DEVICE), bias.clone()
+    with served("addr", "addr.out", "addr_", families=BLAS):
+        res = torch.addr(bias, v1, v2, alpha=2)
+        torch.addr(bias, v1, v2, alpha=2, out=out)
+        inplace.addr_(v1, v2, alpha=2)
+    assert res.dtype == ref.dtype == torch.float32
+    for r in (res, out, inplace):
+        assert_close(r, ref, torch.float32)
+
+
+# errors and fallbacks --------------------------------------------------------------------------------
+
+BAD_CALLS = {
+    "mm shapes": lambda: torch.mm(torch.ones(2, 3, device=DEVICE), torch.ones(4, 5, device=DEVICE)),
+    "mm dtypes": lambda: torch.mm(torch.ones(2, 3, device=DEVICE), torch.ones(3, 5, device=DEVICE).half()),
+    "mm dims": lambda: torch.mm(torch.ones(2, 3, device=DEVICE), torch.ones(3, device=DEVICE)),
+    "addmm bias": lambda: torch.addmm(torch.ones(3, device=DEVICE), torch.ones(2, 4, device=DEVICE),
+                                      torch.ones(4, 5, device=DEVICE)),
+    "bmm batch": lambda: torch.bmm(torch.ones(2, 3, 4, device=DEVICE), torch.ones(3, 4, 5, device=DEVICE)),
+    "mv shapes": lambda: torch.mv(torch.ones(2, 3, device=DEVICE), torch.ones(4, device=DEVICE)),
+    "dot sizes": lambda: torch.dot(torch.ones(3, device=DEVICE), torch.ones(4, device=DEVICE)),
+    "dot dtypes": lambda: torch.dot(torch.ones(3, device=DEVICE), torch.ones(3, device=DEVICE).half()),
+    "addr dims": lambda: torch.addr(torch.ones(2, 3, device=DEVICE), torch.ones(2, 1, device=DEVICE),
+                                    torch.ones(3, device=DEVICE)),
+    "out dtype": lambda: torch.mm(torch.ones(2, 3, device=DEVICE), torch.ones(3, 5, device=DEVICE),
+                                  out=torch.empty(2, 5, dtype=torch.float16, device=DEVICE)),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_errors_are_atens(name):
+    with pytest.raises(RuntimeError) as aten_error:
+        BAD_CALLS[name]()
+    with served(families=BLAS), pytest.raises(RuntimeError) as gems_error:
+        BAD_CALLS[name]()
+    assert str(gems_error.value) == str(aten_error.value)
+
+
+# Integer products exist only on CPU (ATen has no CUDA kernel for them).
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex64] + ([] if GPU else [torch.int32]))
+def test_other_dtypes_go_to_aten(dtype):
+    a = torch.randn(6, 5, device=DEVICE).to(dtype)
+    b = torch.randn(5, 4, device=DEVICE).to(dtype)
+    x = torch.randn(5, device=DEVICE).to(dtype)
+    ref_mm, ref_mv = torch.mm(a, b), torch.mv(a, x)
+    with served(families=BLAS) as counter:
+        res_mm, res_mv = torch.mm(a, b), torch.mv(a, x)
+    assert counter.fallbacks["mm"] == 1 and counter.fallbacks["mv"] == 1
+    assert_equal(res_mm, ref_mm)
+    assert_equal(res_mv, ref_mv)
+
+
+# gradients -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients_through_autograd(dtype):
+    a, b = _rand((12, 20), dtype).requires_grad_(), _rand((20, 16), dtype).requires_grad_()
+    bias = _rand((16,), dtype).requires_grad_()
+    p, q = _rand((3, 12, 20), dtype).requires_grad_(), _rand((3, 20, 8), dtype).requires_grad_()
+    leaves = [a, b, bias, p, q]
+    refs = [to_reference(t, upcast=True) for t in leaves]
+    grad_mm, grad_addmm, grad_bmm = _rand((12, 16), dtype), _rand((12, 16), dtype), _rand((3, 12, 8), dtype)
+
+    def run(a, b, bias, p, q):
+        torch.mm(a, b).backward(grad_mm.to(a.dtype))
+        torch.addmm(bias, a, b, beta=0.5).backward(grad_addmm.to(a.dtype))
+        torch.bmm(p, q).backward(grad_bmm.to(p.dtype))
+
+    run(*refs)
+    with served("mm", "addmm", "bmm", families=BLAS):
+        run(*leaves)
+    for leaf, ref in zip(leaves, refs):
+        assert leaf.grad.dtype == dtype and leaf.grad.shape == leaf.shape
+        # Gradients of a and b add two products rounded to the dtype: within its resolution of the largest.
+        atol = max(1e-4, RESOLUTION[dtype] * float(ref.grad.abs().max()))
+        assert_close(leaf.grad, ref.grad, dtype, atol=atol)
+
+
+# tuning support ----------------------------------------------------------------------------------------
+
+def test_heuristics_pick_split_k_for_skinny_shapes():
+    facts = heuristics.DeviceFacts(hopper=True, num_sms=132)
+    assert heuristics.split_for(1, 16, 4096, 14336, 16, 128, 128, 132) > 1
+    assert heuristics.split_for(1, 4096, 4096, 4096, 128, 256, 64, 132) == 1
+    assert heuristics.split_for(8, 16, 4096, 14336, 16, 128, 128, 132) == 1
+    config = heuristics.matmul_config(1, 100, 300, 77, "f16", facts)
+    assert heuristics.MatmulConfig.from_json(config.to_json()) == config
+
+
+def test_autotune_cache_is_merged_and_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "cache.json"
+    monkeypatch.setenv("GEMS_BLAS_AUTOTUNE_CACHE", str(path))
+    monkeypatch.setattr(autotune, "_cache", None)
+    path.write_text(json.dumps({"other|process": {"config": [64, 64, 32, 8, 4, 3, 1], "ms": 1.0}}))
+    autotune._record("this|process", {"config": [128, 128, 64, 8, 4, 4, 1], "ms": 0.5})
+    data = json.loads(path.read_text())
+    assert set(data) == {"other|process", "this|process"}
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    path.write_text("{ not json")  # a damaged file is replaced, not fatal
+    autotune._record("third", {"config": [64, 64, 32, 8, 4, 3, 1], "ms": 2.0})
+    assert set(json.loads(path.read_text())) == {"third"}
+
+
+def test_autotune_keeps_the_fastest_within_budget(monkeypatch, tmp_path):
+    monkeypatch.setenv("GEMS_BLAS_AUTOTUNE_CACHE", str(tmp_path / "cache.json"))
+    monkeypatch.setattr(autotune, "_cache", None)
+    monkeypatch.setattr(autotune, "_key", lambda *args: "shape")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    configs = [heuristics.MatmulConfig(64, 64, 32), heuristics.MatmulConfig(128, 128, 64),
+               heuristics.MatmulConfig(128, 64, 32)]
+    times = {configs[0]: 2.0, configs[2]: 1.0}
+
+    def time_ms(config):
+        if config not in times:
+            raise RuntimeError("out of resources")  # a candidate the device cannot run is skipped
+        return times[config]
+
+    assert autotune.tune((), configs, time_ms) == configs[2]
+    assert json.loads((tmp_path / "cache.json").read_text())["shape"]["config"] == configs[2].to_json()
+    monkeypatch.setattr(autotune, "budget_s", -1.0)  # no time left: the heuristic's choice stands
+    assert autotune.tune((), configs, time_ms) == configs[0]
