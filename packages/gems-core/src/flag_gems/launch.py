@@ -62,15 +62,16 @@ class Launcher:
         self._per_device = self._direct and device.device_count() > 1
 
     def __call__(self, grid: tuple, args: list, spec_key: tuple | None = None) -> None:
-        """Launch on ``grid`` (three sizes) with the kernel's non-constexpr ``args`` in order."""
+        """Launch on ``grid`` (1 to 3 sizes) with the kernel's non-constexpr ``args`` in order."""
         if self._direct and spec_key is not None:
             if self._per_device:
                 spec_key = (_current_device(), *spec_key)
             compiled = self._compiled.get(spec_key)
             if compiled is not None and not _hooks_installed():
                 run, function, metadata, constexprs = compiled
-                run(grid[0], grid[1], grid[2], _current_stream(), function, metadata, None, None, None,
-                    *args, *constexprs)
+                size = len(grid)
+                run(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
+                    function, metadata, None, None, None, *args, *constexprs)
                 return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
@@ -93,8 +94,6 @@ def launch(kernel, grid: tuple, *args, num_warps: int = 4, num_stages: int | Non
     if launcher is None:
         _check_constexprs_last(kernel, len(args), constexprs)
         launcher = _launchers[key] = Launcher(kernel, constexprs, **options)
-    if len(grid) != 3:
-        grid = (grid[0], grid[1] if len(grid) > 1 else 1, 1)
     launcher(grid, list(args), None if device.interpreter else specialization(args))
 
 
