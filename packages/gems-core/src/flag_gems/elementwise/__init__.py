@@ -245,7 +245,9 @@ class PointwiseDynamic:
     def _launcher(self, plan: _Plan, pattern: Pattern, block: int, warps: int, int64: bool) -> Launcher:
         constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
         constexprs.update(BLOCK=block, INT64=int64)
-        return Launcher(self._kernel(pattern), constexprs, num_warps=warps)
+        # libdevice would flush denormal inputs to zero by default; ATen does not.
+        options = {} if device.interpreter else {"enable_reflect_ftz": False}
+        return Launcher(self._kernel(pattern), constexprs, num_warps=warps, **options)
 
     def _run_strided(self, plan: _Plan, args, values, tensors, outs):
         shape = shapes.broadcast_shape([t.shape for t in tensors])
