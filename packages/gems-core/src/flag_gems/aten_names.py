@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -34,9 +36,21 @@ def resolve(name: str):
         return None
 
 
+@functools.lru_cache(maxsize=None)
 def is_composite_implicit(name: str) -> bool:
-    """True when ATen implements the overload by decomposition on the Autograd key (rule 2 of dispatch)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{canonical(name)}", "CompositeImplicitAutograd")
+    """True when serving the overload on the backend key would change how autograd sees it (rule 2).
+
+    That is a CompositeImplicitAutograd overload for which ATen has no kernel of its own on the device's
+    backend key: a kernel registered there would take the decomposition's place under autograd. Where
+    ATen already has a backend kernel beside the decomposition (``silu_backward``), replacing that kernel
+    changes nothing for autograd. Asked (and cached) before gems registers anything for the overload.
+    """
+    from flag_gems.runtime import device
+
+    qualified = f"aten::{canonical(name)}"
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CompositeImplicitAutograd"):
+        return False
+    return not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, device.dispatch_key)
 
 
 def matches(name: str, patterns) -> bool:
