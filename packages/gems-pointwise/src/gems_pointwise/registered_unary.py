@@ -1,37 +1,186 @@
-"""Unary math ops and activations (and their backward) served by this family."""
+"""Unary math ops and activations (and their backward) served by this family.
+
+Each op is one row: its ATen name, a launcher (a ``pointwise_dynamic`` kernel, or a function turning
+ATen's arguments into a kernel call) and the dtypes it computes. ``_overloads`` turns a row into the
+functional, in-place and ``out=`` overloads that the running torch has and that core accepts; a
+dtype outside the row's set, or arguments a launcher declines (it returns ``NotImplemented``), go
+to ATen's own kernel.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+
 import torch
 
-from flag_gems import OpImpl, aten_kernel
+from flag_gems import OpImpl, aten_kernel, aten_names
 
-from gems_pointwise import unary
-
-_SUPPORTED = {torch.float16, torch.bfloat16, torch.float32, torch.float64,
-              torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
-
-
-def _abs(x):
-    if x.dtype not in _SUPPORTED:
-        return aten_kernel("abs")(x)
-    return unary.abs_kernel(x)
+FLOAT = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+INT = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
+BOOL = frozenset({torch.bool})
+REAL = FLOAT | INT | BOOL
 
 
-def _abs_(x):
-    if x.dtype not in _SUPPORTED:
-        return aten_kernel("abs_")(x)
-    return unary.abs_kernel(x, out0=x)
+def _servable(name: str) -> bool:
+    """Whether ``name`` exists in the running torch and may be served on the backend key."""
+    return aten_names.resolve(name) is not None and not aten_names.is_composite_implicit(name)
 
 
-def _abs_out(x, *, out):
-    if x.dtype not in _SUPPORTED:
-        return aten_kernel("abs.out")(x, out=out)
-    return unary.abs_kernel(x, out0=out)
+def _overloads(base: str, launch: Callable, dtypes: frozenset, *, overload: str = "", out_overload: str = "out",
+               out_args: Sequence[str] = ("out",), tensors: Sequence[int] = (0,),
+               inplace: bool = True) -> list[OpImpl]:
+    """OpImpls for ``base[.overload]``, ``base_[.overload]`` and ``base.<out_overload>``.
+
+    ``launch(*args, out0=None, **kwargs)`` computes the op from ATen's arguments. The tensors at
+    positions ``tensors`` must all have a dtype in ``dtypes``; ``out_args`` names the keyword-only
+    output arguments of the out= overload, passed to ``launch`` as out0, out1, ...
+    """
+    functional = f"{base}.{overload}" if overload else base
+    names = [(functional, _functional), (f"{base}.{out_overload}", functools.partial(_out, out_args=tuple(out_args)))]
+    if inplace:
+        names.append((f"{base}_.{overload}" if overload else f"{base}_", _inplace))
+    accepts = _tensor_check(tuple(tensors), dtypes)
+    return [OpImpl(name, make(name, launch, accepts)) for name, make in names if _servable(name)]
+
+
+def _tensor_check(tensors: tuple, dtypes: frozenset) -> Callable:
+    """A check that the tensors at positions ``tensors`` all have a dtype in ``dtypes`` and share the
+    first one's device (else ATen decides: it may raise). Kept cheap for the usual single tensor,
+    which the dispatcher already put on our device: this runs on every call."""
+    if tensors == (0,):
+        return lambda args: args[0].dtype in dtypes
+    first, rest = tensors[0], tensors[1:]
+
+    def accepts(args) -> bool:
+        device = args[first].get_device()
+        return args[first].dtype in dtypes and all(
+            args[i].dtype in dtypes and args[i].get_device() == device for i in rest)
+
+    return accepts
+
+
+def _functional(name, launch, accepts):
+    fallback = aten_kernel(name)
+
+    def functional(*args, **kwargs):
+        if accepts(args):
+            result = launch(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        return fallback(*args, **kwargs)
+
+    return functional
+
+
+def _inplace(name, launch, accepts):
+    fallback = aten_kernel(name)
+
+    def inplace(*args, **kwargs):
+        if accepts(args):
+            result = launch(*args, out0=args[0], **kwargs)
+            if result is not NotImplemented:
+                return result
+        return fallback(*args, **kwargs)
+
+    return inplace
+
+
+def _out(name, launch, accepts, out_args):
+    fallback = aten_kernel(name)
+    slots = tuple(f"out{j}" for j in range(len(out_args)))
+
+    def out(*args, **kwargs):
+        outs = [kwargs.pop(arg) for arg in out_args]
+        device = args[0].get_device()
+        # A kernel stores into any real dtype on the input's device; other outputs go to ATen.
+        if accepts(args) and all(o.dtype in REAL and o.get_device() == device for o in outs):
+            result = launch(*args, **dict(zip(slots, outs)), **kwargs)
+            if result is not NotImplemented:
+                return result
+        return fallback(*args, **dict(zip(out_args, outs)), **kwargs)
+
+    return out
+
+
+def _rows():
+    from gems_pointwise import activation as act
+    from gems_pointwise import activation_backward as bwd
+    from gems_pointwise import unary as un
+
+    float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
+        "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
+        "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc",
+        "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg", "angle",
+    ]
+    rows = [(name, getattr(un, f"{name}_kernel"), REAL, {}) for name in float_ops]
+    rows += [
+        ("abs", un.abs_kernel, FLOAT | INT, {}),  # ATen refuses bool
+        ("neg", un.neg_kernel, FLOAT | INT, {}),
+        ("sign", un.sign_kernel, REAL, {}),
+        ("sgn", un.sign_kernel, REAL, {}),
+        ("signbit", un.signbit_kernel, REAL, {}),
+        ("floor", un.floor_kernel, FLOAT | INT, {}),
+        ("ceil", un.ceil_kernel, FLOAT | INT, {}),
+        ("trunc", un.trunc_kernel, FLOAT | INT, {}),
+        ("round", un.round_kernel, FLOAT | INT, {}),
+        ("round", un.round_decimals, FLOAT, dict(overload="decimals", out_overload="decimals_out")),
+        ("frac", un.frac_kernel, FLOAT, {}),
+        ("isnan", un.isnan_kernel, REAL, {}),
+        ("isinf", un.isinf_kernel, REAL, {}),
+        ("isposinf", un.isposinf_kernel, REAL, {}),
+        ("isneginf", un.isneginf_kernel, REAL, {}),
+        ("logical_not", un.logical_not_kernel, REAL, {}),
+        ("bitwise_not", un.bitwise_not_kernel, INT | BOOL, {}),
+        ("nan_to_num", un.nan_to_num, REAL, {}),
+        ("logit", un.logit, REAL, {}),
+        # activations
+        ("relu", act.relu_kernel, FLOAT | INT, {}),
+        ("hardtanh", act.hardtanh, FLOAT | (INT - {torch.uint8}), {}),  # ATen refuses uint8 and bool
+        ("gelu", act.gelu, FLOAT, {}),
+        ("silu", act.silu_kernel, FLOAT, {}),
+        ("mish", act.mish_kernel, FLOAT, {}),
+        ("elu", act.elu, FLOAT, {}),
+        ("celu", act.celu, FLOAT, {}),
+        ("softplus", act.softplus, FLOAT, {}),
+        ("softshrink", act.softshrink, FLOAT, {}),
+        ("hardshrink", act.hardshrink, FLOAT, {}),
+        ("hardsigmoid", act.hardsigmoid_kernel, FLOAT, {}),
+        ("hardswish", act.hardswish_kernel, FLOAT, {}),
+        ("leaky_relu", act.leaky_relu, FLOAT, {}),
+        ("threshold", act.threshold, FLOAT | INT, {}),
+        ("log_sigmoid_forward", act.log_sigmoid_forward, FLOAT,
+         dict(out_overload="output", out_args=("output", "buffer"), inplace=False)),
+        ("glu", act.glu, FLOAT, dict(inplace=False)),
+        ("_prelu_kernel", act.prelu, FLOAT, dict(tensors=(0, 1), inplace=False)),
+    ]
+    # backward ops: (grad_output, input, ...) -> grad_input
+    grad = dict(out_overload="grad_input", out_args=("grad_input",), tensors=(0, 1), inplace=False)
+    rows += [
+        ("gelu_backward", bwd.gelu_backward, FLOAT, grad),
+        ("silu_backward", bwd.silu_backward_kernel, FLOAT, grad),
+        ("sigmoid_backward", bwd.sigmoid_backward_kernel, FLOAT, grad),
+        ("tanh_backward", bwd.tanh_backward_kernel, FLOAT, grad),
+        ("threshold_backward", bwd.threshold_backward, FLOAT | INT, grad),
+        ("elu_backward", bwd.elu_backward, FLOAT, {**grad, "tensors": (0, 5)}),
+        ("hardtanh_backward", bwd.hardtanh_backward, FLOAT, grad),
+        ("hardsigmoid_backward", bwd.hardsigmoid_backward_kernel, FLOAT, grad),
+        ("hardswish_backward", bwd.hardswish_backward_kernel, FLOAT,
+         {**grad, "out_overload": "out", "out_args": ("out",)}),
+        ("leaky_relu_backward", bwd.leaky_relu_backward, FLOAT, grad),
+        ("softplus_backward", bwd.softplus_backward, FLOAT, grad),
+        ("softshrink_backward", bwd.shrink_backward, FLOAT, grad),
+        ("hardshrink_backward", bwd.shrink_backward, FLOAT, grad),
+        ("glu_backward", bwd.glu_backward, FLOAT, grad),
+        ("log_sigmoid_backward", bwd.log_sigmoid_backward, FLOAT, grad),
+        ("logit_backward", bwd.logit_backward, FLOAT, grad),
+        ("_prelu_kernel_backward", bwd.prelu_backward, FLOAT, {**grad, "tensors": (0, 1, 2)}),
+    ]
+    return rows
 
 
 def ops() -> list[OpImpl]:
-    return [OpImpl("abs", _abs), OpImpl("abs_", _abs_), OpImpl("abs.out", _abs_out)]
+    return [impl for base, launch, dtypes, options in _rows() for impl in _overloads(base, launch, dtypes, **options)]
 
 
 def fused() -> dict:

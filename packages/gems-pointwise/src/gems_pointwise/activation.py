@@ -1,0 +1,278 @@
+"""Activations: the kernels, then the launchers that turn ATen's arguments into kernel arguments.
+
+Formulas and their order of operations are ATen's CUDA ones, computed in the opmath type (float32
+for half types). Scalars reach kernels as float32; ``opmath_scalar`` / ``storage_scalar`` convert
+them as ATen does (to the opmath type, or to the tensor's own dtype where ATen's kernel does that)
+and refuse what cannot pass exactly, which then goes back to ATen. A launcher returns
+``NotImplemented`` for arguments it leaves to ATen.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from flag_gems import pointwise_dynamic
+from flag_gems.runtime import device
+from gems_pointwise.unary import div_rn, opmath_scalars, sigmoid, storage_scalars
+
+
+def _with_scalars(count: int):
+    """``pointwise_dynamic`` for a kernel of one tensor followed by ``count`` scalars."""
+    return pointwise_dynamic(is_tensor=[True] + [False] * count, promotion_methods=[(0, "DEFAULT")])
+
+
+# -- kernels ---------------------------------------------------------------------------------------
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def relu_kernel(x):
+    return tl.where(x < 0, 0, x)
+
+
+@_with_scalars(2)
+@triton.jit
+def hardtanh_kernel(x, min_val, max_val):
+    # ATen's clamp: NaN stays NaN, and max_val wins when min_val > max_val.
+    y = tl.where(x < min_val, min_val, x)
+    return tl.where(y > max_val, max_val, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def gelu_kernel(x):
+    return x * 0.5 * (1.0 + libdevice.erf(x * 0.7071067811865476))
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def gelu_tanh_kernel(x):
+    inner = 0.7978845608028654 * (x + 0.044715 * (x * x * x))
+    return 0.5 * x * (1.0 + libdevice.tanh(inner))
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def silu_kernel(x):
+    return div_rn(x, 1.0 + libdevice.exp(-x))
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def mish_kernel(x):
+    return x * libdevice.tanh(libdevice.log1p(libdevice.exp(x)))
+
+
+@_with_scalars(3)
+@triton.jit
+def elu_kernel(x, alpha, scale, input_scale):
+    negcoef = (tl.zeros_like(x) + alpha) * scale  # alpha * scale in x's dtype, as ATen computes it
+    return tl.where(x > 0, x * scale, libdevice.expm1(x * input_scale) * negcoef)
+
+
+@_with_scalars(2)
+@triton.jit
+def softplus_kernel(x, beta, threshold):
+    z = x * beta
+    return tl.where(z > threshold, x, div_rn(libdevice.log1p(libdevice.exp(z)), tl.zeros_like(x) + beta))
+
+
+@_with_scalars(1)
+@triton.jit
+def softshrink_kernel(x, lambd):
+    y = tl.where(x > lambd, x - lambd, tl.where(x < -lambd, x + lambd, 0.0))
+    return tl.where(x != x, x, y)
+
+
+@_with_scalars(1)
+@triton.jit
+def hardshrink_kernel(x, lambd):
+    return tl.where((x >= -lambd) & (x <= lambd), 0.0, x)
+
+
+# ATen multiplies by float(1/6) for every dtype (a float literal), not by the double 1/6.
+ONE_SIXTH = tl.constexpr(0.1666666716337204)
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def hardsigmoid_kernel(x):
+    y = x + 3.0
+    y = tl.where(y < 0.0, 0.0, y)
+    y = tl.where(y > 6.0, 6.0, y)
+    return y * ONE_SIXTH
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def hardswish_kernel(x):
+    y = x + 3.0
+    y = tl.where(y < 0.0, 0.0, y)
+    y = tl.where(y > 6.0, 6.0, y)
+    return x * y * ONE_SIXTH
+
+
+@_with_scalars(1)
+@triton.jit
+def leaky_relu_kernel(x, negative_slope):
+    return tl.where(x > 0, x, x * negative_slope)
+
+
+@_with_scalars(2)
+@triton.jit
+def threshold_kernel(x, threshold, value):
+    return tl.where(x <= threshold, value, x)
+
+
+@triton.jit
+def _log_sigmoid(x):
+    z = libdevice.exp(-tl.abs(x))
+    return tl.where(x < 0, x, 0.0) - libdevice.log1p(z), z
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def log_sigmoid_kernel(x):
+    out, _ = _log_sigmoid(x)
+    return out
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], num_outputs=2)
+@triton.jit
+def log_sigmoid_buffered_kernel(x):
+    return _log_sigmoid(x)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def glu_kernel(a, b):
+    return a * sigmoid(b)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def prelu_kernel(x, weight):
+    return tl.where(x > 0, x, weight * x)
+
+
+# -- launchers -------------------------------------------------------------------------------------
+def hardtanh(x, min_val=-1, max_val=1, out0=None):
+    """``hardtanh`` (and ``relu6``, which decomposes into it): ATen's clamp with the bounds in x's dtype."""
+    bounds = storage_scalars(x.dtype, min_val, max_val)
+    if bounds is None:
+        return NotImplemented
+    return hardtanh_kernel(x, *bounds, out0=out0)
+
+
+def gelu(x, *, approximate="none", out0=None):
+    """``gelu`` with ``approximate`` "none" (erf) or "tanh"; other values are ATen's to refuse."""
+    if approximate == "none":
+        return gelu_kernel(x, out0=out0)
+    if approximate == "tanh":
+        return gelu_tanh_kernel(x, out0=out0)
+    return NotImplemented
+
+
+def elu(x, alpha=1, scale=1, input_scale=1, out0=None):
+    """``elu``: ``scale * x`` for x > 0, ``alpha * scale * expm1(input_scale * x)`` otherwise."""
+    scalars = opmath_scalars(x.dtype, alpha, scale, input_scale)
+    if scalars is None:
+        return NotImplemented
+    return elu_kernel(x, *scalars, out0=out0)
+
+
+def celu(x, alpha=1.0, out0=None):
+    """``celu``: ATen's ``elu(x, alpha, 1, 1 / alpha)``, the reciprocal taken in double."""
+    if alpha == 0:
+        return NotImplemented  # ATen raises
+    return elu(x, alpha, 1.0, 1.0 / float(alpha), out0=out0)
+
+
+def softplus(x, beta=1, threshold=20, out0=None):
+    """``softplus``: ``log1p(exp(beta * x)) / beta``, or x where ``beta * x > threshold``."""
+    scalars = opmath_scalars(x.dtype, beta, threshold)
+    if scalars is None:
+        return NotImplemented
+    return softplus_kernel(x, *scalars, out0=out0)
+
+
+def softshrink(x, lambd=0.5, out0=None):
+    """``softshrink``; a negative ``lambd`` is refused by ATen."""
+    scalars = storage_scalars(x.dtype, lambd)
+    if scalars is None or scalars[0] < 0:
+        return NotImplemented
+    return softshrink_kernel(x, *scalars, out0=out0)
+
+
+def hardshrink(x, lambd=0.5, out0=None):
+    """``hardshrink``: 0 on ``[-lambd, lambd]``, x elsewhere."""
+    scalars = storage_scalars(x.dtype, lambd)
+    if scalars is None:
+        return NotImplemented
+    return hardshrink_kernel(x, *scalars, out0=out0)
+
+
+def leaky_relu(x, negative_slope=0.01, out0=None):
+    """``leaky_relu``: x for x > 0, ``negative_slope * x`` otherwise."""
+    scalars = opmath_scalars(x.dtype, negative_slope)
+    if scalars is None:
+        return NotImplemented
+    return leaky_relu_kernel(x, *scalars, out0=out0)
+
+
+def threshold(x, threshold, value, out0=None):
+    """``threshold``: ``value`` where ``x <= threshold``, x elsewhere; both scalars in x's dtype."""
+    scalars = storage_scalars(x.dtype, threshold, value)
+    if scalars is None:
+        return NotImplemented
+    return threshold_kernel(x, *scalars, out0=out0)
+
+
+def log_sigmoid_forward(x, out0=None, out1=None):
+    """``log_sigmoid_forward`` -> (output, buffer).
+
+    ATen's CPU backward reads ``exp(-|x|)`` from the buffer, so on CPU it is filled, contiguous like
+    ATen's; ATen's CUDA kernels leave it empty and ignore it.
+    """
+    if device.interpreter:
+        if out0 is None:
+            out0 = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            out1 = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        return log_sigmoid_buffered_kernel(x, out0=out0, out1=out1)
+    output = log_sigmoid_kernel(x, out0=out0)
+    return output, (out1 if out1 is not None else x.new_empty(0))
+
+
+def glu_halves(x, dim):
+    """The two halves of ``x`` along ``dim`` as views, or None where ATen raises (0-d, odd size)."""
+    ndim = x.dim()
+    if ndim == 0 or not -ndim <= dim < ndim:
+        return None
+    dim %= ndim
+    size = x.shape[dim]
+    if size % 2:
+        return None
+    half = size // 2
+    return x.narrow(dim, 0, half), x.narrow(dim, half, half)
+
+
+def glu(x, dim=-1, out0=None):
+    """``glu``: ``a * sigmoid(b)`` for the halves a, b of x along ``dim``, read in place as views."""
+    halves = glu_halves(x, dim)
+    if halves is None:
+        return NotImplemented
+    return glu_kernel(*halves, out0=out0)
+
+
+def prelu(x, weight, out0=None):
+    """``_prelu_kernel``: x for x > 0, ``weight * x`` otherwise; weight broadcasts to x's shape."""
+    if weight.dtype != x.dtype or not _broadcasts_to(weight.shape, x.shape):
+        return NotImplemented
+    return prelu_kernel(x, weight, out0=out0)
+
+
+def _broadcasts_to(shape, target) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
