@@ -1,0 +1,119 @@
+"""Block sizes, warps and program counts of the norm kernels, and the cached launch of a kernel.
+
+Each size is a named rule with its reason; none is tuned by a sweep at run time. On the interpreter
+every program costs milliseconds whatever its size, so there the rules pick few, large programs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from flag_gems.launch import Launcher, specialization
+from flag_gems.runtime import device
+
+#: Widest row (elements) a program holds whole in registers: 32 fp32 values a thread at 16 warps.
+#: Wider rows take the looped kernels, which read the row twice.
+MAX_ROW_BLOCK = 16384
+#: The same for the backward, whose tiles keep about five arrays live (x, dy, xhat, two gradient sums):
+#: wider rows spill registers (16384 wide ran 10x slower than its looped form on an H100).
+MAX_ROW_BLOCK_BACKWARD = 8192
+
+# Elements of one tile. On the GPU ~4K elements (16 a thread at 8 warps) keep enough 16-byte loads in
+# flight per SM to reach the copy ceiling with several programs resident.
+_TILE = 65536 if device.interpreter else 4096
+
+
+def cdiv(a: int, b: int) -> int:
+    # Plain integer helpers: triton.cdiv and triton.next_power_of_2 cost microseconds a call from Python.
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def warps(elements: int, per_thread: int = 16) -> int:
+    """Warps for a tile of ``elements`` held in registers: ``per_thread`` values a thread, 4 to 16 warps."""
+    if device.interpreter:
+        return 4
+    return min(16, max(4, elements // (32 * per_thread)))
+
+
+def row_tile(rows: int, cols: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of a tile holding whole rows of ``cols`` elements; narrow rows share a program."""
+    block_n = next_pow2(max(cols, 1))
+    block_m = min(next_pow2(max(rows, 1)), max(1, _TILE // block_n))
+    return block_m, block_n
+
+
+def chunk() -> int:
+    """Elements a looped kernel handles per step over a row or a group too wide for registers."""
+    return 16384 if device.interpreter else 4096
+
+
+def _padded_block(inner: int, top: int) -> int:
+    """The largest power of two <= ``top`` (and >= 64 unless ``inner`` is smaller) whose padding of
+    ``inner`` idles at most 1/8 of the lanes, else the one idling fewest: 56x56 = 3136 takes 512
+    (7 steps, 87.5% of lanes busy) rather than 2048 (77%)."""
+    best, best_waste = top, 1.0
+    block = top
+    while block >= min(64, top):
+        waste = 1 - inner / (cdiv(inner, block) * block)
+        if waste <= 0.125:
+            return block
+        if waste < best_waste:
+            best, best_waste = block, waste
+        block //= 2
+    return best
+
+
+def strip_tile(channels: int, inner: int, inner_contiguous: bool) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_K) of a tile over ``channels`` x ``inner`` elements.
+
+    The contiguous axis gets the long side (coalesced loads), the other fills the tile up to its size.
+    """
+    if inner_contiguous:
+        top = min(next_pow2(max(inner, 1)), 16384 if device.interpreter else 2048)
+        block_k = _padded_block(inner, top)
+        block_c = min(next_pow2(max(channels, 1)), max(1, _TILE // block_k))
+    else:
+        block_c = min(next_pow2(max(channels, 1)), 256 if device.interpreter else 64)
+        block_k = min(next_pow2(max(inner, 1)), max(1, _TILE // block_c))
+    return block_c, block_k
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def programs(work: int, per_sm: int = 2) -> int:
+    """Programs of a grid whose programs loop over ``work`` items: a few per SM, at most one per item.
+
+    Loops keep per-program partial results (weight gradients, statistics) few, so that reducing them
+    afterwards costs little, while several programs an SM still hide memory latency. Two per SM ran
+    the layer/RMS norm backward fastest on an H100 (1 and 3 were 20-40% slower).
+    """
+    if device.interpreter:
+        return max(1, min(work, 4))
+    return max(1, min(work, _sm_count(torch.cuda.current_device()) * per_sm))
+
+
+_launchers: dict[tuple, Launcher] = {}
+
+
+def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> None:
+    """Launch ``kernel`` over ``grid``. The compiled kernel is kept per constexprs, dtypes and Triton's
+    specialisation of ``args``, so a repeated call skips Triton's launch path.
+
+    ``constexprs`` must be the kernel's last parameters, given in signature order.
+    """
+    key = (kernel, num_warps, *constexprs.values(), *[a.dtype for a in args if isinstance(a, torch.Tensor)])
+    launcher = _launchers.get(key)
+    if launcher is None:
+        launcher = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
+    if len(grid) != 3:
+        grid = (grid[0], grid[1] if len(grid) > 1 else 1, 1)
+    launcher(grid, args, None if device.interpreter else specialization(args))

@@ -1,0 +1,108 @@
+"""Layer norm: ``native_layer_norm`` and its backward on the row-norm kernels (row_norm.py), and
+``skip_layer_norm``, the residual add fused in front of the norm."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from flag_gems import aten_kernel
+from gems_norm import row_norm
+from gems_norm.semantics import FLOAT_DTYPES, stats_dtype
+
+_aten_forward = aten_kernel("native_layer_norm")
+_aten_backward = aten_kernel("native_layer_norm_backward")
+
+
+def rows_of(x: torch.Tensor, normalized_shape: Sequence[int], *params) -> tuple[int, int] | None:
+    """(M, N) of ``x`` seen as rows normalised over ``normalized_shape``, when the kernels take this call:
+    a float dtype, non-empty, trailing dims equal to ``normalized_shape``, parameters of that shape,
+    dtype and device. None sends the call to ATen, which also raises ATen's errors."""
+    k = len(normalized_shape)
+    if x.dtype not in FLOAT_DTYPES or x.numel() == 0 or not 0 < k <= x.dim():
+        return None
+    if list(x.shape[x.dim() - k:]) != list(normalized_shape):
+        return None
+    for p in params:
+        if p is not None and (list(p.shape) != list(normalized_shape) or p.dtype != x.dtype
+                              or p.device != x.device):
+            return None
+    n = math.prod(normalized_shape)
+    return x.numel() // n, n
+
+
+def flat(p: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter as the contiguous 1-d vector the kernels index."""
+    if p is None or (p.dim() == 1 and p.is_contiguous()):
+        return p
+    return p.contiguous().view(-1)
+
+
+def stats_shape(x: torch.Tensor, normalized_shape: Sequence[int]) -> tuple[int, ...]:
+    """ATen's shape of saved row statistics: the batch dims, then a 1 per normalised dim."""
+    k = len(normalized_shape)
+    return (*x.shape[:x.dim() - k], *([1] * k))
+
+
+def native_layer_norm(input, normalized_shape, weight, bias, eps):
+    """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
+    shape = rows_of(input, normalized_shape, weight, bias)
+    if shape is None:
+        return _aten_forward(input, normalized_shape, weight, bias, eps)
+    dtype = stats_dtype(input, weight, bias, acc_on_cuda=True)
+    y, mean, rstd, _ = row_norm.forward(input.contiguous(), *shape, flat(weight), flat(bias), eps, True, dtype,
+                                        stats_shape(input, normalized_shape))
+    return y, mean, rstd
+
+
+def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask):
+    """ATen's ``native_layer_norm_backward``: (dx, dweight, dbias), None where not asked for."""
+    need_dx, need_dw, need_db = output_mask
+    shape = rows_of(input, normalized_shape, weight, bias)
+    if (shape is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype
+            or mean.numel() != shape[0] or rstd.numel() != shape[0]
+            or (need_dw and weight is None) or (need_db and bias is None)):
+        return _aten_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask)
+    if not (need_dx or need_dw or need_db):
+        return None, None, None
+    dx, dw, db = row_norm.backward(grad_out.contiguous(), input.contiguous(), *shape, mean.contiguous(),
+                                   rstd.contiguous(), flat(weight), True, need_dx, need_dw, need_db, input.dtype)
+    return dx, param_shaped(dw, weight), param_shaped(db, bias)
+
+
+def param_shaped(grad: torch.Tensor | None, param: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter's gradient, computed as an N-vector, in the parameter's shape."""
+    if grad is None or param.dim() == 1:
+        return grad
+    return grad.view(param.shape)
+
+
+class _SkipLayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, normalized_shape, eps, m, n):
+        y, mean, rstd, h = row_norm.forward(x.contiguous(), m, n, flat(weight), flat(bias), eps, True,
+                                            torch.float32, (m,), residual=residual.contiguous())
+        ctx.save_for_backward(h, weight, bias, mean, rstd)
+        ctx.rows = m, n
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        h, weight, bias, mean, rstd = ctx.saved_tensors
+        need_dh = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        dh, dw, db = row_norm.backward(dy.contiguous(), h, *ctx.rows, mean, rstd, flat(weight), True, need_dh,
+                                       need_dw, need_db, h.dtype)
+        return dh, dh, param_shaped(dw, weight), param_shaped(db, bias), None, None, None, None
+
+
+def skip_layer_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                    weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                    eps: float = 1e-5) -> torch.Tensor:
+    """``layer_norm(x + residual)`` in one pass over memory, differentiable in every tensor argument."""
+    shape = rows_of(x, normalized_shape, weight, bias)
+    if shape is None or residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+        return torch.nn.functional.layer_norm(x + residual, normalized_shape, weight, bias, eps)
+    return _SkipLayerNorm.apply(x, residual, weight, bias, tuple(normalized_shape), eps, *shape)

@@ -1,0 +1,125 @@
+"""RMS norm on the row-norm kernels (row_norm.py), forward and backward fused.
+
+``rms_norm`` (and ``_fused_rms_norm``) are CompositeImplicitAutograd in recent torch, so they are served
+on the Autograd key through the ``torch.autograd.Function`` below, whose backward is ours too. Also the
+public ``rms_norm`` and ``fused_add_rms_norm`` (residual add fused in front of the norm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from flag_gems import aten_kernel
+from gems_norm import row_norm
+from gems_norm.layer_norm import flat, param_shaped, rows_of, stats_shape
+
+
+def _eps(eps: float | None) -> float:
+    # ATen's default: the epsilon of the computation type, float32 for every dtype the kernels take.
+    return torch.finfo(torch.float32).eps if eps is None else eps
+
+
+def _forward(x, weight, normalized_shape, eps, m, n):
+    y, _, rstd, _ = row_norm.forward(x.contiguous(), m, n, flat(weight), None, _eps(eps), False, torch.float32,
+                                     stats_shape(x, normalized_shape))
+    return y, rstd
+
+
+def _backward(dy, x, rstd, weight, need_dx, need_dw):
+    m = rstd.numel()
+    dx, dw, _ = row_norm.backward(dy.contiguous(), x.contiguous(), m, x.numel() // m, None, rstd.contiguous(),
+                                  flat(weight), False, need_dx, need_dw, False, x.dtype)
+    return dx, param_shaped(dw, weight)
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, normalized_shape, eps, m, n):
+        y, rstd = _forward(x, weight, normalized_shape, eps, m, n)
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.mark_non_differentiable(rstd)
+        return y, rstd
+
+    @staticmethod
+    def backward(ctx, dy, _):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dw = _backward(dy, x, rstd, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return dx, dw, None, None, None, None
+
+
+class _AddRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, weight, eps, m, n):
+        y, _, rstd, h = row_norm.forward(x.contiguous(), m, n, flat(weight), None, eps, False, torch.float32, (m,),
+                                         residual=residual.contiguous())
+        ctx.save_for_backward(h, weight, rstd)
+        return y, h
+
+    @staticmethod
+    def backward(ctx, dy, dh_out):
+        h, weight, rstd = ctx.saved_tensors
+        need_dh = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        dh, dw = _backward(dy, h, rstd, weight, need_dh, ctx.needs_input_grad[2])
+        if dh is not None:
+            dh = dh + dh_out
+        return dh, dh, dw, None, None, None
+
+
+def rms_norm_op(input, normalized_shape, weight=None, eps=None):
+    """ATen's ``rms_norm`` on the Autograd key."""
+    shape = rows_of(input, normalized_shape, weight)
+    if shape is None:
+        return aten_kernel("rms_norm", autograd=True)(input, normalized_shape, weight, eps)
+    return _RMSNorm.apply(input, weight, tuple(normalized_shape), eps, *shape)[0]
+
+
+def fused_rms_norm_op(input, normalized_shape, weight, eps):
+    """``_fused_rms_norm`` on the Autograd key: (output, rstd), rstd in float32 as ATen saves it."""
+    shape = rows_of(input, normalized_shape, weight)
+    if shape is None:
+        return aten_kernel("_fused_rms_norm", autograd=True)(input, normalized_shape, weight, eps)
+    return _RMSNorm.apply(input, weight, tuple(normalized_shape), eps, *shape)
+
+
+def fused_rms_norm_backend_op(input, normalized_shape, weight, eps):
+    """``_fused_rms_norm`` where torch serves it below autograd (with its own derivative formula)."""
+    shape = rows_of(input, normalized_shape, weight)
+    if shape is None:
+        return aten_kernel("_fused_rms_norm")(input, normalized_shape, weight, eps)
+    return _forward(input, weight, normalized_shape, eps, *shape)
+
+
+def fused_rms_norm_backward_op(grad_out, input, normalized_shape, rstd, weight, output_mask):
+    """ATen's ``_fused_rms_norm_backward``: (dx, dweight), None where not asked for."""
+    need_dx, need_dw = output_mask
+    shape = rows_of(input, normalized_shape, weight)
+    if (shape is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype
+            or rstd.numel() != shape[0] or (need_dw and weight is None)):
+        return aten_kernel("_fused_rms_norm_backward")(grad_out, input, normalized_shape, rstd, weight, output_mask)
+    if not (need_dx or need_dw):
+        return None, None
+    return _backward(grad_out, input, rstd, weight, need_dx, need_dw)
+
+
+def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+             eps: float | None = None) -> torch.Tensor:
+    """RMS norm of ``x`` over its trailing ``normalized_shape`` dims, as ``torch.nn.functional.rms_norm``."""
+    shape = rows_of(x, normalized_shape, weight)
+    if shape is None:
+        return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
+    return _RMSNorm.apply(x, weight, tuple(normalized_shape), eps, *shape)[0]
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
+                       weight: torch.Tensor | None = None, eps: float = 1e-5):
+    """(``rms_norm(x + residual)``, ``x + residual``) in one pass over memory; differentiable.
+
+    Unlike FlagGems' in-place version, ``x`` and ``residual`` are left unchanged, so autograd can see them.
+    """
+    shape = rows_of(x, normalized_shape, weight)
+    if shape is None or residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
+        h = x + residual
+        return torch.nn.functional.rms_norm(h, normalized_shape, weight, eps), h
+    return _AddRMSNorm.apply(x, residual, weight, _eps(eps), *shape)

@@ -1,0 +1,253 @@
+"""The kernels layer norm and RMS norm share: each row of an (M, N) matrix normalised by its own
+statistics (mean and variance, or only the mean square when ``CENTER`` is off), then scaled and shifted.
+
+A row that fits in registers (N <= MAX_ROW_BLOCK forward, MAX_ROW_BLOCK_BACKWARD backward) is read
+once: one program holds whole rows (several when rows are narrow). A wider row takes two kernels: one
+computes its statistics (or, for the backward, its two row sums) in a loop, then a 2-d grid of (row
+block, column chunk) programs applies them. The backward writes dx and, per program of a fixed grid,
+partial sums of the weight and bias gradients over its rows; a second small kernel sums those partials
+in a fixed order (no atomics)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gems_norm.heuristics import MAX_ROW_BLOCK, MAX_ROW_BLOCK_BACKWARD, cdiv, chunk, launch, programs, row_tile, warps
+from gems_norm.reductions import sum_partials, welford_add, welford_merge
+
+
+@triton.jit
+def _row_stats_kernel(X, RES, H, MEAN, RSTD, M, N, eps,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                      HAS_RES: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    row_ok = rows < M
+    base = rows.to(tl.int64) * N
+    count = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    mean = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    m2 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)[None, :]
+        mask = row_ok & (cols < N)
+        x = tl.load(X + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RES:
+            h = (x + tl.load(RES + base + cols, mask=mask, other=0.0).to(tl.float32)).to(H.dtype.element_ty)
+            tl.store(H + base + cols, h, mask=mask)
+            x = h.to(tl.float32)
+        if CENTER:
+            count, mean, m2 = welford_add(count, mean, m2, x, mask)
+        else:
+            m2 += x * x
+    if CENTER:
+        _, row_mean, row_m2 = welford_merge(count, mean, m2, 1)
+        tl.store(MEAN + rows, row_mean, mask=row_ok)
+    else:
+        row_m2 = tl.sum(m2, 1, keep_dims=True)
+    tl.store(RSTD + rows, tl.rsqrt(row_m2 / N + eps), mask=row_ok)
+
+
+@triton.jit
+def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                         STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
+                         HAS_B: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    row_ok = rows < M
+    col_ok = cols < N
+    mask = row_ok & col_ok
+    offs = rows.to(tl.int64) * N + cols
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RES:
+        # Normalise the sum as stored (rounded to its dtype), as the unfused add would.
+        h = (x + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(H.dtype.element_ty)
+        tl.store(H + offs, h, mask=mask)
+        x = h.to(tl.float32)
+    if STATS_GIVEN:
+        rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
+        if CENTER:
+            x = x - tl.load(MEAN + rows, mask=row_ok, other=0.0)
+    else:
+        if CENTER:
+            mean = tl.sum(x, 1, keep_dims=True) / N
+            x = tl.where(mask, x - mean, 0.0)
+            tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
+        rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
+        tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
+    y = x * rstd
+    if HAS_W:
+        y = y * tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_B:
+        y = y + tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                         HAS_W: tl.constexpr):
+    # Per row: mean(xhat * w * dy) and mean(w * dy), the two terms of dx that need the whole row.
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    row_ok = rows < M
+    base = rows.to(tl.int64) * N
+    rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
+    if CENTER:
+        mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32)
+    acc_xhat = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_dy = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)[None, :]
+        mask = row_ok & (cols < N)
+        x = tl.load(X + base + cols, mask=mask, other=0.0).to(tl.float32)
+        wdy = tl.load(DY + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_W:
+            wdy = wdy * tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+        if CENTER:
+            x = tl.where(mask, x - mean, 0.0)
+            acc_dy += wdy
+        acc_xhat += x * rstd * wdy
+    tl.store(SUMS + rows * 2, tl.sum(acc_xhat, 1, keep_dims=True) / N, mask=row_ok)
+    tl.store(SUMS + rows * 2 + 1, tl.sum(acc_dy, 1, keep_dims=True) / N, mask=row_ok)
+
+
+@triton.jit
+def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_program,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                         SUMS_GIVEN: tl.constexpr, HAS_W: tl.constexpr, NEED_DX: tl.constexpr,
+                         NEED_DW: tl.constexpr, NEED_DB: tl.constexpr):
+    split = tl.program_id(1)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    col_ok = cols < N
+    if HAS_W:
+        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    db = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    first = split * rows_per_program
+    last = tl.minimum(first + rows_per_program, M)
+    # The next tile is loaded before this one's row sums wait on it: two tiles in flight per program.
+    rows = first + tl.arange(0, BLOCK_M)[:, None]
+    offs = rows.to(tl.int64) * N + cols
+    x_next = tl.load(X + offs, mask=(rows < last) & col_ok, other=0.0)
+    dy_next = tl.load(DY + offs, mask=(rows < last) & col_ok, other=0.0)
+    for r0 in range(first, last, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)[:, None]
+        row_ok = rows < last
+        mask = row_ok & col_ok
+        offs = rows.to(tl.int64) * N + cols
+        x = x_next.to(tl.float32)
+        dy = dy_next.to(tl.float32)
+        ahead = (rows + BLOCK_M < last) & col_ok
+        x_next = tl.load(X + offs + BLOCK_M * N, mask=ahead, other=0.0)
+        dy_next = tl.load(DY + offs + BLOCK_M * N, mask=ahead, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if CENTER:
+            x = tl.where(mask, x - tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32), 0.0)
+        xhat = x * rstd
+        if NEED_DX:
+            wdy = dy
+            if HAS_W:
+                wdy = dy * w
+            if SUMS_GIVEN:
+                c_xhat = tl.load(SUMS + rows * 2, mask=row_ok, other=0.0)
+                c_dy = tl.load(SUMS + rows * 2 + 1, mask=row_ok, other=0.0)
+            else:
+                c_xhat = tl.sum(xhat * wdy, 1, keep_dims=True) / N
+                c_dy = tl.sum(wdy, 1, keep_dims=True) / N
+            if CENTER:
+                dx = (wdy - xhat * c_xhat - c_dy) * rstd
+            else:
+                dx = (wdy - xhat * c_xhat) * rstd
+            tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+        if NEED_DW:
+            dw += dy * xhat
+        if NEED_DB:
+            db += dy
+    # Per-program partial sums: plane 0 of PART for the weight, the next for the bias.
+    out_cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    part = PART + split.to(tl.int64) * N + out_cols
+    if NEED_DW:
+        tl.store(part, tl.sum(dw, 0), mask=out_cols < N)
+        part += tl.num_programs(1).to(tl.int64) * N
+    if NEED_DB:
+        tl.store(part, tl.sum(db, 0), mask=out_cols < N)
+
+
+def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
+            center: bool, stats_dtype: torch.dtype, stats_shape, residual: torch.Tensor | None = None):
+    """Normalise contiguous ``x`` as M rows of N: (y like x, mean or None, rstd, x + residual or None).
+
+    ``center=False`` gives RMS norm (no mean). Statistics have ``stats_shape`` (M elements) and
+    ``stats_dtype``; ``weight`` and ``bias`` are contiguous N-vectors.
+    """
+    y = torch.empty_like(x)
+    h = torch.empty_like(x) if residual is not None else None
+    dummy = x
+    args_tail = [m, n, eps]
+    if n <= MAX_ROW_BLOCK:
+        mean = torch.empty(stats_shape, dtype=stats_dtype, device=x.device) if center else None
+        rstd = torch.empty(stats_shape, dtype=stats_dtype, device=x.device)
+        block_m, block_n = row_tile(m, n)
+        launch(_row_norm_fwd_kernel, (cdiv(m, block_m), 1),
+               [x, residual if residual is not None else dummy, weight if weight is not None else dummy,
+                bias if bias is not None else dummy, y, h if h is not None else dummy,
+                mean if center else rstd, rstd, *args_tail],
+               warps(block_m * block_n), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
+               STATS_GIVEN=False, HAS_RES=residual is not None, HAS_W=weight is not None,
+               HAS_B=bias is not None)
+        return y, mean, rstd, h
+    # Wide rows: statistics in float32 first (the normalisation must not see them rounded), then apply.
+    mean = torch.empty(stats_shape, dtype=torch.float32, device=x.device) if center else None
+    rstd = torch.empty(stats_shape, dtype=torch.float32, device=x.device)
+    block_n = chunk()
+    launch(_row_stats_kernel, (m,),
+           [x, residual if residual is not None else dummy, h if h is not None else dummy,
+            mean if center else rstd, rstd, *args_tail],
+           warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_RES=residual is not None)
+    src = h if h is not None else x
+    launch(_row_norm_fwd_kernel, (m, cdiv(n, block_n)),
+           [src, dummy, weight if weight is not None else dummy, bias if bias is not None else dummy, y,
+            dummy, mean if center else rstd, rstd, *args_tail],
+           warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=True, HAS_RES=False,
+           HAS_W=weight is not None, HAS_B=bias is not None)
+    mean = mean.to(stats_dtype) if center else None
+    return y, mean, rstd.to(stats_dtype), h
+
+
+def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tensor | None, rstd: torch.Tensor,
+             weight: torch.Tensor | None, center: bool, need_dx: bool, need_dw: bool, need_db: bool,
+             param_dtype: torch.dtype):
+    """Gradients of the row norm of contiguous ``x`` (M rows of N) given ``dy`` of the same layout and the
+    contiguous statistics: (dx like x, dw (N,), db (N,)), each None unless asked for; dw, db in
+    ``param_dtype``."""
+    dummy = x
+    dx = torch.empty_like(x) if need_dx else None
+    sums = None
+    if n <= MAX_ROW_BLOCK_BACKWARD:
+        block_m, block_n = row_tile(m, n)
+    else:
+        block_m, block_n = 1, chunk()
+        if need_dx:
+            sums = torch.empty(m, 2, dtype=torch.float32, device=x.device)
+            launch(_row_sums_bwd_kernel, (m,),
+                   [dy, x, weight if weight is not None else dummy, mean if center else rstd, rstd, sums, m, n],
+                   warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_W=weight is not None)
+    col_blocks = cdiv(n, block_n)
+    row_blocks = cdiv(m, block_m)
+    splits = max(1, programs(row_blocks * col_blocks) // col_blocks)
+    rows_per_program = cdiv(row_blocks, splits) * block_m
+    splits = cdiv(m, rows_per_program)
+    # Weight and bias partial sums share one buffer, reduced by one launch.
+    planes = int(need_dw) + int(need_db)
+    part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
+    launch(_row_norm_bwd_kernel, (col_blocks, splits),
+           [dy, x, weight if weight is not None else dummy, mean if center else rstd, rstd,
+            sums if sums is not None else dummy, dx if need_dx else dummy, part, m, n, rows_per_program],
+           warps(block_m * block_n, per_thread=8), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
+           SUMS_GIVEN=sums is not None, HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw,
+           NEED_DB=need_db)
+    if not planes:
+        return dx, None, None
+    sums_out = sum_partials(part, param_dtype)
+    return dx, sums_out[0] if need_dw else None, sums_out[planes - 1] if need_db else None
