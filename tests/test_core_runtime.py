@@ -116,3 +116,17 @@ def test_launch_helper_compiles_per_dtype():
     assert specialization([a, 3]) != specialization([b, 3])
     assert specialization([a, 3]) != specialization([a, 3.0])
     assert specialization([a, 16]) != specialization([a, 2**40])
+
+
+@triton.jit
+def _to_bf16(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask).to(tl.bfloat16), mask=mask)
+
+
+def test_fp32_to_bf16_rounds_to_nearest_even():
+    x = torch.randn(4000, device=flag_gems.device)
+    out = torch.empty(4000, device=flag_gems.device, dtype=torch.bfloat16)
+    _to_bf16[(1,)](x, out, 4000, BLOCK=4096)
+    assert torch.equal(out, x.bfloat16())

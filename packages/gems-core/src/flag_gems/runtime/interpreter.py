@@ -109,6 +109,43 @@ def _install_single_config_autotune() -> None:
     autotuner.Autotuner.__init__ = first_config_only
 
 
+def _round_to_bfloat16(data: np.ndarray) -> np.ndarray:
+    """fp32 values to bf16 bit patterns, rounded to nearest even (as the GPU does; NaN stays NaN)."""
+    bits = np.ascontiguousarray(data, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    nan = np.isnan(data)
+    rounded = np.where(nan, (bits >> np.uint32(16)) | np.uint32(0x40), rounded)
+    return rounded.astype(np.uint16)
+
+
+def _install_bfloat16_rounding() -> None:
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_fp_to_fp, "_gems_shim", False):
+        return
+    original_fp_to_fp, original_cast = builder.create_fp_to_fp, builder.cast_impl
+
+    def needs_rounding(src, dst_type) -> bool:
+        return src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16
+
+    # The interpreter truncates fp32 to bf16; rounding to nearest even matches the GPU and ATen.
+    def fp_to_fp(self, src, dst_type, rounding_mode):
+        if needs_rounding(src, dst_type) and rounding_mode in (None, tl.RoundingMode.RTNE):
+            return interpreter.TensorHandle(_round_to_bfloat16(src.data).view(np.uint16), dst_type.scalar)
+        return original_fp_to_fp(self, src, dst_type, rounding_mode)
+
+    def cast(self, src, dst_type):
+        if needs_rounding(src, dst_type):
+            return interpreter.TensorHandle(_round_to_bfloat16(src.data), dst_type.scalar)
+        return original_cast(self, src, dst_type)
+
+    fp_to_fp._gems_shim = True
+    builder.create_fp_to_fp = fp_to_fp
+    builder.cast_impl = cast
+
+
 def install() -> None:
     """Switch the interpreter on and cover its gaps; call before any kernel is decorated."""
     import triton
@@ -116,6 +153,7 @@ def install() -> None:
     triton.knobs.runtime.interpret = True
     _install_libdevice()
     _install_single_config_autotune()
+    _install_bfloat16_rounding()
 
 
 __all__ = ["install"]
