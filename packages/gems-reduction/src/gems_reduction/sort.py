@@ -1,0 +1,255 @@
+"""Selection along a dim: sort (stable), topk, kthvalue, median, nanmedian, mode.
+
+Rows of up to ``MAX_ROW`` elements are sorted in registers by ``tl.sort``: each element becomes one
+int64 key, (order-preserving value bits << 32) | position, so that one sort orders by value and
+breaks ties by position (a stable sort; NaN after +inf, -0.0 equal to 0.0, as ATen). Values are then
+read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from flag_gems.launch import Launcher
+from flag_gems.runtime import device
+from gems_reduction import layout as lay
+from gems_reduction import rows
+from gems_reduction.rows import lanes
+
+#: Longest row sorted in registers; longer ones go to ATen.
+MAX_ROW = 4096
+#: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
+SELECT_UP_TO = 16
+_SORTABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.uint8, torch.int8, torch.int16,
+                       torch.int32, torch.bool})
+
+SORT: tl.constexpr = tl.constexpr(0)  # write all R sorted elements
+HEAD: tl.constexpr = tl.constexpr(1)  # write the first K (topk)
+PICK: tl.constexpr = tl.constexpr(2)  # write the element at one position per row (kthvalue, medians)
+MODE: tl.constexpr = tl.constexpr(3)  # write the most frequent value (mode)
+# Which position PICK takes.
+KTH: tl.constexpr = tl.constexpr(0)
+MEDIAN: tl.constexpr = tl.constexpr(1)
+NANMEDIAN: tl.constexpr = tl.constexpr(2)
+
+
+@triton.jit
+def _keys(x, r, R, DESCENDING: tl.constexpr):
+    """int64 sort keys: order-preserving value bits in the high half, the position in the low half."""
+    if x.dtype.is_floating():
+        xf = x.to(tl.float32)
+        if x.dtype == tl.float32:
+            bits = x.to(tl.int32, bitcast=True)
+        else:
+            bits = x.to(tl.int16, bitcast=True).to(tl.int32)
+        bits = tl.where(xf == 0, 0, bits)  # -0.0 sorts with 0.0
+        # Negative floats order backwards as integers: flip their magnitude bits.
+        bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+        bits = tl.where(xf != xf, 0x7FFFFFFF, bits)  # every NaN after +inf
+    else:
+        bits = x.to(tl.int32)
+    if DESCENDING:
+        bits = ~bits
+    keys = (bits.to(tl.int64) << 32) | r.to(tl.int64)
+    return tl.where(r < R, keys, 0x7FFFFFFFFFFFFFFF)
+
+
+@triton.jit
+def _at(tile, r, pos):
+    """tile[i, pos[i]] for each row i."""
+    return tl.sum(tl.where(r[None, :] == pos[:, None], tile, 0), 1)
+
+
+@triton.jit
+def _running_max(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, keys, mask, lane_off, lane_mask, out_off, r, R, K, r_stride,
+                    WHAT: tl.constexpr, WHICH: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Write what ``WHAT`` asks for from each row's sorted keys."""
+    order = (keys & 0xFFFFFFFF).to(r.dtype)
+    if WHAT == SORT or WHAT == HEAD:
+        keep = mask & (r < K)[None, :]
+        values = tl.load(x_ptr + lane_off[:, None] + order * r_stride, mask=keep, other=0)
+        out = out_off[:, None] + r[None, :] * r_stride
+        tl.store(values_ptr + out, values, mask=keep)
+        tl.store(indices_ptr + out, order.to(tl.int64), mask=keep)
+    else:
+        if WHAT == PICK:
+            if WHICH == KTH:
+                pos = tl.zeros([BLOCK_L], r.dtype) + (K - 1)
+            else:
+                xf = x.to(tl.float32)
+                nans = tl.sum((mask & (xf != xf)).to(tl.int32), 1)
+                if WHICH == MEDIAN:
+                    # Any NaN: the first NaN (they sort last, in position order).
+                    pos = tl.where(nans > 0, R - nans, (R - 1) // 2)
+                else:
+                    pos = tl.maximum(R - nans - 1, 0) // 2
+        else:
+            value_keys = keys >> 32
+            prev = tl.gather(value_keys, tl.maximum(r - 1, 0)[None, :] + tl.zeros_like(order), 1)
+            nxt = tl.gather(value_keys, tl.minimum(r + 1, R - 1)[None, :] + tl.zeros_like(order), 1)
+            starts = (r[None, :] == 0) | (value_keys != prev)
+            ends = (r[None, :] == R - 1) | (value_keys != nxt)
+            start_pos = tl.associative_scan(tl.where(starts, r[None, :], 0), 1, _running_max)
+            counts = tl.where(ends & mask, r[None, :] - start_pos + 1, 0)
+            best = tl.max(counts, 1)
+            # The smallest value among the most frequent, at its last position (ATen's choice).
+            pos = tl.min(tl.where((counts == best[:, None]) & ends, r[None, :], BLOCK_R), 1)
+        index = _at(order, r, pos)
+        value = tl.load(x_ptr + lane_off + index * r_stride, mask=lane_mask, other=0)
+        tl.store(values_ptr + out_off, value, mask=lane_mask)
+        tl.store(indices_ptr + out_off, index.to(tl.int64), mask=lane_mask)
+
+
+@triton.jit
+def _sort_kernel(
+    x_ptr, values_ptr, indices_ptr, R, K, L, lane_blocks, lane_stride, r_stride, outer_stride, out_lane_stride,
+    out_outer_stride, WHAT: tl.constexpr, WHICH: tl.constexpr, DESCENDING: tl.constexpr, SELECT: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
+    out_off, _ = lanes(pid, L, lane_blocks, out_lane_stride, out_outer_stride, INT64, BLOCK_L)
+    r = tl.arange(0, BLOCK_R)
+    if INT64:
+        r = r.to(tl.int64)
+    mask = lane_mask[:, None] & (r < R)[None, :]
+    x = tl.load(x_ptr + lane_off[:, None] + r[None, :] * r_stride, mask=mask, other=0)
+    keys = _keys(x, r[None, :], R, DESCENDING)
+    if SELECT:
+        # A few of the best (topk with a small k): take the smallest key K times, no full sort.
+        values_at = values_ptr + out_off
+        indices_at = indices_ptr + out_off
+        for _ in range(0, K):
+            best = tl.min(keys, 1)
+            index = (best & 0xFFFFFFFF).to(r.dtype)
+            tl.store(values_at, tl.load(x_ptr + lane_off + index * r_stride, mask=lane_mask, other=0), mask=lane_mask)
+            tl.store(indices_at, index.to(tl.int64), mask=lane_mask)
+            keys = tl.where(keys == best[:, None], 0x7FFFFFFFFFFFFFFF, keys)
+            values_at += r_stride
+            indices_at += r_stride
+    else:
+        _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, tl.sort(keys, 1), mask, lane_off, lane_mask, out_off,
+                        r, R, K, r_stride, WHAT, WHICH, BLOCK_L, BLOCK_R)
+
+
+def sort_tiles(lane_count: int, length: int) -> tuple[int, int, int]:
+    """(BLOCK_L rows, BLOCK_R, num_warps): a whole row per tile, short rows packed up to 4K keys."""
+    block_r = triton.next_power_of_2(max(length, 1))
+    block_l = min(triton.next_power_of_2(lane_count), max(1, 4096 // block_r))
+    if not device.interpreter:
+        block_l = min(block_l, max(1, triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))))
+    return block_l, block_r, max(4, min(16, block_l * block_r // 256))
+
+
+_plans: dict[tuple, tuple] = {}
+
+
+def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, values=None, indices=None):
+    """Run the sort kernel along ``dim``; (values, indices) shaped for ``what``, or NotImplemented."""
+    dims = lay.wrap_dims(dim, x.dim())
+    if dims is None or x.dtype not in _SORTABLE or (values is None) != (indices is None):
+        return NotImplemented
+    d = dims[0] if dims else 0
+    length = x.shape[d] if x.dim() else 1
+    if length > MAX_ROW or length == 0 or x.numel() == 0:
+        return NotImplemented
+    if values is not None and (values.dtype != x.dtype or indices.dtype != torch.int64):
+        return NotImplemented
+    source = x.contiguous()
+    outer, _, inner = rows.geometry(source.shape, d)
+    count = k if what == HEAD else (length if what == SORT else 1)
+    out_shape = list(source.shape)
+    if x.dim():
+        out_shape[d] = count
+    vals = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    idx = torch.empty(out_shape, dtype=torch.int64, device=x.device)
+    if vals.numel():
+        key = (source.shape, d, x.dtype, what, which, descending, count, k, lay.force_int64)
+        plan = _plans.get(key)
+        if plan is None:
+            columns = inner > 1
+            lane_count = inner if columns else outer
+            block_l, block_r, warps = sort_tiles(lane_count, length)
+            lane_blocks = triton.cdiv(lane_count, block_l)
+            launcher = Launcher(_sort_kernel, dict(WHAT=what, WHICH=which, DESCENDING=descending,
+                                                   SELECT=what == HEAD and count <= SELECT_UP_TO,
+                                                   INT64=lay.force_int64 or x.numel() > lay.INT32_MAX,
+                                                   BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)
+            if columns:  # lanes along the inner dim of one outer index
+                strides = [1, inner, length * inner, 1, count * inner]
+            else:  # lanes are whole rows
+                strides = [length, 1, 0, count, 0]
+            plan = _plans[key] = (launcher, (lane_blocks * (outer if columns else 1),),
+                                  [length, count if k is None else k, lane_count, lane_blocks, *strides])
+        launcher, grid, ints = plan
+        args = [source, vals, idx, *ints]
+        lay.launch(launcher, grid, args)
+    if what in (PICK, MODE) and x.dim() and not keepdim:
+        vals, idx = vals.squeeze(d), idx.squeeze(d)
+    elif what == SORT and not x.is_contiguous() and values is None:
+        # A sort's results keep the input's layout, as ATen's.
+        vals, idx = torch.empty_like(x).copy_(vals), torch.empty_like(x, dtype=torch.int64).copy_(idx)
+    return lay.deliver(vals, values), lay.deliver(idx, indices)
+
+
+def sort(x, dim=-1, descending=False, *, values=None, indices=None):
+    """sort / sort.values: a stable sort (so the unstable overloads give ATen's stable order too)."""
+    return _select(x, dim, SORT, descending=descending, values=values, indices=indices)
+
+
+def sort_stable(x, *, stable=None, dim=-1, descending=False, values=None, indices=None):
+    """sort.stable / sort.values_stable."""
+    return sort(x, dim, descending, values=values, indices=indices)
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True, *, values=None, indices=None):
+    """topk / topk.values: the ``k`` largest (smallest) in order; ties keep the earlier position."""
+    dims = lay.wrap_dims(dim, x.dim())
+    if dims is None or not 0 <= k <= (x.shape[dims[0]] if x.dim() else 1):
+        return NotImplemented
+    return _select(x, dim, HEAD, descending=largest, k=k, values=values, indices=indices)
+
+
+def kthvalue(x, k, dim=-1, keepdim=False, *, values=None, indices=None):
+    """kthvalue / kthvalue.values: the k-th smallest along ``dim``."""
+    dims = lay.wrap_dims(dim, x.dim())
+    if dims is None or not 1 <= k <= (x.shape[dims[0]] if x.dim() else 1):
+        return NotImplemented
+    return _select(x, dim, PICK, KTH, k=k, keepdim=keepdim, values=values, indices=indices)
+
+
+def median_dim(x, dim, keepdim=False, *, values=None, indices=None):
+    """median.dim / median.dim_values: the lower median; NaN (the first one) if the row has NaN."""
+    return _select(x, dim, PICK, MEDIAN, keepdim=keepdim, values=values, indices=indices)
+
+
+def nanmedian_dim(x, dim, keepdim=False, *, values=None, indices=None):
+    """nanmedian.dim / nanmedian.dim_values: the lower median of the non-NaN elements."""
+    return _select(x, dim, PICK, NANMEDIAN, keepdim=keepdim, values=values, indices=indices)
+
+
+def _median_all(which, x, out):
+    result = _select(x.reshape(-1), 0, PICK, which, keepdim=False)
+    return result if result is NotImplemented else lay.deliver(result[0], out)
+
+
+def median(x, *, out=None):
+    """median / median.out: the lower median of all elements."""
+    return _median_all(MEDIAN, x, out)
+
+
+def nanmedian(x, *, out=None):
+    """nanmedian / nanmedian.out."""
+    return _median_all(NANMEDIAN, x, out)
+
+
+def mode(x, dim=-1, keepdim=False, *, values=None, indices=None):
+    """mode / mode.values: the most frequent value (the smallest on a tie) and its last position."""
+    return _select(x, dim, MODE, keepdim=keepdim, values=values, indices=indices)

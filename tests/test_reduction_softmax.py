@@ -1,0 +1,132 @@
+"""Accuracy of the softmax family and its gradients (row skeleton)."""
+
+from __future__ import annotations
+
+import conftest
+import pytest
+import torch
+from conftest import to_reference
+
+import flag_gems
+from flag_gems.testing import assert_close, assert_equal, served
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on -inf rows
+
+DEVICE = flag_gems.device
+FLOATS = [torch.float16, torch.bfloat16, torch.float32]
+# (shape, dim): last dim and inner dims, short rows packed per program, odd and length-1 rows, and rows
+# long enough for the two-loop (online) path on the interpreter.
+CASES = [((3, 50), 1), ((3, 50), 0), ((4, 5, 6), 1), ((4, 5, 6), -1), ((33, 1), 1), ((1, 7), 0), ((7,), 0),
+         ((2, 20000), 1), ((20000, 2), 0), ((2, 17000, 2), 1)]
+if conftest.QUICK:
+    CASES = [CASES[i] for i in (0, 1, 2, 4, 7, 8)]
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_and_log_softmax(shape, dim, dtype):
+    x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
+    ref_x = to_reference(x, upcast=True)
+    with served("_softmax", "_log_softmax"):
+        y = torch.softmax(x, dim)
+        lsm = torch.log_softmax(x, dim)
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    assert_close(y, torch.softmax(ref_x, dim), dtype)
+    assert_close(lsm, torch.log_softmax(ref_x, dim), dtype)
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_backward(shape, dim, dtype):
+    # The backward ops on given (grad, output), against their formulas in float64 on the same inputs.
+    x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
+    g = torch.randn(shape, dtype=dtype, device=DEVICE)
+    y, lsm = torch.softmax(x, dim), torch.log_softmax(x, dim)
+    with served("_softmax_backward_data", "_log_softmax_backward_data"):
+        gy = torch.ops.aten._softmax_backward_data(g, y, dim, dtype)
+        gl = torch.ops.aten._log_softmax_backward_data(g, lsm, dim, dtype)
+    g64, y64, l64 = (to_reference(t, upcast=True) for t in (g, y, lsm))
+    n = shape[dim] if shape else 1
+    assert_close(gy, y64 * (g64 - (g64 * y64).sum(dim, keepdim=True)), dtype, reduce_dim=n)
+    assert_close(gl, g64 - l64.exp() * g64.sum(dim, keepdim=True), dtype, reduce_dim=n)
+
+
+@pytest.mark.parametrize("shape, dim", [((3, 50), 1), ((4, 5, 6), 1), ((2, 20000), 1)])
+def test_gradients_through_autograd(shape, dim):
+    x = torch.randn(shape, device=DEVICE, requires_grad=True)
+    g = torch.randn(shape, device=DEVICE)
+    ref_x = to_reference(x, upcast=True)
+    ref = torch.autograd.grad((torch.softmax(ref_x, dim) * g.double()).sum() + torch.log_softmax(ref_x, dim).sum(),
+                              ref_x)[0]
+    with served("_softmax_backward_data", "_log_softmax_backward_data"):
+        res = torch.autograd.grad((torch.softmax(x, dim) * g).sum() + torch.log_softmax(x, dim).sum(), x)[0]
+    assert_close(res, ref, torch.float32, reduce_dim=shape[dim])
+
+
+def test_minus_inf_rows_and_safe_softmax():
+    x = torch.randn(4, 9, device=DEVICE)
+    x[0] = float("-inf")
+    x[1, :4] = float("-inf")
+    x[2, 3] = float("nan")
+    ref = to_reference(x)
+    with served("_softmax", "_log_softmax", "_safe_softmax"):
+        res = (torch.softmax(x, 1), torch.log_softmax(x, 1), torch.ops.aten._safe_softmax(x, 1),
+               torch.softmax(x, 0), torch.ops.aten._safe_softmax(x, 1, torch.float64))
+    ref_res = (torch.softmax(ref, 1), torch.log_softmax(ref, 1), torch.ops.aten._safe_softmax(ref, 1),
+               torch.softmax(ref, 0), torch.ops.aten._safe_softmax(ref, 1, torch.float64))
+    for a, b in zip(res, ref_res):
+        assert a.dtype == b.dtype
+        assert_close(a, b, a.dtype, equal_nan=True)
+    assert_equal(res[2][0], torch.zeros(9))
+
+
+def test_non_contiguous_zero_dim_empty_and_out():
+    base = torch.randn(8, 10, device=DEVICE)
+    views = [base[:, ::2], base.t(), torch.tensor(1.5, device=DEVICE), torch.empty(0, 4, device=DEVICE)]
+    for v in views:
+        with served("_softmax", "_log_softmax"):
+            y = torch.softmax(v, -1)
+            lsm = torch.log_softmax(v, 0)
+        assert_close(y, torch.softmax(to_reference(v, upcast=True), -1), torch.float32)
+        assert_close(lsm, torch.log_softmax(to_reference(v, upcast=True), 0), torch.float32)
+    out = torch.empty(0, device=DEVICE)
+    with served("_softmax"):
+        torch.ops.aten._softmax.out(base, 1, False, out=out)
+    assert_close(out, torch.softmax(base, 1), torch.float32)
+
+
+@pytest.mark.skipif(flag_gems.device == "cpu", reason="ATen has no half_to_float on CPU to compare with")
+def test_half_to_float():
+    x = torch.randn(6, 70, dtype=torch.float16, device=DEVICE)
+    with served("_softmax", "_log_softmax"):
+        y = torch.ops.aten._softmax(x, 1, True)
+        lsm = torch.ops.aten._log_softmax(x, 1, True)
+    assert y.dtype == lsm.dtype == torch.float32
+    assert_close(y, torch.softmax(x.double(), 1), torch.float32)
+    assert_close(lsm, torch.log_softmax(x.double(), 1), torch.float32)
+
+
+def test_half_to_float_kernel():
+    # The float16 -> float32 forward and the float32 grad -> float16 backward, checked on any device.
+    from gems_reduction import softmax
+
+    x = torch.randn(6, 70, dtype=torch.float16, device=DEVICE)
+    g = torch.randn(6, 70, dtype=torch.float32, device=DEVICE)
+    y = softmax.softmax(x, 1, True)
+    assert y.dtype == torch.float32
+    assert_close(y, torch.softmax(x.double(), 1), torch.float32)
+    gi = softmax.softmax_backward(g, y, 1, torch.float16)
+    assert gi.dtype == torch.float16
+    ref = y.double() * (g.double() - (g.double() * y.double()).sum(1, keepdim=True))
+    assert_close(gi, ref, torch.float16, reduce_dim=70)
+
+
+def test_int64_index_path(monkeypatch):
+    from gems_reduction import layout
+
+    monkeypatch.setattr(layout, "force_int64", True)
+    x = torch.randn(5, 300, device=DEVICE)
+    with served("_softmax", "_log_softmax"):
+        res = (torch.softmax(x, 1), torch.log_softmax(x, 0))
+    assert_close(res[0], torch.softmax(x.double(), 1), torch.float32)
+    assert_close(res[1], torch.log_softmax(x.double(), 0), torch.float32)

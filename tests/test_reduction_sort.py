@@ -1,0 +1,163 @@
+"""Accuracy of selection: sort, topk, kthvalue, median, nanmedian, mode."""
+
+from __future__ import annotations
+
+import conftest
+import pytest
+import torch
+from conftest import to_reference
+
+import flag_gems
+from flag_gems.testing import assert_equal, served
+
+DEVICE = flag_gems.device
+# Rows are sorted by tl.sort, whose bitonic network is slow on the interpreter: short rows here.
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.int32, torch.uint8]
+CASES = [((6, 9), 1), ((6, 9), 0), ((3, 4, 5), 1), ((3, 4, 5), -1), ((7,), 0), ((1, 1), 1), ((2, 100), 1)]
+if conftest.QUICK:
+    DTYPES = [torch.bfloat16, torch.float32, torch.int32]
+    CASES = CASES[:3] + CASES[4:6]
+
+
+def _with_ties(shape, dtype):
+    """Few distinct values (many ties), with NaN, -0.0 and 0.0 among the floats."""
+    x = torch.randint(0, 5, shape, device=DEVICE).to(dtype)
+    if dtype.is_floating_point and x.numel() > 8:
+        flat = x.view(-1)
+        flat[1] = float("nan")
+        flat[5] = float("nan")
+        flat[2] = -0.0
+        flat[3] = 0.0
+        flat[7] = float("-inf")
+    return x
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_is_stable_like_aten(shape, dim, dtype, descending):
+    x = _with_ties(shape, dtype)
+    ref = to_reference(x)
+    with served("sort"):
+        res = torch.sort(x, dim=dim, descending=descending, stable=True)
+        plain = torch.sort(x, dim, descending)
+    expected = torch.sort(ref, dim=dim, descending=descending, stable=True)
+    for r in (res, plain):
+        assert_equal(r.values, expected.values, equal_nan=True)
+        assert_equal(r.indices, expected.indices)
+
+
+def test_sort_layouts_out_and_zero_dim():
+    base = torch.randn(8, 12, device=DEVICE)
+    values = torch.empty(0, device=DEVICE)
+    indices = torch.empty(0, dtype=torch.int64, device=DEVICE)
+    with served("sort"):
+        t = base.t().sort(1)
+        torch.sort(base[:, ::3], 0, out=(values, indices))
+        s = torch.tensor(2.0, device=DEVICE).sort()
+    assert t.values.stride() == base.t().sort(1).values.stride()
+    assert_equal(t.values, base.t().sort(1).values)
+    assert_equal(values, base[:, ::3].sort(0).values)
+    assert_equal(indices, base[:, ::3].sort(0).indices)
+    assert s.values.shape == () and s.indices.item() == 0
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk(shape, dim, dtype):
+    x = _with_ties(shape, dtype)
+    ref = to_reference(x)
+    k = min(3, shape[dim])
+    with served("topk"):
+        big = torch.topk(x, k, dim)
+        small = torch.topk(x, k, dim, largest=False)
+    for res, largest in ((big, True), (small, False)):
+        expected = torch.topk(ref, k, dim, largest=largest)
+        assert_equal(res.values, expected.values, equal_nan=True)
+        # Ties may be reported by any of their positions; ours are the earliest, in order.
+        assert_equal(torch.gather(x, dim, res.indices), res.values, equal_nan=True)
+        stable = torch.sort(ref, dim=dim, descending=largest, stable=True).indices.narrow(dim, 0, k)
+        assert_equal(res.indices, stable)
+
+
+@pytest.mark.parametrize("k", [7, 20])  # picked one at a time, and from a full sort
+def test_topk_distinct_values_and_k_zero(k):
+    x = torch.randn(5, 100, device=DEVICE)
+    with served("topk"):
+        res = torch.topk(x, k, 1, sorted=True)
+        low = torch.topk(x.t(), k, 0, largest=False)
+        none = torch.topk(x, 0, 1)
+    for a, b in ((res, torch.topk(x, k, 1)), (low, torch.topk(x.t(), k, 0, largest=False))):
+        assert_equal(a.values, b.values)
+        assert_equal(a.indices, b.indices)
+    assert none.values.shape == (5, 0)
+
+
+def test_int64_index_path(monkeypatch):
+    from gems_reduction import layout
+
+    monkeypatch.setattr(layout, "force_int64", True)
+    x = _with_ties((4, 11), torch.float32)
+    with served("sort", "topk", "median"):
+        res = (torch.sort(x, 1), torch.sort(x, 0, descending=True), torch.topk(x, 3, 1), torch.median(x, 0))
+    expected = (torch.sort(x, dim=1, stable=True), torch.sort(x, dim=0, descending=True, stable=True))
+    for a, b in zip(res, expected):
+        assert_equal(a.values, b.values, equal_nan=True)
+        assert_equal(a.indices, b.indices)
+    assert_equal(res[2].values, torch.topk(x, 3, 1).values, equal_nan=True)
+    assert_equal(res[3].values, torch.median(x, 0).values, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape, dim", CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_kthvalue_median_mode(shape, dim, dtype, keepdim):
+    x = _with_ties(shape, dtype)
+    ref = to_reference(x)
+    k = shape[dim] // 2 + 1
+    with served("kthvalue", "median"):
+        kth = torch.kthvalue(x, k, dim, keepdim)
+        med = torch.median(x, dim, keepdim)
+        everything = torch.median(x)
+    expectations = ((kth, torch.kthvalue(ref, k, dim, keepdim)), (med, torch.median(ref, dim, keepdim)))
+    for res, expected in expectations:
+        assert_equal(res.values, expected.values, equal_nan=True)
+        index = res.indices if keepdim else res.indices.unsqueeze(dim)
+        picked = torch.gather(x, dim, index)
+        assert_equal(picked if keepdim else picked.squeeze(dim), res.values, equal_nan=True)
+    assert_equal(everything, torch.median(ref), equal_nan=True)
+    if not dtype.is_floating_point:  # ATen's mode of rows with NaN is not well defined
+        with served("mode"):
+            mode = torch.mode(x, dim, keepdim)
+        expected = torch.mode(ref, dim, keepdim)
+        assert_equal(mode.values, expected.values)
+        if shape[dim] <= 16:
+            # ATen reports the last occurrence for short rows; past 16 its sort is not stable.
+            assert_equal(mode.indices, expected.indices)
+        index = mode.indices if keepdim else mode.indices.unsqueeze(dim)
+        picked = torch.gather(x, dim, index)
+        assert_equal(picked if keepdim else picked.squeeze(dim), mode.values)
+
+
+def test_nanmedian():
+    x = _with_ties((6, 9), torch.float32)
+    x[4] = float("nan")
+    with served("nanmedian"):
+        res = torch.nanmedian(x, 1)
+        everything = torch.nanmedian(x)
+    expected = torch.nanmedian(x, 1)
+    assert_equal(res.values, expected.values, equal_nan=True)
+    # Which NaN an all-NaN row reports is ATen's implementation detail; ours is the first.
+    assert_equal(res.indices[:4], expected.indices[:4])
+    assert res.indices[4] == 0
+    assert_equal(everything, torch.nanmedian(x), equal_nan=True)
+
+
+def test_long_rows_and_int64_go_to_aten():
+    x = torch.randn(2, 5000, device=DEVICE)
+    i = torch.randint(0, 9, (3, 7), device=DEVICE)
+    with flag_gems.use_gems():
+        a = torch.sort(x, 1)
+        b = torch.sort(i, dim=1, stable=True)
+    assert_equal(a.values, torch.sort(x, 1).values)
+    assert_equal(b.indices, torch.sort(i, dim=1, stable=True).indices)
