@@ -14,6 +14,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import flag_gems  # noqa: E402  (switches the interpreter on before any family imports triton kernels)
+import gems_test_settings as settings  # noqa: E402
 
 DEVICE = flag_gems.device
 # Tests create their tensors on the device gems serves (the GPU, or the CPU on the interpreter).
@@ -29,28 +30,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    global REF_ON_CPU, QUICK
-    REF_ON_CPU = config.getoption("--ref") == "cpu"
-    QUICK = config.getoption("--mode") == "quick"
-
-
-REF_ON_CPU = False
-QUICK = False
-
-
-def to_reference(t, upcast: bool = False):
-    """A reference copy of ``t``: on CPU with ``--ref cpu``, in float64 with ``upcast``."""
-    if not isinstance(t, torch.Tensor):
-        return t
-    ref = t.detach().to("cpu") if REF_ON_CPU else t.detach().clone()
-    if upcast and ref.is_floating_point():
-        ref = ref.to(torch.float64)
-    return ref.requires_grad_(t.requires_grad)
+    settings.REF_ON_CPU = config.getoption("--ref") == "cpu"
+    settings.QUICK = config.getoption("--mode") == "quick"
 
 
 @pytest.fixture
 def quick() -> bool:
-    return QUICK
+    return settings.QUICK
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ import json
 import warnings
 import zlib
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.runtime import device
@@ -24,7 +24,7 @@ from gems_blas import autotune, heuristics
 from gems_blas import mm as mm_module
 
 DEVICE = flag_gems.device
-QUICK = conftest.QUICK
+QUICK = settings.QUICK
 GPU = not device.interpreter
 FLOATS = [torch.float32, torch.bfloat16] if QUICK else [torch.float32, torch.float16, torch.bfloat16]
 BLAS = ["blas"]

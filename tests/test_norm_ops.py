@@ -9,18 +9,18 @@ from __future__ import annotations
 import math
 import zlib
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import RESOLUTION, assert_close
 from flag_gems.testing import served as _served
 
 DEVICE = flag_gems.device
-QUICK = conftest.QUICK
+QUICK = settings.QUICK
 FLOATS = [torch.float32, torch.bfloat16] if QUICK else [torch.float32, torch.float16, torch.bfloat16]
 aten = torch.ops.aten
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 import itertools
 import math
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems import aten_names
 from flag_gems.testing import assert_close, assert_equal, served
 
-QUICK = conftest.QUICK
+QUICK = settings.QUICK
 # NaN and infinity arithmetic inside interpreted kernels makes NumPy warn; those values are the point.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 F = torch.nn.functional

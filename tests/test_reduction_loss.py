@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import assert_close, served
@@ -171,7 +171,7 @@ def test_cross_entropy_shapes_and_all_ignored():
         assert_close(grad, _grad(ref, ref_inp), torch.float32, equal_nan=True)
 
 
-@pytest.mark.skipif(conftest.QUICK, reason="long rows of many programs: normal mode only")
+@pytest.mark.skipif(settings.QUICK, reason="long rows of many programs: normal mode only")
 def test_cross_entropy_many_rows():
     x = torch.randn(3000, 5, device=DEVICE).requires_grad_()
     t = torch.randint(0, 5, (3000,), device=DEVICE)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import assert_close, assert_equal, served
 
 DEVICE = flag_gems.device
 FLOATS = [torch.float16, torch.bfloat16, torch.float32]
-QUICK = conftest.QUICK
+QUICK = settings.QUICK
 
 # (shape, dims) covering rows, columns, several dims (merged and not), negative dims, odd lengths.
 CASES = [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import assert_close, assert_equal, served
@@ -16,7 +16,7 @@ DEVICE = flag_gems.device
 FLOATS = [torch.float16, torch.bfloat16, torch.float32]
 CASES = [((5, 30), 1), ((5, 30), 0), ((3, 4, 5), 1), ((3, 4, 5), -1), ((7,), 0), ((), 0), ((2, 20000), 1),
          ((20000, 2), 0)]
-if conftest.QUICK:
+if settings.QUICK:
     CASES = [CASES[i] for i in (0, 1, 2, 5, 6)]
 # Custom associative scans are slow on the interpreter: small shapes for those.
 SMALL = [((5, 30), 1), ((5, 30), 0), ((3, 4, 5), 1), ((7,), 0), ((), 0)]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import assert_close, assert_equal, served
@@ -18,7 +18,7 @@ FLOATS = [torch.float16, torch.bfloat16, torch.float32]
 # long enough for the two-loop (online) path on the interpreter.
 CASES = [((3, 50), 1), ((3, 50), 0), ((4, 5, 6), 1), ((4, 5, 6), -1), ((33, 1), 1), ((1, 7), 0), ((7,), 0),
          ((2, 20000), 1), ((20000, 2), 0), ((2, 17000, 2), 1)]
-if conftest.QUICK:
+if settings.QUICK:
     CASES = [CASES[i] for i in (0, 1, 2, 4, 7, 8)]
 
 

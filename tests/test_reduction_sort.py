@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import conftest
+import gems_test_settings as settings
 import pytest
 import torch
-from conftest import to_reference
+from gems_test_settings import to_reference
 
 import flag_gems
 from flag_gems.testing import assert_equal, served
@@ -14,7 +14,7 @@ DEVICE = flag_gems.device
 # Rows are sorted by tl.sort, whose bitonic network is slow on the interpreter: short rows here.
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.int32, torch.uint8]
 CASES = [((6, 9), 1), ((6, 9), 0), ((3, 4, 5), 1), ((3, 4, 5), -1), ((7,), 0), ((1, 1), 1), ((2, 100), 1)]
-if conftest.QUICK:
+if settings.QUICK:
     DTYPES = [torch.bfloat16, torch.float32, torch.int32]
     CASES = CASES[:3] + CASES[4:6]
 
