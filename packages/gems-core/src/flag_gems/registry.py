@@ -63,15 +63,19 @@ class AtenKernel:
     """Calls ATen's own kernel for an overload, bypassing gems: the way a kernel hands a case back.
 
     Calling it never reaches our kernel again, so a fallback cannot recurse (rule 3 of dispatch).
+    A wrapped number (ATen's 0-d tensor for a Python scalar) reaches Python as a plain number, and
+    ATen's boxed kernel wants a tensor in that slot: it gets a 0-d tensor again, of a dtype that
+    keeps the promotion ATen would have done.
     """
 
-    __slots__ = ("name", "key", "_kernel", "_keyset")
+    __slots__ = ("name", "key", "_kernel", "_keyset", "_tensor_slots")
 
     def __init__(self, name: str, autograd: bool = False) -> None:
         self.name = aten_names.canonical(name)
         self.key = device.autograd_key if autograd else device.dispatch_key
         self._kernel = None
         self._keyset = _KEYSETS[self.key]
+        self._tensor_slots = _tensor_slots(self.name)
 
     def __call__(self, *args, **kwargs):
         kernel = self._kernel
@@ -79,7 +83,39 @@ class AtenKernel:
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
         if recording.active:
             recording.note_fallback(self.name)
+        for i in self._tensor_slots:
+            if i < len(args) and isinstance(args[i], (bool, int, float)):
+                args = _wrap_numbers(args, self._tensor_slots)
+                break
         return kernel.call_boxed(self._keyset, *args, **kwargs)
+
+
+def _tensor_slots(name: str) -> tuple[int, ...]:
+    """Positions of the overload's positional Tensor arguments."""
+    overload = aten_names.resolve(name)
+    if overload is None:
+        return ()
+    slots = []
+    for i, arg in enumerate(a for a in overload._schema.arguments if not a.kwarg_only):
+        kind = arg.type
+        if isinstance(kind, torch._C.OptionalType):
+            kind = kind.getElementType()
+        if isinstance(kind, torch._C.TensorType):
+            slots.append(i)
+    return tuple(slots)
+
+
+def _wrap_numbers(args: tuple, slots: tuple[int, ...]) -> tuple:
+    from flag_gems.promotion import promote
+
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    wrapped = list(args)
+    for i in slots:
+        if i < len(args) and isinstance(args[i], (bool, int, float)):
+            value = args[i]
+            dtype = promote(*tensors, value)[1] if tensors and isinstance(value, float) else None
+            wrapped[i] = torch.tensor(value, dtype=dtype, device="cpu")
+    return tuple(wrapped)
 
 
 @functools.cache

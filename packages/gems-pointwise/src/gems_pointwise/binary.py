@@ -1,0 +1,574 @@
+"""Binary arithmetic: add, sub, rsub, mul, div (every rounding mode), floor_divide, remainder, fmod,
+pow, maximum, minimum, fmax, fmin, atan2, hypot, copysign, logaddexp, logaddexp2, xlogy, nextafter,
+heaviside, ldexp, polar, gcd, lcm.
+
+Kernels first, then the routes (see ``overloads``): one per ATen op, covering its Tensor and Scalar
+overloads. Operands arrive in the kernels already promoted, in float32 for half types, so a kernel
+branches only on the computation dtype (bool, integer, floating), statically. Those branches assign
+and a single return follows: Triton's compiler still visits code after a return (in a dead block),
+where an integer-only operation would not compile for a float.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from flag_gems import pointwise_dynamic
+from flag_gems.runtime import device
+from gems_pointwise.overloads import (
+    AtenFallback,
+    binary_route,
+    both_bool,
+    both_integral,
+    fits_result,
+    is_bool,
+    is_integral,
+)
+
+# -- kernels ----------------------------------------------------------------------------------------
+
+
+@triton.jit
+def ieee_div(x, y):
+    # IEEE division, as ATen's: Triton's float32 `/` is the faster approximate one.
+    if y.dtype == tl.float32:
+        q = tl.math.div_rn(x, y)
+    else:
+        q = x / y
+    return q
+
+
+@triton.jit
+def _sqrt(x):
+    # IEEE square root, as ATen's: Triton's float32 sqrt is the approximate one.
+    if x.dtype == tl.float32:
+        r = tl.sqrt_rn(x)
+    else:
+        r = tl.sqrt(x)
+    return r
+
+
+@triton.jit
+def _broadcast(x, y):
+    # A scalar operand takes the block's shape before a libdevice call: the interpreter's shims type
+    # their result like their first argument.
+    return tl.broadcast(x, y)
+
+
+@triton.jit
+def _rounded(x, DTYPE: tl.constexpr):
+    # x rounded to the half type DTYPE (and back to float32); float32 itself passes through. ATen
+    # divides half types in their own precision, one rounding per step.
+    if DTYPE == tl.bfloat16:
+        # Round to nearest even by hand: the interpreter's float32 -> bfloat16 cast truncates.
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        r = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
+    elif DTYPE == tl.float16:
+        r = x.to(tl.float16).to(tl.float32)
+    else:
+        r = x
+    return r
+
+
+@triton.jit
+def _trunc_div(x, y, DTYPE: tl.constexpr):
+    if x.dtype.is_floating():
+        q = libdevice.trunc(_rounded(ieee_div(x, y), DTYPE))
+    else:
+        q = x // y
+    return q
+
+
+@triton.jit
+def _floor_div(x, y, DTYPE: tl.constexpr):
+    if x.dtype.is_floating():
+        # Python's float floor division, step by step as ATen computes it (exact where floor(x / y)
+        # is not).
+        x, y = _broadcast(x, y)
+        quotient = _rounded(ieee_div(x, y), DTYPE)
+        mod = libdevice.fmod(x, y)
+        div = _rounded(ieee_div(_rounded(x - mod, DTYPE), y), DTYPE)
+        div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), _rounded(div - 1, DTYPE), div)
+        floored = libdevice.floor(div)
+        floored = tl.where(_rounded(div - floored, DTYPE) > 0.5, _rounded(floored + 1, DTYPE), floored)
+        floored = tl.where(div == 0, libdevice.copysign(div * 0, quotient), floored)
+        q = tl.where(y == 0, quotient, floored)
+    else:
+        quot = x // y
+        rem = x % y
+        q = tl.where((rem != 0) & ((x < 0) != (y < 0)), quot - 1, quot)
+    return q
+
+
+@triton.jit
+def _remainder(x, y):
+    if x.dtype.is_floating():
+        x, y = _broadcast(x, y)
+        mod = libdevice.fmod(x, y)
+    else:
+        mod = x % y
+    return tl.where((mod != 0) & ((y < 0) != (mod < 0)), mod + y, mod)
+
+
+@triton.jit
+def _int_pow(base, exp):
+    # Exponentiation by squaring, one exponent bit per step; a negative exponent gives what ATen
+    # gives: 1 for base 1, +-1 for base -1, else 0.
+    acc = base * 0 + exp * 0 + 1
+    b = base + exp * 0
+    e = exp + base * 0
+    for _ in range(e.dtype.primitive_bitwidth - 1):
+        acc = tl.where((e & 1) != 0, acc * b, acc)
+        b = b * b
+        e = e >> 1
+    negative = tl.where(base == 1, 1, tl.where(base == -1, tl.where((exp & 1) != 0, -1, 1), 0))
+    return tl.where(exp < 0, negative.to(acc.dtype), acc)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def add_kernel(x, y):
+    if x.dtype == tl.int1:
+        r = x | y
+    else:
+        r = x + y
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def add_alpha_kernel(x, y, alpha):
+    return x + y * alpha.to(x.dtype)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def sub_kernel(x, y):
+    return x - y
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def sub_alpha_kernel(x, y, alpha):
+    return x - y * alpha.to(x.dtype)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def mul_kernel(x, y):
+    if x.dtype == tl.int1:
+        r = x & y
+    else:
+        r = x * y
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def true_div_kernel(x, y):
+    return ieee_div(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def trunc_div_kernel(x, y):
+    return _trunc_div(x, y, tl.float32)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def trunc_div_float16_kernel(x, y):
+    return _trunc_div(x, y, tl.float16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def trunc_div_bfloat16_kernel(x, y):
+    return _trunc_div(x, y, tl.bfloat16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def floor_div_kernel(x, y):
+    return _floor_div(x, y, tl.float32)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def floor_div_float16_kernel(x, y):
+    return _floor_div(x, y, tl.float16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def floor_div_bfloat16_kernel(x, y):
+    return _floor_div(x, y, tl.bfloat16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def remainder_kernel(x, y):
+    return _remainder(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def fmod_kernel(x, y):
+    if x.dtype.is_floating():
+        x, y = _broadcast(x, y)
+        r = libdevice.fmod(x, y)
+    else:
+        r = x % y
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_kernel(x, y):
+    if x.dtype.is_floating():
+        x, y = _broadcast(x, y)
+        r = libdevice.pow(x, y)
+    else:
+        r = _int_pow(x, y)
+    return r
+
+
+# pow(x, <scalar>) for the exponents ATen computes without pow (the exponent only promotes).
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_square_kernel(x, e):
+    return x * x
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_cube_kernel(x, e):
+    return x * x * x
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_sqrt_kernel(x, e):
+    return _sqrt(x)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_rsqrt_kernel(x, e):
+    return ieee_div(1.0, _sqrt(x))
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_reciprocal_kernel(x, e):
+    return ieee_div(1.0, x)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_inverse_square_kernel(x, e):
+    return ieee_div(1.0, x * x)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def maximum_kernel(x, y):
+    return tl.maximum(x, y, propagate_nan=tl.PropagateNan.ALL)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def minimum_kernel(x, y):
+    return tl.minimum(x, y, propagate_nan=tl.PropagateNan.ALL)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def fmax_kernel(x, y):
+    if x.dtype.is_floating():
+        r = tl.where(x != x, y, tl.where(y != y, x, tl.maximum(x, y)))
+    else:
+        r = tl.maximum(x, y)
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def fmin_kernel(x, y):
+    if x.dtype.is_floating():
+        r = tl.where(x != x, y, tl.where(y != y, x, tl.minimum(x, y)))
+    else:
+        r = tl.minimum(x, y)
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def atan2_kernel(x, y):
+    x, y = _broadcast(x, y)
+    return libdevice.atan2(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def hypot_kernel(x, y):
+    x, y = _broadcast(x, y)
+    return libdevice.hypot(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def copysign_kernel(x, y):
+    x, y = _broadcast(x, y)
+    return libdevice.copysign(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def logaddexp_kernel(x, y):
+    m = tl.maximum(x, y)
+    r = m + libdevice.log1p(libdevice.exp(-tl.abs(x - y)))
+    return tl.where((x == y) & (tl.abs(x) == float("inf")), x, r)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def logaddexp2_kernel(x, y):
+    m = tl.maximum(x, y)
+    r = m + libdevice.log1p(libdevice.exp2(-tl.abs(x - y))) * 1.4426950408889634
+    return tl.where((x == y) & (tl.abs(x) == float("inf")), x, r)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def xlogy_kernel(x, y):
+    r = tl.where(x == 0, 0.0, x * libdevice.log(y))
+    return tl.where(y != y, y, r)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def nextafter_kernel(x, y):
+    x, y = _broadcast(x, y)
+    return libdevice.nextafter(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def heaviside_kernel(x, values):
+    return tl.where(x == 0, values, (x > 0).to(values.dtype))
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def ldexp_kernel(x, e):
+    return x * libdevice.exp2(e)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT"), (0, 1, "DEFAULT")])
+@triton.jit
+def polar_kernel(magnitude, angle):
+    return magnitude * libdevice.cos(angle), magnitude * libdevice.sin(angle)
+
+
+@triton.jit
+def _gcd(x, y):
+    # Euclid's algorithm as ATen runs it; the block loops until every lane is done.
+    a = tl.abs(x) + y * 0
+    b = tl.abs(y) + x * 0
+    while tl.max((a != 0).to(tl.int32), axis=0) > 0:
+        busy = a != 0
+        c = a
+        a = tl.where(busy, b % tl.where(busy, a, 1), 0)
+        b = tl.where(busy, c, b)
+    return b
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def gcd_kernel(x, y):
+    return _gcd(x, y)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def lcm_kernel(x, y):
+    if x.dtype.primitive_bitwidth < 32:
+        # C++ computes |x / g * y| in int for narrower types, then narrows: the same wrap-around.
+        x = x.to(tl.int32)
+        y = y.to(tl.int32)
+    g = _gcd(x, y)
+    return tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+
+
+# -- routes -----------------------------------------------------------------------------------------
+
+
+def _zero_divisor(x, y) -> bool:
+    # ATen on CPU raises ZeroDivisionError for an integer division by zero; on the GPU it computes.
+    # (Only the interpreter gets here, with CPU tensors: NumPy looks without dispatching anything.)
+    if not device.interpreter or not both_integral(x, y):
+        return False
+    if isinstance(y, torch.Tensor):
+        return bool((y.detach().numpy() == 0).any())
+    return y == 0
+
+
+def _integer_division_refused(x, y) -> bool:
+    return both_bool(x, y) or _zero_divisor(x, y)
+
+
+def _not_integers(x, y) -> bool:
+    return is_bool(x) or is_bool(y) or not both_integral(x, y)
+
+
+def _alpha_ok(x, y, alpha) -> bool:
+    # ATen's rules: a bool alpha only for bool results, a float alpha only for floating results.
+    if type(alpha) is bool:
+        return both_bool(x, y)
+    if type(alpha) is float:
+        return not both_integral(x, y)
+    return type(alpha) is int
+
+
+def add(self, other, alpha=1):
+    """self + alpha * other."""
+    if type(alpha) is int and alpha == 1:
+        return add_kernel, (self, other)
+    if not _alpha_ok(self, other, alpha):
+        return None
+    if both_bool(self, other):
+        return (add_kernel, (self, other)) if alpha else None
+    if alpha == 1:
+        return add_kernel, (self, other)
+    if not fits_result(alpha, self, other):
+        return None
+    return add_alpha_kernel, (self, other, alpha)
+
+
+def sub(self, other, alpha=1):
+    """self - alpha * other; ATen refuses bool operands."""
+    if is_bool(self) or is_bool(other) or not _alpha_ok(self, other, alpha):
+        return None
+    if alpha == 1:
+        return sub_kernel, (self, other)
+    if not fits_result(alpha, self, other):
+        return None
+    return sub_alpha_kernel, (self, other, alpha)
+
+
+def rsub(self, other, alpha=1):
+    """other - alpha * self."""
+    return sub(other, self, alpha)
+
+
+_HALVES = (torch.float16, torch.bfloat16)
+_ROUNDED_DIV = {
+    ("trunc", None): trunc_div_kernel, ("trunc", torch.float16): trunc_div_float16_kernel,
+    ("trunc", torch.bfloat16): trunc_div_bfloat16_kernel, ("floor", None): floor_div_kernel,
+    ("floor", torch.float16): floor_div_float16_kernel, ("floor", torch.bfloat16): floor_div_bfloat16_kernel,
+}
+
+
+def _half_result(x, y):
+    """The half type a division of x and y computes in, or None."""
+    if (isinstance(x, torch.Tensor) and x.dtype in _HALVES) or (isinstance(y, torch.Tensor) and y.dtype in _HALVES):
+        dtype = torch.result_type(x, y)
+        return dtype if dtype in _HALVES else None
+    return None
+
+
+def div(self, other, rounding_mode=None):
+    """self / other: true division (integers give floats), or rounded towards zero or down."""
+    if rounding_mode is None:
+        return true_div_kernel, (self, other)
+    if rounding_mode not in ("trunc", "floor") or _integer_division_refused(self, other):
+        return None
+    return _ROUNDED_DIV[rounding_mode, _half_result(self, other)], (self, other)
+
+
+def floor_divide(self, other):
+    """Division rounded down (Python's //)."""
+    return div(self, other, "floor")
+
+
+_POW_BY_EXPONENT = {2: pow_square_kernel, 3: pow_cube_kernel, 0.5: pow_sqrt_kernel, -0.5: pow_rsqrt_kernel,
+                    -1: pow_reciprocal_kernel, -2: pow_inverse_square_kernel}
+
+
+def pow(self, exponent):
+    """self ** exponent, for a Tensor or a scalar on either side."""
+    if both_bool(self, exponent):
+        return None
+    if isinstance(exponent, torch.Tensor) or not isinstance(self, torch.Tensor):
+        return pow_kernel, (self, exponent)
+    if type(exponent) not in (int, float, bool) or not fits_result(exponent, self):
+        return None
+    if type(exponent) is int and exponent < 0 and is_integral(self):
+        return None  # ATen: integers to negative integer powers are not allowed
+    kernel = _POW_BY_EXPONENT.get(exponent) if type(exponent) is not bool else None
+    return (kernel or pow_kernel), (self, exponent)
+
+
+mul = binary_route(mul_kernel, "self * other.")
+remainder = binary_route(remainder_kernel, "Remainder with the sign of the divisor (Python's %).",
+                   _integer_division_refused)
+fmod = binary_route(fmod_kernel, "Remainder with the sign of the dividend (C's fmod).", _integer_division_refused)
+maximum = binary_route(maximum_kernel, "Elementwise maximum; NaN wins.")
+minimum = binary_route(minimum_kernel, "Elementwise minimum; NaN wins.")
+fmax = binary_route(fmax_kernel, "Elementwise maximum; a number wins over NaN.")
+fmin = binary_route(fmin_kernel, "Elementwise minimum; a number wins over NaN.")
+atan2 = binary_route(atan2_kernel, "atan2(self, other).")
+copysign = binary_route(copysign_kernel, "The magnitude of self with the sign of other.")
+xlogy = binary_route(xlogy_kernel, "self * log(other), 0 where self is 0.")
+ldexp = binary_route(ldexp_kernel, "self * 2 ** other.")
+# ATen defines these on floating dtypes only: integers go back to it, and it raises.
+hypot = binary_route(hypot_kernel, "sqrt(self**2 + other**2).", both_integral)
+logaddexp = binary_route(logaddexp_kernel, "log(exp(self) + exp(other)).", both_integral)
+logaddexp2 = binary_route(logaddexp2_kernel, "log2(2**self + 2**other).", both_integral)
+gcd = binary_route(gcd_kernel, "Greatest common divisor of integers.", _not_integers)
+lcm = binary_route(lcm_kernel, "Least common multiple of integers.", _not_integers)
+
+
+def nextafter(self, other):
+    """The next float after self towards other (float32 and float64: half types would round in between)."""
+    if self.dtype not in (torch.float32, torch.float64) or other.dtype is not self.dtype:
+        return None
+    return nextafter_kernel, (self, other)
+
+
+def heaviside(self, values):
+    """0, values or 1 for self < 0, == 0, > 0; ATen wants equal dtypes."""
+    if not isinstance(values, torch.Tensor) or values.dtype is not self.dtype:
+        return None
+    return heaviside_kernel, (self, values)
+
+
+_ATEN_POLAR_OUT = AtenFallback("polar.out")
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def _polar(magnitude, angle, out0=None):
+    # Real and imaginary parts are written through a real view of the complex result.
+    complex_dtype = _COMPLEX_OF[magnitude.dtype]
+    if out0 is not None and out0.dtype is not complex_dtype:
+        return _ATEN_POLAR_OUT(magnitude, angle, out=out0)
+    shape = torch.broadcast_shapes(magnitude.shape, angle.shape)
+    if out0 is None:
+        out0 = torch.empty(shape, dtype=complex_dtype, device=magnitude.device)
+    elif tuple(out0.shape) != tuple(shape):
+        torch.ops.aten._resize_output_(out0, shape, out0.device)
+    parts = torch.view_as_real(out0)
+    polar_kernel(magnitude, angle, out0=parts[..., 0], out1=parts[..., 1])
+    return out0
+
+
+def polar(abs, angle):
+    """abs * (cos(angle) + i sin(angle)), for float32 or float64 operands of one dtype."""
+    if abs.dtype not in _COMPLEX_OF or angle.dtype is not abs.dtype:
+        return None
+    return _polar, (abs, angle)
