@@ -13,8 +13,9 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import flag_gems  # noqa: E402  (switches the interpreter on before any family imports triton kernels)
 import gems_test_settings as settings  # noqa: E402
+
+import flag_gems  # noqa: E402  (switches the interpreter on before any family imports triton kernels)
 
 DEVICE = flag_gems.device
 # Tests create their tensors on the device gems serves (the GPU, or the CPU on the interpreter).

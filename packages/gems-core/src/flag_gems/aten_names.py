@@ -36,7 +36,7 @@ def resolve(name: str):
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def is_composite_implicit(name: str) -> bool:
     """True when serving the overload on the backend key would change how autograd sees it (rule 2).
 

@@ -1,7 +1,6 @@
 """Entry point of the pointwise family (group ``flag_gems.plugins``)."""
 
 import flag_gems
-
 from gems_pointwise import __version__
 
 
