@@ -76,21 +76,17 @@ def _first_tensor(args) -> torch.Tensor:
 class AtenFallback:
     """ATen's kernel for one overload, the way our wrappers hand a call back.
 
-    A wrapped number (ATen's 0-d tensor for a Python scalar) reaches Python as a Python scalar, and
-    ATen's boxed kernel wants a tensor in that slot: it gets a 0-d tensor that promotes the same way.
-    On the interpreter, core's re-entry guard would send ATen's nested calls of served ops straight
-    to ATen, where their wrapped numbers break the same way; our wrappers take them instead (they
-    guard their own kernel launches).
+    On the interpreter, ATen's kernel may call served ops again (a composite re-dispatching to
+    another overload); core's re-entry guard is lifted for that call so that our wrappers, which
+    guard their own kernel launches, take those nested calls.
     """
 
-    __slots__ = ("kernel", "tensor_slots")
+    __slots__ = ("kernel",)
 
-    def __init__(self, name: str, tensor_slots: tuple[int, ...] = ()) -> None:
+    def __init__(self, name: str) -> None:
         self.kernel = aten_kernel(name)
-        self.tensor_slots = tensor_slots
 
     def __call__(self, *args, **kwargs):
-        # core's aten_kernel turns wrapped numbers back into 0-d tensors
         if not _INTERPRETER:
             return self.kernel(*args, **kwargs)
         guard = registry._inside_kernel
@@ -152,17 +148,6 @@ def _out(route: Route, fallback: AtenFallback, dtypes, out_ok: Callable | None) 
     return op
 
 
-def _tensor_slots(schema) -> tuple[int, ...]:
-    slots = []
-    for i, arg in enumerate(a for a in schema.arguments if not a.kwarg_only):
-        kind = arg.type
-        if isinstance(kind, torch._C.OptionalType):
-            kind = kind.getElementType()
-        if isinstance(kind, torch._C.TensorType):
-            slots.append(i)
-    return tuple(slots)
-
-
 def _overload_names(packet_name: str) -> list[str]:
     packet = getattr(torch.ops.aten, packet_name, None)
     if packet is None:
@@ -193,7 +178,7 @@ def elementwise(packets: Iterable[str] | str, route: Route, dtypes=ALL,
     for packet_name in packets:
         for name in _overload_names(packet_name):
             schema = getattr(getattr(torch.ops.aten, packet_name), name.partition(".")[2] or "default")._schema
-            fallback = AtenFallback(name, _tensor_slots(schema))
+            fallback = AtenFallback(name)
             if any(a.is_out for a in schema.arguments):
                 fn = _out(route, fallback, dtypes, out_ok)
             elif schema.arguments[0].alias_info is not None and schema.arguments[0].alias_info.is_write:
