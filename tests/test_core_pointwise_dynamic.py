@@ -218,6 +218,17 @@ def test_internal_overlap_in_the_output_is_an_error():
         abs_func(torch.randn(4), out0=out)
 
 
+def test_partial_overlap_of_output_and_input_is_an_error_like_atens():
+    x = torch.randn(10)
+    with pytest.raises(RuntimeError) as atens:
+        torch.add(x[:-1], x[1:], out=x[1:])
+    with pytest.raises(RuntimeError) as ours:
+        add_func(x[:-1], x[1:], 1, out0=x[1:])
+    assert str(ours.value) == str(atens.value)
+    y = torch.randn(10)
+    add_func(y, y, 1, out0=y)  # the same memory exactly is in-place use, not an error
+
+
 def test_int64_indexing_path(monkeypatch):
     monkeypatch.setattr(pd, "_force_int64", True)
     a = torch.randn(7, 9)

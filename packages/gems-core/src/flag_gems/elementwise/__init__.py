@@ -21,7 +21,7 @@ import torch
 from flag_gems.elementwise import shapes
 from flag_gems.elementwise.codegen import Pattern, load_kernel
 from flag_gems.launch import Launcher, specialization
-from flag_gems.outputs import resize_output
+from flag_gems.outputs import check_no_partial_overlap, resize_output
 from flag_gems.promotion import promote, promotion_kind
 from flag_gems.runtime import device
 
@@ -209,8 +209,12 @@ class PointwiseDynamic:
             if t.shape != shape or not t.is_contiguous():
                 flat = False
                 break
-        if flat and outs is not self._no_outs:
-            flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
+        if outs is not self._no_outs:
+            for o in outs:
+                if o is not None:
+                    check_no_partial_overlap(o, tensors)
+            if flat:
+                flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
         if not flat:
             return self._run_strided(plan, args, values, tensors, outs)
         # The flat path: every operand shares one dense layout, so one index walks them all.
