@@ -1,5 +1,6 @@
 """Pick pointwise_dynamic's (BLOCK, num_warps) on a GPU: time a flat unary and binary kernel for
-each candidate on large tensors against the copy ceiling, and the host time per call on a tiny one.
+each candidate on large tensors against ATen and the copy ceiling. (Host time per call is measured by
+benchmark/test_overhead_perf.py.)
 
     python scripts/tune_pointwise_blocks.py
 """
@@ -7,7 +8,6 @@ each candidate on large tensors against the copy ceiling, and the host time per 
 from __future__ import annotations
 
 import itertools
-import time
 
 import torch
 import triton
@@ -41,17 +41,6 @@ def copy_ceiling() -> float:
     return gbps(2 * src.numel(), ms)
 
 
-def host_us(fn, calls: int = 2000) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def main() -> None:
     ceiling = copy_ceiling()
     print(f"device {torch.cuda.get_device_name()}  copy ceiling {ceiling:.0f} GB/s")
@@ -76,16 +65,6 @@ def main() -> None:
             print(f"{str(dtype)[6:]:8} {block:6} {warps:5} {gbps(2 * n * size, ms_exp):9.0f} "
                   f"{aten_exp / ms_exp:6.3f} {gbps(3 * n * size, ms_add):9.0f} {aten_add / ms_add:6.3f}")
     elementwise.block_size = original
-
-    tiny = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
-    print("host time per call, 1024 bf16 elements (us)")
-    cases = {
-        "add": (lambda: torch.add(tiny, tiny), lambda: add_kernel(tiny, tiny, 1.0)),
-        "exp": (lambda: torch.exp(tiny), lambda: exp_kernel(tiny)),
-    }
-    for name, (aten, ours) in cases.items():
-        a, o = host_us(aten), host_us(ours)
-        print(f"  {name:6} aten {a:6.1f}  pointwise_dynamic {o:6.1f}  ratio {o / a:5.2f}")
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ class PointwiseDynamic:
         n = first.numel()
         if n:
             int64 = n > _INT32_LIMIT or _force_int64
-            block, warps = (1024, 4) if n > 1024 and not device.interpreter else block_size(n)
+            block, warps = block_size(n)
             launcher = plan.flat_launchers.get((block, int64))
             if launcher is None:
                 launcher = plan.flat_launchers[(block, int64)] = self._launcher(plan, plan.flat_pattern, block,
