@@ -78,11 +78,15 @@ class AtenKernel:
         self._tensor_slots = _tensor_slots(self.name)
 
     def __call__(self, *args, **kwargs):
+        if recording.active:
+            recording.note_fallback(self.name)
+        return self.call_quietly(*args, **kwargs)
+
+    def call_quietly(self, *args, **kwargs):
+        """The same call, not counted as a fallback (for calls gems never took)."""
         kernel = self._kernel
         if kernel is None:
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
-        if recording.active:
-            recording.note_fallback(self.name)
         for i in self._tensor_slots:
             if i < len(args) and isinstance(args[i], (bool, int, float)):
                 args = _wrap_numbers(args, self._tensor_slots)
@@ -127,12 +131,13 @@ def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
 def _wrapped(entry: Entry, record: bool) -> Callable:
     """The callable handed to torch.library: the family's function, plus only what this run needs."""
     fn = entry.fn
-    if device.interpreter:
-        fn = _reentry_guarded(fn, aten_kernel(entry.name, entry.autograd))
     if device.device_count() > 1:
         fn = _on_tensor_device(fn)
     if record:
         fn = _recorded(fn, entry.name, entry.family)
+    if device.interpreter:
+        # Outermost: the interpreter's own calls go to ATen unrecorded, as if gems were not there.
+        fn = _reentry_guarded(fn, aten_kernel(entry.name, entry.autograd))
     return fn
 
 
@@ -141,7 +146,7 @@ def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
     # must reach ATen, not us again (INTERPRETER trap 4).
     def guarded(*args, **kwargs):
         if getattr(_inside_kernel, "active", False):
-            return fallback(*args, **kwargs)
+            return fallback.call_quietly(*args, **kwargs)
         _inside_kernel.active = True
         try:
             return fn(*args, **kwargs)
