@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command for a GPU machine without network (torch, triton, pytest present): install this
+# repository's packages, run the test suite on the GPU, then the whole benchmark (benchmark/run_gpu.sh),
+# which records its results under benchmark/results/. Test output goes to benchmark/results/gpu-tests.log.
+#   bash scripts/gpu_check.sh            (GEMS_TEST_SECONDS bounds the test part, default 300)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/gpu_install.sh || exit 1
+mkdir -p benchmark/results
+timeout "${GEMS_TEST_SECONDS:-300}" python3 -m pytest -q -p no:cacheprovider tests --mode quick \
+  >benchmark/results/gpu-tests.log 2>&1
+echo "tests: $(tail -n 1 benchmark/results/gpu-tests.log)"
+bash benchmark/run_gpu.sh
