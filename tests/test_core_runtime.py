@@ -96,12 +96,28 @@ def test_launch_helper_runs_a_kernel_repeatedly():
         torch.testing.assert_close(out, x * scale)
 
 
-def test_launch_helper_wants_constexprs_by_keyword_in_order():
-    from flag_gems.launch import launch
+@triton.jit
+def _constexpr_first(BLOCK: tl.constexpr, x_ptr, n):
+    pass
+
+
+@triton.jit
+def _two_constexprs(x_ptr, out_ptr, n, SCALE: tl.constexpr, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=mask) * SCALE, mask=mask)
+
+
+def test_launch_wants_the_constexprs_last_and_orders_them():
+    from flag_gems.launch import Launcher, launch
 
     x = torch.randn(10, device=flag_gems.device)
-    with pytest.raises(TypeError, match="constexprs"):
-        launch(_scaled_copy, (1,), x, x, 10, BLOCK=16)
+    with pytest.raises(TypeError, match="must end with the constexprs"):
+        launch(_constexpr_first, (1,), x, 10, BLOCK=16)
+    assert list(Launcher(_two_constexprs, {"BLOCK": 16, "SCALE": 2}).constexprs) == ["SCALE", "BLOCK"]
+    out = torch.empty_like(x)
+    launch(_two_constexprs, (1,), x, out, 10, BLOCK=16, SCALE=3)
+    torch.testing.assert_close(out, x * 3)
 
 
 def test_launch_helper_compiles_per_dtype():

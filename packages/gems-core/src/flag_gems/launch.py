@@ -54,7 +54,8 @@ class Launcher:
 
     def __init__(self, kernel, constexprs: dict, **options) -> None:
         self.kernel = kernel
-        self.constexprs = constexprs
+        # The direct path passes the constexprs after the runtime arguments, in the kernel's order.
+        self.constexprs = _in_signature_order(kernel, constexprs)
         self.options = options
         self._compiled: dict[tuple, tuple] = {}
         self._direct = not device.interpreter
@@ -92,13 +93,17 @@ def launch(kernel, grid: tuple, *args, num_warps: int = 4, num_stages: int | Non
     key = (kernel, num_warps, num_stages, *constexprs.items())
     launcher = _launchers.get(key)
     if launcher is None:
-        _check_constexprs_last(kernel, len(args), constexprs)
         launcher = _launchers[key] = Launcher(kernel, constexprs, **options)
     launcher(grid, list(args), None if device.interpreter else specialization(args))
 
 
-def _check_constexprs_last(kernel, nargs: int, constexprs: dict) -> None:
+def _in_signature_order(kernel, constexprs: dict) -> dict:
+    """``constexprs`` ordered as the kernel's parameters, which must end with exactly them."""
     names = list(getattr(kernel, "arg_names", ()))
-    if names and names[nargs:] != list(constexprs):
-        raise TypeError(f"launch({getattr(kernel, '__name__', kernel)}): pass the runtime arguments "
-                        f"{names[:nargs]} positionally and the constexprs {names[nargs:]} by keyword, in order")
+    if not names:
+        return constexprs
+    tail = names[len(names) - len(constexprs):] if constexprs else []
+    if set(tail) != set(constexprs):
+        raise TypeError(f"{getattr(kernel, '__name__', kernel)}: its parameters must end with the constexprs "
+                        f"given by keyword ({sorted(constexprs)}); they are {names}")
+    return {name: constexprs[name] for name in tail}
