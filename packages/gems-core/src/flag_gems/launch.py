@@ -69,15 +69,33 @@ class Launcher:
                 spec_key = (_current_device(), *spec_key)
             compiled = self._compiled.get(spec_key)
             if compiled is not None and not _hooks_installed():
-                run, function, metadata, constexprs = compiled
+                launch, function, head, tail = compiled
                 size = len(grid)
-                run(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
-                    function, metadata, None, None, None, *args, *constexprs)
+                launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
+                       function, *head, *args, *tail)
                 return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
-            self._compiled[spec_key] = (kernel.run, kernel.function, kernel.packed_metadata,
-                                        tuple(self.constexprs.values()))
+            self._compiled[spec_key] = _direct_call(kernel, tuple(self.constexprs.values()))
+
+
+def _direct_call(kernel, constexprs: tuple) -> tuple:
+    """(launch, function, leading arguments, trailing arguments) of a compiled kernel.
+
+    Triton's launcher object allocates scratch memory per launch when a kernel asks for it and then
+    calls its C ``launch``; kernels that need none (nearly all) get that C function itself, one Python
+    frame less per call. The leading arguments are what Triton's own ``run`` passes before the kernel's.
+    """
+    runner = kernel.run  # Triton's launcher object (a property that loads the kernel first)
+    launcher = runner
+    c_launch = getattr(launcher, "launch", None)
+    no_scratch = (getattr(launcher, "global_scratch_size", 1) == 0
+                  and getattr(launcher, "profile_scratch_size", 1) == 0)
+    tail = (kernel.packed_metadata, None, None, None)  # metadata, launch metadata, enter and exit hooks
+    if c_launch is not None and no_scratch:
+        head = (launcher.launch_cooperative_grid, launcher.launch_pdl, None, None, *tail)
+        return c_launch, kernel.function, head, constexprs
+    return runner, kernel.function, tail, constexprs
 
 
 _launchers: dict[tuple, Launcher] = {}
