@@ -57,18 +57,10 @@ def layers_of_add(calls: int) -> None:
         kernel(x, y, out0=out)
         plan = next(iter(kernel._plans.values()))
         launcher = next(iter(plan.flat_launchers.values()))
-        run, function, metadata, constexprs = next(iter(launcher._compiled.values()))
+        launch, function, head, tail = next(iter(launcher._compiled.values()))
         stream = torch.cuda.current_stream().cuda_stream
         args = [x, y, out, 1024]
-        rows.append(("compiled kernel.run", lambda: run(1, 1, 1, stream, function, metadata, None, None, None,
-                                                        *args, *constexprs)))
-        inner = run
-        launch = getattr(inner, "launch", None)
-        if launch is not None:
-            coop, pdl = getattr(inner, "launch_cooperative_grid", False), getattr(inner, "launch_pdl", False)
-            rows.append(("CudaLauncher.launch (C)", lambda: launch(1, 1, 1, stream, function, coop, pdl, None, None,
-                                                                   metadata, None, None, None, *args,
-                                                                   *constexprs)))
+        rows.append(("compiled kernel, direct launch", lambda: launch(1, 1, 1, stream, function, *head, *args, *tail)))
         results = []
         for name, fn in rows:
             try:

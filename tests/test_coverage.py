@@ -83,7 +83,7 @@ def program(x):
     y = torch.exp2(x) + torch.exp2(x) + torch.exp2(x)
     z = torch.exp2(x.double())
     w = torch.square(x)
-    u = torch.ops.aten._foobar(x)
+    u = torch.ops.aten.histc(x).view(10, 10)
     return y, z, w, u.t()
 
 
@@ -96,11 +96,11 @@ def test_served_fallback_not_implemented_and_view(probe):
     assert exp2.status == "partial" and dict(exp2.reasons) == {coverage.FALLBACK: 1}
     square = report["square"]
     assert (square.calls, square.gems, square.status, square.family) == (1, 1, "gems", probe)
-    foobar = report["_foobar"]
-    assert (foobar.gems, foobar.reason, foobar.family) == (0, coverage.NOT_IMPLEMENTED, None)
+    histc = report["histc"]
+    assert (histc.gems, histc.reason, histc.family) == (0, coverage.NOT_IMPLEMENTED, None)
     assert report["t"].reason == coverage.VIEW
-    assert report.ran_on_gems("exp2") and report.ran_on_gems("square") and not report.ran_on_gems("_foobar")
-    assert "exp2" in report.on_gems() and "_foobar" in report.on_aten() and "t" not in report.on_aten()
+    assert report.ran_on_gems("exp2") and report.ran_on_gems("square") and not report.ran_on_gems("histc")
+    assert "exp2" in report.on_gems() and "histc" in report.on_aten() and "t" not in report.on_aten()
     assert report.by_family() == {probe: 4}
 
 
@@ -205,7 +205,7 @@ def test_dict_and_table_forms(probe):
     assert "views and aliases" in table and str(report) == table
     gems_calls, calls = report.totals()
     assert gems_calls == 4  # exp2 x3, square
-    assert calls == 9  # and exp2 in float64, add x2, _to_copy, _foobar; the view left out
+    assert calls == 9  # and exp2 in float64, add x2, _to_copy, histc; the views left out
 
 
 def test_report_passes_arguments_and_returns_the_result():

@@ -73,6 +73,9 @@ def test_nll_all_ignored_and_errors():
     ref_mean, ref_total = torch.ops.aten.nll_loss_forward(x, t, None, 1, -100)
     assert torch.isnan(mean) and torch.isnan(ref_mean) and total.item() == ref_total.item() == 0
     assert summed.item() == 0
+    if not flag_gems.runtime.device.interpreter:
+        # On a GPU, ATen's out-of-range check is a device-side assert, which poisons the process.
+        return
     bad = torch.tensor([0, 3, 1, 1], device=DEVICE)
     with pytest.raises((IndexError, RuntimeError)):
         F.nll_loss(x, bad)
