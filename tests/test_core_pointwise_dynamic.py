@@ -46,6 +46,12 @@ def half_of(x):
     return x * 0.5
 
 
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def scaled(x, k):
+    return x * k
+
+
 def test_the_three_documented_forms():
     x, y = torch.randn(33, 7), torch.randn(7)
     torch.testing.assert_close(abs_func(x), x.abs())
@@ -263,6 +269,37 @@ def test_plans_are_cached_per_signature():
     count = len(add_func._plans)
     add_func(torch.randn(20), torch.randn(20), 3.0)
     assert len(add_func._plans) == count
+
+
+def test_strided_layouts_are_kept_per_layout_and_stay_correct():
+    def layouts() -> int:
+        return sum(len(p.layouts) for p in add_func._plans.values())
+
+    base = torch.randn(9, 33)
+    before = layouts()
+    for _ in range(2):  # the second round reuses each layout
+        for x in (base.t(), base[:, 1:].t(), base[1:, ::2]):  # new data offsets: new pointer alignment
+            y = torch.randn(x.shape[1])
+            torch.testing.assert_close(add_func(x, y, 2.0), x + y * 2.0)
+    assert layouts() - before == 3
+
+
+def test_a_resized_output_layout_is_not_kept():
+    x = torch.randn(4, 6).t()
+    for _ in range(2):
+        out = torch.empty(0)
+        assert abs_func(x, out0=out) is out
+        torch.testing.assert_close(out, x.abs())
+        assert out.shape == (6, 4)
+
+
+def test_integer_scalars_equal_to_one_do_not_reuse_another_kernel():
+    # Triton compiles an integer argument equal to 1 as a constant: a kernel compiled for k=1 must
+    # never run for k=3, on the flat path or the strided one.
+    x = torch.arange(-40, 40, dtype=torch.int32).reshape(8, 10)
+    for k in (1, 3, 16, 1, 5):
+        assert torch.equal(scaled(x, k), x * k)
+        assert torch.equal(scaled(x.t(), k), x.t() * k)
 
 
 def test_bf16_and_fp16_compute_in_fp32():

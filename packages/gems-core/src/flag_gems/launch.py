@@ -24,21 +24,17 @@ else:
         return _raw_stream(_current_device())
 
 
+_I32 = range(-(2**31), 2**31)
+_Tensor = torch.Tensor
+
+
 def specialization(args) -> tuple:
     """What Triton compiles a kernel for, given the arguments: each tensor's dtype and 16-byte
     alignment, each integer's width and whether it equals 1 or divides by 16, other values' types."""
-    key = []
-    for a in args:
-        if type(a) is int:
-            if -(2**31) <= a < 2**31:
-                key.append(1 if a == 1 else (16 if a % 16 == 0 else 0))
-            else:
-                key.append("i64" if a % 16 else "i64/16")
-        elif isinstance(a, torch.Tensor):
-            key.append((a.dtype, a.data_ptr() % 16 == 0))
-        else:
-            key.append(type(a))
-    return tuple(key)
+    # One expression per argument: this runs on every launch that has no cheaper key.
+    return tuple([((a == 1) + 16 * (a % 16 == 0) if a in _I32 else ("i64", a % 16 == 0)) if type(a) is int
+                  else (a.dtype, a.data_ptr() & 15 == 0) if isinstance(a, _Tensor)
+                  else type(a) for a in args])
 
 
 def _hooks_installed() -> bool:

@@ -68,20 +68,40 @@ def block_size(n: int) -> tuple[int, int]:
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "convert", "converts", "flat_pattern",
-                 "launchers", "flat_launchers")
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "scalar_pos", "convert", "converts",
+                 "flat_pattern", "launchers", "flat_launchers", "layouts")
 
     def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
         self.out_dtypes = out_dtypes
         self.compute = compute
         self.kinds = kinds
         self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
+        # Scalars reach the kernel as arguments, which Triton specialises when they are integers.
+        self.scalar_pos = [i for i, k in enumerate(kinds) if k in "sv"]
         # Per argument: how its value reaches the kernel (None: as it is).
         self.convert = convert
         self.converts = any(c is not None for c in convert)
         self.flat_pattern = Pattern(kinds, num_outputs, 0)
         self.launchers: dict[tuple, Launcher] = {}
         self.flat_launchers: dict[tuple, Launcher] = {}
+        # Strided calls: (shape, strides) of every operand -> _Layout.
+        self.layouts: dict[tuple, _Layout] = {}
+
+
+class _Layout:
+    """What a strided call decides from its operands' shapes and strides alone, kept per layout:
+    the output's shape and strides, the coalesced sizes and strides, and the launcher."""
+
+    __slots__ = ("shape", "out_strides", "n", "tail", "tail_spec", "grid", "launcher")
+
+    def __init__(self, shape, out_strides, n, tail, grid, launcher):
+        self.shape = shape
+        self.out_strides = out_strides
+        self.n = n
+        self.tail = tail  # the kernel's arguments after the operands: n, sizes, strides
+        self.tail_spec = specialization(tail)
+        self.grid = grid
+        self.launcher = launcher
 
 
 def _as_kernel_scalar(value):
@@ -242,7 +262,8 @@ class PointwiseDynamic:
                     ptrs |= t.data_ptr()
                 # All pointers 16-byte aligned is the common case; otherwise key on each pointer.
                 # (The plan already fixes every dtype and value type.)
-                spec = (n % 16 == 0, n == 1, True) if ptrs & 15 == 0 else specialization(launch_args)
+                spec = (("a16", n % 16 == 0, n == 1, *_scalar_spec(values, plan.scalar_pos)) if ptrs & 15 == 0
+                        else specialization(launch_args))
             launcher(((n + block - 1) // block, 1, 1), launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
 
@@ -254,12 +275,48 @@ class PointwiseDynamic:
         return Launcher(self._kernel(pattern), constexprs, num_warps=warps, **options)
 
     def _run_strided(self, plan: _Plan, args, values, tensors, outs):
+        given = outs is not self._no_outs
+        key = tuple([(t.shape, t.stride()) for t in tensors])
+        if given:
+            key += tuple([(o.shape, o.stride()) if o is not None else None for o in outs])
+        layout = plan.layouts.get(key)
+        if layout is None:
+            layout, reusable = self._layout(plan, args, tensors, outs)
+            if reusable:
+                plan.layouts[key] = layout
+        device_ = tensors[0].device
+        results = []
+        for o, dt in zip(outs, plan.out_dtypes):
+            if o is None:
+                o = (torch.empty(layout.shape, dtype=dt, device=device_) if layout.out_strides is None
+                     else torch.empty_strided(layout.shape, layout.out_strides, dtype=dt, device=device_))
+            results.append(o)
+        if layout.n:
+            launch_args = [*values, *results, *layout.tail]
+            spec = None
+            if not device.interpreter:
+                ptrs = 0
+                for t in tensors:
+                    ptrs |= t.data_ptr()
+                for o in results:
+                    ptrs |= o.data_ptr()
+                spec = (("a16", layout.tail_spec, *_scalar_spec(values, plan.scalar_pos)) if ptrs & 15 == 0
+                        else specialization(launch_args))
+            layout.launcher(layout.grid, launch_args, spec)
+        return results[0] if self.num_outputs == 1 else tuple(results)
+
+    def _layout(self, plan: _Plan, args, tensors, outs) -> tuple[_Layout, bool]:
+        """The layout of a strided call, and whether later calls with the same operand shapes and
+        strides may reuse it (not when a given output had to be resized)."""
         shape = shapes.broadcast_shape([t.shape for t in tensors])
         for o, a in itertools.product(outs, args):
             if o is not None and o is a and tuple(o.shape) != shape:
                 raise RuntimeError(f"output with shape {list(o.shape)} doesn't match the broadcast shape {list(shape)}")
         given = [o for o in outs if o is not None]
+        reusable = True
         for o in given:
+            if tuple(o.shape) != shape:
+                reusable = False
             resize_output(o, shape)
             if not o.is_contiguous() and torch._debug_has_internal_overlap(o) == 1:
                 raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
@@ -269,42 +326,45 @@ class PointwiseDynamic:
         given_strides = [list(o.stride()) for o in given]
         perm = shapes.memory_order(shape, given_strides + in_strides)
         new_strides = shapes.output_strides(shape, perm)
-        results = []
-        for o, dt in zip(outs, plan.out_dtypes):
-            if o is None:
-                o = (torch.empty(shape, dtype=dt, device=tensors[0].device) if new_strides is None
-                     else torch.empty_strided(shape, new_strides, dtype=dt, device=tensors[0].device))
-            results.append(o)
+        out_strides = [list(o.stride()) if o is not None else (new_strides or _contiguous(shape)) for o in outs]
         n = 1
         for s in shape:
             n *= s
+        tail, grid, launcher = [n], None, None
         if n:
-            all_strides = in_strides + [list(o.stride()) for o in results]
-            sizes, strides = shapes.coalesce(shape, perm, all_strides)
+            sizes, strides = shapes.coalesce(shape, perm, in_strides + out_strides)
             if len(sizes) <= 1 and all(not s or s[0] == 1 for s in strides):
                 pattern, sizes, strides = plan.flat_pattern, (), ()
             else:
                 pattern = Pattern(plan.kinds, self.num_outputs, len(sizes))
-            self._launch(plan, pattern, values, results, n, sizes, strides)
-        return results[0] if self.num_outputs == 1 else tuple(results)
-
-    def _launch(self, plan: _Plan, pattern: Pattern, values, results, n, sizes, strides):
-        reach = n
-        if sizes:
-            reach = max([n] + [shapes.max_offset(sizes, s) for s in strides])
-        int64 = reach > _INT32_LIMIT or _force_int64
-        block, warps = block_size(n)
-        lkey = (pattern, block, int64)
-        launcher = plan.launchers.get(lkey)
-        if launcher is None:
-            launcher = plan.launchers[lkey] = self._launcher(plan, pattern, block, warps, int64)
-        launch_args = [*values, *results, n]
-        if sizes:
-            launch_args += sizes
+            reach = n
+            if sizes:
+                reach = max([n] + [shapes.max_offset(sizes, s) for s in strides])
+            int64 = reach > _INT32_LIMIT or _force_int64
+            block, warps = block_size(n)
+            lkey = (pattern, block, int64)
+            launcher = plan.launchers.get(lkey)
+            if launcher is None:
+                launcher = plan.launchers[lkey] = self._launcher(plan, pattern, block, warps, int64)
+            tail += sizes
             for operand in strides:
-                launch_args += operand
-        grid = ((n + block - 1) // block, 1, 1)
-        launcher(grid, launch_args, None if device.interpreter else specialization(launch_args))
+                tail += operand
+            grid = ((n + block - 1) // block, 1, 1)
+        return _Layout(shape, new_strides, n, tail, grid, launcher), reusable
+
+
+def _contiguous(shape) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return strides[::-1]
+
+
+def _scalar_spec(values, positions) -> list:
+    # Triton compiles an integer argument equal to 1 as a constant, and marks one divisible by 16.
+    return [(v == 1, v % 16 == 0, -(2**31) <= v < 2**31) if type(v) is int else None
+            for v in [values[i] for i in positions]]
 
 
 _force_int64 = False
