@@ -186,10 +186,12 @@ def test_fill(dtype):
 
 def test_fill_values_and_errors():
     for dtype, value in [(torch.float16, float("inf")), (torch.float64, 0.1), (torch.int64, -(2**62)),
-                         (torch.uint8, -1), (torch.int32, 1.7), (torch.bool, 0.5)]:
+                         (torch.uint8, -1), (torch.int32, 1.7), (torch.bool, 0.5),
+                         (torch.int64, 123456789.7)]:  # truncated from the double, not from float32
         run("fill_", lambda t, v=value: t.fill_(v), make((3, 4), dtype), upcast=False)
     for dtype, value in [(torch.float16, 65519.0), (torch.int8, 128), (torch.int8, float("nan")),
-                         (torch.float32, 3.5e38), (torch.uint8, 256)]:
+                         (torch.float32, 3.5e38), (torch.uint8, 256),
+                         (torch.uint8, -1.5)]:  # an int wraps into uint8, a float does not
         raises_like_aten(lambda t, v=value: t.fill_(v), make((3,), dtype))
     raises_like_aten(lambda t: t.fill_(torch.ones(2, device=DEVICE)), make((3,), torch.float32))
     expanded = torch.zeros(3, device=DEVICE).expand(2, 3)

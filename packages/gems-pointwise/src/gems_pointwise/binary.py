@@ -16,17 +16,19 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from flag_gems import pointwise_dynamic
+from flag_gems import pointwise_dynamic, promote
 from flag_gems.runtime import device
 from gems_pointwise.overloads import (
     AtenFallback,
     binary_route,
     both_bool,
     both_integral,
+    fits,
     fits_result,
     is_bool,
     is_integral,
 )
+from gems_pointwise.unary import rounded_to
 
 # -- kernels ----------------------------------------------------------------------------------------
 
@@ -59,25 +61,9 @@ def _broadcast(x, y):
 
 
 @triton.jit
-def _rounded(x, DTYPE: tl.constexpr):
-    # x rounded to the half type DTYPE (and back to float32); float32 itself passes through. ATen
-    # divides half types in their own precision, one rounding per step.
-    if DTYPE == tl.bfloat16:
-        # Round to nearest even by hand: the interpreter's float32 -> bfloat16 cast truncates.
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        r = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
-    elif DTYPE == tl.float16:
-        r = x.to(tl.float16).to(tl.float32)
-    else:
-        r = x
-    return r
-
-
-@triton.jit
 def _trunc_div(x, y, DTYPE: tl.constexpr):
     if x.dtype.is_floating():
-        q = libdevice.trunc(_rounded(ieee_div(x, y), DTYPE))
+        q = libdevice.trunc(rounded_to(ieee_div(x, y), DTYPE))
     else:
         q = x // y
     return q
@@ -89,12 +75,12 @@ def _floor_div(x, y, DTYPE: tl.constexpr):
         # Python's float floor division, step by step as ATen computes it (exact where floor(x / y)
         # is not).
         x, y = _broadcast(x, y)
-        quotient = _rounded(ieee_div(x, y), DTYPE)
+        quotient = rounded_to(ieee_div(x, y), DTYPE)
         mod = libdevice.fmod(x, y)
-        div = _rounded(ieee_div(_rounded(x - mod, DTYPE), y), DTYPE)
-        div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), _rounded(div - 1, DTYPE), div)
+        div = rounded_to(ieee_div(rounded_to(x - mod, DTYPE), y), DTYPE)
+        div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, DTYPE), div)
         floored = libdevice.floor(div)
-        floored = tl.where(_rounded(div - floored, DTYPE) > 0.5, _rounded(floored + 1, DTYPE), floored)
+        floored = tl.where(rounded_to(div - floored, DTYPE) > 0.5, rounded_to(floored + 1, DTYPE), floored)
         floored = tl.where(div == 0, libdevice.copysign(div * 0, quotient), floored)
         q = tl.where(y == 0, quotient, floored)
     else:
@@ -435,6 +421,14 @@ def _alpha_ok(x, y, alpha) -> bool:
     return type(alpha) is int
 
 
+def _alpha_fits(alpha, x, y) -> bool:
+    # ATen converts alpha to the result dtype on CPU, and on CUDA to the type it computes in (float32
+    # for half types): 1e6 overflows float16 only on CPU.
+    if device.interpreter:
+        return fits_result(alpha, x, y)
+    return fits(alpha, promote(x, y, alpha)[0])
+
+
 def add(self, other, alpha=1):
     """self + alpha * other."""
     if type(alpha) is int and alpha == 1:
@@ -445,7 +439,7 @@ def add(self, other, alpha=1):
         return (add_kernel, (self, other)) if alpha else None
     if alpha == 1:
         return add_kernel, (self, other)
-    if not fits_result(alpha, self, other):
+    if not _alpha_fits(alpha, self, other):
         return None
     return add_alpha_kernel, (self, other, alpha)
 
@@ -456,7 +450,7 @@ def sub(self, other, alpha=1):
         return None
     if alpha == 1:
         return sub_kernel, (self, other)
-    if not fits_result(alpha, self, other):
+    if not _alpha_fits(alpha, self, other):
         return None
     return sub_alpha_kernel, (self, other, alpha)
 

@@ -35,6 +35,14 @@ def copy_through_float32_kernel(x):
     return x.to(tl.float32)
 
 
+@pointwise_dynamic(promotion_methods=[(0, "ALWAYS_BOOL")])
+@triton.jit
+def copy_through_int64_kernel(x):
+    # ATen converts floats to uint8 through int64 (c10's static_cast_with_inter_type), so negative
+    # values wrap (-1.0 -> 255); a direct cast saturates them to 0 on the GPU.
+    return x.to(tl.int64)
+
+
 _DEVICE_TYPE = flag_gems.device
 _ATEN_TO_COPY = AtenFallback("_to_copy")
 _ATEN_COPY = AtenFallback("copy_")
@@ -45,6 +53,8 @@ _NARROW_SOURCES = (torch.float32, torch.float16, torch.bfloat16)
 def _copy_kernel(src_dtype: torch.dtype, dst_dtype: torch.dtype):
     if dst_dtype in _HALF and src_dtype not in _NARROW_SOURCES:
         return copy_through_float32_kernel
+    if dst_dtype is torch.uint8 and src_dtype.is_floating_point:
+        return copy_through_int64_kernel
     return copy_kernel
 
 

@@ -113,10 +113,10 @@ def _functional(route: Route, fallback: AtenFallback, dtypes) -> Callable:
     return op
 
 
-def _inplace(route: Route, fallback: AtenFallback, dtypes) -> Callable:
+def _inplace(route: Route, fallback: AtenFallback, dtypes, inplace_ok: Callable | None) -> Callable:
     def op(self, *args, **kwargs):
         state = _check((self, *args), dtypes)
-        if state and (not _ON_GPU or self.is_cuda):
+        if state and (not _ON_GPU or self.is_cuda) and (inplace_ok is None or inplace_ok(self, *args)):
             call = route(self, *args, **kwargs)
             if call is not None:
                 kernel, kernel_args = call
@@ -165,12 +165,13 @@ def _overload_names(packet_name: str) -> list[str]:
 
 
 def elementwise(packets: Iterable[str] | str, route: Route, dtypes=ALL,
-                out_ok: Callable | None = None) -> list[OpImpl]:
+                out_ok: Callable | None = None, inplace_ok: Callable | None = None) -> list[OpImpl]:
     """OpImpls for every overload of the ATen ``packets`` ("add" and "add_", say) that the running
     torch has and that is not CompositeImplicitAutograd, all computed by ``route``.
 
     ``dtypes``: the tensor dtypes the route handles (others go to ATen). ``out_ok(out, *args)``: for
     ops whose ``out=`` ATen restricts beyond a cast (``where`` wants the result dtype exactly).
+    ``inplace_ok(self, *args)``: the same for the in-place overloads (False: ATen computes or raises).
     """
     if isinstance(packets, str):
         packets = (packets, packets + "_")
@@ -182,7 +183,7 @@ def elementwise(packets: Iterable[str] | str, route: Route, dtypes=ALL,
             if any(a.is_out for a in schema.arguments):
                 fn = _out(route, fallback, dtypes, out_ok)
             elif schema.arguments[0].alias_info is not None and schema.arguments[0].alias_info.is_write:
-                fn = _inplace(route, fallback, dtypes)
+                fn = _inplace(route, fallback, dtypes, inplace_ok)
             else:
                 fn = _functional(route, fallback, dtypes)
             fn.__name__ = fn.__qualname__ = name.replace(".", "_")
@@ -204,7 +205,8 @@ def fits(value, dtype: torch.dtype) -> bool:
     if isinstance(value, float) and not math.isfinite(value):
         return False
     info = torch.iinfo(dtype)
-    low = -info.max if info.min == 0 else info.min
+    # an integer may wrap into an unsigned type (-1 is 255 for uint8); a float may not
+    low = -info.max if info.min == 0 and not isinstance(value, float) else info.min
     return low <= value <= info.max
 
 
@@ -240,6 +242,21 @@ def both_bool(x, y) -> bool:
 def both_integral(x, y) -> bool:
     """Both operands integer or bool (tensors or Python numbers)."""
     return is_integral(x) and is_integral(y)
+
+
+def computes_in_output_dtype(out, *args) -> bool:
+    """Whether ``out`` (an out= or in-place self) has the dtype the op over ``args`` computes in.
+
+    For ops whose CUDA kernel computes in the output's dtype (bitwise and shift ops dispatch on it):
+    ATen on CUDA raises for a float output and narrows the operands to a narrower one; ATen on CPU
+    computes in the operands' dtype and casts. Elsewhere ATen decides.
+    """
+    return out.dtype == promote(*args)[1]
+
+
+def inplace_computes_in_own_dtype(self, *args) -> bool:
+    """:func:`computes_in_output_dtype` for an in-place ``self``."""
+    return computes_in_output_dtype(self, self, *args)
 
 
 def binary_route(kernel, doc: str, refuse: Callable | None = None) -> Route:

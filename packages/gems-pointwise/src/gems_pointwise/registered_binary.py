@@ -10,13 +10,24 @@ from __future__ import annotations
 import torch
 
 from flag_gems import OpImpl
+from flag_gems.runtime import device
 
 
 def ops() -> list[OpImpl]:
     from gems_pointwise import binary, compare, conversion, ternary
-    from gems_pointwise.overloads import ALL, FLOATS, INTEGERS, NUMBERS, elementwise
+    from gems_pointwise.overloads import (
+        ALL,
+        FLOATS,
+        INTEGERS,
+        NUMBERS,
+        computes_in_output_dtype,
+        elementwise,
+        inplace_computes_in_own_dtype,
+    )
 
     bits = INTEGERS | {torch.bool}
+    # ATen's CUDA bitwise and shift kernels compute in the output's dtype: other outputs go to ATen.
+    bit_outputs = () if device.interpreter else (computes_in_output_dtype, inplace_computes_in_own_dtype)
     table = [
         ("add", binary.add, ALL),
         ("sub", binary.sub, NUMBERS),
@@ -52,11 +63,13 @@ def ops() -> list[OpImpl]:
         ("logical_and", compare.logical_and, ALL),
         ("logical_or", compare.logical_or, ALL),
         ("logical_xor", compare.logical_xor, ALL),
-        ("bitwise_and", compare.bitwise_and, bits),
-        ("bitwise_or", compare.bitwise_or, bits),
-        ("bitwise_xor", compare.bitwise_xor, bits),
-        (("bitwise_left_shift", "bitwise_left_shift_", "__lshift__", "__ilshift__"), compare.left_shift, bits),
-        (("bitwise_right_shift", "bitwise_right_shift_", "__rshift__", "__irshift__"), compare.right_shift, bits),
+        ("bitwise_and", compare.bitwise_and, bits, *bit_outputs),
+        ("bitwise_or", compare.bitwise_or, bits, *bit_outputs),
+        ("bitwise_xor", compare.bitwise_xor, bits, *bit_outputs),
+        (("bitwise_left_shift", "bitwise_left_shift_", "__lshift__", "__ilshift__"), compare.left_shift, bits,
+         *bit_outputs),
+        (("bitwise_right_shift", "bitwise_right_shift_", "__rshift__", "__irshift__"), compare.right_shift, bits,
+         *bit_outputs),
         ("addcmul", ternary.addcmul, ALL),
         ("addcdiv", ternary.addcdiv, ALL),
         ("lerp", ternary.lerp, FLOATS),
@@ -64,10 +77,10 @@ def ops() -> list[OpImpl]:
         ("clamp_min", ternary.clamp_min, ALL),
         ("clamp_max", ternary.clamp_max, ALL),
         (("where",), ternary.where, ALL, ternary.where_out_ok),
-        ("masked_fill", ternary.masked_fill, ALL),
+        ("masked_fill", ternary.masked_fill, ALL, None, ternary.masked_fill_inplace_ok),
         (("fill", "fill_"), ternary.fill, ALL),
     ]
-    impls = [impl for packets, route, dtypes, *out_ok in table for impl in elementwise(packets, route, dtypes, *out_ok)]
+    impls = [impl for packets, route, dtypes, *checks in table for impl in elementwise(packets, route, dtypes, *checks)]
     impls += [OpImpl("_to_copy", conversion.to_copy), OpImpl("copy_", conversion.copy_)]
     return impls
 

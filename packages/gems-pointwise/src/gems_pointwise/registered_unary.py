@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from flag_gems import OpImpl, aten_kernel, aten_names
+from flag_gems.runtime import device
 
 FLOAT = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 INT = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
 BOOL = frozenset({torch.bool})
 REAL = FLOAT | INT | BOOL
+HALF = frozenset({torch.float16, torch.bfloat16})
 
 
 def _servable(name: str) -> bool:
@@ -111,11 +113,14 @@ def _rows():
     float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
         "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
         "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc",
-        "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg", "angle",
+        "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg",
     ]
+    on_cuda = not device.interpreter
     rows = [(name, getattr(un, f"{name}_kernel"), REAL, {}) for name in float_ops]
     rows += [
-        ("abs", un.abs_kernel, FLOAT | INT, {}),  # ATen refuses bool
+        # ATen's CUDA kernels: angle has none for half types, abs takes bool (the CPU ones: the reverse)
+        ("angle", un.angle_kernel, REAL - HALF if on_cuda else REAL, {}),
+        ("abs", un.abs_kernel, FLOAT | INT | BOOL if on_cuda else FLOAT | INT, {}),
         ("neg", un.neg_kernel, FLOAT | INT, {}),
         ("sign", un.sign_kernel, REAL, {}),
         ("sgn", un.sign_kernel, REAL, {}),

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import pointwise_dynamic
+from flag_gems.runtime import device
 from gems_pointwise.binary import ieee_div
 from gems_pointwise.overloads import fits, fits_result, is_bool, is_integral
 
@@ -54,6 +55,13 @@ def clamp_min_kernel(x, low):
 @triton.jit
 def clamp_max_kernel(x, high):
     return tl.minimum(x, high, propagate_nan=tl.PropagateNan.ALL)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def clamp_nan_bound_kernel(x, bound):
+    # CUDA's clamp with one scalar bound takes fmax/fmin of x and the bound: a NaN bound leaves x.
+    return x
 
 
 @pointwise_dynamic(promotion_methods=[(1, 2, "NO_OPMATH")])
@@ -116,8 +124,19 @@ def _bound_ok(bound, self, other) -> bool:
     return bound is None or isinstance(bound, torch.Tensor) or (_number(bound) and fits_result(bound, self, other))
 
 
+def _nan(bound) -> bool:
+    return type(bound) is float and bound != bound
+
+
 def clamp(self, min=None, max=None):
-    """self limited to [min, max] (either may be None); NaN in any operand gives NaN."""
+    """self limited to [min, max] (either may be None); NaN in any operand gives NaN, except a lone
+    NaN scalar bound on CUDA, which ATen's kernel ignores there."""
+    if not device.interpreter and (min is None) != (max is None) and _nan(max if min is None else min):
+        return clamp_nan_bound_kernel, (self, max if min is None else min)
+    return _clamp(self, min, max)
+
+
+def _clamp(self, min, max):
     if not _bound_ok(min, self, max) or not _bound_ok(max, self, min):
         return None
     if is_bool(self) and (min is None or is_bool(min)) and (max is None or is_bool(max)):
@@ -133,13 +152,13 @@ def clamp(self, min=None, max=None):
 
 
 def clamp_min(self, min):
-    """max(self, min), NaN-propagating."""
-    return clamp(self, min, None) if min is not None else None
+    """max(self, min), NaN-propagating (ATen fills with a NaN min on every device)."""
+    return _clamp(self, min, None) if min is not None else None
 
 
 def clamp_max(self, max):
-    """min(self, max), NaN-propagating."""
-    return clamp(self, None, max) if max is not None else None
+    """min(self, max), NaN-propagating (ATen fills with a NaN max on every device)."""
+    return _clamp(self, None, max) if max is not None else None
 
 
 def where(condition, self, other):
@@ -162,7 +181,16 @@ def _fill_value(value, dtype):
         value = value.item()
     if not _number(value) or not fits(value, dtype):
         return None
+    if type(value) is float and not dtype.is_floating_point and dtype is not torch.bool:
+        return int(value)  # truncated here, as ATen does: a float would reach the kernel as float32
     return value
+
+
+def masked_fill_inplace_ok(self, mask, value) -> bool:
+    """masked_fill_ broadcasts mask to self, never self: ATen raises otherwise (its own message on
+    each device)."""
+    offset = self.dim() - mask.dim()
+    return offset >= 0 and all(n == 1 or n == self.shape[offset + d] for d, n in enumerate(mask.shape))
 
 
 def masked_fill(self, mask, value):

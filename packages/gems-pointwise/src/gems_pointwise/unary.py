@@ -18,6 +18,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
+from flag_gems.runtime import device
 
 
 # -- shared device helpers -------------------------------------------------------------------------
@@ -40,6 +41,22 @@ def sqrt_rn(x):
 
 
 @triton.jit
+def rounded_to(x, DTYPE: tl.constexpr):
+    """float32 ``x`` rounded to the half type ``DTYPE`` (and back to float32); float32 passes through.
+    ATen computes some ops on half types in their own precision, one rounding per step."""
+    if DTYPE == tl.bfloat16:
+        # Round to nearest even by hand: the interpreter's float32 -> bfloat16 cast truncates.
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        r = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
+    elif DTYPE == tl.float16:
+        r = x.to(tl.float16).to(tl.float32)
+    else:
+        r = x
+    return r
+
+
+@triton.jit
 def sigmoid(x):
     """``1 / (1 + exp(-x))``, ATen's formula."""
     return div_rn(1.0, 1.0 + libdevice.exp(-x))
@@ -53,7 +70,10 @@ def _unary(kind: str):
 @_unary("COMPLEX_TO_FLOAT")
 @triton.jit
 def abs_kernel(x):
-    return tl.abs(x)
+    if x.dtype == tl.int1:
+        return x  # ATen's CUDA kernel takes bool (its CPU kernel refuses it)
+    else:
+        return tl.abs(x)
 
 
 @_unary("DEFAULT")
@@ -224,7 +244,8 @@ def lgamma_kernel(x):
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def i0_kernel(x):
-    return libdevice.cyl_bessel_i0(x)
+    # ATen computes exp(|x|) * series / sqrt(|x|): NaN at +-inf, where libdevice gives inf.
+    return tl.where(tl.abs(x) == float("inf"), float("nan"), libdevice.cyl_bessel_i0(x))
 
 
 @_unary("INT_TO_FLOAT")
@@ -349,16 +370,52 @@ def round_kernel(x):
         return x
 
 
+@triton.jit
+def _round_scaled(x, scale, DTYPE: tl.constexpr):
+    # nearbyint(x * scale) / scale; with a half type DTYPE the product rounds to it first.
+    return div_rn(libdevice.nearbyint(rounded_to(x * scale, DTYPE)), tl.zeros_like(x) + scale)
+
+
+@triton.jit
+def _round_coarse(x, scale, DTYPE: tl.constexpr):
+    # nearbyint(x / scale) * scale; with a half type DTYPE the quotient rounds to it first.
+    return libdevice.nearbyint(rounded_to(div_rn(x, tl.zeros_like(x) + scale), DTYPE)) * scale
+
+
 @pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
 @triton.jit
 def round_scaled_kernel(x, scale):
-    return div_rn(libdevice.nearbyint(x * scale), tl.zeros_like(x) + scale)
+    return _round_scaled(x, scale, tl.float32)
 
 
 @pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
 @triton.jit
 def round_coarse_kernel(x, scale):
-    return libdevice.nearbyint(div_rn(x, tl.zeros_like(x) + scale)) * scale
+    return _round_coarse(x, scale, tl.float32)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def round_scaled_float16_kernel(x, scale):
+    return _round_scaled(x, scale, tl.float16)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def round_coarse_float16_kernel(x, scale):
+    return _round_coarse(x, scale, tl.float16)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def round_scaled_bfloat16_kernel(x, scale):
+    return _round_scaled(x, scale, tl.bfloat16)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def round_coarse_bfloat16_kernel(x, scale):
+    return _round_coarse(x, scale, tl.bfloat16)
 
 
 @_unary("DEFAULT")
@@ -518,14 +575,24 @@ def storage_scalars(dtype: torch.dtype, *values):
 
 
 # -- launchers -------------------------------------------------------------------------------------
+_ROUND_IN_HALF_TYPE = {torch.float16: (round_scaled_float16_kernel, round_coarse_float16_kernel),
+                       torch.bfloat16: (round_scaled_bfloat16_kernel, round_coarse_bfloat16_kernel)}
+
+
 def round_decimals(x, *, decimals: int, out0=None):
-    """``round(x, decimals=...)``: ATen scales by ``10**|decimals|`` in the opmath type."""
+    """``round(x, decimals=...)``: ATen scales by ``10**|decimals|``, on CPU in the opmath type, on
+    CUDA in the tensor's own dtype (for half types, the scale and each product or quotient round to it)."""
     digits = abs(decimals)
-    scale = opmath_scalar(10.0 ** digits if digits <= 308 else math.inf, x.dtype)
+    ten_pow = 10.0 ** digits if digits <= 308 else math.inf
+    if x.dtype in _ROUND_IN_HALF_TYPE and not device.interpreter:
+        scale = _half_rounded(_to_float32(ten_pow), x.dtype)  # static_cast<Half>(double) goes through float
+        scaled, coarse = _ROUND_IN_HALF_TYPE[x.dtype]
+    else:
+        scale = opmath_scalar(ten_pow, x.dtype)
+        scaled, coarse = round_scaled_kernel, round_coarse_kernel
     if scale is None:
         return NotImplemented
-    kernel = round_scaled_kernel if decimals >= 0 else round_coarse_kernel
-    return kernel(x, scale, out0=out0)
+    return (scaled if decimals >= 0 else coarse)(x, scale, out0=out0)
 
 
 def nan_to_num(x, nan=None, posinf=None, neginf=None, out0=None):
