@@ -4,6 +4,12 @@ Rows of up to ``MAX_ROW`` elements are sorted in registers by ``tl.sort``: each 
 int64 key, (order-preserving value bits << 32) | position, so that one sort orders by value and
 breaks ties by position (a stable sort; NaN after +inf, -0.0 equal to 0.0, as ATen). Values are then
 read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen.
+
+On the GPU rows stop at ``GPU_MAX_ROW``: a (4096, 4096) float32 kthvalue came back wrong in every row
+there while short rows are right, so longer rows take ATen's answer rather than an unproven one.
+``mode`` counts runs of equal values with a scan and no ``tl.gather``: with neighbours fetched by
+``tl.gather`` its values were wrong on the GPU for rows whose sort was right (kthvalue of the same
+rows), the known weak spot being gathers of tensors smaller than the program's threads.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from gems_reduction.rows import lanes
 
 #: Longest row sorted in registers; longer ones go to ATen.
 MAX_ROW = 4096
+#: The same on a GPU, where rows of 4096 were seen sorted wrongly (see the module docstring).
+GPU_MAX_ROW = 1024
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
 _SORTABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.uint8, torch.int8, torch.int16,
@@ -63,8 +71,11 @@ def _at(tile, r, pos):
 
 
 @triton.jit
-def _running_max(a, b):
-    return tl.maximum(a, b)
+def _run_start(a, b):
+    """Scan combine over sorted (value bits << 32 | position): ``a`` while the value repeats, else ``b``.
+
+    Associative because the values are sorted: equal values at both ends of a span mean one run."""
+    return tl.where((a >> 32) == (b >> 32), a, b)
 
 
 @triton.jit
@@ -91,16 +102,14 @@ def _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, keys, mask, lane_off, lan
                 else:
                     pos = tl.maximum(R - nans - 1, 0) // 2
         else:
-            value_keys = keys >> 32
-            prev = tl.gather(value_keys, tl.maximum(r - 1, 0)[None, :] + tl.zeros_like(order), 1)
-            nxt = tl.gather(value_keys, tl.minimum(r + 1, R - 1)[None, :] + tl.zeros_like(order), 1)
-            starts = (r[None, :] == 0) | (value_keys != prev)
-            ends = (r[None, :] == R - 1) | (value_keys != nxt)
-            start_pos = tl.associative_scan(tl.where(starts, r[None, :], 0), 1, _running_max)
-            counts = tl.where(ends & mask, r[None, :] - start_pos + 1, 0)
+            # Equal values are adjacent once sorted: a scan carries each run's first sorted position,
+            # packed under the value bits, along the run (no tl.gather: see the module docstring).
+            run = tl.associative_scan(((keys >> 32) << 32) | r[None, :].to(tl.int64), 1, _run_start)
+            counts = tl.where(mask, r[None, :] - (run & 0xFFFFFFFF).to(r.dtype) + 1, 0)
             best = tl.max(counts, 1)
-            # The smallest value among the most frequent, at its last position (ATen's choice).
-            pos = tl.min(tl.where((counts == best[:, None]) & ends, r[None, :], BLOCK_R), 1)
+            # The first position reaching the top count ends the smallest most frequent value's run:
+            # that value at its last position (ATen's choice).
+            pos = tl.min(tl.where(counts == best[:, None], r[None, :], BLOCK_R), 1)
         index = _at(order, r, pos)
         value = tl.load(x_ptr + lane_off + index * r_stride, mask=lane_mask, other=0)
         tl.store(values_ptr + out_off, value, mask=lane_mask)
@@ -158,7 +167,7 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
         return NotImplemented
     d = dims[0] if dims else 0
     length = x.shape[d] if x.dim() else 1
-    if length > MAX_ROW or length == 0 or x.numel() == 0:
+    if length > (MAX_ROW if device.interpreter else GPU_MAX_ROW) or length == 0 or x.numel() == 0:
         return NotImplemented
     if values is not None and (values.dtype != x.dtype or indices.dtype != torch.int64):
         return NotImplemented
