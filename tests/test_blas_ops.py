@@ -142,6 +142,51 @@ def test_split_k_is_deterministic():
     assert torch.equal(first, second)
 
 
+def _off_alignment(t):
+    """``t``'s values in a tensor of the same strides one element past a 16-byte aligned address."""
+    flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    moved = flat[1:].view(t.shape)
+    moved.copy_(t)
+    assert moved.data_ptr() % 16 != 0
+    return moved
+
+
+# Calls the op caches plan once: a tiny product, a split-K product, a decoding step's F.linear (one row
+# times a transposed weight: the matrix-vector kernel, K split), a batched one, and addmm / baddbmm with
+# alpha = 0 (no product at all) beside alpha != 0.
+CACHED_CALLS = {
+    "mm": ("mm", lambda x, y, z: torch.mm(x, y), (16, 16), (16, 16), None),
+    "mm_split": ("mm", lambda x, y, z: torch.mm(x, y), (16, 2048), (2048, 128), None),
+    "linear": ("mm", lambda x, y, z: torch.nn.functional.linear(x, y), (1, 2048), (48, 2048), None),
+    "addmm_alpha0": ("addmm", lambda x, y, z: torch.addmm(z, x, y, beta=0.5, alpha=0), (24, 56), (56, 40), (40,)),
+    "addmm": ("addmm", lambda x, y, z: torch.addmm(z, x, y, beta=0.5, alpha=2), (24, 56), (56, 40), (40,)),
+    "bmm": ("bmm", lambda x, y, z: torch.bmm(x, y), (3, 20, 30), (3, 30, 10), None),
+    "baddbmm": ("baddbmm", lambda x, y, z: torch.baddbmm(z, x, y, alpha=-1), (3, 20, 30), (3, 30, 10), (10,)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_calls_alternating_shapes_and_alignment(dtype):
+    # Every call after the first of its key skips planning; keys must tell apart what the kernels were
+    # planned and compiled for: here shapes, alpha = 0 and operands off 16-byte alignment alternate.
+    cases = {name: (op, fn, _rand(x, dtype), _rand(y, dtype), None if z is None else _rand(z, dtype))
+             for name, (op, fn, x, y, z) in CACHED_CALLS.items()}
+    held = []
+    for _ in range(2):
+        for op, fn, x, y, z in cases.values():
+            x64, y64 = _refs(x, y)
+            ref = fn(x64, y64, None if z is None else to_reference(z, upcast=True))
+            for aligned in (True, False):
+                args = (x, y, z) if aligned else [None if t is None else _off_alignment(t) for t in (x, y, z)]
+                with served(op, families=BLAS):
+                    res = fn(*args)
+                _check(res, ref, ref, dtype, x.shape[-1])
+        held.append(set(mm_module.op_calls))
+    assert held[1] == held[0], "the second round found every call planned"
+    mm_keys = [key for key in held[1] if key[0] == "mm" and key[1] is dtype]
+    assert len(mm_keys) >= 6 and {key[-1] for key in mm_keys} == {True, False}
+
+
 @pytest.mark.parametrize("m, n, k", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
 def test_mm_empty_and_k0(m, n, k):
     a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32)

@@ -93,9 +93,10 @@ def tune_shape(shape: str, pclass: str, budget: float) -> dict:
         try:
             plan = mm.plan_for(kind, config, dtype, pclass == "tf32", dev, batch, m, n, k, a_row_major,
                                b_row_major, out_desc, False)
+            call = mm.planned_call(plan, kind, out, a, b, None, batch, m, n, k, sa, sb, so, None)
 
             def run():
-                mm.run_plan(plan, out, a, b, None, 1.0, 0.0, batch, m, n, k, sa, sb, so, None, kind)
+                call(out, a, b, None, 1.0, 0.0)
 
             out.fill_(float("nan"))
             run()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from flag_gems import aten_kernel
-from gems_blas.mm import matmul, mm_into, unit_stride
-from gems_blas.operands import FLOATS, broadcast_strides, finish_out, prepare_out, real_scalar
+from gems_blas.mm import first_call, mm_into, op_calls, product_call, unit_stride
+from gems_blas.operands import FLOATS, allow_tf32, broadcast_strides, finish_out, prepare_out, real_scalar
 
 
 def _takes(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -18,19 +18,37 @@ def _shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int]:
     return a.shape[0], a.shape[1], b.shape[2]
 
 
-def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
-              alpha=1.0, beta=0.0, sd: tuple | None = None) -> torch.Tensor:
+def _bmm_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+              alpha=1.0, beta=0.0, sd: tuple | None = None) -> tuple:
+    # (call, a, b) as ``mm.mm_call``, for 3-D operands.
     a = unit_stride(a)
     b = unit_stride(b)
     batch, m, k = a.shape
-    return matmul(out, a, b, bias, alpha, beta, batch, m, b.shape[2], k, a.stride(), b.stride(), out.stride(), sd)
+    return product_call(out, a, b, bias, alpha, beta, batch, m, b.shape[2], k, a.stride(), b.stride(), out.stride(),
+                        sd)
+
+
+def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+              alpha=1.0, beta=0.0, sd: tuple | None = None) -> torch.Tensor:
+    call, a, b = _bmm_call(out, a, b, bias, alpha, beta, sd)
+    call(out, a, b, bias, float(alpha), float(beta))
+    return out
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """aten::bmm"""
+    key = ("bmm", a.dtype, b.dtype, a.shape, b.shape, a.stride(), b.stride(), a.get_device(), b.get_device(),
+           allow_tf32(), a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0)
+    entry = op_calls.get(key)
+    if entry is not None:
+        shape, dtype, dev, call = entry
+        out = torch.empty(shape, dtype=dtype, device=dev)
+        call(out, a, b, None, 1.0, 0.0)
+        return out
     if not _takes(a, b):
         return aten_kernel("bmm")(a, b)
-    return _bmm_into(torch.empty(_shape(a, b), dtype=a.dtype, device=a.device), a, b)
+    out = torch.empty(_shape(a, b), dtype=a.dtype, device=a.device)
+    return first_call(key, out, _bmm_call(out, a, b), a, b, None, 1.0, 0.0)
 
 
 def bmm_out(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
@@ -51,11 +69,21 @@ def _baddbmm_strides(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta,
 
 def baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta=1, alpha=1) -> torch.Tensor:
     """aten::baddbmm"""
+    key = ("baddbmm", a.dtype, b.dtype, bias.dtype, a.shape, b.shape, bias.shape, a.stride(), b.stride(),
+           bias.stride(), a.get_device(), b.get_device(), bias.get_device(), allow_tf32(), type(alpha), type(beta),
+           alpha == 0, beta == 0, a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0, bias.data_ptr() % 16 == 0)
+    entry = op_calls.get(key)
+    if entry is not None:
+        shape, dtype, dev, call = entry
+        out = torch.empty(shape, dtype=dtype, device=dev)
+        call(out, a, b, bias if beta != 0 else None, float(alpha), float(beta))
+        return out
     sd = _baddbmm_strides(bias, a, b, beta, alpha)
     if sd is None:
         return aten_kernel("baddbmm")(bias, a, b, beta=beta, alpha=alpha)
     out = torch.empty(_shape(a, b), dtype=a.dtype, device=a.device)
-    return _bmm_into(out, a, b, bias if beta != 0 else None, alpha, beta, sd)
+    used = bias if beta != 0 else None
+    return first_call(key, out, _bmm_call(out, a, b, used, alpha, beta, sd), a, b, used, float(alpha), float(beta))
 
 
 def baddbmm_out(bias, a, b, *, beta=1, alpha=1, out: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The last pass of split products: sum fp32 partial results in a fixed order, then scale and add the bias.
 
-``finish`` writes out = alpha * sum_s partials[s] + beta * bias over a batch of (M x N) outputs. It serves
-split-K matrix products, split matrix-vector products and, with no partials at all, products with K = 0
-or alpha = 0 (out = beta * bias, or zeros).
+``finish_launch`` plans the launch that writes out = alpha * sum_s partials[s] + beta * bias over a batch of
+(M x N) outputs. It serves split-K matrix products, split matrix-vector products and, with no partials at
+all, products with K = 0 or alpha = 0 (out = beta * bias, or zeros).
 One program sums whole columns of partials in order, so results do not depend on scheduling (no atomics).
 """
 
@@ -14,7 +14,7 @@ import triton.language as tl
 
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
-from gems_blas.operands import spec_key
+from gems_blas.operands import PlannedLaunch
 
 
 @triton.jit(do_not_specialize=["S", "TOTAL", "MN", "N", "stride_ps", "alpha", "beta"])
@@ -42,16 +42,15 @@ def finish_kernel(p_ptr, c_ptr, d_ptr, S, TOTAL, MN, N, stride_ps,
 _launchers: dict[tuple, Launcher] = {}
 
 
-def finish(out: torch.Tensor, partials, splits: int, bias, alpha: float, beta: float,
-           batch: int, m: int, n: int, out_strides, bias_strides) -> None:
-    """out[b] = alpha * sum(partials[s, b] for s < splits) + beta * bias[b] for b < batch.
+def finish_launch(out: torch.Tensor, partials: torch.Tensor | None, splits: int, bias: torch.Tensor | None,
+                  batch: int, m: int, n: int, out_strides: tuple, bias_strides: tuple | None) -> PlannedLaunch:
+    """The launch that writes out[b] = alpha * sum(partials[s, b] for s < splits) + beta * bias[b] for
+    b < batch (batch * m * n > 0); it takes (partials, out, bias) — out for a missing one — then alpha, beta.
 
-    ``partials`` is a contiguous fp32 tensor (splits, batch, m, n) or None when ``splits`` is 0;
+    ``partials`` holds contiguous fp32 slices (splits, batch, m, n), or is None when ``splits`` is 0;
     ``bias`` may be None (then beta is ignored, so NaN in an unused bias never shows).
     """
     total = batch * m * n
-    if total == 0:
-        return
     block = 4096 if device.interpreter else 1024
     has_bias = bias is not None
     key = (block, has_bias)
@@ -61,6 +60,5 @@ def finish(out: torch.Tensor, partials, splits: int, bias, alpha: float, beta: f
     p = partials if partials is not None else out
     d = bias if has_bias else out
     sd = bias_strides if has_bias else (0, 0, 0)
-    args = [p, out, d, splits, total, m * n, n, total, *out_strides, *sd, float(alpha), float(beta)]
-    spec = None if device.interpreter else spec_key((p.dtype, out.dtype, d.dtype), (p, out, d), args[3:-2])
-    launcher((triton.cdiv(total, block), 1, 1), args, spec)
+    return PlannedLaunch(launcher, (triton.cdiv(total, block), 1, 1), (p, out, d),
+                         (splits, total, m * n, n, total, *out_strides, *sd))

@@ -7,8 +7,10 @@ accumulation (fp16/bf16 on the tensor cores; fp32 as full fp32, or tf32 when tor
 - ``mm_tiled_kernel`` (the interpreter, older GPUs, operands a descriptor cannot address): one program per
   tile, pointer arithmetic over any strides.
 Either may split K over programs (few output tiles, long K): each slice then writes an fp32 partial
-product and ``epilogue.finish`` sums the slices in a fixed order, so results are deterministic.
+product and the finish kernel of ``epilogue`` sums the slices in a fixed order, so results are deterministic.
 Products with one row or one column go to the matrix-vector kernel, which streams the matrix once.
+All of that is decided once per call key: a later call with the same key finds a ``ProductCall`` with its
+launches' grids, integer arguments and compiled specialisations fixed, and only allocates and launches.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from collections.abc import Iterator
 import torch
 import triton
 import triton.language as tl
-from triton.runtime import _allocation
 
 from flag_gems import aten_kernel
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
-from gems_blas import autotune, epilogue, heuristics, mv
-from gems_blas.operands import FLOATS, allow_tf32, finish_out, prepare_out, spec_key
+from gems_blas import autotune, epilogue, heuristics, mv, workspace
+from gems_blas.operands import FLOATS, PlannedLaunch, ProductCall, allow_tf32, finish_out, prepare_out, remember
 
 _NO_SPECIALIZE = ["B", "K_TILES", "SPLITS", "alpha", "beta", "NUM_PROGRAMS"]
 # Descriptors take operand shapes and strides at run time: specialising on them (only N matters, for the
@@ -211,7 +212,9 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
 # -- launcher ---------------------------------------------------------------------------------------------
 _launchers: dict[tuple, Launcher] = {}
 _plans: dict[tuple, _Plan] = {}
-_PLAN_CACHE_LIMIT = 4096
+# Calls of ``matmul`` by their key (see ``product_call``), and of the ATen ops by theirs (see "ATen ops").
+_calls: dict[tuple, ProductCall] = {}
+op_calls: dict[tuple, tuple] = {}
 # Tests on the interpreter force the Hopper kernel ("tma") or the pointer kernel ("tiled").
 _forced_kernel: str | None = None
 
@@ -286,17 +289,6 @@ def operands_for(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: int,
     return kind, a, b, sa, sb, a_row_major, b_row_major
 
 
-def _ensure_allocator() -> None:
-    # Device-side descriptors live in a per-launch scratch buffer that Triton asks an allocator for. The
-    # allocator is a context variable, so each thread (autograd's too) needs it set.
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
-        triton.set_allocator(_scratch)
-
-
-def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
 # Shared memory a Hopper program may use (227 KB), less a little for barriers.
 _SMEM_LIMIT = 232448 - 1024
 
@@ -360,35 +352,59 @@ def matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tens
     (0 where broadcast). Each operand must have a unit stride along one of its two matrix dimensions.
     ``bias`` is None when beta is 0: ATen then ignores the input, NaN and Inf included.
     """
+    call, a, b = product_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd)
+    call(out, a, b, bias, float(alpha), float(beta))
+    return out
+
+
+def product_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, alpha, beta,
+                 batch: int, m: int, n: int, k: int, sa: tuple, sb: tuple, so: tuple,
+                 sd: tuple | None) -> tuple[ProductCall, torch.Tensor, torch.Tensor]:
+    """(call, a, b): what ``matmul`` runs for its arguments, and the operands the call takes — ``a`` and
+    ``b`` themselves, or copies with aligned rows for the Hopper kernel.
+
+    Calls on the operands themselves are cached by everything they depend on: dtypes, tf32, device, sizes,
+    strides, bias or not, alpha = 0 and each tensor's 16-byte alignment (kernel choice and compiled
+    specialisation both follow it).
+    """
+    key = (a.dtype, out.dtype, allow_tf32(), a.get_device(), batch, m, n, k, sa, sb, so,
+           None if bias is None else (bias.dtype, sd, bias.data_ptr() % 16 == 0), alpha == 0,
+           a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0, out.data_ptr() % 16 == 0)
+    call = _calls.get(key)
+    if call is not None:
+        return call, a, b
+    call, a_used, b_used = _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd)
+    if a_used is a and b_used is b:
+        remember(_calls, key, call)
+    return call, a_used, b_used
+
+
+def _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd) -> tuple:
     if m == 0 or n == 0 or batch == 0:
-        return out
+        return ProductCall(None, None), a, b
     if k == 0 or alpha == 0:
         # Nothing to multiply (BLAS reads neither operand when alpha is 0): out = beta * bias, or zeros.
-        epilogue.finish(out, None, 0, bias, 0.0, beta, batch, m, n, so, sd)
-        return out
+        return ProductCall(None, epilogue.finish_launch(out, None, 0, bias, batch, m, n, so, sd)), a, b
     if batch == 1 and (m == 1 or n == 1):
         if n == 1:
-            mv.gemv(out, a, b, bias, alpha, beta, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
+            call = mv.gemv_call(out, a, b, bias, False, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
         else:
-            mv.gemv(out, b, a, bias, alpha, beta, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0)
-        return out
+            call = mv.gemv_call(out, b, a, bias, False, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0,
+                                swap=True)
+        return call, a, b
     dtype = a.dtype
     tf32 = dtype is torch.float32 and allow_tf32()
     dev = a.get_device()
     kind, a, b, sa, sb, a_row_major, b_row_major = operands_for(dev, a, b, batch, m, n, k, sa, sb)
     out_desc = kind == "tma" and so[2] == 1 and _tma_ready(out, batch, so[0], so[1], out.element_size())
-    has_bias = bias is not None
-    key = (kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias)
+    key = (kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, bias is not None)
     plan = _plans.get(key)
     if plan is None:
-        if len(_plans) >= _PLAN_CACHE_LIMIT:
-            _plans.clear()
         config = None
         if autotune.enabled:
             config = _tuned(key, out, a, b, bias, alpha, beta, sa, sb, so, sd)
-        plan = _plans[key] = _make_plan(*key, config)
-    run_plan(plan, out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd, kind)
-    return out
+        plan = remember(_plans, key, _make_plan(*key, config))
+    return planned_call(plan, kind, out, a, b, bias, batch, m, n, k, sa, sb, so, sd), a, b
 
 
 def _tuned(key: tuple, out, a, b, bias, alpha, beta, sa, sb, so, sd) -> heuristics.MatmulConfig:
@@ -404,39 +420,42 @@ def _tuned(key: tuple, out, a, b, bias, alpha, beta, sa, sb, so, sd) -> heuristi
     scratch = torch.empty_strided((batch, m, n), so, dtype=out.dtype, device=out.device)
 
     def time_ms(config):
-        plan = _make_plan(*key, config)
-        return triton.testing.do_bench(
-            lambda: run_plan(plan, scratch, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd,
-                             kind), warmup=5, rep=25)
+        call = planned_call(_make_plan(*key, config), kind, scratch, a, b, bias, batch, m, n, k, sa, sb, so, sd)
+        return triton.testing.do_bench(lambda: call(scratch, a, b, bias, float(alpha), float(beta)), warmup=5,
+                                       rep=25)
 
     return autotune.tune(key_args, heuristics.candidates(batch, m, n, k, pclass, facts), time_ms)
 
 
-def run_plan(plan: _Plan, out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd, kind: str) -> None:
-    """Launch a planned product (also used by the tuners to time a configuration)."""
-    if plan.splits > 1:
-        c = torch.empty((plan.splits, m, n), dtype=torch.float32, device=out.device)
-        sc = (m * n, n, 1)
+def planned_call(plan: _Plan, kind: str, out, a, b, bias, batch, m, n, k, sa, sb, so, sd) -> ProductCall:
+    """The call running ``plan`` on tensors like these (same dtypes, alignment, sizes and strides), which
+    it takes with float alpha and beta at each call (also the tuners' entry point to time a plan)."""
+    splits = plan.splits
+    d, sd = (out, (0, 0, 0)) if bias is None else (bias, sd)
+    if splits > 1:
+        c, sc = workspace.partials(splits * m * n, out), (m * n, n, 1)
     else:
         c, sc = out, so
-    d = bias if bias is not None else out
-    sd = sd if bias is not None else (0, 0, 0)
-    if kind == "tma" and not device.interpreter:
-        _ensure_allocator()
-    strides = (*sa, *sb, *sc, *sd)
-    args = [a, b, c, d, batch, m, n, k, plan.k_tiles, plan.splits, *strides, float(alpha), float(beta),
-            plan.num_programs]
-    spec = None if device.interpreter else spec_key((a.dtype, c.dtype, d.dtype), (a, b, c, d),
-                                                     (batch, m, n, k, plan.k_tiles, *strides))
-    plan.launcher(plan.grid, args, spec)
-    if plan.splits > 1:
-        epilogue.finish(out, c, plan.splits, bias, alpha, beta, 1, m, n, so, sd)
+    main = PlannedLaunch(plan.launcher, plan.grid, (a, b, c, d),
+                         (batch, m, n, k, plan.k_tiles, splits, *sa, *sb, *sc, *sd), (plan.num_programs,))
+    descriptors = kind == "tma" and not device.interpreter
+    if splits == 1:
+        return ProductCall(main, None, descriptors=descriptors)
+    finish = epilogue.finish_launch(out, c, splits, bias, 1, m, n, so, sd)
+    return ProductCall(main, finish, splits * m * n, descriptors=descriptors)
 
 
 def plan_for(kind: str, config: heuristics.MatmulConfig, dtype, tf32, dev, batch, m, n, k, a_row_major,
              b_row_major, out_desc, has_bias) -> _Plan:
     """A plan with an explicit configuration (the offline tuner's entry point; not cached)."""
     return _make_plan(kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias, config)
+
+
+def clear_caches() -> None:
+    """Forget the products' plans and calls (after a change to what decides them: the forced kernel)."""
+    _plans.clear()
+    _calls.clear()
+    op_calls.clear()
 
 
 @contextlib.contextmanager
@@ -446,12 +465,12 @@ def forced_kernel(kind: str | None) -> Iterator[None]:
     global _forced_kernel
     previous = _forced_kernel
     _forced_kernel = kind
-    _plans.clear()
+    clear_caches()
     try:
         yield
     finally:
         _forced_kernel = previous
-        _plans.clear()
+        clear_caches()
 
 
 def unit_stride(t: torch.Tensor) -> torch.Tensor:
@@ -465,31 +484,66 @@ def unit_stride(t: torch.Tensor) -> torch.Tensor:
 
 
 # -- ATen ops ---------------------------------------------------------------------------------------------
+# The ops that allocate their output (mm, addmm, bmm, baddbmm) keep their calls in ``op_calls`` by a key
+# made of the arguments as given: dtypes, sizes, strides, devices, tf32, alpha/beta types and zeros, and the
+# operands' 16-byte alignment. An entry (shape, dtype, device, call) exists only for a call that our kernels
+# serve without copying an operand, so a hit allocates the output and launches, nothing more. The fresh
+# output is 16-byte aligned (PyTorch's allocators align far more), as the call's specialisation assumes.
+
+
+def first_call(key: tuple, out: torch.Tensor, planned: tuple, a: torch.Tensor, b: torch.Tensor,
+               bias: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:
+    """Run ``planned`` = (call, operands it takes) for an op call that ``op_calls`` lacked, remember it
+    under ``key`` when it takes ``a`` and ``b`` themselves, and return ``out``."""
+    call, a_used, b_used = planned
+    if a_used is a and b_used is b:
+        remember(op_calls, key, (tuple(out.shape), out.dtype, out.device, call))
+    call(out, a_used, b_used, bias, alpha, beta)
+    return out
+
+
 def takes(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether our kernel computes ``a @ b`` for 2-D operands (others, and bad shapes, go to ATen)."""
     return (a.dtype in FLOATS and b.dtype is a.dtype and a.dim() == 2 and b.dim() == 2
             and a.shape[1] == b.shape[0] and b.device == a.device)
 
 
-def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
-            alpha=1.0, beta=0.0, sd: tuple | None = None) -> torch.Tensor:
-    """out = alpha * a @ b + beta * bias for 2-D operands; ``sd`` are the bias strides broadcast to out."""
+def mm_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+            alpha=1.0, beta=0.0, sd: tuple | None = None) -> tuple[ProductCall, torch.Tensor, torch.Tensor]:
+    """(call, a, b) computing out = alpha * a @ b + beta * bias for 2-D operands, ``sd`` being the bias
+    strides broadcast to out, with the operands the call takes (copies where ``a`` or ``b`` needs one)."""
     a = unit_stride(a)
     b = unit_stride(b)
     m, k = a.shape
     sam, sak = a.stride()
     sbk, sbn = b.stride()
     som, son = out.stride()
-    return matmul(out, a, b, bias, alpha, beta, 1, m, b.shape[1], k, (0, sam, sak), (0, sbk, sbn), (0, som, son),
-                  None if sd is None else (0, *sd))
+    return product_call(out, a, b, bias, alpha, beta, 1, m, b.shape[1], k, (0, sam, sak), (0, sbk, sbn),
+                        (0, som, son), None if sd is None else (0, *sd))
+
+
+def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+            alpha=1.0, beta=0.0, sd: tuple | None = None) -> torch.Tensor:
+    """out = alpha * a @ b + beta * bias for 2-D operands; ``sd`` are the bias strides broadcast to out."""
+    call, a, b = mm_call(out, a, b, bias, alpha, beta, sd)
+    call(out, a, b, bias, float(alpha), float(beta))
+    return out
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """aten::mm"""
+    key = ("mm", a.dtype, b.dtype, a.shape, b.shape, a.stride(), b.stride(), a.get_device(), b.get_device(),
+           allow_tf32(), a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0)
+    entry = op_calls.get(key)
+    if entry is not None:
+        shape, dtype, dev, call = entry
+        out = torch.empty(shape, dtype=dtype, device=dev)
+        call(out, a, b, None, 1.0, 0.0)
+        return out
     if not takes(a, b):
         return aten_kernel("mm")(a, b)
     out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
-    return mm_into(out, a, b)
+    return first_call(key, out, mm_call(out, a, b), a, b, None, 1.0, 0.0)
 
 
 def mm_out(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:

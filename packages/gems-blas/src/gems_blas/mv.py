@@ -3,8 +3,8 @@
 A matrix-vector product reads each matrix element once and does two flops with it, so it runs at memory
 speed: each program streams BLOCK_M rows of the matrix in (BLOCK_M x BLOCK_K) tiles, loaded along the
 matrix's contiguous dimension, and keeps fp32 products in a tile-shaped accumulator that it sums once at
-the end. When the rows alone give too few programs to fill the device, K is split and ``epilogue.finish``
-adds the fp32 slices in a fixed order.
+the end. When the rows alone give too few programs to fill the device, K is split and the finish kernel of
+``epilogue`` adds the fp32 slices in a fixed order.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ import triton.language as tl
 
 from flag_gems import aten_kernel
 from flag_gems.launch import Launcher
-from flag_gems.runtime import device
-from gems_blas import epilogue, heuristics
-from gems_blas.operands import FLOATS, broadcast_strides, finish_out, prepare_out, real_scalar, spec_key
+from gems_blas import epilogue, heuristics, workspace
+from gems_blas.operands import (
+    FLOATS,
+    PlannedLaunch,
+    ProductCall,
+    broadcast_strides,
+    finish_out,
+    prepare_out,
+    real_scalar,
+    remember,
+)
 
 
 @triton.jit(do_not_specialize=["K_TILES", "alpha", "beta"])
@@ -57,7 +65,7 @@ def gemv_kernel(a_ptr, x_ptr, y_ptr, d_ptr, M, K, K_TILES, stride_am, stride_ak,
 
 _launchers: dict[tuple, Launcher] = {}
 _plans: dict[tuple, tuple] = {}
-_PLAN_CACHE_LIMIT = 4096
+_calls: dict[tuple, ProductCall] = {}
 
 
 def _make_plan(dev: int, m: int, k: int, rows_contiguous: bool, has_bias: bool) -> tuple:
@@ -78,6 +86,29 @@ def _make_plan(dev: int, m: int, k: int, rows_contiguous: bool, has_bias: bool) 
     return launcher, (triton.cdiv(m, config.block_m), splits, 1), splits, k_tiles
 
 
+def gemv_call(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, alpha_zero: bool,
+              m: int, k: int, stride_am: int, stride_ak: int, stride_x: int, stride_y: int, stride_d: int,
+              swap: bool = False) -> ProductCall:
+    """The call computing y = alpha * A @ x + beta * bias for the arguments of ``gemv``, taking
+    (y, A, x, bias) — (y, x, A, bias) when ``swap`` — and float alpha and beta."""
+    if m == 0:
+        return ProductCall(None, None)
+    so, sd = (0, stride_y, 0), (0, stride_d, 0)
+    if k == 0 or alpha_zero:
+        return ProductCall(None, epilogue.finish_launch(y, None, 0, bias, 1, m, 1, so, sd))
+    key = (a.get_device(), m, k, stride_ak == 1 or k == 1, bias is not None)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = remember(_plans, key, _make_plan(*key))
+    launcher, grid, splits, k_tiles = plan
+    target = y if splits == 1 else workspace.partials(splits * m, y)
+    main = PlannedLaunch(launcher, grid, (a, x, target, y if bias is None else bias),
+                         (m, k, k_tiles, stride_am, stride_ak, stride_x, stride_y, stride_d))
+    if splits == 1:
+        return ProductCall(main, None, swap=swap)
+    return ProductCall(main, epilogue.finish_launch(y, target, splits, bias, 1, m, 1, so, sd), splits * m, swap)
+
+
 def gemv(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, alpha: float,
          beta: float, m: int, k: int, stride_am: int, stride_ak: int, stride_x: int, stride_y: int,
          stride_d: int) -> torch.Tensor:
@@ -86,30 +117,14 @@ def gemv(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, bias: torch.Tensor |
     Tensors give base pointers; strides are in elements (``stride_d`` is 0 for a broadcast bias).
     ``bias`` is None when beta is 0, so that NaN or Inf in an ignored input never shows.
     """
-    if m == 0:
-        return y
-    if k == 0 or alpha == 0:
-        epilogue.finish(y, None, 0, bias, 0.0, beta, 1, m, 1, (0, stride_y, 0), (0, stride_d, 0))
-        return y
-    dev = a.get_device()
-    has_bias = bias is not None
-    key = (dev, m, k, stride_ak == 1 or k == 1, has_bias)
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= _PLAN_CACHE_LIMIT:
-            _plans.clear()
-        plan = _plans[key] = _make_plan(*key)
-    launcher, grid, splits, k_tiles = plan
-    target = y if splits == 1 else torch.empty((splits, m), dtype=torch.float32, device=y.device)
-    d = bias if has_bias else y
-    args = [a, x, target, d, m, k, k_tiles, stride_am, stride_ak, stride_x, stride_y, stride_d,
-            float(alpha), float(beta)]
-    spec = None if device.interpreter else spec_key((a.dtype, target.dtype, d.dtype), (a, x, target, d),
-                                                     (m, k, k_tiles, stride_am, stride_ak, stride_x, stride_y,
-                                                      stride_d))
-    launcher(grid, args, spec)
-    if splits > 1:
-        epilogue.finish(y, target, splits, bias, alpha, beta, 1, m, 1, (0, stride_y, 0), (0, stride_d, 0))
+    key = (a.dtype, a.get_device(), m, k, stride_am, stride_ak, stride_x, stride_y, stride_d, alpha == 0,
+           a.data_ptr() % 16 == 0, x.data_ptr() % 16 == 0, y.data_ptr() % 16 == 0,
+           None if bias is None else bias.data_ptr() % 16 == 0)
+    call = _calls.get(key)
+    if call is None:
+        call = remember(_calls, key, gemv_call(y, a, x, bias, alpha == 0, m, k, stride_am, stride_ak, stride_x,
+                                               stride_y, stride_d))
+    call(y, a, x, bias, float(alpha), float(beta))
     return y
 
 

@@ -1,4 +1,5 @@
-"""What the BLAS ops share: the calls our kernels take, ATen's scalar rules, ``out=`` tensors, launch keys."""
+"""What the BLAS ops share: the calls our kernels take, ATen's scalar rules, ``out=`` tensors, launch keys,
+and the planned calls that the call caches hold."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from collections.abc import Sequence
 import torch
 
 from flag_gems.outputs import resize_output
+from flag_gems.runtime import device
+from gems_blas import workspace
 
 #: Operand dtypes our kernels compute; everything else goes back to ATen.
 FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 _INT32_MAX = 2**31 - 1
+#: Entries a call cache holds before it is emptied (shapes seen by one process are usually few).
+CACHE_LIMIT = 4096
 
 try:
     allow_tf32 = torch._C._get_cublas_allow_tf32
@@ -79,3 +84,71 @@ def spec_key(dtypes: tuple, tensors: Sequence[torch.Tensor], ints: Sequence[int]
     what Triton specialises integer arguments on (equal to 1, divisible by 16, wider than 32 bits)."""
     return (*dtypes, *[t.data_ptr() % 16 == 0 for t in tensors],
             *[(2 if i == 1 else i % 16 == 0) + 4 * (i > _INT32_MAX) for i in ints])
+
+
+class PlannedLaunch:
+    """One kernel launch with its grid and integer arguments fixed, and so the compiled specialisation
+    too: a call passes only its tensors (pointers first, in the kernel's order) and alpha and beta, which
+    the kernels take right after the integers. Tensors given here serve only for their dtypes and
+    alignment, which every later call's tensors share (they are part of each cache key)."""
+
+    __slots__ = ("launcher", "grid", "ints", "tail", "spec")
+
+    def __init__(self, launcher, grid: tuple, tensors: Sequence[torch.Tensor], ints: tuple, tail: tuple = ()):
+        self.launcher = launcher
+        self.grid = grid
+        self.ints = ints
+        self.tail = tail
+        self.spec = None if device.interpreter else spec_key(tuple(t.dtype for t in tensors), tensors,
+                                                             (*ints, *tail))
+
+    def __call__(self, tensors: tuple, alpha: float, beta: float) -> None:
+        self.launcher(self.grid, [*tensors, *self.ints, alpha, beta, *self.tail], self.spec)
+
+
+class ProductCall:
+    """out = alpha * a @ b + beta * bias with every decision taken: what a product of one cache key
+    launches, given its tensors and float alpha and beta.
+
+    ``main`` takes (a, b, out or the partials, bias or out) — (b, a, ...) when ``swap`` — and ``finish``
+    (partials, out, bias or out); with no ``main``, ``finish`` alone writes beta * bias (K = 0 or
+    alpha = 0), and with neither the output is empty. ``partials`` is the fp32 element count of a split
+    reduction; ``descriptors``: ``main`` builds tensor descriptors in Triton's launch scratch.
+    """
+
+    __slots__ = ("main", "finish", "partials", "swap", "descriptors")
+
+    def __init__(self, main: PlannedLaunch | None, finish: PlannedLaunch | None, partials: int = 0,
+                 swap: bool = False, descriptors: bool = False):
+        self.main = main
+        self.finish = finish
+        self.partials = partials
+        self.swap = swap
+        self.descriptors = descriptors
+
+    def __call__(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
+                 alpha: float, beta: float) -> None:
+        d = out if bias is None else bias
+        main, finish = self.main, self.finish
+        if main is None:
+            if finish is not None:
+                finish((out, out, d), 0.0, beta)
+            return
+        if self.swap:
+            a, b = b, a
+        if self.descriptors:
+            workspace.ensure_allocator()
+        if finish is None:
+            main((a, b, out, d), alpha, beta)
+            return
+        p = workspace.partials(self.partials, out)
+        main((a, b, p, d), alpha, beta)
+        finish((p, out, d), alpha, beta)
+
+
+def remember(cache: dict, key: tuple, value):
+    """``cache[key] = value``, emptying ``cache`` first when it has grown past ``CACHE_LIMIT`` entries."""
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
