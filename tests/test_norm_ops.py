@@ -203,6 +203,83 @@ def test_fused_rms_norm_op(dtype):
 
 
 @pytest.fixture
+def function_calls(monkeypatch):
+    """Counts calls of ``_RMSNorm.apply``: the autograd.Function that a call autograd does not record skips."""
+    from gems_norm import rms_norm
+
+    calls = []
+    original = rms_norm._RMSNorm.apply
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(rms_norm._RMSNorm, "apply", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1, 1024), (2, 3, 48)])
+def test_rms_norm_outside_autograd(dtype, shape, function_calls):
+    # A decoding step: grad mode off, or inputs that do not require grad. Still gems, same result as ATen,
+    # nothing recorded; with inputs requiring grad the Function runs and gradients match.
+    n = shape[-1]
+    x, w = _rand(shape, dtype, scale=2.0), _rand(n, dtype)
+    ref = F.rms_norm(to_reference(x), (n,), to_reference(w), 1e-6)
+    for grad_mode in (False, True):
+        with torch.set_grad_enabled(grad_mode), served("rms_norm"):
+            out = F.rms_norm(x, (n,), w, 1e-6)
+        assert out.grad_fn is None and not out.requires_grad
+        _check_like_aten(out, ref)
+    if flag_gems.aten_names.resolve("_fused_rms_norm") is not None:
+        ref_out, ref_rstd = aten._fused_rms_norm(to_reference(x), [n], to_reference(w), 1e-6)
+        with torch.no_grad(), served("_fused_rms_norm"):
+            out, rstd = aten._fused_rms_norm(x, [n], w, 1e-6)
+        _check_like_aten(out, ref_out)
+        _check_like_aten(rstd, ref_rstd)
+    with torch.no_grad(), served():
+        _check_like_aten(flag_gems.rms_norm(x, (n,), w, 1e-6), ref)
+    assert not function_calls
+
+    leaves = [x.requires_grad_(), w.requires_grad_()]
+    ref_leaves = _refs(leaves, False)
+    dy = _rand(shape, dtype)
+    F.rms_norm(ref_leaves[0], (n,), ref_leaves[1], 1e-6).backward(to_reference(dy))
+    with served("rms_norm"):
+        out = F.rms_norm(x, (n,), w, 1e-6)
+        out.backward(dy)
+    assert function_calls
+    _check_like_aten(out.detach(), ref)
+    for res_g, ref_g, k in zip(_grads(leaves), _grads(ref_leaves), [1, x.numel() // n]):
+        _close_scaled(res_g, ref_g.to(res_g.device), dtype, reduce_dim=k)
+
+
+def test_ready_launch_key_names_triton_specialisation(monkeypatch):
+    """The key a ready launch files its compiled kernel under: its ints' specialisation while every pointer
+    is 16-byte aligned, Triton's whole specialisation otherwise (never the same key for both)."""
+    from flag_gems.launch import specialization
+    from gems_norm import heuristics, row_norm
+
+    monkeypatch.setattr(heuristics, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
+    monkeypatch.setattr(heuristics.device, "interpreter", False)
+    keys = []
+    x = torch.zeros(64, dtype=torch.float32)
+    # Rows of 1, multiples of 16, others, beyond int32: each specialised apart by Triton.
+    for m, n in [(1, 1024), (32, 48), (3, 40), (2**31, 1)]:
+        ready = heuristics.ReadyLaunch(row_norm._row_norm_fwd_kernel, (1,), 4, (torch.float32,) * 8, (m, n),
+                                       BLOCK_M=1, BLOCK_N=64, CENTER=True, STATS_GIVEN=False, HAS_RES=False,
+                                       HAS_W=False, HAS_B=False, SAVE_STATS=True)
+        assert ready.spec == ("aligned", *specialization((m, n)))
+        ready.launcher = lambda grid, args, spec_key: keys.append(spec_key)
+        aligned = (x,) * 8 + (m, n, 1e-5)
+        ready(aligned)
+        unaligned = (x,) * 4 + (x[1:],) + (x,) * 3 + (m, n, 1e-5)
+        ready(unaligned)
+        assert keys[-2:] == [ready.spec, specialization(unaligned)]
+    assert len(set(keys)) == len(keys) and len({k[1:] for k in keys[::2]}) == 4
+
+
+@pytest.fixture
 def kernel_calls(monkeypatch):
     """Counts calls of the norm family's launchers, for the public fused functions (which bypass ATen)."""
     from gems_norm import batch_norm, row_norm, weight_norm

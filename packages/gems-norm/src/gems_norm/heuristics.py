@@ -7,6 +7,7 @@ every program costs milliseconds whatever its size, so there the rules pick few,
 from __future__ import annotations
 
 import functools
+import operator
 
 import torch
 
@@ -104,16 +105,59 @@ def programs(work: int, per_sm: int = 2) -> int:
 _launchers: dict[tuple, Launcher] = {}
 
 
+def launcher(kernel, num_warps: int, dtypes: tuple, **constexprs) -> Launcher:
+    """The launcher of ``kernel`` with these constexprs (in signature order), for runtime tensors of
+    ``dtypes`` (in argument order): the compiled kernels it keeps then differ only in Triton's
+    specialisation of the integers and pointer alignments."""
+    key = (kernel, num_warps, *constexprs.values(), *dtypes)
+    found = _launchers.get(key)
+    if found is None:
+        found = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
+    return found
+
+
+def grid3(grid: tuple) -> tuple[int, int, int]:
+    """``grid`` (1 to 3 sizes) as 3 sizes."""
+    return (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+
+
 def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> None:
     """Launch ``kernel`` over ``grid``. The compiled kernel is kept per constexprs, dtypes and Triton's
     specialisation of ``args``, so a repeated call skips Triton's launch path.
 
     ``constexprs`` must be the kernel's last parameters, given in signature order.
     """
-    key = (kernel, num_warps, *constexprs.values(), *[a.dtype for a in args if isinstance(a, torch.Tensor)])
-    launcher = _launchers.get(key)
-    if launcher is None:
-        launcher = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
-    if len(grid) != 3:
-        grid = (grid[0], grid[1] if len(grid) > 1 else 1, 1)
-    launcher(grid, args, None if device.interpreter else specialization(args))
+    dtypes = tuple([a.dtype for a in args if isinstance(a, torch.Tensor)])
+    launcher(kernel, num_warps, dtypes, **constexprs)(grid3(grid), args,
+                                                       None if device.interpreter else specialization(args))
+
+
+_data_ptr = torch.Tensor.data_ptr
+
+
+class ReadyLaunch:
+    """A launch fixed but for its tensors (and float scalars): the kernel's launcher, grid, and Triton's
+    specialisation of its integer arguments, worked out once, so that a call only checks pointer
+    alignment. For the calls of a hot path (a decoding step launches the same few shapes every token).
+
+    The ``args`` of each call are: one tensor per entry of ``dtypes``, of that dtype; then the integers
+    ``ints`` given here; then only Python floats. What varies between calls (pointers) is checked.
+    """
+
+    __slots__ = ("launcher", "grid", "tensors", "spec")
+
+    def __init__(self, kernel, grid: tuple, num_warps: int, dtypes: tuple, ints: tuple, **constexprs) -> None:
+        self.launcher = launcher(kernel, num_warps, dtypes, **constexprs)
+        self.grid = grid3(grid)
+        self.tensors = len(dtypes)
+        # Triton's key for the ints (1, divisible by 16, width); the tag keeps it apart from the full
+        # specialisation() tuples that launch() files in the same launcher.
+        self.spec = None if device.interpreter else ("aligned", *specialization(ints))
+
+    def __call__(self, args: tuple) -> None:
+        spec = self.spec
+        # Every pointer 16-byte aligned (fresh outputs always are) is the case the key names; any other
+        # takes Triton's full specialisation as its key.
+        if spec is not None and functools.reduce(operator.or_, map(_data_ptr, args[:self.tensors])) % 16:
+            spec = specialization(args)
+        self.launcher(self.grid, args, spec)

@@ -33,6 +33,34 @@ def rows_of(x: torch.Tensor, normalized_shape: Sequence[int], *params) -> tuple[
     return x.numel() // n, n
 
 
+def last_dim(x: torch.Tensor, normalized_shape: Sequence[int], *params) -> int:
+    """N of the common call, which the kernels take as it is: ``x`` contiguous, of a float dtype and
+    non-empty, normalised over its last dim alone, each parameter a contiguous N-vector of ``x``'s dtype
+    and device. 0 for any other call (``rows_of`` decides those); cheaper to ask than ``rows_of``."""
+    if len(normalized_shape) != 1 or x.dtype not in FLOAT_DTYPES or not x.is_contiguous() or x.numel() == 0:
+        return 0
+    n = normalized_shape[0]
+    if x.dim() == 0 or x.size(-1) != n:
+        return 0
+    for p in params:
+        if p is not None and (p.dtype != x.dtype or p.shape != (n,) or not p.is_contiguous()
+                              or p.device != x.device):
+            return 0
+    return n
+
+
+def records_graph(*tensors) -> bool:
+    """Whether autograd records a call on ``tensors``: grad mode on and one of them requiring grad.
+    A kernel on the Autograd key is called in every grad mode, so it asks; where this is False, a
+    ``torch.autograd.Function`` would only add host time."""
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
+
+
 def flat(p: torch.Tensor | None) -> torch.Tensor | None:
     """A parameter as the contiguous 1-d vector the kernels index."""
     if p is None or (p.dim() == 1 and p.is_contiguous()):
@@ -48,6 +76,11 @@ def stats_shape(x: torch.Tensor, normalized_shape: Sequence[int]) -> tuple[int, 
 
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
+    n = last_dim(input, normalized_shape, weight, bias)
+    if n:  # the common call: nothing to copy, statistics one per row
+        y, mean, rstd, _ = row_norm.forward(input, input.numel() // n, n, weight, bias, eps, True,
+                                            stats_dtype(input, acc_on_cuda=True), (*input.shape[:-1], 1))
+        return y, mean, rstd
     shape = rows_of(input, normalized_shape, weight, bias)
     if shape is None:
         return _aten_forward(input, normalized_shape, weight, bias, eps)
@@ -105,4 +138,7 @@ def skip_layer_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: S
     shape = rows_of(x, normalized_shape, weight, bias)
     if shape is None or residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
         return torch.nn.functional.layer_norm(x + residual, normalized_shape, weight, bias, eps)
-    return _SkipLayerNorm.apply(x, residual, weight, bias, tuple(normalized_shape), eps, *shape)
+    if records_graph(x, residual, weight, bias):
+        return _SkipLayerNorm.apply(x, residual, weight, bias, tuple(normalized_shape), eps, *shape)
+    return row_norm.forward(x.contiguous(), *shape, flat(weight), flat(bias), eps, True, torch.float32, None,
+                            residual=residual.contiguous())[0]

@@ -1,7 +1,9 @@
 """RMS norm on the row-norm kernels (row_norm.py), forward and backward fused.
 
 ``rms_norm`` (and ``_fused_rms_norm``) are CompositeImplicitAutograd in recent torch, so they are served
-on the Autograd key through the ``torch.autograd.Function`` below, whose backward is ours too. Also the
+on the Autograd key through the ``torch.autograd.Function`` below, whose backward is ours too; where
+autograd records nothing (grad mode off, or no input requiring grad: inference, a decoding step) they
+call the forward kernel directly, as the Function costs more host time than the kernel. Also the
 public ``rms_norm`` and ``fused_add_rms_norm`` (residual add fused in front of the norm).
 """
 
@@ -13,7 +15,7 @@ import torch
 
 from flag_gems import aten_kernel
 from gems_norm import row_norm
-from gems_norm.layer_norm import flat, param_shaped, rows_of, stats_shape
+from gems_norm.layer_norm import flat, last_dim, param_shaped, records_graph, rows_of, stats_shape
 
 
 def _eps(eps: float | None) -> float:
@@ -67,28 +69,49 @@ class _AddRMSNorm(torch.autograd.Function):
         return dh, dh, dw, None, None, None
 
 
+def _rms_norm(x, normalized_shape, weight, eps, differentiable: bool, rstd: bool = True):
+    """(output, rstd shaped as ATen saves it) on the kernels, or None where they do not take the call.
+
+    Through ``_RMSNorm`` only where ``differentiable`` (autograd records the call); otherwise the forward
+    kernel directly, the common call (``last_dim``) with no further checks and, unless ``rstd`` is
+    asked for, no statistics (rstd None).
+    """
+    if not differentiable:
+        n = last_dim(x, normalized_shape, weight)
+        if n:
+            y, _, saved, _ = row_norm.forward(x, x.numel() // n, n, weight, None, _eps(eps), False, torch.float32,
+                                              (*x.shape[:-1], 1) if rstd else None)
+            return y, saved
+    shape = rows_of(x, normalized_shape, weight)
+    if shape is None:
+        return None
+    if differentiable:
+        return _RMSNorm.apply(x, weight, tuple(normalized_shape), eps, *shape)
+    return _forward(x, weight, normalized_shape, eps, *shape)
+
+
 def rms_norm_op(input, normalized_shape, weight=None, eps=None):
     """ATen's ``rms_norm`` on the Autograd key."""
-    shape = rows_of(input, normalized_shape, weight)
-    if shape is None:
+    out = _rms_norm(input, normalized_shape, weight, eps, records_graph(input, weight), rstd=False)
+    if out is None:
         return aten_kernel("rms_norm", autograd=True)(input, normalized_shape, weight, eps)
-    return _RMSNorm.apply(input, weight, tuple(normalized_shape), eps, *shape)[0]
+    return out[0]
 
 
 def fused_rms_norm_op(input, normalized_shape, weight, eps):
     """``_fused_rms_norm`` on the Autograd key: (output, rstd), rstd in float32 as ATen saves it."""
-    shape = rows_of(input, normalized_shape, weight)
-    if shape is None:
+    out = _rms_norm(input, normalized_shape, weight, eps, records_graph(input, weight))
+    if out is None:
         return aten_kernel("_fused_rms_norm", autograd=True)(input, normalized_shape, weight, eps)
-    return _RMSNorm.apply(input, weight, tuple(normalized_shape), eps, *shape)
+    return out
 
 
 def fused_rms_norm_backend_op(input, normalized_shape, weight, eps):
     """``_fused_rms_norm`` where torch serves it below autograd (with its own derivative formula)."""
-    shape = rows_of(input, normalized_shape, weight)
-    if shape is None:
+    out = _rms_norm(input, normalized_shape, weight, eps, False)
+    if out is None:
         return aten_kernel("_fused_rms_norm")(input, normalized_shape, weight, eps)
-    return _forward(input, weight, normalized_shape, eps, *shape)
+    return out
 
 
 def fused_rms_norm_backward_op(grad_out, input, normalized_shape, rstd, weight, output_mask):
@@ -106,10 +129,10 @@ def fused_rms_norm_backward_op(grad_out, input, normalized_shape, rstd, weight, 
 def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
              eps: float | None = None) -> torch.Tensor:
     """RMS norm of ``x`` over its trailing ``normalized_shape`` dims, as ``torch.nn.functional.rms_norm``."""
-    shape = rows_of(x, normalized_shape, weight)
-    if shape is None:
+    out = _rms_norm(x, normalized_shape, weight, eps, records_graph(x, weight), rstd=False)
+    if out is None:
         return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
-    return _RMSNorm.apply(x, weight, tuple(normalized_shape), eps, *shape)[0]
+    return out[0]
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
@@ -122,4 +145,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape
     if shape is None or residual.shape != x.shape or residual.dtype != x.dtype or residual.device != x.device:
         h = x + residual
         return torch.nn.functional.rms_norm(h, normalized_shape, weight, eps), h
-    return _AddRMSNorm.apply(x, residual, weight, _eps(eps), *shape)
+    if records_graph(x, residual, weight):
+        return _AddRMSNorm.apply(x, residual, weight, _eps(eps), *shape)
+    y, _, _, h = row_norm.forward(x.contiguous(), *shape, flat(weight), None, _eps(eps), False, torch.float32, None,
+                                  residual=residual.contiguous())
+    return y, h

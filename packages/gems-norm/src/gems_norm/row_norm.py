@@ -14,7 +14,17 @@ import torch
 import triton
 import triton.language as tl
 
-from gems_norm.heuristics import MAX_ROW_BLOCK, MAX_ROW_BLOCK_BACKWARD, cdiv, chunk, launch, programs, row_tile, warps
+from gems_norm.heuristics import (
+    MAX_ROW_BLOCK,
+    MAX_ROW_BLOCK_BACKWARD,
+    ReadyLaunch,
+    cdiv,
+    chunk,
+    launch,
+    programs,
+    row_tile,
+    warps,
+)
 from gems_norm.reductions import sum_partials, welford_add, welford_merge
 
 
@@ -52,7 +62,7 @@ def _row_stats_kernel(X, RES, H, MEAN, RSTD, M, N, eps,
 def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
-                         HAS_B: tl.constexpr):
+                         HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = rows < M
@@ -73,9 +83,11 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
         if CENTER:
             mean = tl.sum(x, 1, keep_dims=True) / N
             x = tl.where(mask, x - mean, 0.0)
-            tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
+            if SAVE_STATS:
+                tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
         rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
-        tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
+        if SAVE_STATS:
+            tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
     y = x * rstd
     if HAS_W:
         y = y * tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
@@ -174,32 +186,57 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_pr
         tl.store(part, tl.sum(db, 0), mask=out_cols < N)
 
 
+#: Ready launches of the one-kernel forward, by (center, dtypes of x, residual, weight, bias and the
+#: statistics (None: not saved), M, N): a decoding step repeats a few of these every token.
+_forward_launches: dict[tuple, ReadyLaunch] = {}
+#: Beyond this many shapes (prefills of every length) the oldest are dropped.
+_MAX_READY = 1024
+
+
+def _forward_launch(key: tuple) -> ReadyLaunch:
+    center, x_dtype, res_dtype, w_dtype, b_dtype, stats_dtype, m, n = key
+    block_m, block_n = row_tile(m, n)
+    # Absent tensors are passed as x (never read), unsaved statistics as y (never written).
+    dtypes = (x_dtype, res_dtype or x_dtype, w_dtype or x_dtype, b_dtype or x_dtype, x_dtype, x_dtype,
+              stats_dtype or x_dtype, stats_dtype or x_dtype)
+    ready = ReadyLaunch(_row_norm_fwd_kernel, (cdiv(m, block_m),), warps(block_m * block_n), dtypes, (m, n),
+                        BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
+                        HAS_RES=res_dtype is not None, HAS_W=w_dtype is not None, HAS_B=b_dtype is not None,
+                        SAVE_STATS=stats_dtype is not None)
+    if len(_forward_launches) >= _MAX_READY:
+        _forward_launches.pop(next(iter(_forward_launches)), None)
+    _forward_launches[key] = ready
+    return ready
+
+
 def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
             center: bool, stats_dtype: torch.dtype, stats_shape, residual: torch.Tensor | None = None):
     """Normalise contiguous ``x`` as M rows of N: (y like x, mean or None, rstd, x + residual or None).
 
     ``center=False`` gives RMS norm (no mean). Statistics have ``stats_shape`` (M elements) and
-    ``stats_dtype``; ``weight`` and ``bias`` are contiguous N-vectors.
+    ``stats_dtype``; with ``stats_shape`` None they are not kept (mean and rstd None). ``weight`` and
+    ``bias`` are contiguous N-vectors, ``residual`` is laid out as ``x``.
     """
+    if n <= MAX_ROW_BLOCK:
+        save = stats_shape is not None
+        key = (center, x.dtype, None if residual is None else residual.dtype, None if weight is None else weight.dtype,
+               None if bias is None else bias.dtype, stats_dtype if save else None, m, n)
+        ready = _forward_launches.get(key) or _forward_launch(key)
+        y = torch.empty_like(x)
+        h = torch.empty_like(x) if residual is not None else None
+        rstd = torch.empty(stats_shape, dtype=stats_dtype, device=x.device) if save else None
+        mean = torch.empty_like(rstd) if save and center else None
+        stats = y if rstd is None else rstd
+        ready((x, x if residual is None else residual, x if weight is None else weight, x if bias is None else bias,
+               y, x if h is None else h, stats if mean is None else mean, stats, m, n, float(eps)))
+        return y, mean, rstd, h
     y = torch.empty_like(x)
     h = torch.empty_like(x) if residual is not None else None
     dummy = x
     args_tail = [m, n, eps]
-    if n <= MAX_ROW_BLOCK:
-        mean = torch.empty(stats_shape, dtype=stats_dtype, device=x.device) if center else None
-        rstd = torch.empty(stats_shape, dtype=stats_dtype, device=x.device)
-        block_m, block_n = row_tile(m, n)
-        launch(_row_norm_fwd_kernel, (cdiv(m, block_m), 1),
-               [x, residual if residual is not None else dummy, weight if weight is not None else dummy,
-                bias if bias is not None else dummy, y, h if h is not None else dummy,
-                mean if center else rstd, rstd, *args_tail],
-               warps(block_m * block_n), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
-               STATS_GIVEN=False, HAS_RES=residual is not None, HAS_W=weight is not None,
-               HAS_B=bias is not None)
-        return y, mean, rstd, h
     # Wide rows: statistics in float32 first (the normalisation must not see them rounded), then apply.
-    mean = torch.empty(stats_shape, dtype=torch.float32, device=x.device) if center else None
-    rstd = torch.empty(stats_shape, dtype=torch.float32, device=x.device)
+    mean = torch.empty(m, dtype=torch.float32, device=x.device) if center else None
+    rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     block_n = chunk()
     launch(_row_stats_kernel, (m,),
            [x, residual if residual is not None else dummy, h if h is not None else dummy,
@@ -210,9 +247,11 @@ def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: 
            [src, dummy, weight if weight is not None else dummy, bias if bias is not None else dummy, y,
             dummy, mean if center else rstd, rstd, *args_tail],
            warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=True, HAS_RES=False,
-           HAS_W=weight is not None, HAS_B=bias is not None)
-    mean = mean.to(stats_dtype) if center else None
-    return y, mean, rstd.to(stats_dtype), h
+           HAS_W=weight is not None, HAS_B=bias is not None, SAVE_STATS=False)
+    if stats_shape is None:
+        return y, None, None, h
+    mean = mean.to(stats_dtype).view(stats_shape) if center else None
+    return y, mean, rstd.to(stats_dtype).view(stats_shape), h
 
 
 def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tensor | None, rstd: torch.Tensor,
