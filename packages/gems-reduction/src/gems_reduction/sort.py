@@ -261,4 +261,9 @@ def nanmedian(x, *, out=None):
 
 def mode(x, dim=-1, keepdim=False, *, values=None, indices=None):
     """mode / mode.values: the most frequent value (the smallest on a tie) and its last position."""
+    if not device.interpreter:
+        # On an H100 ATen's CUDA mode chose other values than ours among equally frequent ones in
+        # rows of 6-9 int32 elements, where kthvalue and median agreed: ATen answers there until
+        # its tie rule is pinned down.
+        return NotImplemented
     return _select(x, dim, MODE, keepdim=keepdim, values=values, indices=indices)
