@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.launch import launch
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction.nll_loss import _weighted_total_kernel
@@ -212,30 +213,33 @@ def _forward(p: _Problem):
     if p.reduction == 0:
         loss = torch.empty(p.rows, dtype=x.dtype, device=x.device)
         if p.rows:
-            _ce_forward_kernel[p.grid](*p.tensors(), loss, loss, lse, qw, *p.ints(), PARTIAL=False,
-                                       **p.constexprs())
+            launch(_ce_forward_kernel, p.grid, *p.tensors(), loss, loss, lse, qw, *p.ints(), PARTIAL=False,
+                   **p.constexprs())
         out_shape = (p.shape[0],) + tuple(p.shape[2:]) if len(p.shape) > 1 else ()
         return loss.reshape(out_shape), lse, qw, None
     parts = max(p.grid[0], 1)
-    loss_parts = torch.zeros(parts, dtype=p.acc, device=x.device)
-    weight_parts = torch.zeros(parts, dtype=p.acc, device=x.device)
+    # Every program writes its partial; with no rows the single partial must be zero.
+    alloc = torch.empty if p.rows else torch.zeros
+    loss_parts = alloc(parts, dtype=p.acc, device=x.device)
+    weight_parts = alloc(parts, dtype=p.acc, device=x.device)
     if p.rows:
-        _ce_forward_kernel[p.grid](*p.tensors(), loss_parts, weight_parts, lse, qw, *p.ints(), PARTIAL=True,
-                                   **p.constexprs())
+        launch(_ce_forward_kernel, p.grid, *p.tensors(), loss_parts, weight_parts, lse, qw, *p.ints(),
+               PARTIAL=True, **p.constexprs())
     loss = torch.empty((), dtype=x.dtype, device=x.device)
     denom = torch.empty((), dtype=p.acc, device=x.device)
     # The weight partials are target weights (class targets) or row counts (probability targets):
     # what ATen divides a mean by.
-    _weighted_total_kernel[(1,)](loss_parts, weight_parts, loss, denom, parts, MEAN=p.reduction == 1,
-                                 BLOCK=min(triton.next_power_of_2(parts), 1024))
+    launch(_weighted_total_kernel, (1,), loss_parts, weight_parts, loss, denom, parts, MEAN=p.reduction == 1,
+           BLOCK=min(triton.next_power_of_2(parts), 1024))
     return loss, lse, qw, denom
 
 
 def _backward(p: _Problem, lse, qw, denom, grad):
     gi = torch.empty_like(p.x)
     if p.rows:
-        _ce_backward_kernel[p.grid](
-            *p.tensors(), lse, qw, grad.contiguous(), denom if denom is not None else lse, gi, *p.ints(),
+        launch(
+            _ce_backward_kernel, p.grid, *p.tensors(), lse, qw, grad.contiguous(),
+            denom if denom is not None else lse, gi, *p.ints(),
             PER_ROW_GRAD=p.reduction == 0, DIVIDE=p.reduction == 1, **p.constexprs())
     if len(p.shape) > 2:
         moved = (p.shape[0],) + tuple(p.shape[2:]) + (p.shape[1],)

@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.launch import launch
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction.reduce import convert, tl_dtype
@@ -146,19 +147,21 @@ def _forward(x, target, weight, reduction, ignore_index, output, total_weight, r
     if reduction == NONE and x.dim() > 1:
         loss = lay.new_output(output, target.shape, x.dtype, x)
         if rows:
-            _nll_forward_kernel[grid](x, target, w, loss, loss, rows, c, hw, s_n, s_c, s_hw, ignore_index,
-                                      PARTIAL=False, **common)
+            launch(_nll_forward_kernel, grid, x, target, w, loss, loss, rows, c, hw, s_n, s_c, s_hw, ignore_index,
+                   PARTIAL=False, **common)
         total.zero_()
         return lay.deliver(loss, output), total
     parts = max(grid[0], 1)
-    loss_parts = torch.zeros(parts, dtype=acc, device=x.device)
-    weight_parts = torch.zeros(parts, dtype=acc, device=x.device)
+    # Every program writes its partial; with no rows the single partial must be zero.
+    alloc = torch.empty if rows else torch.zeros
+    loss_parts = alloc(parts, dtype=acc, device=x.device)
+    weight_parts = alloc(parts, dtype=acc, device=x.device)
     if rows:
-        _nll_forward_kernel[grid](x, target, w, loss_parts, weight_parts, rows, c, hw, s_n, s_c, s_hw,
-                                  ignore_index, PARTIAL=True, **common)
+        launch(_nll_forward_kernel, grid, x, target, w, loss_parts, weight_parts, rows, c, hw, s_n, s_c, s_hw,
+               ignore_index, PARTIAL=True, **common)
     loss = lay.new_output(output, (), x.dtype, x)
-    _weighted_total_kernel[(1,)](loss_parts, weight_parts, loss, total, parts, MEAN=reduction == MEAN,
-                                 BLOCK=min(triton.next_power_of_2(parts), 1024))
+    launch(_weighted_total_kernel, (1,), loss_parts, weight_parts, loss, total, parts, MEAN=reduction == MEAN,
+           BLOCK=min(triton.next_power_of_2(parts), 1024))
     return lay.deliver(loss, output), total
 
 
@@ -186,8 +189,9 @@ def _backward(grad, x, target, weight, reduction, ignore_index, total_weight, gr
     if numel:
         block, warps = _block(numel)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        _nll_backward_kernel[(triton.cdiv(numel, block),)](
-            grad.contiguous(), target.contiguous(), weight if weight is not None else x, total_weight, result,
+        launch(
+            _nll_backward_kernel, (triton.cdiv(numel, block),), grad.contiguous(), target.contiguous(),
+            weight if weight is not None else x, total_weight, result,
             numel, c, hw, ignore_index, HAS_WEIGHT=weight is not None, PER_ROW_GRAD=per_row,
             MEAN=reduction == MEAN, ACC=tl_dtype(acc), INT64=lay.force_int64 or numel > lay.INT32_MAX,
             BLOCK=block, num_warps=warps)
