@@ -31,6 +31,7 @@ _TL_DTYPES = {
     torch.uint8: "uint8", torch.bool: "int1",
 }
 _INT32_LIMIT = 2**31 - 1
+_MAX_FLAT_SIZES = 1024
 _serial = itertools.count()
 
 
@@ -69,7 +70,7 @@ class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
     __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "scalar_pos", "convert", "converts",
-                 "flat_pattern", "launchers", "flat_launchers", "layouts")
+                 "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
 
     def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
         self.out_dtypes = out_dtypes
@@ -84,6 +85,8 @@ class _Plan:
         self.flat_pattern = Pattern(kinds, num_outputs, 0)
         self.launchers: dict[tuple, Launcher] = {}
         self.flat_launchers: dict[tuple, Launcher] = {}
+        # Flat calls: element count -> (grid, launcher, Triton's specialisation of the count).
+        self.flat_sizes: dict[int, tuple] = {}
         # Strided calls: (shape, strides) of every operand -> _Layout.
         self.layouts: dict[tuple, _Layout] = {}
 
@@ -246,26 +249,44 @@ class PointwiseDynamic:
                        for o, dt in zip(outs, plan.out_dtypes)]
         n = first.numel()
         if n:
-            int64 = n > _INT32_LIMIT or _force_int64
-            block, warps = block_size(n)
-            launcher = plan.flat_launchers.get((block, int64))
-            if launcher is None:
-                launcher = plan.flat_launchers[(block, int64)] = self._launcher(plan, plan.flat_pattern, block,
-                                                                                warps, int64)
-            operands = tensors + results
+            sized = plan.flat_sizes.get(n) if not _force_int64 else None
+            if sized is None:
+                sized = self._flat_size(plan, n)
+            grid, launcher, size_spec = sized
             launch_args = values + results
             launch_args.append(n)
             spec = None
             if not device.interpreter:
                 ptrs = 0
-                for t in operands:
+                for t in tensors:
+                    ptrs |= t.data_ptr()
+                for t in results:
                     ptrs |= t.data_ptr()
                 # All pointers 16-byte aligned is the common case; otherwise key on each pointer.
                 # (The plan already fixes every dtype and value type.)
-                spec = (("a16", n % 16 == 0, n == 1, *_scalar_spec(values, plan.scalar_pos)) if ptrs & 15 == 0
-                        else specialization(launch_args))
-            launcher(((n + block - 1) // block, 1, 1), launch_args, spec)
+                if ptrs & 15:
+                    spec = specialization(launch_args)
+                elif plan.scalar_pos:
+                    spec = (*size_spec, *_scalar_spec(values, plan.scalar_pos))
+                else:
+                    spec = size_spec
+            launcher(grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
+
+    def _flat_size(self, plan: _Plan, n: int) -> tuple:
+        """(grid, launcher, specialisation of n) of the flat kernel for ``n`` elements, kept per plan."""
+        int64 = n > _INT32_LIMIT or _force_int64
+        block, warps = block_size(n)
+        launcher = plan.flat_launchers.get((block, int64))
+        if launcher is None:
+            launcher = plan.flat_launchers[(block, int64)] = self._launcher(plan, plan.flat_pattern, block, warps,
+                                                                            int64)
+        sized = (((n + block - 1) // block, 1, 1), launcher, ("a16", n % 16 == 0, n == 1))
+        if not _force_int64:  # a forced int64 launch is for tests, never kept
+            if len(plan.flat_sizes) >= _MAX_FLAT_SIZES:  # sizes that keep changing: keep the cache bounded
+                plan.flat_sizes.clear()
+            plan.flat_sizes[n] = sized
+        return sized
 
     def _launcher(self, plan: _Plan, pattern: Pattern, block: int, warps: int, int64: bool) -> Launcher:
         constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
@@ -279,10 +300,10 @@ class PointwiseDynamic:
         key = tuple([(t.shape, t.stride()) for t in tensors])
         if given:
             key += tuple([(o.shape, o.stride()) if o is not None else None for o in outs])
-        layout = plan.layouts.get(key)
+        layout = plan.layouts.get(key) if not _force_int64 else None
         if layout is None:
             layout, reusable = self._layout(plan, args, tensors, outs)
-            if reusable:
+            if reusable and not _force_int64:
                 plan.layouts[key] = layout
         device_ = tensors[0].device
         results = []
