@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from flag_gems import aten_kernel
-from gems_blas.mm import first_call, mm_call, mm_into, op_calls, takes
-from gems_blas.operands import allow_tf32, broadcast_strides, finish_out, prepare_out, real_scalar
+from gems_blas.mm import cached_call, first_call, mm_call, mm_into, op_key, takes
+from gems_blas.operands import broadcast_strides, finish_out, prepare_out, real_scalar
 
 
 def _bias_strides(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta, alpha):
@@ -19,15 +19,9 @@ def _bias_strides(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta, al
 
 def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta=1, alpha=1) -> torch.Tensor:
     """aten::addmm"""
-    key = ("addmm", a.dtype, b.dtype, bias.dtype, a.shape, b.shape, bias.shape, a.stride(), b.stride(),
-           bias.stride(), a.get_device(), b.get_device(), bias.get_device(), allow_tf32(), type(alpha), type(beta),
-           alpha == 0, beta == 0, a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0, bias.data_ptr() % 16 == 0)
-    entry = op_calls.get(key)
-    # beta == 0: the input is not read at all, so NaN or Inf in it never shows (ATen's rule).
-    if entry is not None:
-        shape, dtype, dev, call = entry
-        out = torch.empty(shape, dtype=dtype, device=dev)
-        call(out, a, b, bias if beta != 0 else None, float(alpha), float(beta))
+    key = op_key("addmm", a, b, bias, alpha, beta)
+    out = cached_call(key, a, b, bias, alpha, beta)
+    if out is not None:
         return out
     sd = _bias_strides(bias, a, b, beta, alpha)
     if sd is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from flag_gems import aten_kernel
-from gems_blas.mm import first_call, mm_into, op_calls, product_call, unit_stride
-from gems_blas.operands import FLOATS, allow_tf32, broadcast_strides, finish_out, prepare_out, real_scalar
+from gems_blas.mm import cached_call, first_call, mm_into, op_key, product_call, unit_stride
+from gems_blas.operands import FLOATS, broadcast_strides, finish_out, prepare_out, real_scalar
 
 
 def _takes(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -37,13 +37,9 @@ def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.T
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """aten::bmm"""
-    key = ("bmm", a.dtype, b.dtype, a.shape, b.shape, a.stride(), b.stride(), a.get_device(), b.get_device(),
-           allow_tf32(), a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0)
-    entry = op_calls.get(key)
-    if entry is not None:
-        shape, dtype, dev, call = entry
-        out = torch.empty(shape, dtype=dtype, device=dev)
-        call(out, a, b, None, 1.0, 0.0)
+    key = op_key("bmm", a, b)
+    out = cached_call(key, a, b)
+    if out is not None:
         return out
     if not _takes(a, b):
         return aten_kernel("bmm")(a, b)
@@ -69,14 +65,9 @@ def _baddbmm_strides(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta,
 
 def baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta=1, alpha=1) -> torch.Tensor:
     """aten::baddbmm"""
-    key = ("baddbmm", a.dtype, b.dtype, bias.dtype, a.shape, b.shape, bias.shape, a.stride(), b.stride(),
-           bias.stride(), a.get_device(), b.get_device(), bias.get_device(), allow_tf32(), type(alpha), type(beta),
-           alpha == 0, beta == 0, a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0, bias.data_ptr() % 16 == 0)
-    entry = op_calls.get(key)
-    if entry is not None:
-        shape, dtype, dev, call = entry
-        out = torch.empty(shape, dtype=dtype, device=dev)
-        call(out, a, b, bias if beta != 0 else None, float(alpha), float(beta))
+    key = op_key("baddbmm", a, b, bias, alpha, beta)
+    out = cached_call(key, a, b, bias, alpha, beta)
+    if out is not None:
         return out
     sd = _baddbmm_strides(bias, a, b, beta, alpha)
     if sd is None:

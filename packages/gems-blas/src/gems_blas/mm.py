@@ -491,6 +491,30 @@ def unit_stride(t: torch.Tensor) -> torch.Tensor:
 # output is 16-byte aligned (PyTorch's allocators align far more), as the call's specialisation assumes.
 
 
+def op_key(name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, alpha=1,
+           beta=0) -> tuple:
+    """The ``op_calls`` key of a call of op ``name`` (see above)."""
+    key = (name, a.dtype, b.dtype, a.shape, b.shape, a.stride(), b.stride(), a.get_device(), b.get_device(),
+           allow_tf32(), a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0)
+    if bias is None:
+        return key
+    return key + (bias.dtype, bias.shape, bias.stride(), bias.get_device(), type(alpha), type(beta), alpha == 0,
+                  beta == 0, bias.data_ptr() % 16 == 0)
+
+
+def cached_call(key: tuple, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, alpha=1,
+                beta=0) -> torch.Tensor | None:
+    """The result of the call kept under ``key``, or None when none is kept."""
+    entry = op_calls.get(key)
+    if entry is None:
+        return None
+    shape, dtype, dev, call = entry
+    out = torch.empty(shape, dtype=dtype, device=dev)
+    # beta == 0: the input is not read at all, so NaN or Inf in it never shows (ATen's rule).
+    call(out, a, b, bias if beta != 0 else None, float(alpha), float(beta))
+    return out
+
+
 def first_call(key: tuple, out: torch.Tensor, planned: tuple, a: torch.Tensor, b: torch.Tensor,
                bias: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:
     """Run ``planned`` = (call, operands it takes) for an op call that ``op_calls`` lacked, remember it
@@ -532,13 +556,9 @@ def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Ten
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """aten::mm"""
-    key = ("mm", a.dtype, b.dtype, a.shape, b.shape, a.stride(), b.stride(), a.get_device(), b.get_device(),
-           allow_tf32(), a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0)
-    entry = op_calls.get(key)
-    if entry is not None:
-        shape, dtype, dev, call = entry
-        out = torch.empty(shape, dtype=dtype, device=dev)
-        call(out, a, b, None, 1.0, 0.0)
+    key = op_key("mm", a, b)
+    out = cached_call(key, a, b)
+    if out is not None:
         return out
     if not takes(a, b):
         return aten_kernel("mm")(a, b)
