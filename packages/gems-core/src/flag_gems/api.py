@@ -31,10 +31,25 @@ def _names(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return tuple(value)
 
 
+# Selection -> (the plugins it was worked out from, its entries): use_gems() in a loop decides once.
+_entries_cache: dict[tuple, tuple[dict, dict[str, registry.Entry]]] = {}
+
+
 def _entries(config: _Config) -> dict[str, registry.Entry]:
+    """The overloads a config serves, kept per selection until the plugins found change."""
+    found = plugins.discover()
+    key = (config.families, config.include, config.exclude)
+    cached = _entries_cache.get(key)
+    if cached is not None and cached[0] is found:
+        return cached[1]
+    entries = _select(config, found)
+    _entries_cache[key] = (found, entries)
+    return entries
+
+
+def _select(config: _Config, found: dict[str, plugins.FamilyInfo]) -> dict[str, registry.Entry]:
     """The overloads a config serves. Of two families serving one overload, the higher ``priority``
     wins, then the family whose name sorts first; a warning names both."""
-    found = plugins.discover()
     loaded = {name: info for name, info in found.items() if info.loaded}
     if config.families is not None:
         unknown = [f for f in config.families if f not in found]
@@ -44,7 +59,7 @@ def _entries(config: _Config) -> dict[str, registry.Entry]:
     if not found:
         warnings.warn("no flag_gems family is installed: nothing is served "
                       "(install gems-pointwise, gems-reduction, gems-blas, gems-norm or a plugin)",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=5)
     claims: dict[str, list[plugins.FamilyInfo]] = {}
     for info in loaded.values():
         for name in info.ops:
@@ -70,7 +85,7 @@ def _warn_conflict(name: str, infos: Sequence[plugins.FamilyInfo]) -> None:
         _warned_conflicts.add(key)
         others = ", ".join(i.name for i in infos[1:])
         warnings.warn(f"flag_gems: {name} is served by several families; using {infos[0].name!r} "
-                      f"over {others} (higher priority, then name order)", plugins.PluginWarning, stacklevel=4)
+                      f"over {others} (higher priority, then name order)", plugins.PluginWarning, stacklevel=5)
 
 
 def _apply(config: _Config | None) -> None:
