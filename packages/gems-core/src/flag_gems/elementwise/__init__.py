@@ -95,14 +95,14 @@ class _Layout:
     """What a strided call decides from its operands' shapes and strides alone, kept per layout:
     the output's shape and strides, the coalesced sizes and strides, and the launcher."""
 
-    __slots__ = ("shape", "out_strides", "n", "tail", "tail_spec", "grid", "launcher")
+    __slots__ = ("shape", "out_strides", "n", "tail", "spec", "grid", "launcher")
 
     def __init__(self, shape, out_strides, n, tail, grid, launcher):
         self.shape = shape
         self.out_strides = out_strides
         self.n = n
         self.tail = tail  # the kernel's arguments after the operands: n, sizes, strides
-        self.tail_spec = specialization(tail)
+        self.spec = ("a16", specialization(tail))
         self.grid = grid
         self.launcher = launcher
 
@@ -255,21 +255,8 @@ class PointwiseDynamic:
             grid, launcher, size_spec = sized
             launch_args = values + results
             launch_args.append(n)
-            spec = None
-            if not device.interpreter:
-                ptrs = 0
-                for t in tensors:
-                    ptrs |= t.data_ptr()
-                for t in results:
-                    ptrs |= t.data_ptr()
-                # All pointers 16-byte aligned is the common case; otherwise key on each pointer.
-                # (The plan already fixes every dtype and value type.)
-                if ptrs & 15:
-                    spec = specialization(launch_args)
-                elif plan.scalar_pos:
-                    spec = (*size_spec, *_scalar_spec(values, plan.scalar_pos))
-                else:
-                    spec = size_spec
+            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, results,
+                                                                 launch_args)
             launcher(grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
 
@@ -314,15 +301,8 @@ class PointwiseDynamic:
             results.append(o)
         if layout.n:
             launch_args = [*values, *results, *layout.tail]
-            spec = None
-            if not device.interpreter:
-                ptrs = 0
-                for t in tensors:
-                    ptrs |= t.data_ptr()
-                for o in results:
-                    ptrs |= o.data_ptr()
-                spec = (("a16", layout.tail_spec, *_scalar_spec(values, plan.scalar_pos)) if ptrs & 15 == 0
-                        else specialization(launch_args))
+            spec = None if device.interpreter else _launch_spec(plan, layout.spec, values, tensors, results,
+                                                                 launch_args)
             layout.launcher(layout.grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
 
@@ -380,6 +360,20 @@ def _contiguous(shape) -> list[int]:
         strides.append(step)
         step *= max(size, 1)
     return strides[::-1]
+
+
+def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, results, launch_args) -> tuple:
+    """The launch's key in its Launcher: with every pointer 16-byte aligned (the common case) the part
+    the call's plan or layout fixed plus the integer scalars; otherwise Triton's specialisation of
+    every argument. (The plan already fixes every dtype and value type.)"""
+    ptrs = 0
+    for t in tensors:
+        ptrs |= t.data_ptr()
+    for t in results:
+        ptrs |= t.data_ptr()
+    if ptrs & 15:
+        return specialization(launch_args)
+    return (*fixed, *_scalar_spec(values, plan.scalar_pos)) if plan.scalar_pos else fixed
 
 
 def _scalar_spec(values, positions) -> list:
