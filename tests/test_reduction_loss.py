@@ -40,6 +40,22 @@ def test_nll_loss(reduction, weighted, dtype):
     assert_close(grad, _grad(ref, ref_x), dtype)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("rows", [1000, 20000])
+def test_nll_loss_reduced_in_one_program_and_in_parts(reduction, rows):
+    # Up to 16384 rows one program sums the batch; beyond, per-program partials are combined.
+    x = torch.randn(rows, 3, device=DEVICE)
+    t = torch.randint(0, 3, (rows,), device=DEVICE)
+    t[::7] = -100
+    w = torch.rand(3, device=DEVICE)
+    ref = F.nll_loss(to_reference(x, upcast=True), t, weight=w.double(), reduction=reduction)
+    with served("nll_loss_forward"):
+        res, total = torch.ops.aten.nll_loss_forward(x, t, w, 1 if reduction == "mean" else 2, -100)
+    assert_close(res, ref, torch.float32, reduce_dim=rows)
+    expected_total = w[t[t != -100]].double().sum()
+    assert_close(total, expected_total, torch.float32, reduce_dim=rows)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_nll_loss2d_and_one_sample(reduction):
     x = torch.randn(2, 5, 3, 4, device=DEVICE).requires_grad_()

@@ -47,6 +47,36 @@ def _nll_forward_kernel(
 
 
 @triton.jit
+def _nll_reduced_kernel(
+    x_ptr, t_ptr, w_ptr, out_ptr, total_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
+    HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One program, for few rows: the summed (or mean) loss and the total weight in one launch."""
+    loss = tl.zeros([BLOCK], ACC)
+    weight = tl.zeros([BLOCK], ACC)
+    for start in range(0, rows, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        if INT64:
+            i = i.to(tl.int64)
+        mask = i < rows
+        t = tl.load(t_ptr + i, mask=mask, other=0)
+        valid = mask & (t != ignore_index) & (t >= 0) & (t < C)
+        x = tl.load(x_ptr + (i // HW) * s_n + t * s_c + (i % HW) * s_hw, mask=valid, other=0).to(ACC)
+        if HAS_WEIGHT:
+            w = tl.load(w_ptr + t, mask=valid, other=0).to(ACC)
+        else:
+            w = valid.to(ACC)
+        loss += tl.where(valid, -w * x, 0.0)
+        weight += w
+    total_loss = tl.sum(loss, 0)
+    total_weight = tl.sum(weight, 0)
+    if MEAN:
+        total_loss = total_loss / total_weight
+    tl.store(out_ptr, convert(total_loss, out_ptr.dtype.element_ty))
+    tl.store(total_ptr, convert(total_weight, total_ptr.dtype.element_ty))
+
+
+@triton.jit
 def _weighted_total_kernel(loss_ptr, weight_ptr, out_ptr, total_ptr, n, MEAN: tl.constexpr, BLOCK: tl.constexpr):
     """One program: out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight)."""
     loss = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
@@ -88,6 +118,10 @@ def _nll_backward_kernel(
     if MEAN:
         g = g / tl.load(total_ptr).to(ACC)
     tl.store(gi_ptr + e, convert(tl.where(hit, -w * g, 0.0), gi_ptr.dtype.element_ty), mask=mask)
+
+
+#: Up to this many rows, a reduced forward runs as one program (a loop of gathers).
+_ONE_PROGRAM_ROWS = 16384
 
 
 def _block(n: int) -> tuple[int, int]:
@@ -142,7 +176,7 @@ def _forward(x, target, weight, reduction, ignore_index, output, total_weight, r
     grid = (triton.cdiv(rows, block),)
     common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(acc), INT64=int64, BLOCK=block, num_warps=warps)
     w = weight if weight is not None else x
-    total = torch.zeros((), dtype=x.dtype, device=x.device) if total_weight is None else total_weight
+    total = torch.empty((), dtype=x.dtype, device=x.device) if total_weight is None else total_weight
     lay.resize_output(total, ())
     if reduction == NONE and x.dim() > 1:
         loss = lay.new_output(output, target.shape, x.dtype, x)
@@ -150,6 +184,12 @@ def _forward(x, target, weight, reduction, ignore_index, output, total_weight, r
             launch(_nll_forward_kernel, grid, x, target, w, loss, loss, rows, c, hw, s_n, s_c, s_hw, ignore_index,
                    PARTIAL=False, **common)
         total.zero_()
+        return lay.deliver(loss, output), total
+    if rows <= _ONE_PROGRAM_ROWS:
+        # Few rows: one launch sums them, where two launches and zero fills would cost more than the work.
+        loss = lay.new_output(output, (), x.dtype, x)
+        launch(_nll_reduced_kernel, (1,), x, target, w, loss, total, rows, c, hw, s_n, s_c, s_hw, ignore_index,
+               MEAN=reduction == MEAN, **common)
         return lay.deliver(loss, output), total
     parts = max(grid[0], 1)
     # Every program writes its partial; with no rows the single partial must be zero.
