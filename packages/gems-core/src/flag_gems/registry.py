@@ -128,8 +128,19 @@ def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
     return AtenKernel(name, autograd)
 
 
+_wrappers: dict[tuple[Entry, bool], Callable] = {}
+
+
 def _wrapped(entry: Entry, record: bool) -> Callable:
-    """The callable handed to torch.library: the family's function, plus only what this run needs."""
+    """The callable handed to torch.library: the family's function, plus only what this run needs
+    (made once per entry: use_gems() in a loop registers the same callables again)."""
+    wrapper = _wrappers.get((entry, record))
+    if wrapper is None:
+        wrapper = _wrappers[(entry, record)] = _wrap(entry, record)
+    return wrapper
+
+
+def _wrap(entry: Entry, record: bool) -> Callable:
     fn = entry.fn
     if device.device_count() > 1:
         fn = _on_tensor_device(fn)
