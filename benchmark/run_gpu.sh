@@ -10,8 +10,9 @@
 # Environment: PYTHON (default python3); GEMS_BENCH_SECONDS, the wall-clock budget of the whole run
 # (default 570: under 10 minutes); GEMS_BENCH_REP_MS / GEMS_BENCH_WARMUP_MS, do_bench's times per point
 # (default 60 / 15 ms).
-# Each step gets a share of the budget and skips the points it has no time for (they are listed as
-# skipped); a step whose process dies or hangs is resumed after the point that killed it.
+# Each step gets its share of the time left (what earlier steps did not use moves on) and skips the
+# points it has no time for (they are listed as skipped); a step whose process dies or hangs is resumed
+# after the point that killed it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +49,8 @@ echo "flag_gems benchmark on $CARD -> $OUT (budget ${TOTAL}s)"
   "$PY" -c "import sys, torch, triton, flag_gems; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda); print('triton', triton.__version__); [print('family', f['name'], f['version'], len(f['ops']), 'ops', f['error'] or '') for f in flag_gems.families()]"
 } > "$OUT/environment.txt" 2>&1
 
-# Steps: name, planned seconds, pytest arguments. Each step gets its plan scaled to the budget,
-# never more than what is left; within a step the most important points run first.
+# Steps: name, planned seconds, pytest arguments. Each step gets its plan's share of the time left;
+# within a step the most important points run first.
 STEPS=(
   "kernel-pointwise|95|benchmark/test_pointwise_perf.py --bench-mode kernel --bench-shapes large"
   "kernel-reduction|95|benchmark/test_reduction_perf.py --bench-mode kernel --bench-shapes large"
@@ -65,13 +66,16 @@ STEPS=(
 PLANNED=0
 for step in "${STEPS[@]}"; do PLANNED=$((PLANNED + $(echo "$step" | cut -d'|' -f2))); done
 RESERVE=25  # seconds kept for the report and the charts
+UNPLANNED=$PLANNED  # planned seconds of the steps not started yet
 
 elapsed() { echo $((SECONDS - START)); }
 
 run_step() {  # name planned_seconds pytest-args...
   local name=$1 planned=$2; shift 2
-  local budget=$((planned * (TOTAL - RESERVE) / PLANNED))
+  # The step's share of the time left, so that what earlier steps did not use goes to the later ones.
   local left=$((TOTAL - RESERVE - $(elapsed)))
+  local budget=$((planned * left / UNPLANNED))
+  UNPLANNED=$((UNPLANNED - planned))
   [ "$budget" -gt "$left" ] && budget=$left
   local step_end=$(($(elapsed) + budget)) attempt=1 rc resume=() log
   while :; do
