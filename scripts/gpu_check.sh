@@ -7,7 +7,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/gpu_install.sh || exit 1
 mkdir -p benchmark/results
-timeout "${GEMS_TEST_SECONDS:-300}" python3 -m pytest -q -p no:cacheprovider tests --mode quick \
+# Several test processes share the GPU where pytest-xdist is present (the suite then takes ~2 minutes).
+workers=()
+python3 -c "import xdist" 2>/dev/null && workers=(-n 8)
+timeout "${GEMS_TEST_SECONDS:-300}" python3 -m pytest -q -p no:cacheprovider "${workers[@]}" tests --mode quick -rfE \
   >benchmark/results/gpu-tests.log 2>&1
 echo "tests: $(tail -n 1 benchmark/results/gpu-tests.log)"
 bash benchmark/run_gpu.sh
