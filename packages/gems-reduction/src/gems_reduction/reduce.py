@@ -422,6 +422,8 @@ class _Plan:
 
 
 _plans: dict[tuple, _Plan] = {}
+#: Plans kept at most, here and in the other modules of the family.
+MAX_PLANS = 1024
 
 
 def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted, keepdim) -> _Plan:
@@ -471,6 +473,8 @@ def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=Fa
     key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, lay.force_int64)
     found = _plans.get(key)
     if found is None:
+        if len(_plans) >= MAX_PLANS:  # shapes that keep changing: keep the cache bounded
+            _plans.clear()
         found = _plans[key] = _build(shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim)
     return found
 

@@ -22,6 +22,7 @@ from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction import rows
+from gems_reduction.reduce import MAX_PLANS
 from gems_reduction.rows import lanes
 
 #: Longest row sorted in registers; longer ones go to ATen.
@@ -183,6 +184,8 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
         key = (source.shape, d, x.dtype, what, which, descending, count, k, lay.force_int64)
         plan = _plans.get(key)
         if plan is None:
+            if len(_plans) >= MAX_PLANS:
+                _plans.clear()
             columns = inner > 1
             lane_count = inner if columns else outer
             block_l, block_r, warps = sort_tiles(lane_count, length)

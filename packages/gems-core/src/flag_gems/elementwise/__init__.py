@@ -32,6 +32,7 @@ _TL_DTYPES = {
 }
 _INT32_LIMIT = 2**31 - 1
 _MAX_FLAT_SIZES = 1024
+_MAX_LAYOUTS = 1024
 _serial = itertools.count()
 
 
@@ -291,6 +292,8 @@ class PointwiseDynamic:
         if layout is None:
             layout, reusable = self._layout(plan, args, tensors, outs)
             if reusable and not _force_int64:
+                if len(plan.layouts) >= _MAX_LAYOUTS:  # shapes that keep changing (a growing cache)
+                    plan.layouts.clear()
                 plan.layouts[key] = layout
         device_ = tensors[0].device
         results = []
