@@ -32,6 +32,8 @@ _TL_DTYPES = {
 }
 _INT32_LIMIT = 2**31 - 1
 _MAX_FLAT_SIZES = 1024
+_empty_like = torch.empty_like
+_DENSE = torch.contiguous_format
 _MAX_LAYOUTS = 1024
 _serial = itertools.count()
 
@@ -242,11 +244,12 @@ class PointwiseDynamic:
         if not flat:
             return self._run_strided(plan, args, values, tensors, outs)
         # The flat path: every operand shares one dense layout, so one index walks them all.
+        # New outputs like the first operand, contiguous: empty_like parses fewer arguments than empty.
         if self.num_outputs == 1:
             out = outs[0]
-            results = [out if out is not None else torch.empty(shape, dtype=plan.out_dtypes[0], device=first.device)]
+            results = [out if out is not None else _empty_like(first, dtype=plan.out_dtypes[0], memory_format=_DENSE)]
         else:
-            results = [o if o is not None else torch.empty(shape, dtype=dt, device=first.device)
+            results = [o if o is not None else _empty_like(first, dtype=dt, memory_format=_DENSE)
                        for o, dt in zip(outs, plan.out_dtypes)]
         n = first.numel()
         if n:
