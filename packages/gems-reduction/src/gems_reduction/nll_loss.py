@@ -22,14 +22,9 @@ NONE, MEAN, SUM = 0, 1, 2
 
 
 @triton.jit
-def _nll_forward_kernel(
-    x_ptr, t_ptr, w_ptr, loss_ptr, weight_sum_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
-    HAS_WEIGHT: tl.constexpr, PARTIAL: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """Per row: -w[t] * x[t] (0 where ignored). PARTIAL: one (loss, weight) sum per program."""
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    if INT64:
-        i = i.to(tl.int64)
+def _row_losses(x_ptr, t_ptr, w_ptr, i, rows, C, HW, s_n, s_c, s_hw, ignore_index,
+                HAS_WEIGHT: tl.constexpr, ACC: tl.constexpr):
+    """(-w[t] * x[t], w[t]) of rows ``i``, both 0 where a row is out of range or ignored."""
     mask = i < rows
     t = tl.load(t_ptr + i, mask=mask, other=0)
     valid = mask & (t != ignore_index) & (t >= 0) & (t < C)
@@ -38,12 +33,35 @@ def _nll_forward_kernel(
         w = tl.load(w_ptr + t, mask=valid, other=0).to(ACC)
     else:
         w = valid.to(ACC)
-    loss = tl.where(valid, -w * x, 0.0)
+    return tl.where(valid, -w * x, 0.0), w
+
+
+@triton.jit
+def _store_totals(loss, weight, out_ptr, total_ptr, MEAN: tl.constexpr):
+    """out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight)."""
+    total_loss = tl.sum(loss, 0)
+    total_weight = tl.sum(weight, 0)
+    if MEAN:
+        total_loss = total_loss / total_weight
+    tl.store(out_ptr, convert(total_loss, out_ptr.dtype.element_ty))
+    tl.store(total_ptr, convert(total_weight, total_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _nll_forward_kernel(
+    x_ptr, t_ptr, w_ptr, loss_ptr, weight_sum_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
+    HAS_WEIGHT: tl.constexpr, PARTIAL: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Per row: -w[t] * x[t] (0 where ignored). PARTIAL: one (loss, weight) sum per program."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if INT64:
+        i = i.to(tl.int64)
+    loss, w = _row_losses(x_ptr, t_ptr, w_ptr, i, rows, C, HW, s_n, s_c, s_hw, ignore_index, HAS_WEIGHT, ACC)
     if PARTIAL:
         tl.store(loss_ptr + tl.program_id(0), tl.sum(loss, 0))
         tl.store(weight_sum_ptr + tl.program_id(0), tl.sum(w, 0))
     else:
-        tl.store(loss_ptr + i, convert(loss, loss_ptr.dtype.element_ty), mask=mask)
+        tl.store(loss_ptr + i, convert(loss, loss_ptr.dtype.element_ty), mask=i < rows)
 
 
 @triton.jit
@@ -58,22 +76,11 @@ def _nll_reduced_kernel(
         i = start + tl.arange(0, BLOCK)
         if INT64:
             i = i.to(tl.int64)
-        mask = i < rows
-        t = tl.load(t_ptr + i, mask=mask, other=0)
-        valid = mask & (t != ignore_index) & (t >= 0) & (t < C)
-        x = tl.load(x_ptr + (i // HW) * s_n + t * s_c + (i % HW) * s_hw, mask=valid, other=0).to(ACC)
-        if HAS_WEIGHT:
-            w = tl.load(w_ptr + t, mask=valid, other=0).to(ACC)
-        else:
-            w = valid.to(ACC)
-        loss += tl.where(valid, -w * x, 0.0)
+        row_loss, w = _row_losses(x_ptr, t_ptr, w_ptr, i, rows, C, HW, s_n, s_c, s_hw, ignore_index, HAS_WEIGHT,
+                                  ACC)
+        loss += row_loss
         weight += w
-    total_loss = tl.sum(loss, 0)
-    total_weight = tl.sum(weight, 0)
-    if MEAN:
-        total_loss = total_loss / total_weight
-    tl.store(out_ptr, convert(total_loss, out_ptr.dtype.element_ty))
-    tl.store(total_ptr, convert(total_weight, total_ptr.dtype.element_ty))
+    _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
 
 
 @triton.jit
@@ -85,12 +92,7 @@ def _weighted_total_kernel(loss_ptr, weight_ptr, out_ptr, total_ptr, n, MEAN: tl
         k = start + tl.arange(0, BLOCK)
         loss += tl.load(loss_ptr + k, mask=k < n, other=0)
         weight += tl.load(weight_ptr + k, mask=k < n, other=0)
-    total_loss = tl.sum(loss, 0)
-    total_weight = tl.sum(weight, 0)
-    if MEAN:
-        total_loss = total_loss / total_weight
-    tl.store(out_ptr, convert(total_loss, out_ptr.dtype.element_ty))
-    tl.store(total_ptr, convert(total_weight, total_ptr.dtype.element_ty))
+    _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
 
 
 @triton.jit
