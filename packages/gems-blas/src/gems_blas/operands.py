@@ -7,13 +7,13 @@ from collections.abc import Sequence
 
 import torch
 
+from flag_gems.launch import specialization
 from flag_gems.outputs import resize_output
 from flag_gems.runtime import device
 from gems_blas import workspace
 
 #: Operand dtypes our kernels compute; everything else goes back to ATen.
 FLOATS = (torch.float16, torch.bfloat16, torch.float32)
-_INT32_MAX = 2**31 - 1
 #: Entries a call cache holds before it is emptied (shapes seen by one process are usually few).
 CACHE_LIMIT = 4096
 
@@ -82,8 +82,7 @@ def finish_out(out: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
 def spec_key(dtypes: tuple, tensors: Sequence[torch.Tensor], ints: Sequence[int]) -> tuple:
     """The key of a compiled kernel for one launch: operand dtypes, 16-byte alignment of the pointers and
     what Triton specialises integer arguments on (equal to 1, divisible by 16, wider than 32 bits)."""
-    return (*dtypes, *[t.data_ptr() % 16 == 0 for t in tensors],
-            *[(2 if i == 1 else i % 16 == 0) + 4 * (i > _INT32_MAX) for i in ints])
+    return (*dtypes, *[t.data_ptr() % 16 == 0 for t in tensors], *specialization(ints))
 
 
 class PlannedLaunch:

@@ -37,6 +37,16 @@ def specialization(args) -> tuple:
                   else type(a) for a in args])
 
 
+def aligned(*groups) -> bool:
+    """Whether every tensor in ``groups`` starts at a 16-byte aligned address, the pointer property
+    Triton specialises on: then a launch's key need not name each pointer."""
+    ptrs = 0
+    for group in groups:
+        for t in group:
+            ptrs |= t.data_ptr()
+    return ptrs & 15 == 0
+
+
 def _hooks_installed() -> bool:
     # Profilers install launch hooks; with any present, launches go through Triton so they see them.
     hooks = triton.knobs.runtime.launch_enter_hook

@@ -7,11 +7,10 @@ every program costs milliseconds whatever its size, so there the rules pick few,
 from __future__ import annotations
 
 import functools
-import operator
 
 import torch
 
-from flag_gems.launch import Launcher, specialization
+from flag_gems.launch import Launcher, aligned, specialization
 from flag_gems.runtime import device
 
 #: Widest row (elements) a program holds whole in registers: 32 fp32 values a thread at 16 warps.
@@ -116,11 +115,6 @@ def launcher(kernel, num_warps: int, dtypes: tuple, **constexprs) -> Launcher:
     return found
 
 
-def grid3(grid: tuple) -> tuple[int, int, int]:
-    """``grid`` (1 to 3 sizes) as 3 sizes."""
-    return (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
-
-
 def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> None:
     """Launch ``kernel`` over ``grid``. The compiled kernel is kept per constexprs, dtypes and Triton's
     specialisation of ``args``, so a repeated call skips Triton's launch path.
@@ -128,11 +122,7 @@ def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> Non
     ``constexprs`` must be the kernel's last parameters, given in signature order.
     """
     dtypes = tuple([a.dtype for a in args if isinstance(a, torch.Tensor)])
-    launcher(kernel, num_warps, dtypes, **constexprs)(grid3(grid), args,
-                                                       None if device.interpreter else specialization(args))
-
-
-_data_ptr = torch.Tensor.data_ptr
+    launcher(kernel, num_warps, dtypes, **constexprs)(grid, args, None if device.interpreter else specialization(args))
 
 
 class ReadyLaunch:
@@ -148,7 +138,7 @@ class ReadyLaunch:
 
     def __init__(self, kernel, grid: tuple, num_warps: int, dtypes: tuple, ints: tuple, **constexprs) -> None:
         self.launcher = launcher(kernel, num_warps, dtypes, **constexprs)
-        self.grid = grid3(grid)
+        self.grid = grid
         self.tensors = len(dtypes)
         # Triton's key for the ints (1, divisible by 16, width); the tag keeps it apart from the full
         # specialisation() tuples that launch() files in the same launcher.
@@ -158,6 +148,6 @@ class ReadyLaunch:
         spec = self.spec
         # Every pointer 16-byte aligned (fresh outputs always are) is the case the key names; any other
         # takes Triton's full specialisation as its key.
-        if spec is not None and functools.reduce(operator.or_, map(_data_ptr, args[:self.tensors])) % 16:
+        if spec is not None and not aligned(args[:self.tensors]):
             spec = specialization(args)
         self.launcher(self.grid, args, spec)

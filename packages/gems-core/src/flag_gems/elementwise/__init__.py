@@ -20,7 +20,7 @@ import torch
 
 from flag_gems.elementwise import shapes
 from flag_gems.elementwise.codegen import Pattern, load_kernel
-from flag_gems.launch import Launcher, specialization
+from flag_gems.launch import Launcher, aligned, specialization
 from flag_gems.outputs import check_no_partial_overlap, resize_output
 from flag_gems.promotion import promote, promotion_kind
 from flag_gems.runtime import device
@@ -372,12 +372,7 @@ def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, results, launch_arg
     """The launch's key in its Launcher: with every pointer 16-byte aligned (the common case) the part
     the call's plan or layout fixed plus the integer scalars; otherwise Triton's specialisation of
     every argument. (The plan already fixes every dtype and value type.)"""
-    ptrs = 0
-    for t in tensors:
-        ptrs |= t.data_ptr()
-    for t in results:
-        ptrs |= t.data_ptr()
-    if ptrs & 15:
+    if not aligned(tensors, results):
         return specialization(launch_args)
     return (*fixed, *_scalar_spec(values, plan.scalar_pos)) if plan.scalar_pos else fixed
 
