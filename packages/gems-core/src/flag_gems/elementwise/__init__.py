@@ -333,7 +333,8 @@ class PointwiseDynamic:
         given_strides = [list(o.stride()) for o in given]
         perm = shapes.memory_order(shape, given_strides + in_strides)
         new_strides = shapes.output_strides(shape, perm)
-        out_strides = [list(o.stride()) if o is not None else (new_strides or _contiguous(shape)) for o in outs]
+        fresh_strides = new_strides or shapes.contiguous_strides(shape)  # of the outputs allocated here
+        out_strides = [list(o.stride()) if o is not None else fresh_strides for o in outs]
         n = 1
         for s in shape:
             n *= s
@@ -358,14 +359,6 @@ class PointwiseDynamic:
                 tail += operand
             grid = ((n + block - 1) // block, 1, 1)
         return _Layout(shape, new_strides, n, tail, grid, launcher), reusable
-
-
-def _contiguous(shape) -> list[int]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return strides[::-1]
 
 
 def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, results, launch_args) -> tuple:

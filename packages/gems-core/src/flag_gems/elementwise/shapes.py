@@ -80,6 +80,15 @@ def output_strides(shape: tuple[int, ...], perm: list[int]) -> list[int] | None:
     return strides
 
 
+def contiguous_strides(shape: tuple[int, ...]) -> list[int]:
+    """The strides ``torch.empty(shape)`` gets (a size-0 dim counts as 1)."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return strides[::-1]
+
+
 def coalesce(shape: tuple[int, ...], perm: list[int], operand_strides: list[list[int]]):
     """Merge dimensions that every operand walks as one; returns (sizes, strides per operand),
     slowest dimension first, without size-1 dimensions."""
