@@ -312,6 +312,31 @@ def test_fp32_precision_follows_allow_tf32(allow_tf32):
     _check(res, torch.mm(a64, b64), ref_aten, torch.float32, k, atol=atol)
 
 
+@pytest.mark.parametrize("layout", ["rows", "cols"])
+def test_tf32_operands_are_copied_k_major(layout, monkeypatch):
+    # Hopper's tf32 instructions take K-major operands only: a row-major B (or a column-major A) is copied
+    # K-major before the Hopper kernel runs; the copy threshold is lowered so a small product takes it.
+    monkeypatch.setattr(mm_module, "_ALIGN_COPY_MIN_WORK", 0)
+    copies = []
+    for name in ("_aligned_copy", "_column_major_copy"):
+        original = getattr(mm_module, name)
+        monkeypatch.setattr(mm_module, name, lambda *args, _f=original, _n=name: copies.append(_n) or _f(*args))
+    m, n, k = 48, 40, 64
+    a, b = _rand((m, k), torch.float32, layout), _rand((k, n), torch.float32, layout, scale=k**-0.5)
+    a64, b64 = _refs(a, b)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with mm_module.forced_kernel("tma"):
+            ref_aten = torch.mm(a, b)
+            with served("mm", families=BLAS):
+                res = torch.mm(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    assert copies[:1] == (["_column_major_copy"] if layout == "rows" else ["_aligned_copy"])
+    _check(res, torch.mm(a64, b64), ref_aten, torch.float32, k, atol=5e-3)
+
+
 # bmm, baddbmm, addbmm --------------------------------------------------------------------------------
 
 BMM_SHAPES = [(1, 40, 30, 50), (5, 33, 17, 65), (4, 1, 24, 32), (3, 24, 1, 32)]
