@@ -7,7 +7,8 @@
 #   logs/                each step's full pytest output
 #
 # Usage: bash benchmark/run_gpu.sh [OUTPUT_DIR]
-# Environment: PYTHON (default python3); GEMS_BENCH_SECONDS, the wall-clock budget of the whole run
+# Environment: PYTHON (default python3); GEMS_BENCH_OPS (only these cases, kernel mode);
+# GEMS_BENCH_SECONDS, the wall-clock budget of the whole run
 # (default 570: under 10 minutes); GEMS_BENCH_REP_MS / GEMS_BENCH_WARMUP_MS, do_bench's times per point
 # (default 60 / 15 ms).
 # Each step gets its share of the time left (what earlier steps did not use moves on) and skips the
@@ -50,7 +51,8 @@ echo "flag_gems benchmark on $CARD -> $OUT (budget ${TOTAL}s)"
 } > "$OUT/environment.txt" 2>&1
 
 # Steps: name, planned seconds, pytest arguments. Each step gets its plan's share of the time left;
-# within a step the most important points run first.
+# within a step the most important points run first. GEMS_BENCH_OPS (comma-separated case names) runs
+# only those cases, in kernel mode: a check of a few ops after a change.
 STEPS=(
   "kernel-pointwise|95|benchmark/test_pointwise_perf.py --bench-mode kernel --bench-shapes large"
   "kernel-reduction|95|benchmark/test_reduction_perf.py --bench-mode kernel --bench-shapes large"
@@ -63,6 +65,13 @@ STEPS=(
   "overhead|50|benchmark/test_overhead_perf.py --bench-mode operator"
   "first-call|60|benchmark/test_first_call_perf.py"
 )
+if [ -n "${GEMS_BENCH_OPS:-}" ]; then
+  FILTERED=()
+  for step in "${STEPS[@]}"; do
+    case $step in kernel-*) FILTERED+=("$step --bench-ops $GEMS_BENCH_OPS") ;; esac
+  done
+  STEPS=("${FILTERED[@]}")
+fi
 PLANNED=0
 for step in "${STEPS[@]}"; do PLANNED=$((PLANNED + $(echo "$step" | cut -d'|' -f2))); done
 RESERVE=25  # seconds kept for the report and the charts
