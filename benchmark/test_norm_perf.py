@@ -193,7 +193,8 @@ CASES = [
     _image_case("batch_norm_eval", batch_norm_eval, bn_args, BATCH_NORM_OPS, dtypes=(FP32, BF16)),
     _image_case("batch_norm_backward", bn_backward, bn_backward_args, ["native_batch_norm_backward"],
                 dtypes=(FP32,), shapes=IMAGES[:1], reduce_dim=lambda s: s[0] * s[2] * s[3]),
-    _image_case("instance_norm", instance_norm, gn_args, BATCH_NORM_OPS, dtypes=(FP16, FP32), shapes=IMAGES[:1]),
+    _image_case("instance_norm", instance_norm, gn_args, ["instance_norm", *BATCH_NORM_OPS], dtypes=(FP16, FP32),
+                shapes=IMAGES[:1]),
     _rows_case("weight_norm", lambda v, g: torch._weight_norm(v, g, 0), weight_norm_args,
                ["_weight_norm_interface"], dtypes=(BF16, FP32), shapes=((4096, 4096), (14336, 4096))),
     # Fused public functions.

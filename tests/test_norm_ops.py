@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from gems_test_settings import to_reference
 
 import flag_gems
-from flag_gems.testing import RESOLUTION, assert_close
+from flag_gems.testing import RESOLUTION, assert_close, assert_equal
 from flag_gems.testing import served as _served
 
 DEVICE = flag_gems.device
@@ -144,6 +144,51 @@ def test_layer_norm_noncontiguous_and_empty():
         assert r.shape == e.shape and r.dtype == e.dtype
 
 
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("grad", ["sum", "expanded", "transposed"])
+@pytest.mark.parametrize("shape", [(3, 5, 40), (2, 12000)])
+def test_row_norm_strided_grad_output(op, grad, shape):
+    """Gradients as ATen's for a grad_output that is not contiguous: the stride-0 gradient of ``.sum()``,
+    one row expanded over all rows, a transposed tensor; also through the looped kernels of wide rows."""
+    n = shape[-1]
+    x = _rand(shape, torch.float32, True, scale=2.0, shift=0.5)
+    w = _rand(n, torch.float32, True)
+    b = _rand(n, torch.float32, True) if op == "layer_norm" else None
+    dy = None
+    if grad == "expanded":
+        dy = _rand(n, torch.float32).expand(shape)
+    elif grad == "transposed":
+        dy = _rand(shape[::-1], torch.float32).permute(*reversed(range(len(shape))))
+
+    def run(x_, w_, b_, dy_):
+        out = F.layer_norm(x_, (n,), w_, b_, 1e-5) if op == "layer_norm" else F.rms_norm(x_, (n,), w_, 1e-5)
+        if dy_ is None:
+            out.sum().backward()
+        else:
+            out.backward(dy_)
+
+    leaves = [x, w, b]
+    ref = _refs(leaves, False)
+    run(*ref, to_reference(dy))
+    with served("native_layer_norm_backward" if op == "layer_norm" else "rms_norm"):
+        run(*leaves, dy)
+    for res_g, ref_g, k in zip(_grads(leaves), _grads(ref), [1, x.numel() // n, x.numel() // n]):
+        if ref_g is not None:
+            _close_scaled(res_g, ref_g.to(res_g.device), torch.float32, reduce_dim=k)
+
+
+def test_expanded_grad_output_is_read_in_place():
+    # The backward reads an expanded gradient through its strides: no 64 MB copy of a broadcast scalar.
+    from gems_norm import row_norm
+
+    dy = torch.ones((), device=DEVICE).expand(4, 6, 40)
+    rows, s_m, s_n = row_norm.grad_rows(dy, 24, 40)
+    assert rows.data_ptr() == dy.data_ptr() and (s_m, s_n) == (0, 0)
+    dy = _rand(40, torch.float32).expand(4, 6, 40)
+    rows, s_m, s_n = row_norm.grad_rows(dy, 24, 40)
+    assert rows.data_ptr() == dy.data_ptr() and (s_m, s_n) == (0, 1)
+
+
 def test_layer_norm_bad_shape_raises_like_aten():
     x = _rand((4, 6), torch.float32)
     with pytest.raises(RuntimeError) as expected:
@@ -221,8 +266,10 @@ def function_calls(monkeypatch):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(1, 1024), (2, 3, 48)])
 def test_rms_norm_outside_autograd(dtype, shape, function_calls):
+    from gems_norm import rms_norm
+
     # A decoding step: grad mode off, or inputs that do not require grad. Still gems, same result as ATen,
-    # nothing recorded; with inputs requiring grad the Function runs and gradients match.
+    # nothing recorded; with inputs requiring grad autograd records the call and gradients match.
     n = shape[-1]
     x, w = _rand(shape, dtype, scale=2.0), _rand(n, dtype)
     ref = F.rms_norm(to_reference(x), (n,), to_reference(w), 1e-6)
@@ -245,10 +292,13 @@ def test_rms_norm_outside_autograd(dtype, shape, function_calls):
     ref_leaves = _refs(leaves, False)
     dy = _rand(shape, dtype)
     F.rms_norm(ref_leaves[0], (n,), ref_leaves[1], 1e-6).backward(to_reference(dy))
-    with served("rms_norm"):
+    # Where ATen has fused RMS norm kernels on the device (CUDA), its C++ autograd node runs over ours;
+    # elsewhere our Function does.
+    on_device = rms_norm._FUSED_ON_DEVICE
+    with served("rms_norm", *(("_fused_rms_norm", "_fused_rms_norm_backward") if on_device else ())):
         out = F.rms_norm(x, (n,), w, 1e-6)
         out.backward(dy)
-    assert function_calls
+    assert bool(function_calls) != on_device
     _check_like_aten(out.detach(), ref)
     for res_g, ref_g, k in zip(_grads(leaves), _grads(ref_leaves), [1, x.numel() // n]):
         _close_scaled(res_g, ref_g.to(res_g.device), dtype, reduce_dim=k)
@@ -407,7 +457,8 @@ def test_group_norm_uneven_groups_raise_like_aten():
 
 # batch norm ---------------------------------------------------------------------------------------------
 
-BN_SHAPES = [(16, 5), (4, 3, 10), (3, 4, 6, 5), (2, 3, 4, 3, 5)]
+# 2-d, 3-d, 4-d, 5-d; one sample (each channel held whole by one program).
+BN_SHAPES = [(16, 5), (4, 3, 10), (3, 4, 6, 5), (2, 3, 4, 3, 5), (1, 6, 7, 5)]
 
 
 def _assert_batch_norm_served(counter):
@@ -563,6 +614,64 @@ def test_instance_norm(dtype, use_input_stats, with_stats, kernel_calls):
         _close_scaled(res_g, ref_g, dtype, reduce_dim=k)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("use_input_stats, with_stats", [(True, False), (True, True), (False, True)])
+def test_instance_norm_op(dtype, use_input_stats, with_stats):
+    """ATen's ``instance_norm`` (CompositeImplicitAutograd) served on the Autograd key: output, running
+    statistics and gradients as ATen's; without autograd, a channels-last input too."""
+    shape = (3, 4, 6, 5)
+    x = _rand(shape, dtype, True, scale=2.0, shift=1.0)
+    w, b, rm, rv = _bn_params(4, dtype, True, with_stats)
+    dy = _rand(shape, dtype)
+    leaves = [x, w, b]
+    ref64, ref = _refs(leaves, True), _refs(leaves, False)
+    rm64, rv64 = to_reference(rm, upcast=True), to_reference(rv, upcast=True)
+    rm_ref, rv_ref = to_reference(rm), to_reference(rv)
+    args = (use_input_stats, 0.1, 1e-5)
+    F.instance_norm(ref64[0], rm64, rv64, ref64[1], ref64[2], *args).backward(to_reference(dy, upcast=True))
+    out_ref = F.instance_norm(ref[0], rm_ref, rv_ref, ref[1], ref[2], *args)
+    out_ref.backward(to_reference(dy))
+    x_last = x.detach().to(memory_format=torch.channels_last)
+    eval_stats = (rm.clone(), rv.clone()) if with_stats else None
+    plain_ref = F.instance_norm(to_reference(x_last), *_refs(eval_stats, False), ref[1].detach(), ref[2].detach(),
+                                False, 0.1, 1e-5) if with_stats else None
+    with served("instance_norm"):
+        out = F.instance_norm(x, rm, rv, w, b, *args)
+        out.backward(dy)
+        if with_stats:
+            with torch.no_grad():
+                plain = F.instance_norm(x_last, *eval_stats, w, b, False, 0.1, 1e-5)
+    assert out.dtype == dtype and out.shape == x.shape
+    _close_scaled(out, out_ref.to(out.device), dtype)
+    if with_stats:
+        assert_close(rm, rm64, dtype, reduce_dim=30)
+        assert_close(rv, rv64, dtype, reduce_dim=30)
+        assert plain.stride() == plain_ref.stride() and not plain.requires_grad
+        _close_scaled(plain, plain_ref.to(plain.device), dtype)
+    _check_grads(_grads(leaves), _grads(ref64), _grads(ref), dtype, [30, 90, 90])
+
+
+@pytest.mark.parametrize("with_stats", [True, False])
+def test_instance_norm_planes_wider_than_a_program(with_stats):
+    # Planes past what one program holds (16384 values): statistics gathered in a first pass, merged per plane.
+    x = _rand((2, 3, 130, 130), torch.float32, True, scale=2.0, shift=1.0)
+    w, b, rm, rv = _bn_params(3, torch.float32, True, with_stats)
+    leaves = [x, w, b]
+    ref = _refs(leaves, False)
+    rm_ref, rv_ref = to_reference(rm), to_reference(rv)
+    out_ref = F.instance_norm(ref[0], rm_ref, rv_ref, ref[1], ref[2], True, 0.1, 1e-5)
+    out_ref.sum().backward()
+    with served("instance_norm"):
+        out = F.instance_norm(x, rm, rv, w, b, True, 0.1, 1e-5)
+        out.sum().backward()
+    _close_scaled(out, out_ref.to(out.device), torch.float32)
+    if with_stats:
+        assert_close(rm, rm_ref.to(rm.device), torch.float32, reduce_dim=16900)
+        assert_close(rv, rv_ref.to(rv.device), torch.float32, reduce_dim=16900)
+    for res_g, ref_g in zip(_grads(leaves), _grads(ref)):
+        _close_scaled(res_g, ref_g.to(res_g.device), torch.float32, reduce_dim=16900)
+
+
 # weight norm --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, dim", [((6, 5, 3), 0), ((6, 5, 3), 2), ((7,), 0), ((40, 300), 1)])
@@ -599,7 +708,11 @@ def test_public_weight_norm(dtype, dim, kernel_calls):
     with served():
         out = flag_gems.weight_norm(v, g, dim)
         out.backward(dw)
-    assert kernel_calls["forward"] == 1 and kernel_calls["backward"] == 1
+        with torch.no_grad():  # no autograd.Function where autograd records nothing
+            plain = flag_gems.weight_norm(v, g, dim)
+    assert kernel_calls["forward"] == 2 and kernel_calls["backward"] == 1
+    assert plain.grad_fn is None
+    assert_equal(plain, out.detach())
     k = v.numel() if dim == -1 else v.numel() // shape[dim]
     assert out.dtype == dtype
     assert_close(out, out64, dtype)

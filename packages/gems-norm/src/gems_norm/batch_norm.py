@@ -1,10 +1,12 @@
 """Batch norm, training and eval, forward and backward, for every ATen entry point that reaches it.
 
-Forward in training: per-channel Welford partials (per_channel.channel_sums), one small kernel that merges
-them, saves mean and inverse std, updates the running statistics as ATen does (momentum, unbiased
-variance) and writes each channel's affine coefficients, then one elementwise pass. Eval skips the
-statistics. Backward: per-channel sums of dy and dy * (x - mean), the same kind of small kernel for
-the weight and bias gradients and dx's coefficients, then one elementwise pass for dx.
+Forward: one kernel normalises each (channels, K) tile with its channels' statistics: in eval the
+running ones, read in place; in training, where a program holds whole channels (one sample: instance
+norm's view), computed from the tile itself (one read of x); otherwise gathered first as per-channel
+Welford partials (per_channel.channel_sums) and merged by a small kernel into a table of coefficients.
+Whichever computes the statistics saves them and updates the running ones as ATen does (momentum,
+unbiased variance). Backward: per-channel sums of dy and dy * (x - mean), the same kind of small kernel
+for the weight and bias gradients and dx's coefficients, then one elementwise pass for dx.
 """
 
 from __future__ import annotations
@@ -14,54 +16,111 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import cdiv, launch, next_pow2
-from gems_norm.per_channel import ChannelView, channel_affine, channel_sums, channel_view
+from gems_norm.heuristics import MAX_ROW_BLOCK, ReadyLaunch, cdiv, keep, launch, next_pow2, row_tile, warps
+from gems_norm.per_channel import ChannelView, channel_affine, channel_sums, channel_tile, channel_view
 from gems_norm.semantics import ATEN_CUDA, FLOAT_DTYPES, params_ok, stats_dtype
+
+# How the forward kernel gets each channel's statistics.
+_EVAL, _TABLE, _WHOLE = 0, 1, 2
 
 
 @triton.jit
-def _forward_coef_kernel(PART, splits, C, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD,
-                         COEF, momentum, eps, BLOCK_C: tl.constexpr, TRAINING: tl.constexpr,
-                         UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
-    # PART holds the (count, mean, m2) planes of channel_sums, each (splits, C).
-    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ok = c < C
-    if TRAINING:
-        count = tl.zeros([BLOCK_C], tl.float32)
-        mean = tl.zeros([BLOCK_C], tl.float32)
-        m2 = tl.zeros([BLOCK_C], tl.float32)
-        for s in range(splits):
-            part_count = tl.load(PART + s * C + c, mask=ok, other=0.0)
-            delta = tl.load(PART + (splits + s) * C + c, mask=ok, other=0.0) - mean
-            total = count + part_count
-            share = part_count / tl.maximum(total, 1.0)
-            mean += delta * share
-            m2 += tl.load(PART + (2 * splits + s) * C + c, mask=ok, other=0.0) + delta * delta * count * share
-            count = total
-        invstd = 1.0 / tl.sqrt(m2 / tl.maximum(count, 1.0) + eps)
-        if UPDATE:
-            running_mean = tl.load(RM + c, mask=ok, other=0.0).to(tl.float32)
-            running_var = tl.load(RV + c, mask=ok, other=0.0).to(tl.float32)
-            unbiased = m2 / (count - 1.0)
-            tl.store(RM_OUT + c, ((1.0 - momentum) * running_mean + momentum * mean).to(RM_OUT.dtype.element_ty),
-                     mask=ok)
-            tl.store(RV_OUT + c, ((1.0 - momentum) * running_var + momentum * unbiased).to(RV_OUT.dtype.element_ty),
-                     mask=ok)
-    else:
-        mean = tl.load(RM + c, mask=ok, other=0.0).to(tl.float32)
-        invstd = 1.0 / tl.sqrt(tl.load(RV + c, mask=ok, other=1.0).to(tl.float32) + eps)
+def _finish_stats(count, mean, m2, c, ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, momentum, eps,
+                  UPDATE: tl.constexpr, SAVE: tl.constexpr):
+    """The inverse std of channels ``c`` from their (count, mean, m2); saves the mean and inverse std and
+    updates the running statistics (momentum, unbiased variance) as ATen does."""
+    invstd = 1.0 / tl.sqrt(m2 / tl.maximum(count, 1.0) + eps)
+    if UPDATE:
+        running_mean = tl.load(RM + c, mask=ok, other=0.0).to(tl.float32)
+        running_var = tl.load(RV + c, mask=ok, other=0.0).to(tl.float32)
+        unbiased = m2 / (count - 1.0)
+        tl.store(RM_OUT + c, ((1.0 - momentum) * running_mean + momentum * mean).to(RM_OUT.dtype.element_ty),
+                 mask=ok)
+        tl.store(RV_OUT + c, ((1.0 - momentum) * running_var + momentum * unbiased).to(RV_OUT.dtype.element_ty),
+                 mask=ok)
     if SAVE:
         tl.store(SAVE_MEAN + c, mean.to(SAVE_MEAN.dtype.element_ty), mask=ok)
         tl.store(SAVE_INVSTD + c, invstd.to(SAVE_INVSTD.dtype.element_ty), mask=ok)
-    scale = invstd
+    return invstd
+
+
+@triton.jit
+def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, COEF, C, splits, param_c,
+                        momentum, eps, BLOCK_C: tl.constexpr, UPDATE: tl.constexpr, SAVE: tl.constexpr,
+                        HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    # Merges channel_sums' (count, mean, m2) planes, each (splits, C), into each channel's statistics and
+    # writes its rows (mean, scale, shift) of COEF. Weight and bias repeat every ``param_c`` channels.
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = c < C
+    count = tl.zeros([BLOCK_C], tl.float32)
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for s in range(splits):
+        part_count = tl.load(PART + s * C + c, mask=ok, other=0.0)
+        delta = tl.load(PART + (splits + s) * C + c, mask=ok, other=0.0) - mean
+        total = count + part_count
+        share = part_count / tl.maximum(total, 1.0)
+        mean += delta * share
+        m2 += tl.load(PART + (2 * splits + s) * C + c, mask=ok, other=0.0) + delta * delta * count * share
+        count = total
+    scale = _finish_stats(count, mean, m2, c, ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, momentum, eps,
+                          UPDATE, SAVE)
     if HAS_W:
-        scale = scale * tl.load(W + c, mask=ok, other=0.0).to(tl.float32)
+        scale = scale * tl.load(W + c % param_c, mask=ok, other=0.0).to(tl.float32)
     shift = tl.zeros([BLOCK_C], tl.float32)
     if HAS_B:
-        shift = tl.load(B + c, mask=ok, other=0.0).to(tl.float32)
+        shift = tl.load(B + c % param_c, mask=ok, other=0.0).to(tl.float32)
     tl.store(COEF + c, mean, mask=ok)
     tl.store(COEF + C + c, scale, mask=ok)
     tl.store(COEF + 2 * C + c, shift, mask=ok)
+
+
+@triton.jit
+def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, Y,
+                           C, K, s_n, s_c, s_k, param_c, momentum, eps,
+                           BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, STATS: tl.constexpr,
+                           UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    # A program normalises a (channels, K) tile of one sample with its channels' statistics: the running
+    # ones (_EVAL), rows (mean, scale, shift) of COEF written by _merge_stats_kernel (_TABLE), or taken from
+    # the tile itself, which then holds whole channels (_WHOLE: one read of x; every program is the only
+    # one of its channels, so it also saves them). Parameters (and running statistics read in eval) repeat
+    # every ``param_c`` channels: instance norm's (N*C) channels share C of them.
+    c_blocks = tl.cdiv(C, BLOCK_C)
+    k_blocks = tl.cdiv(K, BLOCK_K)
+    pid = tl.program_id(0)
+    rest = pid // c_blocks
+    channels = (pid % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
+    c_ok = channels < C
+    params = channels % param_c
+    ks = (rest % k_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    mask = c_ok & (ks < K)
+    offs = (rest // k_blocks).to(tl.int64) * s_n + channels.to(tl.int64) * s_c + ks.to(tl.int64) * s_k
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    if STATS == 1:
+        mean = tl.load(COEF + channels, mask=c_ok, other=0.0)
+        y = (x - mean) * tl.load(COEF + C + channels, mask=c_ok, other=0.0)
+        y += tl.load(COEF + 2 * C + channels, mask=c_ok, other=0.0)
+    else:
+        if STATS == 0:
+            mean = tl.load(RM + params, mask=c_ok, other=0.0).to(tl.float32)
+            scale = 1.0 / tl.sqrt(tl.load(RV + params, mask=c_ok, other=1.0).to(tl.float32) + eps)
+            if SAVE:
+                if rest == 0:  # the first program of each channel block
+                    tl.store(SAVE_MEAN + channels, mean.to(SAVE_MEAN.dtype.element_ty), mask=c_ok)
+                    tl.store(SAVE_INVSTD + channels, scale.to(SAVE_INVSTD.dtype.element_ty), mask=c_ok)
+        else:
+            count = tl.zeros([BLOCK_C, 1], tl.float32) + K
+            mean = tl.sum(x, 1, keep_dims=True) / count
+            centered = tl.where(mask, x - mean, 0.0)
+            m2 = tl.sum(centered * centered, 1, keep_dims=True)
+            scale = _finish_stats(count, mean, m2, channels, c_ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD,
+                                  momentum, eps, UPDATE, SAVE)
+        if HAS_W:
+            scale = scale * tl.load(W + params, mask=c_ok, other=0.0).to(tl.float32)
+        y = (x - mean) * scale
+        if HAS_B:
+            y += tl.load(B + params, mask=c_ok, other=0.0).to(tl.float32)
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -108,33 +167,74 @@ def _coef_block(c: int) -> int:
     return min(next_pow2(max(c, 1)), 1024)
 
 
+#: Ready launches of the forward kernels, by (view or C, dtypes, statistics mode and options).
+_forward_launches: dict[tuple, ReadyLaunch] = {}
+_merge_launches: dict[tuple, ReadyLaunch] = {}
+
+
+def _forward_launch(key: tuple) -> ReadyLaunch:
+    view, dtypes, stats, param_c, update, save, has_w, has_b = key
+    block_c, block_k = row_tile(view.c, view.k) if stats == _WHOLE else channel_tile(view)
+    grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
+    ready = ReadyLaunch(_batch_norm_fwd_kernel, grid, warps(block_c * block_k), dtypes,
+                        (view.c, view.k, view.s_n, view.s_c, view.s_k, param_c), BLOCK_C=block_c, BLOCK_K=block_k,
+                        STATS=stats, UPDATE=update, SAVE=save, HAS_W=has_w, HAS_B=has_b)
+    return keep(_forward_launches, key, ready)
+
+
+def _merge_launch(key: tuple) -> ReadyLaunch:
+    c, splits, param_c, dtypes, update, save, has_w, has_b = key
+    block = _coef_block(c)
+    return keep(_merge_launches, key, ReadyLaunch(_merge_stats_kernel, (cdiv(c, block),), 4, dtypes,
+                                                  (c, splits, param_c), BLOCK_C=block, UPDATE=update, SAVE=save,
+                                                  HAS_W=has_w, HAS_B=has_b))
+
+
 def forward(x: torch.Tensor, view: ChannelView, weight, bias, running_mean, running_var, training: bool,
-            momentum: float, eps: float, saved_dtype: torch.dtype, running_out=None, save_in_eval: bool = False):
+            momentum: float, eps: float, saved_dtype: torch.dtype, running_out=None, save_in_eval: bool = False,
+            param_c: int | None = None):
     """(out, save_mean, save_invstd) of dense ``x`` seen as ``view``. In training with running statistics
     they are updated, in place or into ``running_out`` (a pair) for the functional forms. In eval the
-    saved statistics are empty, or with ``save_in_eval`` the running mean and its inverse std."""
+    saved statistics are empty, or with ``save_in_eval`` the running mean and its inverse std.
+    ``param_c``: the parameters (and running statistics read in eval) repeat every ``param_c`` channels
+    (only where running statistics are not updated).
+
+    Eval and inputs whose channels each fit a program whole (one sample; instance norm) take one kernel
+    and one read of ``x``; other training inputs first gather per-channel Welford partials (one more read)
+    and merge them in a small kernel.
+    """
     c = view.c
     update = training and running_mean is not None
     save = training or save_in_eval
     rm_out, rv_out = running_out if running_out is not None else (running_mean, running_var)
-    if training:
-        part = channel_sums(view, x, welford=True)
-        splits = part.shape[1]
-    else:
-        part, splits = x, 0
     save_mean = torch.empty(c if save else 0, dtype=saved_dtype, device=x.device)
     save_invstd = torch.empty(c if save else 0, dtype=saved_dtype, device=x.device)
-    coef = torch.empty(3, c, dtype=torch.float32, device=x.device)
-    block = _coef_block(c)
-    dummy = coef
-    args = [part, splits, c, weight if weight is not None else dummy,
-            bias if bias is not None else dummy, running_mean if running_mean is not None else dummy,
-            running_var if running_var is not None else dummy, rm_out if update else dummy,
-            rv_out if update else dummy, save_mean if save else dummy, save_invstd if save else dummy,
-            coef, momentum, eps]
-    launch(_forward_coef_kernel, (cdiv(c, block),), args, 4, BLOCK_C=block, TRAINING=training,
-           UPDATE=update, SAVE=save, HAS_W=weight is not None, HAS_B=bias is not None)
-    out = channel_affine(view, x, coef, torch.empty_like(x))
+    out = torch.empty_like(x)
+    # Absent tensors are passed as ``out`` (never read; written only when given).
+    stats_args = (out if weight is None else weight, out if bias is None else bias,
+                  out if running_mean is None else running_mean, out if running_var is None else running_var,
+                  rm_out if update else out, rv_out if update else out, save_mean if save else out,
+                  save_invstd if save else out)
+    flags = (update, save, weight is not None, bias is not None)
+    param_c = param_c or c
+    coef = out
+    if not training:
+        stats = _EVAL
+    elif view.nb == 1 and view.s_k == 1 and next_pow2(view.k) <= MAX_ROW_BLOCK:
+        stats = _WHOLE
+    else:
+        stats = _TABLE
+        part = channel_sums(view, x, welford=True)
+        coef = torch.empty(3, c, dtype=torch.float32, device=x.device)
+        tensors = (part, *stats_args, coef)
+        key = (c, part.shape[1], param_c, tuple([t.dtype for t in tensors]), *flags)
+        ready = _merge_launches.get(key) or _merge_launch(key)
+        ready((*tensors, c, part.shape[1], param_c, float(momentum), float(eps)))
+        flags = (False, False, *flags[2:])  # the merge saved and updated the statistics
+    tensors = (x, coef, *stats_args, out)
+    key = (view, tuple([t.dtype for t in tensors]), stats, param_c, *flags)
+    ready = _forward_launches.get(key) or _forward_launch(key)
+    ready((*tensors, c, view.k, view.s_n, view.s_c, view.s_k, param_c, float(momentum), float(eps)))
     return out, save_mean, save_invstd
 
 

@@ -101,6 +101,18 @@ def programs(work: int, per_sm: int = 2) -> int:
     return max(1, min(work, _sm_count(torch.cuda.current_device()) * per_sm))
 
 
+#: Ready launches a cache keeps: beyond this many shapes (prefills of every length) the oldest are dropped.
+MAX_READY = 1024
+
+
+def keep(cache: dict, key, value):
+    """``cache[key] = value``, dropping the oldest entry of a full cache; returns ``value``."""
+    if len(cache) >= MAX_READY:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
+    return value
+
+
 _launchers: dict[tuple, Launcher] = {}
 
 

@@ -20,6 +20,9 @@ def rows_of(x: torch.Tensor, normalized_shape: Sequence[int], *params) -> tuple[
     """(M, N) of ``x`` seen as rows normalised over ``normalized_shape``, when the kernels take this call:
     a float dtype, non-empty, trailing dims equal to ``normalized_shape``, parameters of that shape,
     dtype and device. None sends the call to ATen, which also raises ATen's errors."""
+    n = last_dim(x, normalized_shape, *params)
+    if n:  # the common call, told apart more cheaply
+        return x.numel() // n, n
     k = len(normalized_shape)
     if x.dtype not in FLOAT_DTYPES or x.numel() == 0 or not 0 < k <= x.dim():
         return None
@@ -100,7 +103,7 @@ def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, we
         return _aten_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask)
     if not (need_dx or need_dw or need_db):
         return None, None, None
-    dx, dw, db = row_norm.backward(grad_out.contiguous(), input.contiguous(), *shape, mean.contiguous(),
+    dx, dw, db = row_norm.backward(grad_out, input.contiguous(), *shape, mean.contiguous(),
                                    rstd.contiguous(), flat(weight), True, need_dx, need_dw, need_db, input.dtype)
     return dx, param_shaped(dw, weight), param_shaped(db, bias)
 
@@ -126,7 +129,7 @@ class _SkipLayerNorm(torch.autograd.Function):
         h, weight, bias, mean, rstd = ctx.saved_tensors
         need_dh = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         need_dw, need_db = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        dh, dw, db = row_norm.backward(dy.contiguous(), h, *ctx.rows, mean, rstd, flat(weight), True, need_dh,
+        dh, dw, db = row_norm.backward(dy, h, *ctx.rows, mean, rstd, flat(weight), True, need_dh,
                                        need_dw, need_db, h.dtype)
         return dh, dh, param_shaped(dw, weight), param_shaped(db, bias), None, None, None, None
 

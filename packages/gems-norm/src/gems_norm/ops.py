@@ -2,7 +2,7 @@
 
 The list is built against the running torch: an overload it lacks is left out, one that is
 CompositeImplicitAutograd there is served on the Autograd key by a differentiable implementation
-(rms_norm, _fused_rms_norm), and overloads ATen implements only on some devices (cuDNN's batch norm,
+(rms_norm, _fused_rms_norm, instance_norm), and overloads ATen implements only on some devices (cuDNN's batch norm,
 the CUDA fused RMS norm backward) are served only where ATen has a kernel on this device's key.
 """
 
@@ -30,7 +30,7 @@ def _declare(name: str, fn, autograd_fn=None, device_only: bool = False) -> list
 def ops() -> list[OpImpl]:
     """The ATen overloads served, with their implementations."""
     from gems_norm import batch_norm as bn
-    from gems_norm import group_norm, layer_norm, rms_norm, weight_norm
+    from gems_norm import group_norm, instance_norm, layer_norm, rms_norm, weight_norm
 
     declared = [
         ("native_layer_norm", layer_norm.native_layer_norm),
@@ -52,6 +52,7 @@ def ops() -> list[OpImpl]:
     ]
     result = [op for name, fn in declared for op in _declare(name, fn)]
     result += _declare("rms_norm", None, rms_norm.rms_norm_op)
+    result += _declare("instance_norm", None, instance_norm.instance_norm_op)
     result += _declare("_fused_rms_norm", rms_norm.fused_rms_norm_backend_op, rms_norm.fused_rms_norm_op,
                        device_only=True)
     result += _declare("_fused_rms_norm_backward", rms_norm.fused_rms_norm_backward_op, device_only=True)

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gems_norm.heuristics import cdiv, launch, programs, strip_tile, warps
+from gems_norm.heuristics import ReadyLaunch, cdiv, keep, programs, strip_tile, warps
 from gems_norm.reductions import welford_add, welford_merge
 
 
@@ -120,34 +120,57 @@ def _channel_affine_kernel(X, DY, COEF, OUT, NB, C, K, s_n, s_c, s_k,
     tl.store(OUT + offs, out.to(OUT.dtype.element_ty), mask=mask)
 
 
-def _tile(view: ChannelView) -> tuple[int, int]:
+def channel_tile(view: ChannelView) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_K) of the per-channel kernels' tiles over ``view``."""
     return strip_tile(view.c, view.k, inner_contiguous=view.s_k == 1)
+
+
+#: Ready launches of the two kernels, by (view, dtypes, options): a model repeats a few shapes every step.
+_sums_launches: dict[tuple, tuple[ReadyLaunch, int, int]] = {}
+_affine_launches: dict[tuple, ReadyLaunch] = {}
+
+
+def _sums_launch(key: tuple) -> tuple[ReadyLaunch, int, int]:
+    view, dtypes, welford, has_mu = key
+    block_c, block_k = channel_tile(view)
+    c_blocks = cdiv(view.c, block_c)
+    iters = view.nb * cdiv(view.k, block_k)
+    splits = max(1, min(iters, programs(c_blocks * iters) // c_blocks))
+    per_split = cdiv(iters, splits)
+    splits = cdiv(iters, per_split)
+    ready = ReadyLaunch(_channel_sums_kernel, (c_blocks * splits,), warps(block_c * block_k), dtypes,
+                        (*view, per_split), BLOCK_C=block_c, BLOCK_K=block_k, WELFORD=welford, HAS_MU=has_mu)
+    return keep(_sums_launches, key, (ready, splits, per_split))
 
 
 def channel_sums(view: ChannelView, a: torch.Tensor, b: torch.Tensor | None = None,
                  mu: torch.Tensor | None = None, welford: bool = False) -> torch.Tensor:
     """Per-split, per-channel float32 partials, as planes of one (3 or 2, S, C) tensor: (count, mean, m2)
     of ``a`` with ``welford``, else (sum of ``a``, sum of ``a * (b - mu)``)."""
-    block_c, block_k = _tile(view)
-    c_blocks = cdiv(view.c, block_c)
-    iters = view.nb * cdiv(view.k, block_k)
-    splits = max(1, min(iters, programs(c_blocks * iters) // c_blocks))
-    per_split = cdiv(iters, splits)
-    splits = cdiv(iters, per_split)
+    b = a if b is None else b
+    has_mu = mu is not None
+    mu = mu if has_mu else a
+    key = (view, (a.dtype, b.dtype, mu.dtype, torch.float32), welford, has_mu)
+    ready, splits, per_split = _sums_launches.get(key) or _sums_launch(key)
     out = torch.empty(3 if welford else 2, splits, view.c, dtype=torch.float32, device=a.device)
-    launch(_channel_sums_kernel, (c_blocks * splits,),
-           [a, b if b is not None else a, mu if mu is not None else a, out,
-            view.nb, view.c, view.k, view.s_n, view.s_c, view.s_k, per_split],
-           warps(block_c * block_k), BLOCK_C=block_c, BLOCK_K=block_k, WELFORD=welford, HAS_MU=mu is not None)
+    ready((a, b, mu, out, *view, per_split))
     return out
+
+
+def _affine_launch(key: tuple) -> ReadyLaunch:
+    view, dtypes, has_dy = key
+    block_c, block_k = channel_tile(view)
+    grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
+    return keep(_affine_launches, key, ReadyLaunch(_channel_affine_kernel, grid, warps(block_c * block_k), dtypes,
+                                                    tuple(view), BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=has_dy))
 
 
 def channel_affine(view: ChannelView, x: torch.Tensor, coef: torch.Tensor, out: torch.Tensor,
                    dy: torch.Tensor | None = None) -> torch.Tensor:
     """``out = (x - mu[c]) * p[c] + q[c] (+ dy * r[c])`` with ``coef`` rows (mu, p, q, r); returns ``out``."""
-    block_c, block_k = _tile(view)
-    grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
-    launch(_channel_affine_kernel, grid,
-           [x, dy if dy is not None else x, coef, out, view.nb, view.c, view.k, view.s_n, view.s_c, view.s_k],
-           warps(block_c * block_k), BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=dy is not None)
+    has_dy = dy is not None
+    dy = dy if has_dy else x
+    key = (view, (x.dtype, dy.dtype, coef.dtype, out.dtype), has_dy)
+    ready = _affine_launches.get(key) or _affine_launch(key)
+    ready((x, dy, coef, out, *view))
     return out

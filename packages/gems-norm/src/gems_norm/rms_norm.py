@@ -1,9 +1,12 @@
 """RMS norm on the row-norm kernels (row_norm.py), forward and backward fused.
 
-``rms_norm`` (and ``_fused_rms_norm``) are CompositeImplicitAutograd in recent torch, so they are served
-on the Autograd key through the ``torch.autograd.Function`` below, whose backward is ours too; where
-autograd records nothing (grad mode off, or no input requiring grad: inference, a decoding step) they
-call the forward kernel directly, as the Function costs more host time than the kernel. Also the
+``rms_norm`` (and, on CPU, ``_fused_rms_norm``) are CompositeImplicitAutograd in recent torch, so they are
+served on the Autograd key. Where autograd records nothing (grad mode off, or no input requiring grad:
+inference, a decoding step) they call the forward kernel directly, as any autograd wrapper costs more
+host time than the kernel. Where it records the call, the device decides: on CUDA, ATen's own
+``rms_norm`` records a C++ autograd node over ``_fused_rms_norm`` and ``_fused_rms_norm_backward``, both
+served here on the backend key, so the call goes there (no Python autograd.Function, no zero-filled
+gradient of rstd); elsewhere the ``torch.autograd.Function`` below, whose backward is ours too. Also the
 public ``rms_norm`` and ``fused_add_rms_norm`` (residual add fused in front of the norm).
 """
 
@@ -13,9 +16,18 @@ from collections.abc import Sequence
 
 import torch
 
-from flag_gems import aten_kernel
+from flag_gems import aten_kernel, aten_names
+from flag_gems.runtime import device
 from gems_norm import row_norm
 from gems_norm.layer_norm import flat, last_dim, param_shaped, records_graph, rows_of, stats_shape
+
+#: Whether ATen has ``_fused_rms_norm`` and its backward as kernels of this device (CUDA): this family
+#: serves both there, under the C++ autograd node of ATen's ``rms_norm``.
+_FUSED_ON_DEVICE = all(
+    aten_names.resolve(op) is not None
+    and torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", device.dispatch_key)
+    for op in ("_fused_rms_norm", "_fused_rms_norm_backward"))
+_aten_rms_norm = aten_kernel("rms_norm", autograd=True)
 
 
 def _eps(eps: float | None) -> float:
@@ -31,7 +43,7 @@ def _forward(x, weight, normalized_shape, eps, m, n):
 
 def _backward(dy, x, rstd, weight, need_dx, need_dw):
     m = rstd.numel()
-    dx, dw, _ = row_norm.backward(dy.contiguous(), x.contiguous(), m, x.numel() // m, None, rstd.contiguous(),
+    dx, dw, _ = row_norm.backward(dy, x.contiguous(), m, x.numel() // m, None, rstd.contiguous(),
                                   flat(weight), False, need_dx, need_dw, False, x.dtype)
     return dx, param_shaped(dw, weight)
 
@@ -42,10 +54,14 @@ class _RMSNorm(torch.autograd.Function):
         y, rstd = _forward(x, weight, normalized_shape, eps, m, n)
         ctx.save_for_backward(x, weight, rstd)
         ctx.mark_non_differentiable(rstd)
+        # rstd never has a gradient: without this, autograd would fill a zero tensor for it every backward.
+        ctx.set_materialize_grads(False)
         return y, rstd
 
     @staticmethod
     def backward(ctx, dy, _):
+        if dy is None:
+            return None, None, None, None, None, None
         x, weight, rstd = ctx.saved_tensors
         dx, dw = _backward(dy, x, rstd, weight, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return dx, dw, None, None, None, None
@@ -92,7 +108,11 @@ def _rms_norm(x, normalized_shape, weight, eps, differentiable: bool, rstd: bool
 
 def rms_norm_op(input, normalized_shape, weight=None, eps=None):
     """ATen's ``rms_norm`` on the Autograd key."""
-    out = _rms_norm(input, normalized_shape, weight, eps, records_graph(input, weight), rstd=False)
+    differentiable = records_graph(input, weight)
+    if differentiable and _FUSED_ON_DEVICE:
+        # ATen's decomposition: its C++ node over _fused_rms_norm and _fused_rms_norm_backward, ours below it.
+        return _aten_rms_norm.call_quietly(input, normalized_shape, weight, eps)
+    out = _rms_norm(input, normalized_shape, weight, eps, differentiable, rstd=False)
     if out is None:
         return aten_kernel("rms_norm", autograd=True)(input, normalized_shape, weight, eps)
     return out[0]

@@ -20,6 +20,7 @@ from gems_norm.heuristics import (
     ReadyLaunch,
     cdiv,
     chunk,
+    keep,
     launch,
     programs,
     row_tile,
@@ -97,13 +98,14 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
 
 
 @triton.jit
-def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N,
+def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N, dy_sm, dy_sn,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          HAS_W: tl.constexpr):
     # Per row: mean(xhat * w * dy) and mean(w * dy), the two terms of dx that need the whole row.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     row_ok = rows < M
     base = rows.to(tl.int64) * N
+    dy_base = rows.to(tl.int64) * dy_sm
     rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
     if CENTER:
         mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -113,7 +115,7 @@ def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N,
         cols = start + tl.arange(0, BLOCK_N)[None, :]
         mask = row_ok & (cols < N)
         x = tl.load(X + base + cols, mask=mask, other=0.0).to(tl.float32)
-        wdy = tl.load(DY + base + cols, mask=mask, other=0.0).to(tl.float32)
+        wdy = tl.load(DY + dy_base + cols.to(tl.int64) * dy_sn, mask=mask, other=0.0).to(tl.float32)
         if HAS_W:
             wdy = wdy * tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
         if CENTER:
@@ -125,7 +127,7 @@ def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N,
 
 
 @triton.jit
-def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_program,
+def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_program, dy_sm, dy_sn,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          SUMS_GIVEN: tl.constexpr, HAS_W: tl.constexpr, NEED_DX: tl.constexpr,
                          NEED_DW: tl.constexpr, NEED_DB: tl.constexpr):
@@ -139,10 +141,12 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_pr
     first = split * rows_per_program
     last = tl.minimum(first + rows_per_program, M)
     # The next tile is loaded before this one's row sums wait on it: two tiles in flight per program.
+    # dy is read through its own strides: an expanded gradient (of a sum, say) is never materialised.
+    dy_cols = cols.to(tl.int64) * dy_sn
     rows = first + tl.arange(0, BLOCK_M)[:, None]
     offs = rows.to(tl.int64) * N + cols
     x_next = tl.load(X + offs, mask=(rows < last) & col_ok, other=0.0)
-    dy_next = tl.load(DY + offs, mask=(rows < last) & col_ok, other=0.0)
+    dy_next = tl.load(DY + rows.to(tl.int64) * dy_sm + dy_cols, mask=(rows < last) & col_ok, other=0.0)
     for r0 in range(first, last, BLOCK_M):
         rows = r0 + tl.arange(0, BLOCK_M)[:, None]
         row_ok = rows < last
@@ -152,7 +156,7 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_pr
         dy = dy_next.to(tl.float32)
         ahead = (rows + BLOCK_M < last) & col_ok
         x_next = tl.load(X + offs + BLOCK_M * N, mask=ahead, other=0.0)
-        dy_next = tl.load(DY + offs + BLOCK_M * N, mask=ahead, other=0.0)
+        dy_next = tl.load(DY + (rows + BLOCK_M).to(tl.int64) * dy_sm + dy_cols, mask=ahead, other=0.0)
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
         if CENTER:
             x = tl.where(mask, x - tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32), 0.0)
@@ -189,8 +193,9 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_pr
 #: Ready launches of the one-kernel forward, by (center, dtypes of x, residual, weight, bias and the
 #: statistics (None: not saved), M, N): a decoding step repeats a few of these every token.
 _forward_launches: dict[tuple, ReadyLaunch] = {}
-#: Beyond this many shapes (prefills of every length) the oldest are dropped.
-_MAX_READY = 1024
+#: Ready launches of the one-kernel backward (rows held whole), with its number of row splits and rows per
+#: split, by (center, dtypes, M, N, dy's strides, gradients asked for).
+_backward_launches: dict[tuple, tuple[ReadyLaunch, int, int]] = {}
 
 
 def _forward_launch(key: tuple) -> ReadyLaunch:
@@ -203,10 +208,7 @@ def _forward_launch(key: tuple) -> ReadyLaunch:
                         BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
                         HAS_RES=res_dtype is not None, HAS_W=w_dtype is not None, HAS_B=b_dtype is not None,
                         SAVE_STATS=stats_dtype is not None)
-    if len(_forward_launches) >= _MAX_READY:
-        _forward_launches.pop(next(iter(_forward_launches)), None)
-    _forward_launches[key] = ready
-    return ready
+    return keep(_forward_launches, key, ready)
 
 
 def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
@@ -254,39 +256,75 @@ def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: 
     return y, mean, rstd.to(stats_dtype).view(stats_shape), h
 
 
-def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tensor | None, rstd: torch.Tensor,
-             weight: torch.Tensor | None, center: bool, need_dx: bool, need_dw: bool, need_db: bool,
-             param_dtype: torch.dtype):
-    """Gradients of the row norm of contiguous ``x`` (M rows of N) given ``dy`` of the same layout and the
-    contiguous statistics: (dx like x, dw (N,), db (N,)), each None unless asked for; dw, db in
-    ``param_dtype``."""
-    dummy = x
-    dx = torch.empty_like(x) if need_dx else None
-    sums = None
-    if n <= MAX_ROW_BLOCK_BACKWARD:
-        block_m, block_n = row_tile(m, n)
-    else:
-        block_m, block_n = 1, chunk()
-        if need_dx:
-            sums = torch.empty(m, 2, dtype=torch.float32, device=x.device)
-            launch(_row_sums_bwd_kernel, (m,),
-                   [dy, x, weight if weight is not None else dummy, mean if center else rstd, rstd, sums, m, n],
-                   warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_W=weight is not None)
+def _backward_launch(key: tuple) -> tuple[ReadyLaunch, int, int]:
+    center, dy_dtype, x_dtype, w_dtype, mean_dtype, rstd_dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db = key
+    block_m, block_n = row_tile(m, n)
     col_blocks = cdiv(n, block_n)
     row_blocks = cdiv(m, block_m)
     splits = max(1, programs(row_blocks * col_blocks) // col_blocks)
     rows_per_program = cdiv(row_blocks, splits) * block_m
     splits = cdiv(m, rows_per_program)
-    # Weight and bias partial sums share one buffer, reduced by one launch.
+    # Absent tensors are passed as x (never read or written).
+    dtypes = (dy_dtype, x_dtype, w_dtype or x_dtype, mean_dtype or rstd_dtype, rstd_dtype, x_dtype, x_dtype,
+              torch.float32 if need_dw or need_db else x_dtype)
+    ready = ReadyLaunch(_row_norm_bwd_kernel, (col_blocks, splits), warps(block_m * block_n, per_thread=8), dtypes,
+                        (m, n, rows_per_program, dy_sm, dy_sn), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
+                        SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx, NEED_DW=need_dw,
+                        NEED_DB=need_db)
+    return keep(_backward_launches, key, (ready, splits, rows_per_program))
+
+
+def grad_rows(dy: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, int, int]:
+    """``dy`` (laid out like the input) as M rows of N: (tensor, row stride, column stride). A gradient
+    that is expanded (the gradient of a sum) or strided is read where it lies whenever its layout has
+    such a view; only a layout that has none is copied."""
+    if dy.is_contiguous():
+        return dy, n, 1
+    rows = dy.reshape(m, n)
+    return (rows, *rows.stride())
+
+
+def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tensor | None, rstd: torch.Tensor,
+             weight: torch.Tensor | None, center: bool, need_dx: bool, need_dw: bool, need_db: bool,
+             param_dtype: torch.dtype):
+    """Gradients of the row norm of contiguous ``x`` (M rows of N) given ``dy`` of x's shape (any strides)
+    and the contiguous statistics: (dx like x, dw (N,), db (N,)), each None unless asked for; dw, db in
+    ``param_dtype``."""
+    dy, dy_sm, dy_sn = grad_rows(dy, m, n)
+    dummy = x
+    dx = torch.empty_like(x) if need_dx else dummy
     planes = int(need_dw) + int(need_db)
-    part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
-    launch(_row_norm_bwd_kernel, (col_blocks, splits),
-           [dy, x, weight if weight is not None else dummy, mean if center else rstd, rstd,
-            sums if sums is not None else dummy, dx if need_dx else dummy, part, m, n, rows_per_program],
-           warps(block_m * block_n, per_thread=8), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
-           SUMS_GIVEN=sums is not None, HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw,
-           NEED_DB=need_db)
+    stats = (mean if center else rstd, rstd)
+    if n <= MAX_ROW_BLOCK_BACKWARD:
+        key = (center, dy.dtype, x.dtype, None if weight is None else weight.dtype,
+               mean.dtype if center else None, rstd.dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db)
+        ready, splits, rows_per_program = _backward_launches.get(key) or _backward_launch(key)
+        part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
+        ready((dy, x, dummy if weight is None else weight, *stats, dummy, dx, part, m, n, rows_per_program,
+               dy_sm, dy_sn))
+    else:
+        # Rows too wide for registers: their two row sums first, then (row, column chunk) programs.
+        block_n = chunk()
+        sums = dummy
+        if need_dx:
+            sums = torch.empty(m, 2, dtype=torch.float32, device=x.device)
+            launch(_row_sums_bwd_kernel, (m,),
+                   [dy, x, dummy if weight is None else weight, *stats, sums, m, n, dy_sm, dy_sn],
+                   warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_W=weight is not None)
+        col_blocks = cdiv(n, block_n)
+        splits = max(1, programs(m * col_blocks) // col_blocks)
+        rows_per_program = cdiv(m, splits)
+        splits = cdiv(m, rows_per_program)
+        part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
+        launch(_row_norm_bwd_kernel, (col_blocks, splits),
+               [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, m, n, rows_per_program,
+                dy_sm, dy_sn],
+               warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
+               HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db)
+    dx = dx if need_dx else None
     if not planes:
         return dx, None, None
-    sums_out = sum_partials(part, param_dtype)
-    return dx, sums_out[0] if need_dw else None, sums_out[planes - 1] if need_db else None
+    sums = sum_partials(part, param_dtype)
+    if planes == 2:
+        return (dx, *sums.unbind())
+    return dx, sums[0] if need_dw else None, sums[0] if need_db else None

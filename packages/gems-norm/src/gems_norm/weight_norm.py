@@ -1,9 +1,11 @@
 """Weight norm, ``w = g * v / ||v||`` with the norm over every dim but ``dim``:
 ``_weight_norm_interface`` and its backward, and the public, differentiable ``weight_norm``.
 
-The per-slice sums of squares (and, backward, of ``grad_w * v``) run on the per-channel kernels with the
-normalised dim as the channel; one small kernel turns them into norms and coefficients, one elementwise
-pass writes the result.
+With ``dim=0`` each norm is over one contiguous row: one program holds whole rows (as RMS norm does), so
+the forward reads ``v`` once and the backward ``v`` and ``grad_w`` once. Otherwise (the last dim, or rows
+too wide for registers) the per-slice sums of squares (and, backward, of ``grad_w * v``) run on the
+per-channel kernels with the normalised dim as the channel; one small kernel turns them into norms and
+coefficients, one elementwise pass writes the result.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import cdiv, launch, next_pow2
+from gems_norm.heuristics import MAX_ROW_BLOCK, cdiv, launch, next_pow2, row_tile, warps
+from gems_norm.layer_norm import records_graph
 from gems_norm.per_channel import ChannelView, channel_affine, channel_sums
 from gems_norm.semantics import FLOAT_DTYPES
 
@@ -55,6 +58,47 @@ def _backward_coef_kernel(PART, splits, C, G, NORMS, DG, COEF, BLOCK_C: tl.const
     tl.store(COEF + 3 * C + c, scale, mask=ok)
 
 
+@triton.jit
+def _rows_kernel(V, DW, G, NORMS, OUT, DG, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BACKWARD: tl.constexpr):
+    # Whole rows of (M, N) ``v``: forward OUT = v * g / ||v|| and NORMS; backward (DW = grad_w)
+    # OUT = grad_v and DG = grad_g, with the formulas of the coefficient kernels above.
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
+    cols = tl.arange(0, BLOCK_N)[None, :]
+    row_ok = rows < M
+    mask = row_ok & (cols < N)
+    offs = rows.to(tl.int64) * N + cols
+    v = tl.load(V + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(G + rows, mask=row_ok, other=0.0).to(tl.float32)
+    if BACKWARD:
+        dw = tl.load(DW + offs, mask=mask, other=0.0).to(tl.float32)
+        norm = tl.load(NORMS + rows, mask=row_ok, other=1.0).to(tl.float32)
+        dot = tl.sum(dw * v, 1, keep_dims=True)
+        tl.store(DG + rows, (dot / norm).to(DG.dtype.element_ty), mask=row_ok)
+        scale = g / norm
+        out = v * (-scale * dot / (norm * norm)) + dw * scale
+    else:
+        norm = tl.sqrt(tl.sum(v * v, 1, keep_dims=True))
+        tl.store(NORMS + rows, norm.to(NORMS.dtype.element_ty), mask=row_ok)
+        out = v * (g / tl.where(row_ok, norm, 1.0))  # rows past M divide nothing
+    tl.store(OUT + offs, out.to(OUT.dtype.element_ty), mask=mask)
+
+
+def _rows(v: torch.Tensor, dim: int | None) -> tuple[int, int] | None:
+    """(M, N) when the norms are over whole contiguous rows a program holds (``dim=0``), else None."""
+    if dim != 0:
+        return None
+    m = v.shape[0]
+    n = v.numel() // m
+    return (m, n) if next_pow2(n) <= MAX_ROW_BLOCK else None
+
+
+def _launch_rows(rows: tuple[int, int], args: list, backward: bool) -> None:
+    block_m, block_n = row_tile(*rows)
+    launch(_rows_kernel, (cdiv(rows[0], block_m),), [*args, *rows], warps(block_m * block_n), BLOCK_M=block_m,
+           BLOCK_N=block_n, BACKWARD=backward)
+
+
 def _view(v: torch.Tensor, dim: int | None) -> ChannelView:
     """Contiguous ``v`` as (NB, C, K) with C the kept dim; ``dim=None`` keeps none (one norm)."""
     if dim is None:
@@ -76,6 +120,11 @@ def _norms_dtype(g: torch.Tensor) -> torch.dtype:
 
 def forward(v: torch.Tensor, g: torch.Tensor, dim: int | None):
     """(w, norms) for contiguous ``v`` and ``g`` (one value per slice); norms take ``g``'s shape."""
+    rows = _rows(v, dim)
+    if rows is not None:
+        w, norms = torch.empty_like(v), torch.empty_like(g, dtype=_norms_dtype(g))
+        _launch_rows(rows, [v, v, g, norms, w, g], backward=False)
+        return w, norms
     view = _view(v, dim)
     part = channel_sums(view, v, v)
     norms = torch.empty_like(g, dtype=_norms_dtype(g))
@@ -87,6 +136,11 @@ def forward(v: torch.Tensor, g: torch.Tensor, dim: int | None):
 
 def backward(grad_w: torch.Tensor, v: torch.Tensor, g: torch.Tensor, norms: torch.Tensor, dim: int | None):
     """(grad_v, grad_g) for contiguous ``grad_w`` and ``v``."""
+    rows = _rows(v, dim)
+    if rows is not None:
+        grad_v, grad_g = torch.empty_like(v), torch.empty_like(g)
+        _launch_rows(rows, [v, grad_w, g, norms, grad_v, grad_g], backward=True)
+        return grad_v, grad_g
     view = _view(v, dim)
     part = channel_sums(view, grad_w, v)
     grad_g = torch.empty_like(g)
@@ -145,4 +199,6 @@ def weight_norm(v: torch.Tensor, g: torch.Tensor, dim: int = 0) -> torch.Tensor:
         ok = list(g.shape) == [v.shape[kept] if d == kept else 1 for d in range(v.dim())]
     if not ok:
         return torch._weight_norm(v, g, dim)
-    return _WeightNorm.apply(v, g, kept)
+    if records_graph(v, g):
+        return _WeightNorm.apply(v, g, kept)
+    return forward(v.contiguous(), g.contiguous(), kept)[0]
