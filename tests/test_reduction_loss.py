@@ -43,7 +43,7 @@ def test_nll_loss(reduction, weighted, dtype):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("rows", [1000, 20000])
 def test_nll_loss_reduced_in_one_program_and_in_parts(reduction, rows):
-    # Up to 16384 rows one program sums the batch; beyond, per-program partials are combined.
+    # Up to 1024 rows one program sums the batch; beyond, per-program partials are combined.
     x = torch.randn(rows, 3, device=DEVICE)
     t = torch.randint(0, 3, (rows,), device=DEVICE)
     t[::7] = -100

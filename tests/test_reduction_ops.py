@@ -161,12 +161,18 @@ def test_non_contiguous(view):
     assert_close(res[5], ref.mean((0, -1)), torch.float32)
 
 
-@pytest.mark.parametrize("shape, dim", [((40000,), None), ((20000, 3), 0), ((3, 20000), 1), ((2, 20000, 2), 1)])
-def test_split_reductions(shape, dim):
-    # Long reductions over few outputs are split over programs and combined in a second pass.
+@pytest.mark.parametrize("shape, dim", [((40000,), None), ((20000, 3), 0), ((3, 40000), 1), ((2, 20000, 2), 1)])
+def test_split_reductions(monkeypatch, shape, dim):
+    # Long reductions over few outputs are split over programs and combined in a second pass (the
+    # target raised so that three outputs are few enough on the interpreter too).
+    from gems_reduction import reduce
+
+    monkeypatch.setattr(reduce, "PROGRAMS_PER_SM", 16)
     x = torch.randn(shape, device=DEVICE)
     x.view(-1)[12345] = 9.0
     ref = to_reference(x, upcast=True)
+    assert reduce.plan(x.shape, x.stride(), tuple(range(x.dim())) if dim is None else (dim,), reduce.SUM_OF,
+                       x.dtype, x.dtype, x.dtype).grid[1] > 1
     with served("sum", "argmax", "amin", "var"):
         res = (x.sum(dim) if dim is not None else x.sum(), x.argmax(dim), x.amin(dim if dim is not None else ()),
                x.var(dim))
@@ -177,6 +183,74 @@ def test_split_reductions(shape, dim):
     assert_close(res[3], ref.var(dim), torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_split_rows_of_dim0(monkeypatch, dtype):
+    # Few column tiles over many rows: the rows are split over programs and a second pass combines the
+    # partial results (values, maxima, positions, means with their counts). PROGRAMS_PER_SM is raised so
+    # that a small tensor takes the path (8192, 8192) takes on a GPU; the last split is the shortest.
+    from gems_reduction import reduce
+
+    monkeypatch.setattr(reduce, "PROGRAMS_PER_SM", 64)
+    x = torch.randn(3000, 300, dtype=dtype, device=DEVICE)
+    x[1234, 7] = float("nan")
+    x[2999, 8] = 50.0
+    b = x > 2.5
+    assert reduce.plan(x.shape, x.stride(), (0,), reduce.SUM_OF, dtype, dtype, dtype).grid[1] > 2
+    ref = to_reference(x, upcast=True)
+    with served("sum", "mean", "amax", "aminmax", "var_mean", "argmax", "all", "any"):
+        res = (x.sum(0), x.mean(0), x.amax(0), *torch.aminmax(x, dim=0), *torch.var_mean(x, 0), x.argmax(0),
+               b.all(0), b.any(0))
+    ref_res = (ref.sum(0), ref.mean(0), ref.amax(0), *torch.aminmax(ref, dim=0), *torch.var_mean(ref, 0),
+               ref.argmax(0), to_reference(b).all(0), to_reference(b).any(0))
+    for i, (a, r) in enumerate(zip(res, ref_res)):
+        assert a.shape == r.shape
+        if i in (2, 3, 4, 7, 8, 9):
+            assert_equal(a, r, equal_nan=True)
+        else:
+            assert_close(a, r, dtype, equal_nan=True, reduce_dim=3000)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8])
+def test_all_any_bytes_as_words(dtype):
+    # 1-byte inputs reduced over their last dim are read as int32 words, four elements per test; views
+    # that are not word-aligned take the element path. Any byte value may be nonzero (0x80, 0xFF).
+    from gems_reduction import reduce
+
+    if dtype == torch.bool:
+        x = torch.rand(12, 64, device=DEVICE) > 0.05
+    else:
+        x = torch.randint(1, 256, (12, 64), device=DEVICE).to(torch.uint8).view(dtype)
+    x[0] = 1
+    x[1] = 0
+    for row, col in ((2, 63), (3, 0), (4, 33), (5, 46)):
+        x[row] = 1
+        x[row, col] = 0
+    if dtype != torch.bool:
+        x[6] = torch.tensor([0x80, 0xFF, 0x01, 0x7F], dtype=torch.uint8, device=DEVICE).repeat(16).view(dtype)
+    views = {"whole": x, "aligned": x[::2, :60], "offset": x[:, 1:61], "transposed": x.t()}
+    assert reduce._as_words(views["aligned"], (0, 1)) is not None
+    assert reduce._as_words(views["offset"], (1,)) is None and reduce._as_words(views["transposed"], (1,)) is None
+    for name, v in views.items():
+        ref = to_reference(v)
+        with served("all", "any"):
+            res = (v.all(-1), v.any(-1), v.all(), v.any(), torch.all(v, 1, keepdim=True), v.all(0), v.any((0, 1)))
+        ref_res = (ref.all(-1), ref.any(-1), ref.all(), ref.any(), torch.all(ref, 1, keepdim=True), ref.all(0),
+                   ref.any((0, 1)))
+        for a, b in zip(res, ref_res):
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert_equal(a, b)
+    long = torch.ones(4, 40000, dtype=dtype, device=DEVICE)
+    long[3, 39999] = 0
+    empty = torch.empty(3, 0, dtype=dtype, device=DEVICE)
+    with served("all", "any"):
+        res = (long.all(), long.any(), long.all(1), empty.all(1), empty.any(1), empty.t().all(0), empty.any())
+    assert not res[0] and res[1] and res[2].tolist() == [True, True, True, False]
+    # Nothing to reduce: all() is true and any() false (1 and 0 for uint8).
+    for a, b in zip(res[3:], (empty.all(1), empty.any(1), empty.t().all(0), empty.any())):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert_equal(a, b)
+
+
 def test_int64_index_path(monkeypatch):
     # The 64-bit offset arithmetic used past 2**31 elements, run on small tensors.
     from gems_reduction import layout
@@ -184,15 +258,22 @@ def test_int64_index_path(monkeypatch):
     monkeypatch.setattr(layout, "force_int64", True)
     x = torch.randn(20000, 3, device=DEVICE)
     y = torch.randn(5, 6, 7, device=DEVICE)
+    b = torch.rand(6, 40, device=DEVICE) > 0.02
     ref_x, ref_y = to_reference(x, upcast=True), to_reference(y, upcast=True)
-    with served("sum", "argmax", "amax"):
-        res = (x.sum(0), x.sum(), x.argmax(), y.sum((0, 2)), y.amax(1), y.permute(2, 0, 1).argmax(1))
+    with served("sum", "argmax", "amax", "var_mean", "aminmax", "all"):
+        res = (x.sum(0), x.sum(), x.argmax(), y.sum((0, 2)), y.amax(1), y.permute(2, 0, 1).argmax(1),
+               *torch.var_mean(x, 0), *torch.aminmax(y, dim=2), b.all(1))
     assert_close(res[0], ref_x.sum(0), torch.float32, reduce_dim=20000)
     assert_close(res[1], ref_x.sum(), torch.float32, reduce_dim=60000)
     assert_equal(res[2], ref_x.argmax())
     assert_close(res[3], ref_y.sum((0, 2)), torch.float32, reduce_dim=35)
     assert_equal(res[4], ref_y.amax(1))
     assert_equal(res[5], ref_y.permute(2, 0, 1).argmax(1))
+    for a, b_ in zip(res[6:8], torch.var_mean(ref_x, 0)):
+        assert_close(a, b_, torch.float32)
+    assert_equal(res[8], y.amin(2))
+    assert_equal(res[9], y.amax(2))
+    assert_equal(res[10], to_reference(b).all(1))
 
 
 @pytest.mark.parametrize("dtype", FLOATS + [torch.int32])
@@ -236,15 +317,26 @@ def test_all_any_count_nonzero(dtype):
         assert_equal(a, b)
 
 
-def test_aminmax():
-    x = torch.randn(7, 19, device=DEVICE)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int32, torch.bool])
+def test_aminmax(dtype):
+    # One pass computes both; NaN wins both, as in ATen.
+    x = _rand((7, 19), dtype)
+    if dtype.is_floating_point:
+        x[2, 3] = float("nan")
+        x[4] = float("-inf")
+        x[5, 6] = float("inf")
+    ref = to_reference(x)
+    lo, hi = torch.empty(0, dtype=dtype, device=DEVICE), torch.empty(0, dtype=dtype, device=DEVICE)
     with served("aminmax"):
-        full = torch.aminmax(x)
-        along = torch.aminmax(x, dim=1, keepdim=True)
-    assert_equal(full.min, x.min())
-    assert_equal(full.max, x.max())
-    assert_equal(along.min, x.amin(1, keepdim=True))
-    assert_equal(along.max, x.amax(1, keepdim=True))
+        res = (torch.aminmax(x), torch.aminmax(x, dim=1, keepdim=True), torch.aminmax(x, dim=0),
+               torch.aminmax(x, dim=-1, out=(lo, hi)))
+    ref_res = (torch.aminmax(ref), torch.aminmax(ref, dim=1, keepdim=True), torch.aminmax(ref, dim=0),
+               torch.aminmax(ref, dim=-1))
+    assert res[3].min is lo and res[3].max is hi
+    for a, b in zip(res, ref_res):
+        for a1, b1 in zip(a, b):
+            assert a1.dtype == dtype and a1.shape == b1.shape
+            assert_equal(a1, b1, equal_nan=True)
 
 
 @pytest.mark.parametrize("shape, dims", CASES[1:])
@@ -263,6 +355,21 @@ def test_var_std(shape, dims, dtype, correction):
         for a1, b1 in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             assert a1.dtype == dtype and a1.shape == b1.shape
             assert_close(a1, b1, dtype, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape, dim", [((37, 3000), 1), ((37, 3000), 0), ((3, 40000), None), ((20000, 3), 0)])
+def test_var_far_from_zero(shape, dim):
+    # One pass (Welford lanes merged by Chan's rule) keeps the precision of values far from zero, where a
+    # sum of squares minus a squared sum would lose all of it; the last two shapes split the range.
+    x = 1e4 + torch.randn(shape, device=DEVICE)
+    ref = to_reference(x, upcast=True)
+    with served("var", "var_mean", "std"):
+        res = (torch.var(x, dim), *torch.var_mean(x, dim, correction=0), torch.std(x, dim, keepdim=True))
+    ref_res = (torch.var(ref, dim), *torch.var_mean(ref, dim, correction=0), torch.std(ref, dim, keepdim=True))
+    n = _count(shape, dim)
+    for a, b in zip(res, ref_res):
+        assert a.shape == b.shape and a.dtype == torch.float32
+        assert_close(a, b, torch.float32, reduce_dim=n)
 
 
 def test_var_corner_cases():

@@ -1,8 +1,9 @@
 """nll_loss_forward/backward and nll_loss2d_forward/backward.
 
 The input is seen as (rows, C, spatial): (N, C) has no spatial part, (N, C, H, W) has H*W, and a
-single (C,) vector is one row. The forward gathers -w[t] * x[t] per row; a reduced loss is summed per
-program and the few partial sums are combined by one small program (no atomics, deterministic),
+single (C,) vector is one row. The forward gathers -w[t] * x[t] per row; a reduced loss over few
+rows is one program, over more rows it is summed per program (spread over the GPU: the gathers are
+latency-bound) and the partial sums are combined by one small program (no atomics, deterministic),
 which also divides by the total weight for ``mean``. The backward writes the whole gradient in one
 pass: -w[t] * grad (/ total weight) at the target class, zero elsewhere.
 """
@@ -122,16 +123,24 @@ def _nll_backward_kernel(
     tl.store(gi_ptr + e, convert(tl.where(hit, -w * g, 0.0), gi_ptr.dtype.element_ty), mask=mask)
 
 
-#: Up to this many rows, a reduced forward runs as one program (a loop of gathers).
-_ONE_PROGRAM_ROWS = 16384
+#: Up to this many rows, a reduced forward is one program: its gathers finish in one round trip to
+#: memory. Beyond, one SM's gathers queue up (8192 rows took ~30 us as one looping program), so
+#: programs of ``_part_rows`` rows spread them over the GPU and one small program adds their sums.
+_ONE_PROGRAM_ROWS = 1024
 
 
 def _block(n: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for the per-row and per-element kernels: 1024 elements, 4 warps (plain
-    gathers and stores; fewer programs on the interpreter)."""
+    """(BLOCK, num_warps) for the per-row and per-element kernels and the one-program forward: up to
+    1024 elements, 4 warps (plain gathers and stores; fewer programs on the interpreter)."""
     if device.interpreter:
         return min(triton.next_power_of_2(max(n, 1)), 16384), 4
-    return 1024, 4
+    return min(triton.next_power_of_2(max(n, 1)), 1024), 4
+
+
+def _part_rows(rows: int) -> int:
+    """Rows per program of a reduced forward over many rows: 256, one round of gathers each, spread
+    over the SMs (few, large programs on the interpreter)."""
+    return _block(rows)[0] if device.interpreter else 256
 
 
 def _rows_view(x):
@@ -175,34 +184,30 @@ def _forward(x, target, weight, reduction, ignore_index, output, total_weight, r
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     int64 = lay.force_int64 or x.numel() > lay.INT32_MAX
     block, warps = _block(rows)
-    grid = (triton.cdiv(rows, block),)
-    common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(acc), INT64=int64, BLOCK=block, num_warps=warps)
+    common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(acc), INT64=int64, num_warps=warps)
     w = weight if weight is not None else x
     total = torch.empty((), dtype=x.dtype, device=x.device) if total_weight is None else total_weight
     lay.resize_output(total, ())
+    args = (rows, c, hw, s_n, s_c, s_hw, ignore_index)
     if reduction == NONE and x.dim() > 1:
         loss = lay.new_output(output, target.shape, x.dtype, x)
         if rows:
-            launch(_nll_forward_kernel, grid, x, target, w, loss, loss, rows, c, hw, s_n, s_c, s_hw, ignore_index,
-                   PARTIAL=False, **common)
+            launch(_nll_forward_kernel, (triton.cdiv(rows, block),), x, target, w, loss, loss, *args, PARTIAL=False,
+                   BLOCK=block, **common)
         total.zero_()
         return lay.deliver(loss, output), total
-    if rows <= _ONE_PROGRAM_ROWS:
-        # Few rows: one launch sums them, where two launches and zero fills would cost more than the work.
-        loss = lay.new_output(output, (), x.dtype, x)
-        launch(_nll_reduced_kernel, (1,), x, target, w, loss, total, rows, c, hw, s_n, s_c, s_hw, ignore_index,
-               MEAN=reduction == MEAN, **common)
-        return lay.deliver(loss, output), total
-    parts = max(grid[0], 1)
-    # Every program writes its partial; with no rows the single partial must be zero.
-    alloc = torch.empty if rows else torch.zeros
-    loss_parts = alloc(parts, dtype=acc, device=x.device)
-    weight_parts = alloc(parts, dtype=acc, device=x.device)
-    if rows:
-        launch(_nll_forward_kernel, grid, x, target, w, loss_parts, weight_parts, rows, c, hw, s_n, s_c, s_hw,
-               ignore_index, PARTIAL=True, **common)
     loss = lay.new_output(output, (), x.dtype, x)
-    launch(_weighted_total_kernel, (1,), loss_parts, weight_parts, loss, total, parts, MEAN=reduction == MEAN,
+    if rows <= _ONE_PROGRAM_ROWS:
+        # One launch sums the rows: two launches and a buffer of partials would cost more than the work.
+        launch(_nll_reduced_kernel, (1,), x, target, w, loss, total, *args, MEAN=reduction == MEAN, BLOCK=block,
+               **common)
+        return lay.deliver(loss, output), total
+    block = _part_rows(rows)
+    parts = triton.cdiv(rows, block)
+    sums = torch.empty((2, parts), dtype=acc, device=x.device)  # loss and weight per program
+    launch(_nll_forward_kernel, (parts,), x, target, w, sums[0], sums[1], *args, PARTIAL=True, BLOCK=block,
+           **common)
+    launch(_weighted_total_kernel, (1,), sums[0], sums[1], loss, total, parts, MEAN=reduction == MEAN,
            BLOCK=min(triton.next_power_of_2(parts), 1024))
     return lay.deliver(loss, output), total
 

@@ -1,7 +1,7 @@
 """The reduce-over-dims skeleton, and the plain reductions built on it.
 
-Two kernels serve every reduction of this family that combines one value (and, for arg-reductions,
-its position) per output:
+Two kernels serve every reduction of this family that combines one value (and, for some ops, a
+second result) per output:
 
 - ``_reduce_rows_kernel``: programs own a few output positions ("rows") and walk the reduced index
   space in ``BLOCK_R`` chunks. Used when the reduced elements are the closest ones in memory
@@ -11,10 +11,13 @@ its position) per output:
   style reductions, without any transposing copy.
 
 Both may split the reduced range over several programs (``chunk``), writing partial results that a
-second launch of the same skeleton combines: two passes, no atomics, deterministic.
+second launch of the same skeleton combines: two passes, no atomics, deterministic. Both pipeline
+their loop (``STAGES``), so that each program keeps its next steps' loads in flight.
 
 What an op does is three compile-time codes: ``PRE`` (elementwise transform of each element), ``OP``
-(how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only.
+(how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only. Three
+ops keep a second accumulator and report a second result: arg-reductions (positions), ``MINMAX``
+(min, then max) and ``MOMENTS`` (sum of squared deviations, then the mean: var/std in one pass).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ SUM: tl.constexpr = tl.constexpr(0)
 PROD: tl.constexpr = tl.constexpr(1)
 MAX: tl.constexpr = tl.constexpr(2)
 MIN: tl.constexpr = tl.constexpr(3)
+MINMAX: tl.constexpr = tl.constexpr(4)  # the min, with the max as second result
+MOMENTS: tl.constexpr = tl.constexpr(5)  # the sum of squared deviations from the mean, with the mean
 # Elementwise transforms applied before combining (``shift`` is a per-output value).
 NONE: tl.constexpr = tl.constexpr(0)
 NONZERO: tl.constexpr = tl.constexpr(1)
@@ -43,13 +48,14 @@ ABS: tl.constexpr = tl.constexpr(3)
 SQUARE: tl.constexpr = tl.constexpr(4)
 ABS_POW: tl.constexpr = tl.constexpr(5)
 EXP_SHIFTED: tl.constexpr = tl.constexpr(6)
-SQUARED_DEVIATION: tl.constexpr = tl.constexpr(7)
+NO_ZERO_BYTE: tl.constexpr = tl.constexpr(7)  # 1 for a 32-bit word none of whose four bytes is zero
 # Transforms of the combined result (``d`` is a divisor, ``p`` the norm order).
 KEEP: tl.constexpr = tl.constexpr(0)
 DIVIDE: tl.constexpr = tl.constexpr(1)
 SQRT_DIVIDE: tl.constexpr = tl.constexpr(2)
 ROOT: tl.constexpr = tl.constexpr(3)
 LOG_SHIFTED: tl.constexpr = tl.constexpr(4)
+PARTIAL: tl.constexpr = tl.constexpr(5)  # the first pass of a split: results as they are, for a second pass
 
 
 # The interpreter converts between bfloat16 and integers bit-wise; float32 in between is exact there.
@@ -75,6 +81,9 @@ def _transform(x, shift, p, PRE: tl.constexpr, ACC: tl.constexpr):
         if x.dtype.is_floating() and x.dtype.primitive_bitwidth < 32:
             x = x.to(tl.float32)
         y = (x != 0).to(ACC)
+    elif PRE == NO_ZERO_BYTE:
+        # (x - 0x01010101) & ~x & 0x80808080 is nonzero exactly when some byte of x is zero.
+        y = (((x - 0x01010101) & ~x & -0x7F7F7F80) == 0).to(ACC)
     else:
         y = x.to(ACC)
         if PRE == NAN_TO_ZERO:
@@ -87,20 +96,40 @@ def _transform(x, shift, p, PRE: tl.constexpr, ACC: tl.constexpr):
             y = libdevice.pow(tl.abs(y), p + tl.zeros_like(y))
         elif PRE == EXP_SHIFTED:
             y = tl.exp(y - shift)
-        elif PRE == SQUARED_DEVIATION:
-            y = (y - shift) * (y - shift)
     return y
 
 
 @triton.jit
-def _accumulate(acc, acc_i, v, idx, mask, OP: tl.constexpr, INDEX: tl.constexpr):
+def _accumulate(acc, acc_i, acc_n, v, second, count, mask, inv, OP: tl.constexpr, INDEX: tl.constexpr):
     """Fold a tile into per-lane accumulators (``mask``ed elements leave them unchanged).
+
+    ``second`` is what the second accumulator takes: positions (arg-reductions), or, for partial
+    results (INDEX == 2), their second results. MOMENTS keeps (mean, M2, count) per lane: elements
+    update it by Welford's rule, ``inv`` being 1 / (elements the lane has seen), the same for every
+    lane of a step; partial results (``v`` their M2, ``count`` their count) merge by Chan's rule.
 
     Arg-reductions keep the first position of the best value and let NaN beat every number (ATen's
     rules): a lane sees its positions in increasing order, so only a strictly better value moves it;
     partial results (INDEX == 2) also break ties by position, since their lanes may start empty.
     """
-    if INDEX != 0:
+    if OP == MOMENTS:
+        if INDEX == 2:
+            total = acc_n + count
+            w = count / tl.maximum(total, 1)
+            delta = second - acc
+            acc = acc + delta * w
+            acc_i = acc_i + v + delta * delta * acc_n * w
+            acc_n = total
+        else:
+            delta = tl.where(mask, v - acc, 0)
+            acc = acc + delta * inv
+            acc_i = acc_i + delta * (v - acc)
+    elif OP == MINMAX:
+        if INDEX != 2:
+            second = v
+        acc = tl.minimum(acc, tl.where(mask, v, acc), propagate_nan=tl.PropagateNan.ALL)
+        acc_i = tl.maximum(acc_i, tl.where(mask, second, acc_i), propagate_nan=tl.PropagateNan.ALL)
+    elif INDEX != 0:
         if OP == MAX:
             better = v > acc
         else:
@@ -109,10 +138,10 @@ def _accumulate(acc, acc_i, v, idx, mask, OP: tl.constexpr, INDEX: tl.constexpr)
             better = better | ((v != v) & (acc == acc))
         if INDEX == 2:
             same = (v == acc) | ((v != v) & (acc != acc))
-            better = better | (same & (idx < acc_i))
+            better = better | (same & (second < acc_i))
         take = mask & better
         acc = tl.where(take, v, acc)
-        acc_i = tl.where(take, idx, acc_i)
+        acc_i = tl.where(take, second, acc_i)
     elif OP == SUM:
         acc = acc + tl.where(mask, v, 0)
     elif OP == PROD:
@@ -121,20 +150,54 @@ def _accumulate(acc, acc_i, v, idx, mask, OP: tl.constexpr, INDEX: tl.constexpr)
         acc = tl.maximum(acc, tl.where(mask, v, acc), propagate_nan=tl.PropagateNan.ALL)
     else:
         acc = tl.minimum(acc, tl.where(mask, v, acc), propagate_nan=tl.PropagateNan.ALL)
-    return acc, acc_i
+    return acc, acc_i, acc_n
 
 
 @triton.jit
-def _first_positions(lane_r, start, AXIS: tl.constexpr, INDEX: tl.constexpr, acc):
-    """Initial positions of the lanes: each lane's first element (so that a lane whose elements all
-    equal the initial value reports its first one), or "none yet" for partial results."""
-    if INDEX == 2:
+def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr,
+                 INIT: tl.constexpr):
+    """(second accumulator, lane counts) at the start: the running max of MINMAX; M2 and counts of
+    MOMENTS; each lane's first position for arg-reductions (so that a lane whose elements all equal
+    the initial value reports its first one), or "none yet" for partial results; else dummies."""
+    acc_n = tl.zeros([1, 1], acc.dtype)
+    if OP == MINMAX:
+        if acc.dtype.is_floating():
+            acc_i = tl.full(acc.shape, -INIT, acc.dtype)
+        else:
+            acc_i = tl.full(acc.shape, -INIT - 1, acc.dtype)
+    elif OP == MOMENTS:
+        acc_i = tl.zeros(acc.shape, acc.dtype)
+        acc_n = tl.zeros(acc.shape, acc.dtype)
+    elif INDEX == 2:
         acc_i = tl.zeros(acc.shape, tl.int64) + 2**62
     elif INDEX == 1:
         acc_i = tl.zeros(acc.shape, lane_r.dtype) + tl.expand_dims(start + lane_r, 1 - AXIS)
     else:
         acc_i = tl.zeros([1, 1], tl.int32)
-    return acc_i
+    return acc_i, acc_n
+
+
+@triton.jit
+def _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, offs, plane, mask, pos, steps, shift, p,
+          OP: tl.constexpr, PRE: tl.constexpr, INDEX: tl.constexpr, CAST: tl.constexpr, ACC: tl.constexpr,
+          DIFF: tl.constexpr):
+    """Load the elements at ``offs`` and fold them into the accumulators. ``pos``: their positions;
+    ``steps``: how many steps came before (MOMENTS); ``plane``: the distance from a partial mean to
+    its count (MOMENTS partials)."""
+    x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST)
+    if DIFF:
+        x = x.to(ACC) - convert(tl.load(y_ptr + offs, mask=mask, other=0), CAST).to(ACC)
+    v = _transform(x, shift, p, PRE, ACC)
+    second = pos
+    count = acc_n
+    inv = 0.0
+    if INDEX == 2:
+        second = tl.load(idx_in_ptr + offs, mask=mask, other=0)
+        if OP == MOMENTS:
+            count = tl.load(idx_in_ptr + plane + offs, mask=mask, other=0)
+    elif OP == MOMENTS:
+        inv = 1.0 / (steps + 1).to(ACC)
+    return _accumulate(acc, acc_i, acc_n, v, second, count, mask, inv, OP, INDEX)
 
 
 @triton.jit
@@ -143,14 +206,22 @@ def _mul(a, b):
 
 
 @triton.jit
-def _finish(acc, acc_i, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr):
-    """Combine the lanes of the accumulators along ``AXIS``: (value, position or a dummy).
+def _finish(acc, acc_i, acc_n, total, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr):
+    """Combine the lanes of the accumulators along ``AXIS``: (value, second result or a dummy).
 
     Built-in reductions only (custom combines are slow in the interpreter): the extremum, NaN if any
-    lane holds NaN, then the smallest position among the lanes holding it.
+    lane holds NaN, then the smallest position among the lanes holding it. MOMENTS lanes (``total``
+    elements) merge in closed form: mean = sum(n m) / total, M2 = sum(M2 + n (m - mean)^2), with one
+    refinement of the mean by the (small, so exactly summed) deviations of the lanes from it.
     """
-    index = acc_i
-    if OP == SUM:
+    second = acc_i
+    if OP == MOMENTS:
+        mean = tl.sum(acc_n * acc, AXIS) / total
+        dev = acc - tl.expand_dims(mean, AXIS)
+        fix = tl.sum(acc_n * dev, AXIS) / total
+        value = tl.sum(acc_i + acc_n * dev * dev, AXIS) - total * fix * fix
+        second = mean + fix
+    elif OP == SUM:
         value = tl.sum(acc, AXIS)
     elif OP == PROD:
         value = tl.reduce(acc, AXIS, _mul)
@@ -159,18 +230,23 @@ def _finish(acc, acc_i, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexp
             value = tl.max(acc, AXIS)
         else:
             value = tl.min(acc, AXIS)
+        if OP == MINMAX:
+            second = tl.max(acc_i, AXIS)
         is_nan = acc != acc
         if acc.dtype.is_floating():
+            # A lane holding NaN holds it in both accumulators of MINMAX.
             any_nan = tl.max(is_nan.to(tl.int32), AXIS) > 0
             value = tl.where(any_nan, float("nan"), value)
-        if INDEX:
+            if OP == MINMAX:
+                second = tl.where(any_nan, float("nan"), second)
+        if INDEX != 0 and OP != MINMAX:
             best = tl.expand_dims(value, AXIS)
             hit = (acc == best) | (is_nan & (best != best))
             if acc_i.dtype == tl.int32:
-                index = tl.min(tl.where(hit, acc_i, 2**31 - 1), AXIS)
+                second = tl.min(tl.where(hit, acc_i, 2**31 - 1), AXIS)
             else:
-                index = tl.min(tl.where(hit, acc_i, 2**62), AXIS)
-    return value, index
+                second = tl.min(tl.where(hit, acc_i, 2**62), AXIS)
+    return value, second
 
 
 @triton.jit
@@ -184,6 +260,29 @@ def _finalize(v, shift, p, d, POST: tl.constexpr):
     elif POST == LOG_SHIFTED:
         v = tl.log(v) + shift
     return v
+
+
+@triton.jit
+def _epilogue(acc, acc_i, acc_n, lane_r, length, shift, p, d, out_ptr, idx_out_ptr, out_offs, mask, plane,
+              AXIS: tl.constexpr, OP: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
+              BLOCK_R: tl.constexpr):
+    """Combine the lanes of a program's ``length`` elements, transform, store the results (and the
+    counts of MOMENTS partials, ``plane`` past their means)."""
+    total = length.to(acc.dtype)
+    if OP == MOMENTS:
+        if INDEX == 2:
+            total = tl.sum(acc_n, AXIS)
+        else:
+            # Lane j saw elements j, j + BLOCK_R, ... of the program's range.
+            counts = ((length - lane_r + BLOCK_R - 1) // BLOCK_R).to(acc.dtype)
+            acc_n = tl.zeros_like(acc) + tl.expand_dims(counts, 1 - AXIS)
+    value, second = _finish(acc, acc_i, acc_n, total, AXIS, OP, INDEX)
+    value = _finalize(value, shift, p, d, POST)
+    tl.store(out_ptr + out_offs, convert(value, out_ptr.dtype.element_ty), mask=mask)
+    if INDEX != 0:
+        tl.store(idx_out_ptr + out_offs, convert(second, idx_out_ptr.dtype.element_ty), mask=mask)
+    if OP == MOMENTS and POST == PARTIAL:
+        tl.store(idx_out_ptr + plane + out_offs, tl.zeros_like(value) + length.to(value.dtype), mask=mask)
 
 
 @triton.jit
@@ -201,7 +300,7 @@ def _reduce_rows_kernel(
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    TWO_R: tl.constexpr, INT64: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows = output positions (k1, k2); the reduced index r is (r1, r2) when TWO_R. With DIFF the
     elements are x - y (y laid out like x)."""
@@ -221,30 +320,19 @@ def _reduce_rows_kernel(
     start = split * chunk
     end = tl.minimum(start + chunk, R)
     acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
-    acc_i = _first_positions(lane_r, start, 1, INDEX, acc)
-    for r0 in range(start, end, BLOCK_R):
+    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT)
+    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = row_mask[:, None] & (r < end)[None, :]
         if TWO_R:
             r_off = (r // R2) * s_r1 + (r % R2) * s_r2
         else:
             r_off = r * s_r1
-        offs = base[:, None] + r_off[None, :]
-        x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST)
-        if DIFF:
-            x = x.to(ACC) - convert(tl.load(y_ptr + offs, mask=mask, other=0), CAST).to(ACC)
-        v = _transform(x, shift[:, None], p, PRE, ACC)
-        if INDEX == 2:
-            idx = tl.load(idx_in_ptr + offs, mask=mask, other=0)
-        else:
-            idx = r[None, :]
-        acc, acc_i = _accumulate(acc, acc_i, v, idx, mask, OP, INDEX)
-    value, index = _finish(acc, acc_i, 1, OP, INDEX)
-    value = _finalize(value, shift, p, d, POST)
-    out_offs = split * part_stride + rows
-    tl.store(out_ptr + out_offs, convert(value, out_ptr.dtype.element_ty), mask=row_mask)
-    if INDEX != 0:
-        tl.store(idx_out_ptr + out_offs, index, mask=row_mask)
+        acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[:, None] + r_off[None, :],
+                                  R * s_r1, mask, r[None, :], (r0 - start) // BLOCK_R, shift[:, None], p,
+                                  OP, PRE, INDEX, CAST, ACC, DIFF)
+    _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
+              row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
 
 
 @triton.jit
@@ -253,7 +341,7 @@ def _reduce_cols_kernel(
     M, N, R, chunk, part_stride, s_m, s_n, s_r, o_m, o_n, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """A program owns BLOCK_N outputs along the kept group n (for one m) and walks r."""
     pid = tl.program_id(0)
@@ -277,26 +365,15 @@ def _reduce_cols_kernel(
     start = split * chunk
     end = tl.minimum(start + chunk, R)
     acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
-    acc_i = _first_positions(lane_r, start, 0, INDEX, acc)
-    for r0 in range(start, end, BLOCK_R):
+    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT)
+    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = (r < end)[:, None] & n_mask[None, :]
-        offs = base[None, :] + r[:, None] * s_r
-        x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST)
-        if DIFF:
-            x = x.to(ACC) - convert(tl.load(y_ptr + offs, mask=mask, other=0), CAST).to(ACC)
-        v = _transform(x, shift[None, :], p, PRE, ACC)
-        if INDEX == 2:
-            idx = tl.load(idx_in_ptr + offs, mask=mask, other=0)
-        else:
-            idx = r[:, None]
-        acc, acc_i = _accumulate(acc, acc_i, v, idx, mask, OP, INDEX)
-    value, index = _finish(acc, acc_i, 0, OP, INDEX)
-    value = _finalize(value, shift, p, d, POST)
-    out_offs = split * part_stride + out_offs
-    tl.store(out_ptr + out_offs, convert(value, out_ptr.dtype.element_ty), mask=n_mask)
-    if INDEX != 0:
-        tl.store(idx_out_ptr + out_offs, index, mask=n_mask)
+        acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[None, :] + r[:, None] * s_r,
+                                  R * s_r, mask, r[:, None], (r0 - start) // BLOCK_R, shift[None, :], p,
+                                  OP, PRE, INDEX, CAST, ACC, DIFF)
+    _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
+              split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,9 +382,9 @@ def _reduce_cols_kernel(
 
 class Kind(NamedTuple):
     """What a reduction computes: the OP/PRE/POST codes; ``index``: 0 for values only, 1 to also
-    report the position of the chosen element, 2 to carry positions loaded with partial results;
-    ``diff``: the elements are differences x - y of two tensors laid out alike. Plain ints, so that
-    the tuple is a cheap cache key."""
+    report the second result (positions of arg-reductions, the max of MINMAX, the mean of MOMENTS),
+    2 to carry second results loaded with partial results; ``diff``: the elements are differences
+    x - y of two tensors laid out alike. Plain ints, so that the tuple is a cheap cache key."""
 
     op: int
     pre: int = 0
@@ -321,12 +398,17 @@ class Kind(NamedTuple):
         return cls(op.value, pre.value, post.value, index, diff)
 
     def partial(self) -> Kind:
-        """The first pass of a split reduction: transform and combine, no final transform."""
-        return self._replace(post=0)
+        """The first pass of a split reduction: transform and combine, no final transform. MOMENTS
+        partials always carry their means (and counts), which the second pass needs."""
+        return self._replace(post=PARTIAL.value, index=1 if self.op == MOMENTS.value else self.index)
 
     def combine(self) -> Kind:
         """The second pass: combine partial results, then the final transform."""
-        return Kind(self.op, 0, self.post, 2 if self.index else 0)
+        return Kind(self.op, 0, self.post, 2 if self.index or self.op == MOMENTS.value else 0)
+
+    def second_dtype(self, out_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the second result: int64 positions, else the dtype of the values."""
+        return out_dtype if self.op in (MINMAX.value, MOMENTS.value) else torch.int64
 
 
 _TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
@@ -347,57 +429,106 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype.is_floating_point else torch.int64
 
 
+def _acc_of(kind: Kind, cast: torch.dtype) -> torch.dtype:
+    """A kind's accumulation dtype: counts stay exact in int64 whatever the input dtype, all/any need
+    only 0 and 1 (int32: half the work of int64)."""
+    if kind.pre in (NONZERO.value, NO_ZERO_BYTE.value):
+        return torch.int64 if kind.op == SUM.value else torch.int32
+    return acc_dtype(cast)
+
+
 def _init(op: int, acc: torch.dtype):
-    """The identity of ``op`` in ``acc``."""
-    if op == SUM.value:
+    """The identity of ``op`` in ``acc`` (for MINMAX, of its min)."""
+    if op in (SUM.value, MOMENTS.value):
         return 0
     if op == PROD.value:
         return 1
     if acc.is_floating_point:
         return float("-inf") if op == MAX.value else float("inf")
-    return -(2**63) if op == MAX.value else 2**63 - 1
+    info = torch.iinfo(acc)
+    return info.min if op == MAX.value else info.max
 
 
-def warps_for(elements: int) -> int:
-    """num_warps for a tile of ``elements``: about 16 elements per thread, 4 to 16 warps."""
-    return max(4, min(16, elements // 512))
+def _start(kind: Kind, acc: torch.dtype):
+    """The accumulators' starting value: the identity of the combine, except that all/any combine 0s
+    and 1s, so they start from 1 and 0 (an empty all() is True, an empty any() False)."""
+    if kind.pre in (NONZERO.value, NO_ZERO_BYTE.value) and kind.op in (MAX.value, MIN.value):
+        return int(kind.op == MIN.value)
+    return _init(kind.op, acc)
 
 
-def step_elements(itemsize: int, index: bool) -> int:
+def thread_elements(itemsize: int, arg: bool) -> int:
+    """Elements each thread takes per loop step: 64 bytes (four 16-byte vectors), so that a 16 KB
+    step has 8 warps whatever the dtype, the shape measured best in float32 (91% of copy bandwidth
+    over the last dim); 16 for arg-reductions, which also carry a position per element."""
+    return 16 if arg else max(1, 64 // itemsize)
+
+
+def warps_for(elements: int, per_thread: int) -> int:
+    """num_warps for a tile of ``elements``, ``per_thread`` elements each thread: 4 to 16 warps."""
+    return max(4, min(16, elements // (32 * per_thread)))
+
+
+def step_elements(itemsize: int, arg: bool) -> int:
     """Elements each program loads per loop step: 16 KB of input keeps enough loads in flight on an
     H100; arg-reductions carry a position per element too, so they take 4K elements."""
     if device.interpreter:
         return 16384  # few, large programs
-    return 4096 if index else 16384 // itemsize
+    return 4096 if arg else 16384 // itemsize
 
 
-def rows_tiles(rows: int, length: int, step: int) -> tuple[int, int, int]:
+def reduced_block(length: int, most: int, least: int) -> int:
+    """How much of the reduced range a loop step takes: at most ``most``. On the GPU a range that one
+    step would cover takes two half steps (unless they would be shorter than ``least``), so that the
+    pipelined loop has the next step's loads in flight while it combines the current one."""
+    block = min(triton.next_power_of_2(max(length, 1)), most)
+    if not device.interpreter and block >= length and block >= 2 * least:
+        block //= 2
+    return block
+
+
+def rows_tiles(rows: int, length: int, step: int, per_thread: int) -> tuple[int, int, int]:
     """(BLOCK_K rows, BLOCK_R elements, num_warps) for the rows kernel: ``step`` elements per loop
-    step; short rows are packed several per program, but never so many that fewer than ~4 programs
-    per SM remain."""
-    block_r = min(triton.next_power_of_2(max(length, 1)), step)
+    step, in contiguous runs of 256 or more; short rows are packed several per program, but never so
+    many that fewer than ~4 programs per SM remain."""
+    block_r = reduced_block(length, step, 256)
     block_k = min(triton.next_power_of_2(rows), max(1, step // block_r))
     if not device.interpreter:
         block_k = max(1, min(block_k, triton.next_power_of_2(triton.cdiv(rows, 4 * lay.sm_count()))))
-    return block_k, block_r, warps_for(block_k * block_r)
+    return block_k, block_r, warps_for(block_k * block_r, per_thread)
 
 
-def cols_tiles(cols: int, length: int, step: int, itemsize: int) -> tuple[int, int, int]:
+def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_N, num_warps) for the cols kernel: 256-byte row segments (coalesced), ``step``
-    elements per loop step."""
+    elements per loop step, warps stacked along the reduced dim."""
     block_n = min(triton.next_power_of_2(cols), 256 if device.interpreter else max(16, 256 // itemsize))
-    block_r = min(triton.next_power_of_2(max(length, 1)), max(1, step // block_n))
-    return block_r, block_n, warps_for(block_r * block_n)
+    block_r = reduced_block(length, max(1, step // block_n), 1)
+    return block_r, block_n, warps_for(block_r * block_n, per_thread)
+
+
+#: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
+#: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
+#: so every program keeps two 16 KB steps in flight. Without it ptxas often places each load right
+#: before its first use, leaving one 16-byte load per thread in flight (seen in the SASS of amax and
+#: of every dim-0 reduction). 1 turns it off; the interpreter ignores it.
+STAGES = 1 if device.interpreter else 3
+
+#: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
+#: per SM has its reduced range split (with two steps in flight per program, two programs per SM
+#: already keep the memory busy, and a split costs a second launch). Tests raise it to run the split
+#: path on small tensors.
+PROGRAMS_PER_SM = 4
 
 
 def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
     """(splits, chunk): how many programs share one reduced range, and the length each takes.
 
-    Enough programs to fill the GPU (about 4 per SM); a split always covers whole blocks.
+    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM; a split always covers
+    whole blocks.
     """
     splits = 1
-    target = 4 * lay.sm_count()
-    if programs < target and length > 2 * block:
+    target = PROGRAMS_PER_SM * lay.sm_count()
+    if 2 * programs < target and length > 2 * block:
         splits = min(triton.cdiv(target, programs), triton.cdiv(length, block))
     chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
     return max(triton.cdiv(length, chunk), 1), chunk
@@ -405,15 +536,15 @@ def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
 
 class _Plan:
     """A ready launch for one signature: kernel with constexprs, grid and integer arguments, the
-    output shape, and the second pass when the reduced range is split."""
+    kind it runs, the output shape, and the second pass when the reduced range is split."""
 
-    __slots__ = ("launcher", "grid", "ints", "index", "kept", "acc", "copy_perm", "second", "out_shape")
+    __slots__ = ("launcher", "grid", "ints", "kind", "kept", "acc", "copy_perm", "second", "out_shape")
 
-    def __init__(self, launcher, grid, ints, index, kept, acc, copy_perm, second, out_shape):
+    def __init__(self, launcher, grid, ints, kind, kept, acc, copy_perm, second, out_shape):
         self.launcher = launcher
         self.grid = grid
         self.ints = ints
-        self.index = index
+        self.kind = kind
         self.kept = kept
         self.acc = acc
         self.copy_perm = copy_perm
@@ -426,18 +557,19 @@ _plans: dict[tuple, _Plan] = {}
 MAX_PLANS = 1024
 
 
-def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted, keepdim) -> _Plan:
+def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split) -> _Plan:
     out_shape = lay.reduced_shape(shape, dims, keepdim)
-    lo = lay.layout(shape, strides, dims, kind.index != 0)
-    # Counting stays exact in integers whatever the input dtype.
-    acc = torch.int64 if kind.pre == NONZERO.value else acc_dtype(cast)
+    arg = kind.index != 0 and kind.op in (MAX.value, MIN.value)  # positions are reported in logical order
+    lo = lay.layout(shape, strides, dims, arg)
+    acc = _acc_of(kind, cast)
     (k1, sk1), (k2, sk2) = lo.kept
     (r1, sr1), (r2, sr2) = lo.reduced
     kept_n, length = k1 * k2, r1 * r2
     if kept_n == 0:
-        return _Plan(None, None, None, kind.index, 0, acc, None, None, out_shape)
+        return _Plan(None, None, None, kind, 0, acc, None, None, out_shape)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
-    step = step_elements(itemsize, kind.index != 0)
+    step = step_elements(itemsize, arg)
+    per_thread = thread_elements(itemsize, arg)
     groups = list(lo.kept[: lo.num_kept])
     inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
     if lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1:
@@ -445,38 +577,57 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         n, s_n = groups[inner]
         m, s_m = groups[1 - inner] if len(groups) == 2 else (1, 0)
         o_n, o_m = (1, n) if inner == len(groups) - 1 else (m, 1)
-        block_r, block_n, warps = cols_tiles(n, length, step, itemsize)
+        block_r, block_n, warps = cols_tiles(n, length, step, itemsize, per_thread)
         programs = m * triton.cdiv(n, block_n)
-        splits, chunk = split_count(programs, length, block_r)
+        splits, chunk = split_count(programs, length, block_r) if may_split else (1, max(length, 1))
         kernel, tiles = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)
         ints = [m, n, length, chunk, kept_n, s_m, s_n, sr1, o_m, o_n]
     else:
-        block_k, block_r, warps = rows_tiles(kept_n, length, step)
+        block_k, block_r, warps = rows_tiles(kept_n, length, step, per_thread)
         programs = triton.cdiv(kept_n, block_k)
-        splits, chunk = split_count(programs, length, block_r)
+        splits, chunk = split_count(programs, length, block_r) if may_split else (1, max(length, 1))
         kernel = _reduce_rows_kernel
         tiles = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
         ints = [kept_n, k2, length, r2, chunk, kept_n, sk1, sk2, sr1, sr2]
     first = kind.partial() if splits > 1 else kind
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
-                      ACC=tl_dtype(acc), INIT=_init(kind.op, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, **tiles)
+                      ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
+                      INT64=lo.int64, STAGES=STAGES, **tiles)
     second = None
     if splits > 1:
-        second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted)
-    return _Plan(Launcher(kernel, constexprs, num_warps=warps), (programs, splits), ints, kind.index, kept_n,
+        # The partial results are few: one pass over them, never split again.
+        second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted,
+                      may_split=False)
+    return _Plan(Launcher(kernel, constexprs, num_warps=warps), (programs, splits), ints, first, kept_n,
                  acc, lo.copy_perm, second, out_shape)
 
 
-def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=False, keepdim=False) -> _Plan:
+def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=False, keepdim=False,
+         may_split=True) -> _Plan:
     """The cached launch plan of a reduction signature (``dims`` wrapped and sorted)."""
-    key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, lay.force_int64)
+    key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split, lay.force_int64,
+           PROGRAMS_PER_SM, STAGES)
     found = _plans.get(key)
     if found is None:
         if len(_plans) >= MAX_PLANS:  # shapes that keep changing: keep the cache bounded
             _plans.clear()
-        found = _plans[key] = _build(shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim)
+        found = _plans[key] = _build(shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim,
+                                     may_split)
     return found
+
+
+def _partials(pl: _Plan, like: torch.Tensor):
+    """Buffers for the partial results of a split: values, and second results (positions, or planes
+    after the values: MINMAX maxima; MOMENTS means, then counts)."""
+    shape = (pl.grid[1], pl.kept)
+    kind = pl.kind
+    if kind.index == 0:
+        return torch.empty(shape, dtype=pl.acc, device=like.device), None
+    if kind.second_dtype(pl.acc) == torch.int64:
+        return (torch.empty(shape, dtype=pl.acc, device=like.device),
+                torch.empty(shape, dtype=torch.int64, device=like.device))
+    planes = torch.empty((3 if kind.op == MOMENTS.value else 2, *shape), dtype=pl.acc, device=like.device)
+    return planes[0], planes[1]
 
 
 def _launch(pl: _Plan, x, y, values, indices, idx_in, shift, p, d) -> None:
@@ -485,8 +636,10 @@ def _launch(pl: _Plan, x, y, values, indices, idx_in, shift, p, d) -> None:
         y = y.permute(pl.copy_perm).contiguous() if y is not None else None
     dest, dest_i = values, indices
     if pl.second is not None:
-        dest = torch.empty((pl.grid[1], pl.kept), dtype=pl.acc, device=x.device)
-        dest_i = torch.empty((pl.grid[1], pl.kept), dtype=torch.int64, device=x.device) if pl.index else None
+        dest, dest_i = _partials(pl, x)
+    elif pl.kind.index and indices is None:
+        # A second result nobody asked for (the mean of a split var): somewhere to write it.
+        dest_i = torch.empty(pl.kept, dtype=values.dtype, device=x.device)
     args = [x, x if y is None else y, x if idx_in is None else idx_in, x if shift is None else shift, dest,
             dest if dest_i is None else dest_i, *pl.ints, p, d]
     lay.launch(pl.launcher, pl.grid, args)
@@ -498,7 +651,7 @@ def run(x: torch.Tensor, dims: tuple, kind: Kind, out_dtype: torch.dtype, *, kee
         cast: torch.dtype | None = None, p: float = 0.0, d: float = 1.0, shift: torch.Tensor | None = None,
         y: torch.Tensor | None = None, out: torch.Tensor | None = None,
         out_index: torch.Tensor | None = None):
-    """Reduce ``x`` over ``dims`` (wrapped and sorted); returns (values, positions or None).
+    """Reduce ``x`` over ``dims`` (wrapped and sorted); returns (values, second results or None).
 
     ``cast``: dtype the input is converted to before accumulating (ATen's ``dtype=``); ``shift``: a
     per-output tensor used by the transforms; ``y``: the subtrahend of a ``diff`` kind, with x's shape
@@ -507,7 +660,7 @@ def run(x: torch.Tensor, dims: tuple, kind: Kind, out_dtype: torch.dtype, *, kee
     """
     pl = plan(x.shape, x.stride(), dims, kind, x.dtype, cast or x.dtype, out_dtype, shift is not None, keepdim)
     values = lay.new_output(out, pl.out_shape, out_dtype, x)
-    indices = lay.new_output(out_index, pl.out_shape, torch.int64, x) if kind.index else None
+    indices = lay.new_output(out_index, pl.out_shape, kind.second_dtype(out_dtype), x) if kind.index else None
     if pl.launcher is not None:
         _launch(pl, x, y, values, indices, None, shift, p, d)
     if out is None and out_index is None:
@@ -526,7 +679,9 @@ PROD_OF = Kind.of(PROD)
 MAX_OF = Kind.of(MAX)
 MIN_OF = Kind.of(MIN)
 ALL_OF = Kind.of(MIN, NONZERO)
-ANY_OF = Kind.of(MAX, NONZERO)
+ANY_OF = Kind.of(MAX, NONZERO)  # on int32 words too: a word is nonzero when one of its bytes is
+ALL_WORDS_OF = Kind.of(MIN, NO_ZERO_BYTE)
+MINMAX_OF = Kind.of(MINMAX, index=1)
 COUNT_OF = Kind.of(SUM, NONZERO)
 
 
@@ -634,31 +789,50 @@ def min_all(x, *, out=None):
 
 
 def aminmax(x, *, dim=None, keepdim=False, min=None, max=None):
-    """aminmax / aminmax.out: (amin, amax) over ``dim`` or over everything."""
+    """aminmax / aminmax.out: (amin, amax) over ``dim`` or over everything, in one pass."""
     if (min is None) != (max is None) or x.numel() == 0:
         return NotImplemented
-    dims = [dim] if dim is not None else None
-    low = _extremum(MIN_OF, x, dims, keepdim, min)
-    if low is NotImplemented:
+    dims = lay.wrap_dims([dim] if dim is not None else None, x.dim())
+    if dims is None or x.dtype not in lay.KERNEL_DTYPES:
         return NotImplemented
-    return low, _extremum(MAX_OF, x, dims, keepdim, max)
+    if min is not None and (min.dtype != x.dtype or max.dtype != x.dtype):
+        return NotImplemented
+    return run(x, dims, MINMAX_OF, x.dtype, keepdim=keepdim, out=min, out_index=max)
 
 
-def _logical(spec, x, dim, keepdim, out):
+def _as_words(x: torch.Tensor, dims: tuple) -> torch.Tensor | None:
+    """A 1-byte tensor seen as int32 words along its last dim, when the reduction covers that dim and
+    the view exists: all/any then test four elements per operation and load 16 per 16-byte vector."""
+    if x.element_size() != 1 or x.dim() == 0 or x.dim() - 1 not in dims:
+        return None
+    if x.stride(-1) != 1 or x.shape[-1] % 4 or x.storage_offset() % 4:
+        return None
+    if any(stride % 4 for size, stride in zip(x.shape[:-1], x.stride()[:-1]) if size > 1):
+        return None
+    return x.view(torch.int32)
+
+
+def _logical(spec, word_spec, x, dim, keepdim, out):
     out_dtype = torch.uint8 if x.dtype == torch.uint8 else torch.bool
     if out is not None and out.dtype != out_dtype:
         return NotImplemented
-    return _simple(spec, x, dim, keepdim, out_dtype, out)
+    dims = lay.wrap_dims(dim, x.dim())
+    if dims is None:
+        return NotImplemented
+    words = _as_words(x, dims)
+    if words is not None:
+        return run(words, dims, word_spec, out_dtype, keepdim=keepdim, out=out)[0]
+    return _simple(spec, x, dims, keepdim, out_dtype, out)
 
 
 def all_dims(x, dim=None, keepdim=False, *, out=None):
     """all / all.dim / all.dims and their out forms (uint8 in, uint8 out, as ATen)."""
-    return _logical(ALL_OF, x, dim, keepdim, out)
+    return _logical(ALL_OF, ALL_WORDS_OF, x, dim, keepdim, out)
 
 
 def any_dims(x, dim=None, keepdim=False, *, out=None):
     """any / any.dim / any.dims and their out forms."""
-    return _logical(ANY_OF, x, dim, keepdim, out)
+    return _logical(ANY_OF, ANY_OF, x, dim, keepdim, out)
 
 
 def count_nonzero(x, dim=None, *, out=None):

@@ -1,7 +1,9 @@
-"""var, std, var_mean and std_mean (``correction`` overloads), in two passes over the input.
+"""var, std, var_mean and std_mean (``correction`` overloads), in one pass over the input.
 
-The first pass is the mean, the second the sum of squared deviations from it: as accurate as the
-data allow (no cancellation of large sums), for the price of reading the input twice.
+The reduce skeleton's MOMENTS op keeps a running (mean, sum of squared deviations) per lane by
+Welford's rule and merges the lanes (and the partial results of a split range) by Chan's: no
+cancellation of large sums, so values far from zero (1e4 + noise) keep their precision, and the
+input is read once.
 """
 
 from __future__ import annotations
@@ -9,38 +11,27 @@ from __future__ import annotations
 import warnings
 
 from gems_reduction import layout as lay
-from gems_reduction.reduce import (
-    DIVIDE,
-    MEAN_OF,
-    SQRT_DIVIDE,
-    SQUARED_DEVIATION,
-    SUM,
-    Kind,
-    acc_dtype,
-    reduced_count,
-    run,
-)
+from gems_reduction.reduce import DIVIDE, MOMENTS, SQRT_DIVIDE, Kind, reduced_count, run
 
-VAR_OF = Kind.of(SUM, SQUARED_DEVIATION, DIVIDE)
-STD_OF = Kind.of(SUM, SQUARED_DEVIATION, SQRT_DIVIDE)
+VAR_OF = Kind.of(MOMENTS, post=DIVIDE)
+STD_OF = Kind.of(MOMENTS, post=SQRT_DIVIDE)
 
 
-def _moments(kind, x, dim, correction, keepdim, out, out_mean=None):
-    """(var or std, mean in the accumulation dtype) or NotImplemented."""
+def _moments(kind, x, dim, correction, keepdim, out, out_mean=None, with_mean=False):
+    """(var or std, mean or None) or NotImplemented."""
     dims = lay.wrap_dims(dim, x.dim())
     if dims is None or x.dtype not in lay.FLOATING:
         return NotImplemented
     if out is not None and out.dtype != x.dtype or out_mean is not None and out_mean.dtype != x.dtype:
         return NotImplemented
     count = reduced_count(x.shape, dims)
-    acc = acc_dtype(x.dtype)
-    mean = run(x, dims, MEAN_OF, acc, d=float(count))[0]
     spread = max(0.0, count - (1.0 if correction is None else float(correction)))
     if spread == 0:
         warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
                       "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
-    result = run(x, dims, kind, x.dtype, keepdim=keepdim, shift=mean, d=spread, out=out)[0]
-    return result, mean.reshape(lay.reduced_shape(x.shape, dims, keepdim))
+    if with_mean:
+        kind = kind._replace(index=1)
+    return run(x, dims, kind, x.dtype, keepdim=keepdim, d=spread, out=out, out_index=out_mean)
 
 
 def var(x, dim=None, *, correction=None, keepdim=False, out=None):
@@ -58,11 +49,7 @@ def std(x, dim=None, *, correction=None, keepdim=False, out=None):
 def _with_mean(kind, x, dim, correction, keepdim, out0, out1):
     if (out0 is None) != (out1 is None):
         return NotImplemented
-    result = _moments(kind, x, dim, correction, keepdim, out0, out1)
-    if result is NotImplemented:
-        return result
-    spread, mean = result
-    return spread, lay.deliver(mean.to(x.dtype), out1)
+    return _moments(kind, x, dim, correction, keepdim, out0, out1, with_mean=True)
 
 
 def var_mean(x, dim=None, *, correction=None, keepdim=False, out0=None, out1=None):
