@@ -329,12 +329,42 @@ def test_ready_launch_key_names_triton_specialisation(monkeypatch):
     assert len(set(keys)) == len(keys) and len({k[1:] for k in keys[::2]}) == 4
 
 
+def test_plans_check_the_alignment_of_the_tensors_they_are_given(monkeypatch):
+    """A plan checks once per call the pointers it did not allocate: any of them unaligned, each launch takes
+    Triton's whole specialisation as its key."""
+    from flag_gems.launch import Launcher
+    from gems_norm import heuristics, row_norm
+
+    monkeypatch.setattr(heuristics, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
+    monkeypatch.setattr(heuristics.device, "interpreter", False)
+    keys = []
+    monkeypatch.setattr(Launcher, "__call__", lambda self, grid, args, spec_key=None: keys.append(spec_key))
+    run = row_norm._forward_plan(True, torch.float32, None, torch.float32, None, torch.float32, 2, 32, (2, 1))
+    x, w = torch.zeros(65, device=DEVICE), torch.ones(33, device=DEVICE)
+    run(x[:64].view(2, 32), None, w[:32], None, 1e-5)
+    run(x[1:].view(2, 32), None, w[:32], None, 1e-5)
+    run(x[:64].view(2, 32), None, w[1:], None, 1e-5)
+    assert keys[0][0] == "aligned" and keys[1][0] != "aligned" and keys[2][0] != "aligned"
+
+
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts calls of the norm family's launchers, for the public fused functions (which bypass ATen)."""
+    """Counts, for the public fused functions (which bypass ATen), launches of the row norm's forward and
+    backward kernels (whichever plan launches them) and calls of batch and weight norm's forward and backward."""
+    from flag_gems import launch
     from gems_norm import batch_norm, row_norm, weight_norm
 
     calls = {}
+    counted_kernels = {row_norm._row_norm_fwd_kernel: "forward", row_norm._row_norm_bwd_kernel: "backward"}
+    launch_kernel = launch.Launcher.__call__
+
+    def launched(self, grid, args, spec_key=None):
+        name = counted_kernels.get(self.kernel)
+        if name is not None:
+            calls[name] = calls.get(name, 0) + 1
+        return launch_kernel(self, grid, args, spec_key)
+
+    monkeypatch.setattr(launch.Launcher, "__call__", launched)
 
     def spy(module, name):
         original = getattr(module, name)
@@ -345,7 +375,7 @@ def kernel_calls(monkeypatch):
 
         monkeypatch.setattr(module, name, counted)
 
-    for module in (row_norm, batch_norm, weight_norm):
+    for module in (batch_norm, weight_norm):
         spy(module, "forward")
         spy(module, "backward")
     return calls
@@ -719,3 +749,79 @@ def test_public_weight_norm(dtype, dim, kernel_calls):
     _close_scaled(v.grad, ref64[0].grad, dtype, reduce_dim=k)
     assert g.grad.shape == g.shape
     _close_scaled(g.grad, ref64[1].grad, dtype, reduce_dim=k)
+
+
+# cached call plans -------------------------------------------------------------------------------------
+
+def _plan_caches():
+    """Every cache of call plans in the family (op plans and the launches they hold)."""
+    from gems_norm import batch_norm, group_norm, heuristics, layer_norm, per_channel, reductions, rms_norm, row_norm
+
+    return [value for module in (batch_norm, group_norm, layer_norm, per_channel, reductions, rms_norm, row_norm)
+            for value in vars(module).values() if isinstance(value, heuristics.Plans)]
+
+
+def _layer_norm_call(x, w, b):
+    y = F.layer_norm(x, x.shape[-1:], w, b, 1e-5)
+    return (y, *torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5))
+
+
+def _rms_norm_call(x, w, b):
+    with torch.no_grad():
+        plain = F.rms_norm(x, x.shape[-1:], w, 1e-6)
+    y = F.rms_norm(x, x.shape[-1:], w, 1e-6)
+    return (plain, y, *torch.autograd.grad(y, (x, w), torch.ones_like(y) * 0.5))
+
+
+def _group_norm_call(x, w, b):
+    y = F.group_norm(x, 2, w, b, 1e-5)
+    return (y, *torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5))
+
+
+def _batch_norm_call(x, w, b):
+    c = x.shape[1]
+    rm = torch.linspace(-1, 1, c, device=DEVICE).to(w.dtype)
+    rv = torch.linspace(0.5, 2, c, device=DEVICE).to(w.dtype)
+    y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+    grads = torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5)
+    with torch.no_grad():
+        evaluated = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
+    return (y, *grads, rm, rv, evaluated)
+
+
+@pytest.mark.parametrize("call, shapes", [
+    (_layer_norm_call, [(3, 40), (5, 24)]),
+    (_rms_norm_call, [(3, 40), (2, 3, 24)]),
+    (_group_norm_call, [(2, 4, 5), (3, 6, 2, 3)]),
+    (_batch_norm_call, [(4, 3, 5), (2, 5, 3, 2)]),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_plans_give_a_cold_calls_results(call, shapes, dtype):
+    """A call served by the plans an earlier call of the same signature left (other values) gives what the
+    same call gives with every plan built anew, and so does a call of another shape after them."""
+    caches = _plan_caches()
+
+    def inputs(shape, scale):
+        c = shape[1] if call in (_group_norm_call, _batch_norm_call) else shape[-1]
+        return (_rand(shape, dtype, True, scale=scale, shift=0.5), _rand(c, dtype, True), _rand(c, dtype, True))
+
+    def cold(args):
+        for cache in caches:
+            cache.clear()
+        return call(*args)
+
+    first, second, other = inputs(shapes[0], 1.0), inputs(shapes[0], 3.0), inputs(shapes[1], 2.0)
+    with served():
+        results = [call(*first)]
+        planned = sum(len(cache) for cache in caches)
+        assert planned
+        cached = call(*second)
+        assert sum(len(cache) for cache in caches) == planned  # served by the first call's plans
+        cached_other = call(*other)
+        for args, res in [(second, cached), (other, cached_other)]:
+            for r, c in zip(res, cold(args)):
+                assert_equal(r, c)
+        results += [cached, cached_other]
+    for args, res in zip([first, second, other], results):
+        for r, ref in zip(res, call(*args)):  # ATen's
+            _close_scaled(r, ref, dtype, reduce_dim=args[0].numel())

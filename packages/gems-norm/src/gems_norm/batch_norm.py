@@ -16,8 +16,19 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import MAX_ROW_BLOCK, ReadyLaunch, cdiv, keep, launch, next_pow2, row_tile, warps
-from gems_norm.per_channel import ChannelView, channel_affine, channel_sums, channel_tile, channel_view
+from gems_norm.heuristics import (
+    MAX_ROW_BLOCK,
+    TO_ATEN,
+    Plans,
+    ReadyLaunch,
+    caller_aligned,
+    cdiv,
+    next_pow2,
+    row_tile,
+    signature,
+    warps,
+)
+from gems_norm.per_channel import ChannelView, channel_affine_launch, channel_sums_launch, channel_tile, channel_view
 from gems_norm.semantics import ATEN_CUDA, FLOAT_DTYPES, params_ok, stats_dtype
 
 # How the forward kernel gets each channel's statistics.
@@ -45,11 +56,13 @@ def _finish_stats(count, mean, m2, c, ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
 
 
 @triton.jit
-def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, COEF, C, splits, param_c,
+def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, C, splits, param_c,
                         momentum, eps, BLOCK_C: tl.constexpr, UPDATE: tl.constexpr, SAVE: tl.constexpr,
                         HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     # Merges channel_sums' (count, mean, m2) planes, each (splits, C), into each channel's statistics and
-    # writes its rows (mean, scale, shift) of COEF. Weight and bias repeat every ``param_c`` channels.
+    # writes its rows (mean, scale, shift) of the table that follows them in PART (one buffer: one
+    # allocation less). Weight and bias repeat every ``param_c`` channels.
+    COEF = PART + 3 * splits * C
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = c < C
     count = tl.zeros([BLOCK_C], tl.float32)
@@ -77,14 +90,14 @@ def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVS
 
 @triton.jit
 def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, Y,
-                           C, K, s_n, s_c, s_k, param_c, momentum, eps,
+                           C, K, s_n, s_c, s_k, param_c, coef_at, momentum, eps,
                            BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, STATS: tl.constexpr,
                            UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
     # A program normalises a (channels, K) tile of one sample with its channels' statistics: the running
-    # ones (_EVAL), rows (mean, scale, shift) of COEF written by _merge_stats_kernel (_TABLE), or taken from
-    # the tile itself, which then holds whole channels (_WHOLE: one read of x; every program is the only
-    # one of its channels, so it also saves them). Parameters (and running statistics read in eval) repeat
-    # every ``param_c`` channels: instance norm's (N*C) channels share C of them.
+    # ones (_EVAL), rows (mean, scale, shift) at ``coef_at`` of COEF written by _merge_stats_kernel (_TABLE),
+    # or taken from the tile itself, which then holds whole channels (_WHOLE: one read of x; every program is
+    # the only one of its channels, so it also saves them). Parameters (and running statistics read in eval)
+    # repeat every ``param_c`` channels: instance norm's (N*C) channels share C of them.
     c_blocks = tl.cdiv(C, BLOCK_C)
     k_blocks = tl.cdiv(K, BLOCK_K)
     pid = tl.program_id(0)
@@ -97,9 +110,10 @@ def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
     offs = (rest // k_blocks).to(tl.int64) * s_n + channels.to(tl.int64) * s_c + ks.to(tl.int64) * s_k
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     if STATS == 1:
-        mean = tl.load(COEF + channels, mask=c_ok, other=0.0)
-        y = (x - mean) * tl.load(COEF + C + channels, mask=c_ok, other=0.0)
-        y += tl.load(COEF + 2 * C + channels, mask=c_ok, other=0.0)
+        table = COEF + coef_at
+        mean = tl.load(table + channels, mask=c_ok, other=0.0)
+        y = (x - mean) * tl.load(table + C + channels, mask=c_ok, other=0.0)
+        y += tl.load(table + 2 * C + channels, mask=c_ok, other=0.0)
     else:
         if STATS == 0:
             mean = tl.load(RM + params, mask=c_ok, other=0.0).to(tl.float32)
@@ -124,7 +138,7 @@ def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
 
 
 @triton.jit
-def _backward_coef_kernel(PART, splits, C, W, MEAN, INVSTD, DW, DB, COEF, count, eps,
+def _backward_coef_kernel(PART, W, MEAN, INVSTD, DW, DB, COEF, splits, C, count, eps,
                           BLOCK_C: tl.constexpr, TRAINING: tl.constexpr, INVSTD_GIVEN: tl.constexpr,
                           HAS_W: tl.constexpr, HAS_SUMS: tl.constexpr, NEED_DW: tl.constexpr,
                           NEED_DB: tl.constexpr):
@@ -167,27 +181,65 @@ def _coef_block(c: int) -> int:
     return min(next_pow2(max(c, 1)), 1024)
 
 
-#: Ready launches of the forward kernels, by (view or C, dtypes, statistics mode and options).
-_forward_launches: dict[tuple, ReadyLaunch] = {}
-_merge_launches: dict[tuple, ReadyLaunch] = {}
-
-
-def _forward_launch(key: tuple) -> ReadyLaunch:
-    view, dtypes, stats, param_c, update, save, has_w, has_b = key
+def _forward_plan(view: ChannelView, x_dtype: torch.dtype, w_dtype, b_dtype, rm_dtype, rv_dtype, training: bool,
+                  update: bool, save: bool, param_c: int, saved_dtype: torch.dtype):
+    """The forward of this signature (dtypes None for absent tensors): a function
+    (x, weight, bias, running_mean, running_var, running_out, momentum, eps) -> (out, save_mean, save_invstd)."""
+    c, f32 = view.c, torch.float32
+    # Absent tensors are passed as ``out`` (never read; written only when given).
+    stats_dtypes = (w_dtype or x_dtype, b_dtype or x_dtype, rm_dtype or x_dtype, rv_dtype or x_dtype,
+                    rm_dtype if update else x_dtype, rv_dtype if update else x_dtype,
+                    saved_dtype if save else x_dtype, saved_dtype if save else x_dtype)
+    flags = dict(UPDATE=update, SAVE=save, HAS_W=w_dtype is not None, HAS_B=b_dtype is not None)
+    saved = c if save else 0
+    sums = merge = None
+    splits = per_split = 0
+    if not training:
+        stats = _EVAL
+    elif view.nb == 1 and view.s_k == 1 and next_pow2(view.k) <= MAX_ROW_BLOCK:
+        stats = _WHOLE
+    else:
+        stats = _TABLE
+        sums, splits, per_split = channel_sums_launch(view, (x_dtype, x_dtype, x_dtype, f32), True, False)
+        block = _coef_block(c)
+        merge = ReadyLaunch(_merge_stats_kernel, (cdiv(c, block),), 4, (f32, *stats_dtypes), (c, splits, param_c),
+                            BLOCK_C=block, **flags)
+        flags.update(UPDATE=False, SAVE=False)  # the merge saves and updates the statistics
     block_c, block_k = row_tile(view.c, view.k) if stats == _WHOLE else channel_tile(view)
-    grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
-    ready = ReadyLaunch(_batch_norm_fwd_kernel, grid, warps(block_c * block_k), dtypes,
-                        (view.c, view.k, view.s_n, view.s_c, view.s_k, param_c), BLOCK_C=block_c, BLOCK_K=block_k,
-                        STATS=stats, UPDATE=update, SAVE=save, HAS_W=has_w, HAS_B=has_b)
-    return keep(_forward_launches, key, ready)
+    # The merge's table of coefficients follows the partial sums in one scratch buffer.
+    scratch = 3 * (splits + 1) * c
+    ints = (c, view.k, view.s_n, view.s_c, view.s_k, param_c, 3 * splits * c)
+    normalise = ReadyLaunch(_batch_norm_fwd_kernel, (cdiv(c, block_c) * cdiv(view.k, block_k) * view.nb,),
+                            warps(block_c * block_k), (x_dtype, f32 if merge else x_dtype, *stats_dtypes, x_dtype),
+                            ints, BLOCK_C=block_c, BLOCK_K=block_k, STATS=stats, **flags)
+
+    def run(x, weight, bias, running_mean, running_var, running_out, momentum, eps):
+        rm_out, rv_out = running_out or (running_mean, running_var)
+        save_mean = torch.empty(saved, dtype=saved_dtype, device=x.device)
+        save_invstd = torch.empty(saved, dtype=saved_dtype, device=x.device)
+        out = torch.empty_like(x)
+        stats_args = (out if weight is None else weight, out if bias is None else bias,
+                      out if running_mean is None else running_mean, out if running_var is None else running_var,
+                      rm_out if update else out, rv_out if update else out, save_mean if save else out,
+                      save_invstd if save else out)
+        momentum, eps = float(momentum), float(eps)
+        given_aligned = caller_aligned(x, weight, bias, running_mean, running_var, rm_out, rv_out)
+        coef = out
+        if merge is not None:
+            coef = torch.empty(scratch, dtype=f32, device=x.device)
+            sums((x, x, x, coef, *view, per_split), given_aligned)
+            merge((coef, *stats_args, c, splits, param_c, momentum, eps), given_aligned)
+        normalise((x, coef, *stats_args, out, *ints, momentum, eps), given_aligned)
+        return out, save_mean, save_invstd
+
+    return run
 
 
-def _merge_launch(key: tuple) -> ReadyLaunch:
-    c, splits, param_c, dtypes, update, save, has_w, has_b = key
-    block = _coef_block(c)
-    return keep(_merge_launches, key, ReadyLaunch(_merge_stats_kernel, (cdiv(c, block),), 4, dtypes,
-                                                  (c, splits, param_c), BLOCK_C=block, UPDATE=update, SAVE=save,
-                                                  HAS_W=has_w, HAS_B=has_b))
+_forward_plans = Plans(_forward_plan)
+
+
+def _dtype(t: torch.Tensor | None) -> torch.dtype | None:
+    return None if t is None else t.dtype
 
 
 def forward(x: torch.Tensor, view: ChannelView, weight, bias, running_mean, running_var, training: bool,
@@ -203,63 +255,61 @@ def forward(x: torch.Tensor, view: ChannelView, weight, bias, running_mean, runn
     and one read of ``x``; other training inputs first gather per-channel Welford partials (one more read)
     and merge them in a small kernel.
     """
-    c = view.c
-    update = training and running_mean is not None
-    save = training or save_in_eval
-    rm_out, rv_out = running_out if running_out is not None else (running_mean, running_var)
-    save_mean = torch.empty(c if save else 0, dtype=saved_dtype, device=x.device)
-    save_invstd = torch.empty(c if save else 0, dtype=saved_dtype, device=x.device)
-    out = torch.empty_like(x)
-    # Absent tensors are passed as ``out`` (never read; written only when given).
-    stats_args = (out if weight is None else weight, out if bias is None else bias,
-                  out if running_mean is None else running_mean, out if running_var is None else running_var,
-                  rm_out if update else out, rv_out if update else out, save_mean if save else out,
-                  save_invstd if save else out)
-    flags = (update, save, weight is not None, bias is not None)
-    param_c = param_c or c
-    coef = out
-    if not training:
-        stats = _EVAL
-    elif view.nb == 1 and view.s_k == 1 and next_pow2(view.k) <= MAX_ROW_BLOCK:
-        stats = _WHOLE
-    else:
-        stats = _TABLE
-        part = channel_sums(view, x, welford=True)
-        coef = torch.empty(3, c, dtype=torch.float32, device=x.device)
-        tensors = (part, *stats_args, coef)
-        key = (c, part.shape[1], param_c, tuple([t.dtype for t in tensors]), *flags)
-        ready = _merge_launches.get(key) or _merge_launch(key)
-        ready((*tensors, c, part.shape[1], param_c, float(momentum), float(eps)))
-        flags = (False, False, *flags[2:])  # the merge saved and updated the statistics
-    tensors = (x, coef, *stats_args, out)
-    key = (view, tuple([t.dtype for t in tensors]), stats, param_c, *flags)
-    ready = _forward_launches.get(key) or _forward_launch(key)
-    ready((*tensors, c, view.k, view.s_n, view.s_c, view.s_k, param_c, float(momentum), float(eps)))
-    return out, save_mean, save_invstd
+    key = (view, x.dtype, _dtype(weight), _dtype(bias), _dtype(running_mean), _dtype(running_var), training,
+           training and running_mean is not None, training or save_in_eval, param_c or view.c, saved_dtype)
+    plan = _forward_plans.get(key) or _forward_plans.add(key, *key)
+    return plan(x, weight, bias, running_mean, running_var, running_out, momentum, eps)
+
+
+def _backward_plan(view: ChannelView, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_dtype, mean_dtype: torch.dtype,
+                   spread_dtype: torch.dtype, training: bool, invstd_given: bool, need_dx: bool, need_dw: bool,
+                   need_db: bool, param_dtype: torch.dtype):
+    """The backward of this signature: a function (dy, x, weight, mean, spread, eps) -> (dx, dw, db)."""
+    c, f32 = view.c, torch.float32
+    has_sums = need_dw or need_db or (training and need_dx)
+    sums, splits, per_split = (channel_sums_launch(view, (dy_dtype, x_dtype, mean_dtype, f32), False, True)
+                               if has_sums else (None, 0, 0))
+    block = _coef_block(c)
+    # Absent tensors are passed as ``coef`` (never read or written), absent partial sums as ``x``.
+    coefficients = ReadyLaunch(_backward_coef_kernel, (cdiv(c, block),), 4,
+                               (f32 if has_sums else x_dtype, w_dtype or f32, mean_dtype, spread_dtype,
+                                param_dtype if need_dw else f32, param_dtype if need_db else f32, f32), (splits, c),
+                               BLOCK_C=block, TRAINING=training, INVSTD_GIVEN=invstd_given, HAS_W=w_dtype is not None,
+                               HAS_SUMS=has_sums, NEED_DW=need_dw, NEED_DB=need_db)
+    affine = channel_affine_launch(view, (x_dtype, dy_dtype, f32, x_dtype), True) if need_dx else None
+    count = float(view.nb * view.k)
+
+    def run(dy, x, weight, mean, spread, eps):
+        given_aligned = caller_aligned(dy, x, weight, mean, spread)
+        part = x
+        if has_sums:
+            part = torch.empty(2, splits, c, dtype=f32, device=x.device)
+            sums((dy, x, mean, part, *view, per_split), given_aligned)
+        dw = torch.empty(c, dtype=param_dtype, device=x.device) if need_dw else None
+        db = torch.empty(c, dtype=param_dtype, device=x.device) if need_db else None
+        coef = torch.empty(4, c, dtype=f32, device=x.device)
+        coefficients((part, coef if weight is None else weight, mean, spread, coef if dw is None else dw,
+                      coef if db is None else db, coef, splits, c, count, float(eps)), given_aligned)
+        dx = None
+        if affine is not None:
+            dx = torch.empty_like(x)
+            affine((x, dy, coef, dx, *view), given_aligned)
+        return dx, dw, db
+
+    return run
+
+
+_backward_plans = Plans(_backward_plan)
 
 
 def backward(dy: torch.Tensor, x: torch.Tensor, view: ChannelView, weight, mean, spread, training: bool,
              invstd_given: bool, eps: float, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype):
     """(dx, dw, db) of batch norm; ``dy`` has ``x``'s strides. ``mean`` and ``spread`` are the statistics
     the input was normalised with: ``spread`` the inverse std with ``invstd_given``, else the variance."""
-    c = view.c
-    has_sums = need_dw or need_db or (training and need_dx)
-    if has_sums:
-        part = channel_sums(view, dy, x, mu=mean)
-        splits = part.shape[1]
-    else:
-        part, splits = x, 0
-    dw = torch.empty(c, dtype=param_dtype, device=x.device) if need_dw else None
-    db = torch.empty(c, dtype=param_dtype, device=x.device) if need_db else None
-    coef = torch.empty(4, c, dtype=torch.float32, device=x.device)
-    block = _coef_block(c)
-    launch(_backward_coef_kernel, (cdiv(c, block),),
-           [part, splits, c, weight if weight is not None else coef, mean, spread,
-            dw if need_dw else coef, db if need_db else coef, coef, float(view.nb * view.k), eps],
-           4, BLOCK_C=block, TRAINING=training, INVSTD_GIVEN=invstd_given, HAS_W=weight is not None,
-           HAS_SUMS=has_sums, NEED_DW=need_dw, NEED_DB=need_db)
-    dx = channel_affine(view, x, coef, torch.empty_like(x), dy=dy) if need_dx else None
-    return dx, dw, db
+    key = (view, dy.dtype, x.dtype, _dtype(weight), mean.dtype, spread.dtype, training, invstd_given, need_dx,
+           need_dw, need_db, param_dtype)
+    plan = _backward_plans.get(key) or _backward_plans.add(key, *key)
+    return plan(dy, x, weight, mean, spread, eps)
 
 
 # ATen entry points -------------------------------------------------------------------------------------
@@ -289,17 +339,41 @@ def _saved_dtype(input, *params):
     return stats_dtype(input, *params, acc_on_cuda=True)
 
 
+def _forward_op_plan(input, weight, bias, running_mean, running_var, training, save_in_eval):
+    if not training and (running_mean is None or running_var is None):
+        return TO_ATEN
+    prepared = dense_view(input, weight, bias, running_mean, running_var)
+    if prepared is None:
+        return TO_ATEN
+    x, view = prepared
+    key = (view, input.dtype, _dtype(weight), _dtype(bias), _dtype(running_mean), _dtype(running_var), training,
+           training and running_mean is not None, training or save_in_eval, view.c,
+           _saved_dtype(input, weight, bias, running_mean, running_var))
+    run = _forward_plans.get(key) or _forward_plans.add(key, *key)
+    if x is input:
+        return run
+    memory_format = input.suggest_memory_format()
+
+    def dense(input, *args):
+        return run(input.contiguous(memory_format=memory_format), *args)
+
+    return dense
+
+
+#: Plans of the ATen forms taking the classic argument list, by the signatures of their tensors and flags.
+_forward_op_plans = Plans(_forward_op_plan)
+
+
 def _forward_op(input, weight, bias, running_mean, running_var, training, momentum, eps,
                 running_out=None, save_in_eval=ATEN_CUDA):
     """Forward for the ATen forms taking the classic argument list; None when ATen must handle the call."""
-    if not training and (running_mean is None or running_var is None):
+    key = (signature(input), signature(weight), signature(bias), signature(running_mean), signature(running_var),
+           training, save_in_eval)
+    plan = (_forward_op_plans.get(key)
+            or _forward_op_plans.add(key, input, weight, bias, running_mean, running_var, training, save_in_eval))
+    if plan is TO_ATEN:
         return None
-    prepared = dense_view(input, weight, bias, running_mean, running_var)
-    if prepared is None:
-        return None
-    x, view = prepared
-    return forward(x, view, weight, bias, running_mean, running_var, training, momentum, eps,
-                   _saved_dtype(input, weight, bias, running_mean, running_var), running_out, save_in_eval)
+    return plan(input, weight, bias, running_mean, running_var, running_out, momentum, eps)
 
 
 def native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps):
@@ -393,13 +467,15 @@ def cudnn_batch_norm(input, weight, bias, running_mean, running_var, training, e
     return (*result, _reserve(input))
 
 
-def _backward_op(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps,
-                 output_mask):
-    """Backward for every ATen form; None when ATen must handle the call."""
-    need_dx, need_dw, need_db = output_mask
+def _no_grads(*args) -> tuple[None, None, None]:
+    return None, None, None
+
+
+def _backward_op_plan(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train,
+                      need_dx, need_dw, need_db):
     prepared = dense_view(input, weight, None, running_mean, running_var)
     if prepared is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype:
-        return None
+        return TO_ATEN
     x, view = prepared
     c = view.c
     # CPU's eval backward reads the running statistics; CUDA's reads saved ones whenever they are given.
@@ -408,13 +484,41 @@ def _backward_op(grad_out, input, weight, running_mean, running_var, save_mean, 
     mean = save_mean if use_saved_mean else running_mean
     spread = save_invstd if use_saved_invstd else running_var
     if any(t is None or not _vector_ok(t, c, input.device) for t in (mean, spread)):
-        return None
+        return TO_ATEN
     if not (need_dx or need_dw or need_db):
-        return None, None, None
-    if grad_out.stride() != x.stride():
-        grad_out = torch.empty_like(x).copy_(grad_out)
-    return backward(grad_out, x, view, weight, mean, spread, train, use_saved_invstd, eps, need_dx, need_dw, need_db,
-                    weight.dtype if weight is not None else input.dtype)
+        return _no_grads
+    key = (view, grad_out.dtype, x.dtype, _dtype(weight), mean.dtype, spread.dtype, train, use_saved_invstd,
+           need_dx, need_dw, need_db, input.dtype if weight is None else weight.dtype)
+    run = _backward_plans.get(key) or _backward_plans.add(key, *key)
+    memory_format = None if x is input else input.suggest_memory_format()
+    copy_dy = grad_out.stride() != x.stride()
+
+    def call(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, eps):
+        x = input if memory_format is None else input.contiguous(memory_format=memory_format)
+        if copy_dy:
+            grad_out = torch.empty_like(x).copy_(grad_out)
+        return run(grad_out, x, weight, save_mean if use_saved_mean else running_mean,
+                   save_invstd if use_saved_invstd else running_var, eps)
+
+    return call
+
+
+#: Plans of every ATen backward form, by the signatures of their tensors and flags.
+_backward_op_plans = Plans(_backward_op_plan)
+
+
+def _backward_op(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps,
+                 output_mask):
+    """Backward for every ATen form; None when ATen must handle the call."""
+    need_dx, need_dw, need_db = output_mask
+    key = (signature(grad_out), signature(input), signature(weight), signature(running_mean),
+           signature(running_var), signature(save_mean), signature(save_invstd), train, need_dx, need_dw, need_db)
+    plan = (_backward_op_plans.get(key)
+            or _backward_op_plans.add(key, grad_out, input, weight, running_mean, running_var, save_mean,
+                                      save_invstd, train, need_dx, need_dw, need_db))
+    if plan is TO_ATEN:
+        return None
+    return plan(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, eps)
 
 
 def native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train,

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import launch, strip_tile, warps
+from gems_norm.heuristics import TO_ATEN, Plans, ReadyLaunch, caller_aligned, signature, strip_tile, warps
 from gems_norm.reductions import sum_partials, welford_add, welford_merge
 from gems_norm.semantics import FLOAT_DTYPES, params_ok, stats_dtype
 
@@ -130,43 +130,94 @@ def _handled(input, weight, bias, n, c, hw, group) -> bool:
             and params_ok(input, weight, bias, mixed=False))
 
 
+def _forward_plan(input, weight, bias, n, c, hw, group):
+    """The forward of this signature: a function (input, weight, bias, eps) -> (output, mean, rstd), or TO_ATEN."""
+    if not _handled(input, weight, bias, n, c, hw, group):
+        return TO_ATEN
+    dtype = stats_dtype(input, weight, bias, acc_on_cuda=False)
+    block_c, block_hw = strip_tile(c // group, hw, inner_contiguous=True)
+    x_dtype = input.dtype
+    # Absent parameters are passed as the input (never read).
+    ready = ReadyLaunch(_group_norm_fwd_kernel, (n * group,), warps(block_c * block_hw),
+                        (x_dtype, x_dtype if weight is None else weight.dtype, x_dtype if bias is None else bias.dtype,
+                         x_dtype, dtype, dtype), (c, hw, group), BLOCK_C=block_c, BLOCK_HW=block_hw,
+                        HAS_W=weight is not None, HAS_B=bias is not None)
+
+    def run(input, weight, bias, eps):
+        mean = torch.empty(n, group, dtype=dtype, device=input.device)
+        rstd = torch.empty_like(mean)
+        y = torch.empty_like(input)
+        ready((input, input if weight is None else weight, input if bias is None else bias, y, mean, rstd, c, hw, group,
+               float(eps)), caller_aligned(input, weight, bias))
+        return y, mean, rstd
+
+    return run
+
+
+def _backward_plan(grad_out, input, mean, rstd, weight, n, c, hw, group, need_dx, need_dw, need_db):
+    """The backward of this signature: a function (grad_out, input, mean, rstd, weight) -> (dx, dweight, dbias),
+    or TO_ATEN."""
+    if (not _handled(input, weight, None, n, c, hw, group) or grad_out.shape != input.shape
+            or grad_out.dtype != input.dtype or mean.numel() != n * group or rstd.numel() != n * group
+            or ((need_dw or need_db) and weight is None)):
+        return TO_ATEN
+    if not (need_dx or need_dw or need_db):
+        return _no_grads
+    planes = int(need_dw) + int(need_db)
+    block_c, block_hw = strip_tile(c // group, hw, inner_contiguous=True)
+    x_dtype = input.dtype
+    dense = grad_out.is_contiguous() and mean.is_contiguous() and rstd.is_contiguous()
+    # Absent tensors are passed as the input (never read or written).
+    ready = ReadyLaunch(_group_norm_bwd_kernel, (n * group,), warps(block_c * block_hw, per_thread=8),
+                        (x_dtype, x_dtype, x_dtype if weight is None else weight.dtype, mean.dtype, rstd.dtype,
+                         x_dtype, torch.float32 if planes else x_dtype), (c, hw, group), BLOCK_C=block_c,
+                        BLOCK_HW=block_hw, HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw,
+                        NEED_DB=need_db)
+
+    def run(grad_out, input, mean, rstd, weight):
+        if not dense:
+            grad_out, mean, rstd = grad_out.contiguous(), mean.contiguous(), rstd.contiguous()
+        dx = torch.empty_like(input) if need_dx else None
+        part = torch.empty(planes, n, c, dtype=torch.float32, device=input.device) if planes else input
+        ready((grad_out, input, input if weight is None else weight, mean, rstd, input if dx is None else dx, part,
+               c, hw, group), caller_aligned(grad_out, input, weight, mean, rstd))
+        if not planes:
+            return dx, None, None
+        sums = sum_partials(part, weight.dtype)
+        if planes == 2:
+            return (dx, *sums.unbind())
+        return (dx, sums[0], None) if need_dw else (dx, None, sums[0])
+
+    return run
+
+
+def _no_grads(*args) -> tuple[None, None, None]:
+    return None, None, None
+
+
+#: Plans of both ops, by the signatures of their tensors and their sizes and flags.
+_forward_plans = Plans(_forward_plan)
+_backward_plans = Plans(_backward_plan)
+
+
 def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
     """ATen's ``native_group_norm``: (output, mean, rstd), statistics (N, group)."""
-    if not _handled(input, weight, bias, N, C, HxW, group):
+    key = (signature(input), signature(weight), signature(bias), N, C, HxW, group)
+    plan = _forward_plans.get(key) or _forward_plans.add(key, input, weight, bias, N, C, HxW, group)
+    if plan is TO_ATEN:
         return aten_kernel("native_group_norm")(input, weight, bias, N, C, HxW, group, eps)
-    dtype = stats_dtype(input, weight, bias, acc_on_cuda=False)
-    mean = torch.empty(N, group, dtype=dtype, device=input.device)
-    rstd = torch.empty(N, group, dtype=dtype, device=input.device)
-    y = torch.empty_like(input)
-    block_c, block_hw = strip_tile(C // group, HxW, inner_contiguous=True)
-    launch(_group_norm_fwd_kernel, (N * group,),
-           [input, weight if weight is not None else input, bias if bias is not None else input, y, mean, rstd,
-            C, HxW, group, eps],
-           warps(block_c * block_hw), BLOCK_C=block_c, BLOCK_HW=block_hw, HAS_W=weight is not None,
-           HAS_B=bias is not None)
-    return y, mean, rstd
+    return plan(input, weight, bias, eps)
 
 
 def native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group, output_mask):
     """ATen's ``native_group_norm_backward``: (dx, dweight, dbias), None where not asked for."""
     need_dx, need_dw, need_db = output_mask
-    if (not _handled(input, weight, None, N, C, HxW, group) or grad_out.shape != input.shape
-            or grad_out.dtype != input.dtype or mean.numel() != N * group or rstd.numel() != N * group
-            or ((need_dw or need_db) and weight is None)):
+    key = (signature(grad_out), signature(input), signature(mean), signature(rstd), signature(weight), N, C, HxW,
+           group, need_dx, need_dw, need_db)
+    plan = (_backward_plans.get(key)
+            or _backward_plans.add(key, grad_out, input, mean, rstd, weight, N, C, HxW, group, need_dx, need_dw,
+                                   need_db))
+    if plan is TO_ATEN:
         return aten_kernel("native_group_norm_backward")(grad_out, input, mean, rstd, weight, N, C, HxW, group,
                                                           output_mask)
-    if not (need_dx or need_dw or need_db):
-        return None, None, None
-    dx = torch.empty_like(input) if need_dx else None
-    planes = int(need_dw) + int(need_db)
-    part = torch.empty(planes, N, C, dtype=torch.float32, device=input.device) if planes else input
-    block_c, block_hw = strip_tile(C // group, HxW, inner_contiguous=True)
-    launch(_group_norm_bwd_kernel, (N * group,),
-           [grad_out.contiguous(), input, weight if weight is not None else input, mean.contiguous(),
-            rstd.contiguous(), dx if need_dx else input, part, C, HxW, group],
-           warps(block_c * block_hw, per_thread=8), BLOCK_C=block_c, BLOCK_HW=block_hw, HAS_W=weight is not None,
-           NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db)
-    if not planes:
-        return dx, None, None
-    sums = sum_partials(part, weight.dtype)
-    return dx, sums[0] if need_dw else None, sums[planes - 1] if need_db else None
+    return plan(grad_out, input, mean, rstd, weight)

@@ -101,16 +101,48 @@ def programs(work: int, per_sm: int = 2) -> int:
     return max(1, min(work, _sm_count(torch.cuda.current_device()) * per_sm))
 
 
-#: Ready launches a cache keeps: beyond this many shapes (prefills of every length) the oldest are dropped.
-MAX_READY = 1024
+#: Plans a cache keeps: beyond this many signatures (prefills of every length) the oldest are dropped.
+MAX_PLANS = 1024
 
 
-def keep(cache: dict, key, value):
-    """``cache[key] = value``, dropping the oldest entry of a full cache; returns ``value``."""
-    if len(cache) >= MAX_READY:
-        cache.pop(next(iter(cache)), None)
-    cache[key] = value
-    return value
+class Plans(dict):
+    """What calls of one signature share, worked out on the first of them: launches with their grids,
+    constexprs and Triton's specialisation of the integers, the outputs' shapes and dtypes, whether the
+    kernels take the call at all. ``plans.get(key) or plans.add(key, *args)`` is the one lookup a call
+    makes; ``build(*args)`` makes the plan, which must be truthy (a callable, a ``ReadyLaunch``, a tuple).
+
+    The key must name everything the plan depends on (``signature`` of each tensor, the flags), so that
+    a plan built from one call's arguments serves every call with that key.
+    """
+
+    __slots__ = ("build",)
+
+    def __init__(self, build) -> None:
+        super().__init__()
+        self.build = build
+
+    def add(self, key, *args):
+        """``build(*args)`` kept under ``key``, the oldest plan dropped from a full cache."""
+        plan = self.build(*args)
+        if len(self) >= MAX_PLANS:
+            self.pop(next(iter(self)), None)
+        self[key] = plan
+        return plan
+
+
+class _ToAten:
+    """The plan of a call the kernels do not take: its caller hands the call to ATen."""
+
+    def __repr__(self) -> str:
+        return "TO_ATEN"
+
+
+TO_ATEN = _ToAten()
+
+
+def signature(t: torch.Tensor | None) -> tuple | None:
+    """What a plan may depend on of a tensor argument: shape, strides, dtype and device (None for None)."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
 
 
 _launchers: dict[tuple, Launcher] = {}
@@ -156,10 +188,26 @@ class ReadyLaunch:
         # specialisation() tuples that launch() files in the same launcher.
         self.spec = None if device.interpreter else ("aligned", *specialization(ints))
 
-    def __call__(self, args: tuple) -> None:
+    def __call__(self, args: tuple, inputs_aligned: bool | None = None) -> None:
+        """Launch with ``args``. ``inputs_aligned``: ``caller_aligned`` of the tensors among ``args`` that
+        the caller did not allocate for this call, where it knows them (fresh tensors are always aligned);
+        None checks every pointer."""
         spec = self.spec
-        # Every pointer 16-byte aligned (fresh outputs always are) is the case the key names; any other
-        # takes Triton's full specialisation as its key.
-        if spec is not None and not aligned(args[:self.tensors]):
+        # Every pointer 16-byte aligned is the case the key names; any other takes Triton's full
+        # specialisation as its key.
+        if spec is not None and not (aligned(args[:self.tensors]) if inputs_aligned is None else inputs_aligned):
             spec = specialization(args)
         self.launcher(self.grid, args, spec)
+
+
+def caller_aligned(*tensors) -> bool:
+    """Whether each of ``tensors`` (None for an absent one) starts at a 16-byte aligned address: for the
+    tensors a call was given, checked once for all its launches (``ReadyLaunch``'s ``inputs_aligned``).
+    True on the interpreter, which does not specialise."""
+    if device.interpreter:
+        return True
+    ptrs = 0
+    for t in tensors:
+        if t is not None:
+            ptrs |= t.data_ptr()
+    return ptrs & 15 == 0

@@ -10,6 +10,7 @@ import torch
 
 from flag_gems import aten_kernel
 from gems_norm import row_norm
+from gems_norm.heuristics import TO_ATEN, Plans, signature
 from gems_norm.semantics import FLOAT_DTYPES, stats_dtype
 
 _aten_forward = aten_kernel("native_layer_norm")
@@ -77,35 +78,95 @@ def stats_shape(x: torch.Tensor, normalized_shape: Sequence[int]) -> tuple[int, 
     return (*x.shape[:x.dim() - k], *([1] * k))
 
 
-def native_layer_norm(input, normalized_shape, weight, bias, eps):
-    """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
-    n = last_dim(input, normalized_shape, weight, bias)
-    if n:  # the common call: nothing to copy, statistics one per row
-        y, mean, rstd, _ = row_norm.forward(input, input.numel() // n, n, weight, bias, eps, True,
-                                            stats_dtype(input, acc_on_cuda=True), (*input.shape[:-1], 1))
-        return y, mean, rstd
+def _dtype(t: torch.Tensor | None) -> torch.dtype | None:
+    return None if t is None else t.dtype
+
+
+def forward_op_plan(input, normalized_shape, weight, bias, center: bool, save_stats: bool):
+    """The plan of a row norm forward on ATen's arguments: the row forward (x, residual, weight, bias, eps) ->
+    (y, mean, rstd, h) that takes them, or TO_ATEN. Statistics as ATen saves them (``save_stats``) or none;
+    for one key of (``signature`` of each tensor, ``normalized_shape``, flags)."""
     shape = rows_of(input, normalized_shape, weight, bias)
     if shape is None:
+        return TO_ATEN
+    dtype = stats_dtype(input, weight, bias, acc_on_cuda=True) if center else torch.float32
+    run = row_norm.forward_plan(center, input.dtype, None, _dtype(weight), _dtype(bias), dtype, *shape,
+                                stats_shape(input, normalized_shape) if save_stats else None)
+    if input.is_contiguous() and flat(weight) is weight and flat(bias) is bias:
+        return run
+
+    def dense(x, residual, weight, bias, eps):
+        return run(x.contiguous(), residual, flat(weight), flat(bias), eps)
+
+    return dense
+
+
+def backward_op_plan(grad_out, input, normalized_shape, mean, rstd, weight, bias, need_dx: bool, need_dw: bool,
+                     need_db: bool):
+    """The plan of a row norm backward on ATen's arguments (``mean`` None for RMS norm): a function
+    (grad_out, input, mean, rstd, weight) -> (dx, dw, db), None where not asked for, or TO_ATEN; for one key
+    of (``signature`` of each tensor, ``normalized_shape``, ``output_mask``)."""
+    shape = rows_of(input, normalized_shape, weight, bias)
+    if (shape is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype
+            or (mean is not None and mean.numel() != shape[0]) or rstd.numel() != shape[0]
+            or (need_dw and weight is None) or (need_db and bias is None)):
+        return TO_ATEN
+    if not (need_dx or need_dw or need_db):
+        return _no_grads
+    m, n = shape
+    center = mean is not None
+    _, dy_sm, dy_sn = row_norm.grad_rows(grad_out, m, n)
+    run = row_norm.backward_plan(center, grad_out.dtype, input.dtype, _dtype(weight), _dtype(mean), rstd.dtype, m, n,
+                                 dy_sm, dy_sn, need_dx, need_dw, need_db, input.dtype)
+    if (grad_out.is_contiguous() and input.is_contiguous() and (mean is None or mean.is_contiguous())
+            and rstd.is_contiguous() and (weight is None or weight.dim() == 1 and weight.is_contiguous())
+            and (bias is None or bias.dim() == 1)):
+        return run
+    w_shape = None if weight is None else weight.shape
+    b_shape = None if bias is None else bias.shape
+
+    def dense(grad_out, input, mean, rstd, weight):
+        dx, dw, db = run(row_norm.grad_rows(grad_out, m, n)[0], input.contiguous(),
+                         None if mean is None else mean.contiguous(), rstd.contiguous(), flat(weight))
+        return dx, None if dw is None else dw.view(w_shape), None if db is None else db.view(b_shape)
+
+    return dense
+
+
+def _no_grads(*args) -> tuple[None, None, None]:
+    return None, None, None
+
+
+def _layer_norm_forward_plan(input, normalized_shape, weight, bias):
+    return forward_op_plan(input, normalized_shape, weight, bias, True, True)
+
+
+#: Plans of ``native_layer_norm`` and its backward, by the signatures of their tensors and flags.
+_forward_plans = Plans(_layer_norm_forward_plan)
+_backward_plans = Plans(backward_op_plan)
+
+
+def native_layer_norm(input, normalized_shape, weight, bias, eps):
+    """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
+    key = (signature(input), tuple(normalized_shape), signature(weight), signature(bias))
+    plan = _forward_plans.get(key) or _forward_plans.add(key, input, normalized_shape, weight, bias)
+    if plan is TO_ATEN:
         return _aten_forward(input, normalized_shape, weight, bias, eps)
-    dtype = stats_dtype(input, weight, bias, acc_on_cuda=True)
-    y, mean, rstd, _ = row_norm.forward(input.contiguous(), *shape, flat(weight), flat(bias), eps, True, dtype,
-                                        stats_shape(input, normalized_shape))
+    y, mean, rstd, _ = plan(input, None, weight, bias, eps)
     return y, mean, rstd
 
 
 def native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask):
     """ATen's ``native_layer_norm_backward``: (dx, dweight, dbias), None where not asked for."""
     need_dx, need_dw, need_db = output_mask
-    shape = rows_of(input, normalized_shape, weight, bias)
-    if (shape is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype
-            or mean.numel() != shape[0] or rstd.numel() != shape[0]
-            or (need_dw and weight is None) or (need_db and bias is None)):
+    key = (signature(grad_out), signature(input), tuple(normalized_shape), signature(mean), signature(rstd),
+           signature(weight), signature(bias), need_dx, need_dw, need_db)
+    plan = (_backward_plans.get(key)
+            or _backward_plans.add(key, grad_out, input, normalized_shape, mean, rstd, weight, bias, need_dx, need_dw,
+                                   need_db))
+    if plan is TO_ATEN:
         return _aten_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask)
-    if not (need_dx or need_dw or need_db):
-        return None, None, None
-    dx, dw, db = row_norm.backward(grad_out, input.contiguous(), *shape, mean.contiguous(),
-                                   rstd.contiguous(), flat(weight), True, need_dx, need_dw, need_db, input.dtype)
-    return dx, param_shaped(dw, weight), param_shaped(db, bias)
+    return plan(grad_out, input, mean, rstd, weight)
 
 
 def param_shaped(grad: torch.Tensor | None, param: torch.Tensor | None) -> torch.Tensor | None:

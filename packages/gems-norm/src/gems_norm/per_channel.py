@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gems_norm.heuristics import ReadyLaunch, cdiv, keep, programs, strip_tile, warps
+from gems_norm.heuristics import Plans, ReadyLaunch, cdiv, programs, strip_tile, warps
 from gems_norm.reductions import welford_add, welford_merge
 
 
@@ -125,13 +125,7 @@ def channel_tile(view: ChannelView) -> tuple[int, int]:
     return strip_tile(view.c, view.k, inner_contiguous=view.s_k == 1)
 
 
-#: Ready launches of the two kernels, by (view, dtypes, options): a model repeats a few shapes every step.
-_sums_launches: dict[tuple, tuple[ReadyLaunch, int, int]] = {}
-_affine_launches: dict[tuple, ReadyLaunch] = {}
-
-
-def _sums_launch(key: tuple) -> tuple[ReadyLaunch, int, int]:
-    view, dtypes, welford, has_mu = key
+def _sums_launch(view: ChannelView, dtypes: tuple, welford: bool, has_mu: bool) -> tuple[ReadyLaunch, int, int]:
     block_c, block_k = channel_tile(view)
     c_blocks = cdiv(view.c, block_c)
     iters = view.nb * cdiv(view.k, block_k)
@@ -140,7 +134,18 @@ def _sums_launch(key: tuple) -> tuple[ReadyLaunch, int, int]:
     splits = cdiv(iters, per_split)
     ready = ReadyLaunch(_channel_sums_kernel, (c_blocks * splits,), warps(block_c * block_k), dtypes,
                         (*view, per_split), BLOCK_C=block_c, BLOCK_K=block_k, WELFORD=welford, HAS_MU=has_mu)
-    return keep(_sums_launches, key, (ready, splits, per_split))
+    return ready, splits, per_split
+
+
+#: Ready launches of the two kernels, by (view, dtypes, options): a model repeats a few shapes every step.
+_sums_launches = Plans(_sums_launch)
+
+
+def channel_sums_launch(view: ChannelView, dtypes: tuple, welford: bool, has_mu: bool) -> tuple[ReadyLaunch, int, int]:
+    """(ready launch, splits S, iterations per split) of ``channel_sums`` for tensors (a, b, mu, out) of
+    ``dtypes``: its arguments are (a, b, mu, out (planes, S, C), *view, iterations per split)."""
+    key = (view, dtypes, welford, has_mu)
+    return _sums_launches.get(key) or _sums_launches.add(key, *key)
 
 
 def channel_sums(view: ChannelView, a: torch.Tensor, b: torch.Tensor | None = None,
@@ -150,19 +155,27 @@ def channel_sums(view: ChannelView, a: torch.Tensor, b: torch.Tensor | None = No
     b = a if b is None else b
     has_mu = mu is not None
     mu = mu if has_mu else a
-    key = (view, (a.dtype, b.dtype, mu.dtype, torch.float32), welford, has_mu)
-    ready, splits, per_split = _sums_launches.get(key) or _sums_launch(key)
+    ready, splits, per_split = channel_sums_launch(view, (a.dtype, b.dtype, mu.dtype, torch.float32), welford, has_mu)
     out = torch.empty(3 if welford else 2, splits, view.c, dtype=torch.float32, device=a.device)
     ready((a, b, mu, out, *view, per_split))
     return out
 
 
-def _affine_launch(key: tuple) -> ReadyLaunch:
-    view, dtypes, has_dy = key
+def _affine_launch(view: ChannelView, dtypes: tuple, has_dy: bool) -> ReadyLaunch:
     block_c, block_k = channel_tile(view)
     grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
-    return keep(_affine_launches, key, ReadyLaunch(_channel_affine_kernel, grid, warps(block_c * block_k), dtypes,
-                                                    tuple(view), BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=has_dy))
+    return ReadyLaunch(_channel_affine_kernel, grid, warps(block_c * block_k), dtypes, tuple(view),
+                       BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=has_dy)
+
+
+_affine_launches = Plans(_affine_launch)
+
+
+def channel_affine_launch(view: ChannelView, dtypes: tuple, has_dy: bool) -> ReadyLaunch:
+    """The ready launch of ``channel_affine`` for tensors (x, dy, coef, out) of ``dtypes``: its arguments are
+    (x, dy, coef, out, *view)."""
+    key = (view, dtypes, has_dy)
+    return _affine_launches.get(key) or _affine_launches.add(key, *key)
 
 
 def channel_affine(view: ChannelView, x: torch.Tensor, coef: torch.Tensor, out: torch.Tensor,
@@ -170,7 +183,5 @@ def channel_affine(view: ChannelView, x: torch.Tensor, coef: torch.Tensor, out: 
     """``out = (x - mu[c]) * p[c] + q[c] (+ dy * r[c])`` with ``coef`` rows (mu, p, q, r); returns ``out``."""
     has_dy = dy is not None
     dy = dy if has_dy else x
-    key = (view, (x.dtype, dy.dtype, coef.dtype, out.dtype), has_dy)
-    ready = _affine_launches.get(key) or _affine_launch(key)
-    ready((x, dy, coef, out, *view))
+    channel_affine_launch(view, (x.dtype, dy.dtype, coef.dtype, out.dtype), has_dy)((x, dy, coef, out, *view))
     return out

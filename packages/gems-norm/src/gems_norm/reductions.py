@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from flag_gems.runtime import device
-from gems_norm.heuristics import ReadyLaunch, cdiv, keep, next_pow2, programs, warps
+from gems_norm.heuristics import Plans, ReadyLaunch, cdiv, next_pow2, programs, warps
 
 
 @triton.jit
@@ -49,20 +49,18 @@ def _sum_partials_kernel(PART, OUT, P, N, BLOCK_P: tl.constexpr, BLOCK_N: tl.con
     tl.store(OUT + plane * N + cols1, tl.sum(acc, 0).to(OUT.dtype.element_ty), mask=cols1 < N)
 
 
-#: Ready launches of the partial sums, by (K, P, N, output dtype).
-_sum_launches: dict[tuple, ReadyLaunch] = {}
-
-
-def _sum_launch(key: tuple) -> ReadyLaunch:
-    k, p, n, dtype = key
+def _sum_launch(k: int, p: int, n: int, dtype: torch.dtype) -> ReadyLaunch:
     # Column strips of 32 to 256 floats (whole cache lines), narrow enough that even one plane of a few
     # thousand columns gives every SM a program or two: (256, 4096) took 8-13 us in 16 programs, 3 us in 128.
     strip = next_pow2(cdiv(n * k, programs(n * k)))
     block_n = min(next_pow2(n), 16384 if device.interpreter else max(32, min(256, strip)))
     block_p = min(next_pow2(p), max(1, 4096 // block_n))
-    ready = ReadyLaunch(_sum_partials_kernel, (cdiv(n, block_n), k), warps(block_p * block_n),
-                        (torch.float32, dtype), (p, n), BLOCK_P=block_p, BLOCK_N=block_n)
-    return keep(_sum_launches, key, ready)
+    return ReadyLaunch(_sum_partials_kernel, (cdiv(n, block_n), k), warps(block_p * block_n),
+                       (torch.float32, dtype), (p, n), BLOCK_P=block_p, BLOCK_N=block_n)
+
+
+#: Ready launches of the partial sums, by (K, P, N, output dtype).
+_sum_launches = Plans(_sum_launch)
 
 
 def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -70,7 +68,7 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     repeat exactly."""
     k, p, n = partials.shape
     key = (k, p, n, dtype)
-    ready = _sum_launches.get(key) or _sum_launch(key)
+    ready = _sum_launches.get(key) or _sum_launches.add(key, *key)
     out = torch.empty(k, n, dtype=dtype, device=partials.device)
-    ready((partials, out, p, n))
+    ready((partials, out, p, n), partials.data_ptr() & 15 == 0)  # ``out`` is fresh
     return out

@@ -19,7 +19,16 @@ import torch
 from flag_gems import aten_kernel, aten_names
 from flag_gems.runtime import device
 from gems_norm import row_norm
-from gems_norm.layer_norm import flat, last_dim, param_shaped, records_graph, rows_of, stats_shape
+from gems_norm.heuristics import TO_ATEN, Plans, signature
+from gems_norm.layer_norm import (
+    backward_op_plan,
+    flat,
+    forward_op_plan,
+    param_shaped,
+    records_graph,
+    rows_of,
+    stats_shape,
+)
 
 #: Whether ATen has ``_fused_rms_norm`` and its backward as kernels of this device (CUDA): this family
 #: serves both there, under the C++ autograd node of ATen's ``rms_norm``.
@@ -85,25 +94,35 @@ class _AddRMSNorm(torch.autograd.Function):
         return dh, dh, dw, None, None, None
 
 
+def _forward_plan(x, normalized_shape, weight, save_rstd):
+    return forward_op_plan(x, normalized_shape, weight, None, False, save_rstd)
+
+
+def _backward_plan(grad_out, input, normalized_shape, rstd, weight, need_dx, need_dw):
+    return backward_op_plan(grad_out, input, normalized_shape, None, rstd, weight, None, need_dx, need_dw, False)
+
+
+#: Plans of the forward kernel on its own (outside autograd) and of ``_fused_rms_norm_backward``, by the
+#: signatures of their tensors and flags.
+_forward_plans = Plans(_forward_plan)
+_backward_plans = Plans(_backward_plan)
+
+
 def _rms_norm(x, normalized_shape, weight, eps, differentiable: bool, rstd: bool = True):
     """(output, rstd shaped as ATen saves it) on the kernels, or None where they do not take the call.
 
     Through ``_RMSNorm`` only where ``differentiable`` (autograd records the call); otherwise the forward
-    kernel directly, the common call (``last_dim``) with no further checks and, unless ``rstd`` is
-    asked for, no statistics (rstd None).
+    kernel directly, by a plan kept per signature, with no statistics (rstd None) unless ``rstd`` is asked for.
     """
-    if not differentiable:
-        n = last_dim(x, normalized_shape, weight)
-        if n:
-            y, _, saved, _ = row_norm.forward(x, x.numel() // n, n, weight, None, _eps(eps), False, torch.float32,
-                                              (*x.shape[:-1], 1) if rstd else None)
-            return y, saved
-    shape = rows_of(x, normalized_shape, weight)
-    if shape is None:
-        return None
     if differentiable:
-        return _RMSNorm.apply(x, weight, tuple(normalized_shape), eps, *shape)
-    return _forward(x, weight, normalized_shape, eps, *shape)
+        shape = rows_of(x, normalized_shape, weight)
+        return None if shape is None else _RMSNorm.apply(x, weight, tuple(normalized_shape), eps, *shape)
+    key = (signature(x), tuple(normalized_shape), signature(weight), rstd)
+    plan = _forward_plans.get(key) or _forward_plans.add(key, x, normalized_shape, weight, rstd)
+    if plan is TO_ATEN:
+        return None
+    y, _, saved, _ = plan(x, None, weight, None, _eps(eps))
+    return y, saved
 
 
 def rms_norm_op(input, normalized_shape, weight=None, eps=None):
@@ -114,7 +133,7 @@ def rms_norm_op(input, normalized_shape, weight=None, eps=None):
         return _aten_rms_norm.call_quietly(input, normalized_shape, weight, eps)
     out = _rms_norm(input, normalized_shape, weight, eps, differentiable, rstd=False)
     if out is None:
-        return aten_kernel("rms_norm", autograd=True)(input, normalized_shape, weight, eps)
+        return _aten_rms_norm(input, normalized_shape, weight, eps)
     return out[0]
 
 
@@ -137,13 +156,13 @@ def fused_rms_norm_backend_op(input, normalized_shape, weight, eps):
 def fused_rms_norm_backward_op(grad_out, input, normalized_shape, rstd, weight, output_mask):
     """ATen's ``_fused_rms_norm_backward``: (dx, dweight), None where not asked for."""
     need_dx, need_dw = output_mask
-    shape = rows_of(input, normalized_shape, weight)
-    if (shape is None or grad_out.shape != input.shape or grad_out.dtype != input.dtype
-            or rstd.numel() != shape[0] or (need_dw and weight is None)):
+    key = (signature(grad_out), signature(input), tuple(normalized_shape), signature(rstd), signature(weight),
+           need_dx, need_dw)
+    plan = (_backward_plans.get(key)
+            or _backward_plans.add(key, grad_out, input, normalized_shape, rstd, weight, need_dx, need_dw))
+    if plan is TO_ATEN:
         return aten_kernel("_fused_rms_norm_backward")(grad_out, input, normalized_shape, rstd, weight, output_mask)
-    if not (need_dx or need_dw):
-        return None, None
-    return _backward(grad_out, input, rstd, weight, need_dx, need_dw)
+    return plan(grad_out, input, None, rstd, weight)[:2]
 
 
 def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,

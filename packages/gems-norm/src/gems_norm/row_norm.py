@@ -17,10 +17,11 @@ import triton.language as tl
 from gems_norm.heuristics import (
     MAX_ROW_BLOCK,
     MAX_ROW_BLOCK_BACKWARD,
+    Plans,
     ReadyLaunch,
+    caller_aligned,
     cdiv,
     chunk,
-    keep,
     launch,
     programs,
     row_tile,
@@ -127,7 +128,7 @@ def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N, dy_sm, dy_sn,
 
 
 @triton.jit
-def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_program, dy_sm, dy_sn,
+def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, rows_per_program, dy_sm, dy_sn, b_plane,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          SUMS_GIVEN: tl.constexpr, HAS_W: tl.constexpr, NEED_DX: tl.constexpr,
                          NEED_DW: tl.constexpr, NEED_DB: tl.constexpr):
@@ -180,35 +181,58 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, M, N, rows_per_pr
             dw += dy * xhat
         if NEED_DB:
             db += dy
-    # Per-program partial sums: plane 0 of PART for the weight, the next for the bias.
+    # Per-program partial sums of the weight's and bias' gradients, at PART and ``b_plane`` past PART_B (the
+    # next plane of one buffer, or a tensor of its own). With one program per column block they are the
+    # gradients themselves, written in the parameters' dtype.
     out_cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    part = PART + split.to(tl.int64) * N + out_cols
     if NEED_DW:
-        tl.store(part, tl.sum(dw, 0), mask=out_cols < N)
-        part += tl.num_programs(1).to(tl.int64) * N
+        tl.store(PART + split.to(tl.int64) * N + out_cols, tl.sum(dw, 0).to(PART.dtype.element_ty), mask=out_cols < N)
     if NEED_DB:
-        tl.store(part, tl.sum(db, 0), mask=out_cols < N)
+        tl.store(PART_B + b_plane + split.to(tl.int64) * N + out_cols, tl.sum(db, 0).to(PART_B.dtype.element_ty),
+                 mask=out_cols < N)
 
 
-#: Ready launches of the one-kernel forward, by (center, dtypes of x, residual, weight, bias and the
-#: statistics (None: not saved), M, N): a decoding step repeats a few of these every token.
-_forward_launches: dict[tuple, ReadyLaunch] = {}
-#: Ready launches of the one-kernel backward (rows held whole), with its number of row splits and rows per
-#: split, by (center, dtypes, M, N, dy's strides, gradients asked for).
-_backward_launches: dict[tuple, tuple[ReadyLaunch, int, int]] = {}
-
-
-def _forward_launch(key: tuple) -> ReadyLaunch:
-    center, x_dtype, res_dtype, w_dtype, b_dtype, stats_dtype, m, n = key
+def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtype, stats_dtype, m: int, n: int,
+                  stats_shape: tuple | None):
+    """The forward of this signature: a function (x, residual, weight, bias, eps) -> (y, mean, rstd, h)."""
+    has_res, save = res_dtype is not None, stats_shape is not None
+    if n > MAX_ROW_BLOCK:
+        def wide(x, residual, weight, bias, eps):
+            return _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, residual)
+        return wide
     block_m, block_n = row_tile(m, n)
     # Absent tensors are passed as x (never read), unsaved statistics as y (never written).
     dtypes = (x_dtype, res_dtype or x_dtype, w_dtype or x_dtype, b_dtype or x_dtype, x_dtype, x_dtype,
-              stats_dtype or x_dtype, stats_dtype or x_dtype)
+              stats_dtype if save else x_dtype, stats_dtype if save else x_dtype)
     ready = ReadyLaunch(_row_norm_fwd_kernel, (cdiv(m, block_m),), warps(block_m * block_n), dtypes, (m, n),
-                        BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
-                        HAS_RES=res_dtype is not None, HAS_W=w_dtype is not None, HAS_B=b_dtype is not None,
-                        SAVE_STATS=stats_dtype is not None)
-    return keep(_forward_launches, key, ready)
+                        BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False, HAS_RES=has_res,
+                        HAS_W=w_dtype is not None, HAS_B=b_dtype is not None, SAVE_STATS=save)
+
+    def run(x, residual, weight, bias, eps):
+        y = torch.empty_like(x)
+        h = torch.empty_like(x) if has_res else None
+        rstd = torch.empty(*stats_shape, dtype=stats_dtype, device=x.device) if save else None
+        mean = torch.empty_like(rstd) if save and center else None
+        stats = y if rstd is None else rstd
+        ready((x, x if residual is None else residual, x if weight is None else weight, x if bias is None else bias,
+               y, x if h is None else h, stats if mean is None else mean, stats, m, n, float(eps)),
+              caller_aligned(x, residual, weight, bias))
+        return y, mean, rstd, h
+
+    return run
+
+
+#: Forward plans by (center, dtypes of x, residual, weight, bias and the statistics, M, N, statistics' shape
+#: (None: not saved)): a decoding step repeats a few of these every token.
+_forward_plans = Plans(_forward_plan)
+
+
+def forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtype, stats_dtype, m: int, n: int,
+                 stats_shape: tuple | None):
+    """The function (x, residual, weight, bias, eps) -> (y, mean, rstd, h) that ``forward`` calls for this
+    signature (dtypes None for absent tensors), for callers that keep it in plans of their own."""
+    key = (center, x_dtype, res_dtype, w_dtype, b_dtype, stats_dtype, m, n, stats_shape)
+    return _forward_plans.get(key) or _forward_plans.add(key, *key)
 
 
 def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float,
@@ -219,19 +243,13 @@ def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: 
     ``stats_dtype``; with ``stats_shape`` None they are not kept (mean and rstd None). ``weight`` and
     ``bias`` are contiguous N-vectors, ``residual`` is laid out as ``x``.
     """
-    if n <= MAX_ROW_BLOCK:
-        save = stats_shape is not None
-        key = (center, x.dtype, None if residual is None else residual.dtype, None if weight is None else weight.dtype,
-               None if bias is None else bias.dtype, stats_dtype if save else None, m, n)
-        ready = _forward_launches.get(key) or _forward_launch(key)
-        y = torch.empty_like(x)
-        h = torch.empty_like(x) if residual is not None else None
-        rstd = torch.empty(stats_shape, dtype=stats_dtype, device=x.device) if save else None
-        mean = torch.empty_like(rstd) if save and center else None
-        stats = y if rstd is None else rstd
-        ready((x, x if residual is None else residual, x if weight is None else weight, x if bias is None else bias,
-               y, x if h is None else h, stats if mean is None else mean, stats, m, n, float(eps)))
-        return y, mean, rstd, h
+    plan = forward_plan(center, x.dtype, None if residual is None else residual.dtype,
+                        None if weight is None else weight.dtype, None if bias is None else bias.dtype, stats_dtype,
+                        m, n, None if stats_shape is None else tuple(stats_shape))
+    return plan(x, residual, weight, bias, eps)
+
+
+def _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, residual):
     y = torch.empty_like(x)
     h = torch.empty_like(x) if residual is not None else None
     dummy = x
@@ -256,22 +274,75 @@ def forward(x: torch.Tensor, m: int, n: int, weight: torch.Tensor | None, bias: 
     return y, mean, rstd.to(stats_dtype).view(stats_shape), h
 
 
-def _backward_launch(key: tuple) -> tuple[ReadyLaunch, int, int]:
-    center, dy_dtype, x_dtype, w_dtype, mean_dtype, rstd_dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db = key
+def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_dtype, mean_dtype,
+                   rstd_dtype: torch.dtype, m: int, n: int, dy_sm: int, dy_sn: int, need_dx: bool, need_dw: bool,
+                   need_db: bool, param_dtype: torch.dtype):
+    """The backward of this signature: a function (dy as rows, x, mean, rstd, weight) -> (dx, dw, db)."""
+    planes = int(need_dw) + int(need_db)
+    if n > MAX_ROW_BLOCK_BACKWARD:
+        def wide(dy, x, mean, rstd, weight):
+            return _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype,
+                                  dy_sm, dy_sn)
+        return wide
     block_m, block_n = row_tile(m, n)
     col_blocks = cdiv(n, block_n)
     row_blocks = cdiv(m, block_m)
     splits = max(1, programs(row_blocks * col_blocks) // col_blocks)
     rows_per_program = cdiv(row_blocks, splits) * block_m
     splits = cdiv(m, rows_per_program)
+    # One split (few rows: a decoding step) writes the parameter gradients whole: no second kernel.
+    whole = splits == 1
+    part_dtype = param_dtype if whole else torch.float32
+    b_plane = splits * n if need_dw and not whole else 0
     # Absent tensors are passed as x (never read or written).
     dtypes = (dy_dtype, x_dtype, w_dtype or x_dtype, mean_dtype or rstd_dtype, rstd_dtype, x_dtype, x_dtype,
-              torch.float32 if need_dw or need_db else x_dtype)
+              part_dtype if planes else x_dtype, part_dtype if planes else x_dtype)
     ready = ReadyLaunch(_row_norm_bwd_kernel, (col_blocks, splits), warps(block_m * block_n, per_thread=8), dtypes,
-                        (m, n, rows_per_program, dy_sm, dy_sn), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
-                        SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx, NEED_DW=need_dw,
+                        (m, n, rows_per_program, dy_sm, dy_sn, b_plane), BLOCK_M=block_m, BLOCK_N=block_n,
+                        CENTER=center, SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx, NEED_DW=need_dw,
                         NEED_DB=need_db)
-    return keep(_backward_launches, key, (ready, splits, rows_per_program))
+
+    def run(dy, x, mean, rstd, weight):
+        dx = torch.empty_like(x) if need_dx else None
+        if whole:
+            dw = torch.empty(n, dtype=param_dtype, device=x.device) if need_dw else None
+            db = torch.empty(n, dtype=param_dtype, device=x.device) if need_db else None
+            part = dw if need_dw else db if need_db else x
+            part_b = db if need_db else part
+        else:
+            part = part_b = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else x
+        ready((dy, x, x if weight is None else weight, rstd if mean is None else mean, rstd, x,
+               x if dx is None else dx, part, part_b, m, n, rows_per_program, dy_sm, dy_sn, b_plane),
+              caller_aligned(dy, x, weight, mean, rstd))
+        if whole:
+            return dx, dw, db
+        return (dx, *_parameter_grads(part, param_dtype, need_dw, need_db))
+
+    return run
+
+
+def _parameter_grads(part: torch.Tensor, param_dtype: torch.dtype, need_dw: bool, need_db: bool):
+    """(dw, db), None where not asked for, from the backward kernel's float32 partial sums (planes, splits, N)."""
+    if not (need_dw or need_db):
+        return None, None
+    sums = sum_partials(part, param_dtype)
+    if need_dw and need_db:
+        return sums.unbind()
+    return (sums[0], None) if need_dw else (None, sums[0])
+
+
+#: Backward plans by (center, dtypes, M, N, dy's strides, gradients asked for, the parameters' dtype).
+_backward_plans = Plans(_backward_plan)
+
+
+def backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_dtype, mean_dtype,
+                  rstd_dtype: torch.dtype, m: int, n: int, dy_sm: int, dy_sn: int, need_dx: bool, need_dw: bool,
+                  need_db: bool, param_dtype: torch.dtype):
+    """The function (dy as rows, x, mean, rstd, weight) -> (dx, dw, db) that ``backward`` calls for this
+    signature (``grad_rows`` gives dy's rows and strides), for callers that keep it in plans of their own."""
+    key = (center, dy_dtype, x_dtype, w_dtype, mean_dtype, rstd_dtype, m, n, dy_sm, dy_sn, need_dx, need_dw,
+           need_db, param_dtype)
+    return _backward_plans.get(key) or _backward_plans.add(key, *key)
 
 
 def grad_rows(dy: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, int, int]:
@@ -291,40 +362,33 @@ def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tens
     and the contiguous statistics: (dx like x, dw (N,), db (N,)), each None unless asked for; dw, db in
     ``param_dtype``."""
     dy, dy_sm, dy_sn = grad_rows(dy, m, n)
+    plan = backward_plan(center, dy.dtype, x.dtype, None if weight is None else weight.dtype,
+                         mean.dtype if center else None, rstd.dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db,
+                         param_dtype)
+    return plan(dy, x, mean if center else None, rstd, weight)
+
+
+def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype, dy_sm, dy_sn):
+    # Rows too wide for registers: their two row sums first, then (row, column chunk) programs.
     dummy = x
     dx = torch.empty_like(x) if need_dx else dummy
     planes = int(need_dw) + int(need_db)
     stats = (mean if center else rstd, rstd)
-    if n <= MAX_ROW_BLOCK_BACKWARD:
-        key = (center, dy.dtype, x.dtype, None if weight is None else weight.dtype,
-               mean.dtype if center else None, rstd.dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db)
-        ready, splits, rows_per_program = _backward_launches.get(key) or _backward_launch(key)
-        part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
-        ready((dy, x, dummy if weight is None else weight, *stats, dummy, dx, part, m, n, rows_per_program,
-               dy_sm, dy_sn))
-    else:
-        # Rows too wide for registers: their two row sums first, then (row, column chunk) programs.
-        block_n = chunk()
-        sums = dummy
-        if need_dx:
-            sums = torch.empty(m, 2, dtype=torch.float32, device=x.device)
-            launch(_row_sums_bwd_kernel, (m,),
-                   [dy, x, dummy if weight is None else weight, *stats, sums, m, n, dy_sm, dy_sn],
-                   warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_W=weight is not None)
-        col_blocks = cdiv(n, block_n)
-        splits = max(1, programs(m * col_blocks) // col_blocks)
-        rows_per_program = cdiv(m, splits)
-        splits = cdiv(m, rows_per_program)
-        part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
-        launch(_row_norm_bwd_kernel, (col_blocks, splits),
-               [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, m, n, rows_per_program,
-                dy_sm, dy_sn],
-               warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
-               HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db)
-    dx = dx if need_dx else None
-    if not planes:
-        return dx, None, None
-    sums = sum_partials(part, param_dtype)
-    if planes == 2:
-        return (dx, *sums.unbind())
-    return dx, sums[0] if need_dw else None, sums[0] if need_db else None
+    block_n = chunk()
+    sums = dummy
+    if need_dx:
+        sums = torch.empty(m, 2, dtype=torch.float32, device=x.device)
+        launch(_row_sums_bwd_kernel, (m,),
+               [dy, x, dummy if weight is None else weight, *stats, sums, m, n, dy_sm, dy_sn],
+               warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, HAS_W=weight is not None)
+    col_blocks = cdiv(n, block_n)
+    splits = max(1, programs(m * col_blocks) // col_blocks)
+    rows_per_program = cdiv(m, splits)
+    splits = cdiv(m, rows_per_program)
+    part = torch.empty(planes, splits, n, dtype=torch.float32, device=x.device) if planes else dummy
+    launch(_row_norm_bwd_kernel, (col_blocks, splits),
+           [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, part, m, n, rows_per_program,
+            dy_sm, dy_sn, splits * n if need_dw else 0],
+           warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
+           HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db)
+    return (dx if need_dx else None, *_parameter_grads(part, param_dtype, need_dw, need_db))
