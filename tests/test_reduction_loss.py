@@ -199,3 +199,48 @@ def test_cross_entropy_many_rows():
     res = flag_gems.cross_entropy_loss(x, t)
     assert_close(res, ref, torch.float32, reduce_dim=3000)
     assert_close(_grad(res, x), _grad(ref, ref_x), torch.float32)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(reduction="sum"), dict(reduction="none"),
+                                    dict(weight=True, label_smoothing=0.1)])
+def test_cross_entropy_cached_calls(kwargs):
+    # The ready call of a signature serves later calls with new values, with and without a gradient
+    # to record; another shape or dtype gets its own.
+    from gems_reduction import layout
+
+    kwargs = dict(kwargs)
+    weighted = kwargs.pop("weight", False)
+    shapes = [((2, 300), torch.float32), ((2, 300), torch.float32), ((5, 300), torch.float32),
+              ((2, 300), torch.bfloat16), ((300,), torch.float32)]
+    known = None
+    for i, (shape, dtype) in enumerate(shapes):
+        x = torch.randn(shape, dtype=dtype, device=DEVICE)
+        t = torch.randint(0, 300, shape[:-1], device=DEVICE)
+        kw = dict(kwargs, weight=torch.rand(300, dtype=dtype, device=DEVICE)) if weighted else kwargs
+        ref_kw = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        ref_x = to_reference(x, upcast=True).requires_grad_()
+        ref = F.cross_entropy(ref_x, t, **ref_kw)
+        with served("cross_entropy_loss"):
+            plain = F.cross_entropy(x, t, **kw)
+            with torch.no_grad():
+                quiet = F.cross_entropy(x.requires_grad_(), t, **kw)
+            res = F.cross_entropy(x, t, **kw)
+            grad = _grad(res, x)
+            if i == 1:
+                assert len(layout.calls) == known, "the same signature made a new ready call"
+            known = len(layout.calls)
+        assert plain.grad_fn is None and quiet.grad_fn is None and res.grad_fn is not None
+        for value in (plain, quiet, res):
+            assert value.dtype == dtype and value.shape == ref.shape
+            assert_close(value, ref, dtype, reduce_dim=300)
+        assert_close(grad, _grad(ref, ref_x), dtype)
+
+
+def test_cross_entropy_bad_target_after_cached_call():
+    # A cached signature still checks its targets: ATen's error for a class out of range.
+    x = torch.randn(2, 7, device=DEVICE)
+    with served("cross_entropy_loss"):
+        F.cross_entropy(x, torch.tensor([1, 2], device=DEVICE))
+        if flag_gems.device == "cpu":
+            with pytest.raises((IndexError, RuntimeError)):
+                F.cross_entropy(x, torch.tensor([1, 7], device=DEVICE))

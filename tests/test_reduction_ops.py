@@ -439,3 +439,46 @@ def test_logsumexp_infinities_and_integers():
     for a, b in zip(res, ref):
         assert a.dtype == b.dtype
         assert_close(a, b, a.dtype, equal_nan=True)
+
+
+CACHED_OPS = {
+    "sum": (lambda t: torch.sum(t), "sum"), "sum_dim": (lambda t: t.sum(-1), "sum"),
+    "mean": (lambda t: torch.mean(t), "mean"), "mean_dim": (lambda t: t.mean((0,), keepdim=True), "mean"),
+    "amax": (lambda t: t.amax(-1), "amax"), "max_all": (lambda t: t.max(), "max"),
+    "prod": (lambda t: t.prod(0), "prod"), "var": (lambda t: t.var(-1), "var"),
+    "logsumexp": (lambda t: torch.logsumexp(t, -1), "logsumexp"),
+}
+CACHED_EXACT_OPS = {
+    "argmax": (lambda t: torch.argmax(t), "argmax"), "argmin_dim": (lambda t: t.argmin(0), "argmin"),
+    "max_dim": (lambda t: t.max(-1), "max"), "aminmax": (lambda t: torch.aminmax(t, dim=0), "aminmax"),
+    "count_nonzero": (lambda t: torch.count_nonzero(t > 0, -1), "count_nonzero"),
+}
+
+
+def _signatures():
+    """The same signature twice with new values, then another shape, stride and dtype."""
+    base = torch.randn(4, 33, device=DEVICE)
+    return [base, torch.randn(4, 33, device=DEVICE), torch.randn(5, 33, device=DEVICE),
+            torch.randn(33, 4, device=DEVICE).t(), torch.randn(4, 66, device=DEVICE)[:, ::2],
+            base.to(torch.bfloat16)]
+
+
+@pytest.mark.parametrize("name", list(CACHED_OPS) + list(CACHED_EXACT_OPS))
+def test_cached_calls(name):
+    # A call's ready plan is cached under its signature: later calls with new values reuse it, and a
+    # new shape, stride or dtype gets its own; every result matches ATen's.
+    from gems_reduction import layout
+
+    fn, op = CACHED_OPS.get(name) or CACHED_EXACT_OPS[name]
+    known = None
+    for i, x in enumerate(_signatures()):
+        with served(op):
+            res = fn(x)
+            if i == 1:
+                assert len(layout.calls) == known, "the same signature made a new ready call"
+            known = len(layout.calls)
+        if name in CACHED_EXACT_OPS:
+            for r, e in zip(res if isinstance(res, tuple) else (res,), fn(x) if isinstance(res, tuple) else (fn(x),)):
+                assert_equal(r, e)
+        else:
+            assert_close(res, fn(to_reference(x, upcast=True)), x.dtype, reduce_dim=33)

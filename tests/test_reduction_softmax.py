@@ -130,3 +130,25 @@ def test_int64_index_path(monkeypatch):
         res = (torch.softmax(x, 1), torch.log_softmax(x, 0))
     assert_close(res[0], torch.softmax(x.double(), 1), torch.float32)
     assert_close(res[1], torch.log_softmax(x.double(), 0), torch.float32)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_cached_calls(log):
+    # The ready call of a signature serves later calls with new values; another shape, stride or
+    # dtype gets its own (a non-contiguous input is copied first).
+    from gems_reduction import layout
+
+    fn = torch.log_softmax if log else torch.softmax
+    base = torch.randn(3, 40, device=DEVICE)
+    inputs = [base, torch.randn(3, 40, device=DEVICE), torch.randn(2, 40, device=DEVICE),
+              torch.randn(40, 3, device=DEVICE).t(), base.to(torch.bfloat16), torch.randn(1024, device=DEVICE)]
+    known = None
+    for i, x in enumerate(inputs):
+        with served("_log_softmax" if log else "_softmax"):
+            res = (fn(x, -1), fn(x, 0))
+            if i == 1:
+                assert len(layout.calls) == known, "the same signature made a new ready call"
+            known = len(layout.calls)
+        ref = to_reference(x, upcast=True)
+        assert_close(res[0], fn(ref, -1), x.dtype)
+        assert_close(res[1], fn(ref, 0), x.dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from gems_reduction import layout as lay
-from gems_reduction.reduce import MAX, MIN, Kind, run
+from gems_reduction.reduce import MAX, MIN, Kind, cached, deliver, plan
 
 ARGMAX_OF = Kind.of(MAX, index=1)
 ARGMIN_OF = Kind.of(MIN, index=1)
@@ -24,17 +24,20 @@ def _dims(x, dim):
     return dims
 
 
-def _arg(kind, x, dim, keepdim, out):
+def _arg_plan(x, dim, keepdim, kind, out=None):
     dims = _dims(x, dim)
     if dims is None or x.dtype == torch.bool or (out is not None and out.dtype != torch.int64):
-        return NotImplemented
-    if dim is None and keepdim:
-        # Over everything with keepdim: every dim becomes 1.
-        shape = (1,) * x.dim()
-        positions = run(x, dims, kind, x.dtype)[1].reshape(shape)
-        return lay.deliver(positions, out)
-    dest = lay.new_output(out, lay.reduced_shape(x.shape, dims, keepdim), torch.int64, x)
-    return lay.deliver(run(x, dims, kind, x.dtype, keepdim=keepdim, out_index=dest)[1], out)
+        return None
+    # Over everything with keepdim, every dim becomes 1: the plan's output shape.
+    return plan(x.shape, x.stride(), dims, kind, x.dtype, x.dtype, x.dtype, False, keepdim)
+
+
+def _arg(kind, x, dim, keepdim, out):
+    if out is None:
+        pl = cached(_arg_plan, x, dim, keepdim, kind)
+        return NotImplemented if pl is None else pl.second_results(x)
+    pl = _arg_plan(x, dim, keepdim, kind, out)
+    return NotImplemented if pl is None else deliver(pl, x, None, out)[1]
 
 
 def argmax(x, dim=None, keepdim=False, *, out=None):
@@ -47,13 +50,21 @@ def argmin(x, dim=None, keepdim=False, *, out=None):
     return _arg(ARGMIN_OF, x, dim, keepdim, out)
 
 
-def _with_indices(kind, x, dim, keepdim, values, indices):
+def _with_plan(x, dim, keepdim, kind, out=None):
     dims = _dims(x, [dim])
-    if dims is None or (values is None) != (indices is None):
+    if dims is None:
+        return None
+    return plan(x.shape, x.stride(), dims, kind, x.dtype, x.dtype, x.dtype, False, keepdim)
+
+
+def _with_indices(kind, x, dim, keepdim, values, indices):
+    if values is None and indices is None:
+        pl = cached(_with_plan, x, dim, keepdim, kind)
+        return NotImplemented if pl is None else pl(x)
+    if (values is None) != (indices is None) or values.dtype != x.dtype or indices.dtype != torch.int64:
         return NotImplemented
-    if values is not None and (values.dtype != x.dtype or indices.dtype != torch.int64):
-        return NotImplemented
-    return run(x, dims, kind, x.dtype, keepdim=keepdim, out=values, out_index=indices)
+    pl = _with_plan(x, dim, keepdim, kind)
+    return NotImplemented if pl is None else deliver(pl, x, values, indices)
 
 
 def max_dim(x, dim, keepdim=False, *, max=None, max_values=None):

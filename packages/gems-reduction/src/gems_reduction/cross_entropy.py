@@ -20,14 +20,19 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from flag_gems.launch import launch
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
-from gems_reduction.nll_loss import _weighted_total_kernel
+from gems_reduction.nll_loss import _store_totals, _weighted_total_kernel
 from gems_reduction.reduce import SUM_OF, convert, run, tl_dtype
 from gems_reduction.rows import online_update
 
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+# What the forward kernel stores (its PARTIAL): per-row losses, per-program sums, or (one program)
+# the summed or mean loss itself.
+ROWS: tl.constexpr = tl.constexpr(0)
+PER_PROGRAM: tl.constexpr = tl.constexpr(1)
+TOTAL_SUM: tl.constexpr = tl.constexpr(2)
+TOTAL_MEAN: tl.constexpr = tl.constexpr(3)
 
 
 @triton.jit
@@ -86,11 +91,14 @@ def _ce_forward_kernel(
             loss += smoothing / C * (w_total * lse - tl.sum(wx, 1))
     loss = tl.where(valid, loss, 0.0)
     tl.store(lse_ptr + rows, lse, mask=row_mask)
-    if PARTIAL:
+    if PARTIAL == ROWS:
+        tl.store(loss_ptr + rows, convert(loss, loss_ptr.dtype.element_ty), mask=row_mask)
+    elif PARTIAL == PER_PROGRAM:
         tl.store(loss_ptr + tl.program_id(0), tl.sum(loss, 0))
         tl.store(weight_sum_ptr + tl.program_id(0), tl.sum(tl.where(valid, row_weight, 0.0), 0))
     else:
-        tl.store(loss_ptr + rows, convert(loss, loss_ptr.dtype.element_ty), mask=row_mask)
+        # The only program: the reduced loss itself (and the total weight), no second launch.
+        _store_totals(loss, tl.where(valid, row_weight, 0.0), loss_ptr, weight_sum_ptr, PARTIAL == TOTAL_MEAN)
 
 
 @triton.jit
@@ -164,11 +172,51 @@ def ce_tiles(rows: int, classes: int) -> tuple[int, int, int]:
 
 
 class _Problem:
-    """A call's tensors in the (rows, classes) form the kernels take, plus its constants."""
+    """The ready call of one cross-entropy signature: the (rows, classes) form the kernels take, block
+    sizes, and the launches of the forward (with the combine of its partial sums, when several
+    programs make them) and of the backward. Its tensors come with each call."""
+
+    __slots__ = ("shape", "prob", "rows", "classes", "acc", "reduction", "smooth_weights", "loss_shape", "forward",
+                 "combine", "parts", "backward", "spare_rows", "spare_total")
 
     def __init__(self, x, target, weight, ignore_index, reduction, smoothing):
         self.shape = x.shape
         self.prob = target.is_floating_point()
+        x, target = self.rows_form(x, target)
+        self.rows, self.classes = x.shape
+        self.reduction = reduction
+        # Per device: where a call without gradient puts what only the backward reads.
+        self.spare_rows: dict = {}
+        self.spare_total: dict = {}
+        self.acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        self.smooth_weights = weight is not None and smoothing > 0 and not self.prob
+        loss_shape = (self.shape[0],) + tuple(self.shape[2:]) if len(self.shape) > 1 else ()
+        self.loss_shape = None if loss_shape == (self.rows,) else loss_shape
+        block_m, block_c, warps = ce_tiles(self.rows, self.classes)
+        grid = (triton.cdiv(self.rows, block_m),)
+        constexprs = dict(PROB=self.prob, HAS_WEIGHT=weight is not None, SMOOTH=smoothing > 0, ACC=tl_dtype(self.acc),
+                          INT64=lay.force_int64 or x.numel() > lay.INT32_MAX, BLOCK_M=block_m, BLOCK_C=block_c)
+        ints = [self.rows, self.classes, x.stride(0), target.stride(0) if self.prob else 0, ignore_index,
+                float(smoothing)]
+        self.parts = max(grid[0], 1)
+        self.combine = None
+        if reduction == 0:
+            stores = ROWS.value
+        elif grid[0] == 1:
+            stores = (TOTAL_MEAN if reduction == 1 else TOTAL_SUM).value
+        else:
+            stores = PER_PROGRAM.value
+            self.combine = lay.Launch(
+                lay.launcher(_weighted_total_kernel, dict(MEAN=reduction == 1,
+                                                          BLOCK=min(triton.next_power_of_2(self.parts), 1024)), 4),
+                (1,), [self.parts])
+        self.forward = lay.Launch(lay.launcher(_ce_forward_kernel, dict(constexprs, PARTIAL=stores), warps), grid,
+                                  ints)
+        self.backward = lay.Launch(lay.launcher(_ce_backward_kernel, dict(
+            constexprs, PER_ROW_GRAD=reduction == 0, DIVIDE=reduction == 1), warps), grid, ints)
+
+    def rows_form(self, x, target):
+        """``x`` and ``target`` as (rows, classes) with unit class stride (and rows of indices)."""
         if x.dim() == 1:
             x, target = x.unsqueeze(0), target.unsqueeze(0)
         elif x.dim() > 2:
@@ -178,69 +226,57 @@ class _Problem:
             target = target.movedim(1, -1).reshape(-1, classes) if self.prob else target.reshape(-1)
         if x.stride(-1) != 1:
             x = x.contiguous()
-        if self.prob and (target.stride(-1) != 1 or target.dtype != x.dtype):
+        if not self.prob:
+            return x, target.contiguous()
+        if target.stride(-1) != 1 or target.dtype != x.dtype:
             target = target.to(x.dtype).contiguous()
-        self.x, self.target = x, target.contiguous() if not self.prob else target
-        self.weight = weight
-        self.ignore_index, self.reduction, self.smoothing = ignore_index, reduction, float(smoothing)
-        self.rows, self.classes = x.shape
-        self.acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        self.w_total = (run(weight, (0,), SUM_OF, self.acc)[0]
-                        if weight is not None and smoothing > 0 and not self.prob else None)
-        self.block_m, self.block_c, self.warps = ce_tiles(self.rows, self.classes)
-        self.grid = (triton.cdiv(self.rows, self.block_m),)
-        self.int64 = lay.force_int64 or x.numel() > lay.INT32_MAX
+        return x, target
 
-    def constexprs(self):
-        return dict(PROB=self.prob, HAS_WEIGHT=self.weight is not None, SMOOTH=self.smoothing > 0,
-                    ACC=tl_dtype(self.acc), INT64=self.int64, BLOCK_M=self.block_m, BLOCK_C=self.block_c,
-                    num_warps=self.warps)
-
-    def tensors(self):
-        w = self.weight if self.weight is not None else self.x
-        return self.x, self.target, w, self.w_total if self.w_total is not None else self.x
-
-    def ints(self):
-        return (self.rows, self.classes, self.x.stride(0), self.target.stride(0) if self.prob else 0,
-                self.ignore_index, self.smoothing)
+    def weight_total(self, weight):
+        """What label smoothing scales class weights by: their sum (None when not needed)."""
+        return run(weight, (0,), SUM_OF, self.acc)[0] if self.smooth_weights else None
 
 
-def _forward(p: _Problem):
-    """(loss, lse, sum of w q' per row, mean denominator or None)."""
-    x = p.x
-    lse = torch.empty(p.rows, dtype=p.acc, device=x.device)
-    qw = torch.empty(p.rows, dtype=p.acc, device=x.device) if p.prob else lse
+def _forward(p: _Problem, x, target, weight, w_total, keep: bool = True):
+    """(loss, lse, sum of w q' per row, mean denominator or None) of ``x`` and ``target`` in rows form.
+    Without ``keep`` (no backward to come) the last three are buffers nobody reads."""
+    if keep:
+        lse = x.new_empty(p.rows, dtype=p.acc)
+        qw = x.new_empty(p.rows, dtype=p.acc) if p.prob else lse
+    else:
+        lse = qw = lay.spare(p.spare_rows, x.device, p.rows, p.acc)
+    tensors = [x, target, x if weight is None else weight, x if w_total is None else w_total]
+    ptr = x.data_ptr() | target.data_ptr() | (0 if weight is None else weight.data_ptr())
     if p.reduction == 0:
-        loss = torch.empty(p.rows, dtype=x.dtype, device=x.device)
+        loss = x.new_empty(p.rows)
         if p.rows:
-            launch(_ce_forward_kernel, p.grid, *p.tensors(), loss, loss, lse, qw, *p.ints(), PARTIAL=False,
-                   **p.constexprs())
-        out_shape = (p.shape[0],) + tuple(p.shape[2:]) if len(p.shape) > 1 else ()
-        return loss.reshape(out_shape), lse, qw, None
-    parts = max(p.grid[0], 1)
+            p.forward(tensors + [loss, loss, lse, qw], ptr)
+        return (loss if p.loss_shape is None else loss.reshape(p.loss_shape)), lse, qw, None
+    loss = x.new_empty(())
+    denom = x.new_empty((), dtype=p.acc) if keep else lay.spare(p.spare_total, x.device, (), p.acc)
+    if p.combine is None:
+        # One program: it stores the reduced loss and its denominator itself.
+        p.forward(tensors + [loss, denom, lse, qw], ptr)
+        return loss, lse, qw, denom
     # Every program writes its partial; with no rows the single partial must be zero.
-    alloc = torch.empty if p.rows else torch.zeros
-    loss_parts = alloc(parts, dtype=p.acc, device=x.device)
-    weight_parts = alloc(parts, dtype=p.acc, device=x.device)
+    parts = (x.new_empty if p.rows else x.new_zeros)((2, p.parts), dtype=p.acc)
+    loss_parts, weight_parts = parts[0], parts[1]
     if p.rows:
-        launch(_ce_forward_kernel, p.grid, *p.tensors(), loss_parts, weight_parts, lse, qw, *p.ints(),
-               PARTIAL=True, **p.constexprs())
-    loss = torch.empty((), dtype=x.dtype, device=x.device)
-    denom = torch.empty((), dtype=p.acc, device=x.device)
+        p.forward(tensors + [loss_parts, weight_parts, lse, qw], ptr)
     # The weight partials are target weights (class targets) or row counts (probability targets):
     # what ATen divides a mean by.
-    launch(_weighted_total_kernel, (1,), loss_parts, weight_parts, loss, denom, parts, MEAN=p.reduction == 1,
-           BLOCK=min(triton.next_power_of_2(parts), 1024))
+    p.combine([loss_parts, weight_parts, loss, denom])
     return loss, lse, qw, denom
 
 
-def _backward(p: _Problem, lse, qw, denom, grad):
-    gi = torch.empty_like(p.x)
+def _backward(p: _Problem, x, target, weight, w_total, lse, qw, denom, grad):
+    gi = torch.empty_like(x)
     if p.rows:
-        launch(
-            _ce_backward_kernel, p.grid, *p.tensors(), lse, qw, grad.contiguous(),
-            denom if denom is not None else lse, gi, *p.ints(),
-            PER_ROW_GRAD=p.reduction == 0, DIVIDE=p.reduction == 1, **p.constexprs())
+        grad = grad.contiguous()
+        tensors = [x, target, x if weight is None else weight, x if w_total is None else w_total, lse, qw, grad,
+                   lse if denom is None else denom, gi]
+        p.backward(tensors, x.data_ptr() | target.data_ptr() | grad.data_ptr()
+                   | (0 if weight is None else weight.data_ptr()))
     if len(p.shape) > 2:
         moved = (p.shape[0],) + tuple(p.shape[2:]) + (p.shape[1],)
         return gi.reshape(moved).movedim(-1, 1)
@@ -251,22 +287,21 @@ class CrossEntropy(torch.autograd.Function):
     """Fused cross-entropy whose backward recomputes softmax from the saved log-sum-exp."""
 
     @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction, smoothing):
-        problem = _Problem(x, target, weight, ignore_index, reduction, smoothing)
-        loss, lse, qw, denom = _forward(problem)
-        ctx.save_for_backward(problem.x, problem.target, problem.weight, problem.w_total, lse, qw, denom)
-        problem.x = problem.target = problem.weight = problem.w_total = None
+    def forward(ctx, x, target, weight, problem):
+        x, target = problem.rows_form(x, target)
+        w_total = problem.weight_total(weight)
+        loss, lse, qw, denom = _forward(problem, x, target, weight, w_total)
+        ctx.save_for_backward(x, target, weight, w_total, lse, qw, denom)
         ctx.problem = problem
         return loss
 
     @staticmethod
     def backward(ctx, grad):
-        problem = ctx.problem
-        problem.x, problem.target, problem.weight, problem.w_total, lse, qw, denom = ctx.saved_tensors
-        return _backward(problem, lse, qw, denom, grad), None, None, None, None, None
+        return _backward(ctx.problem, *ctx.saved_tensors, grad), None, None, None
 
 
-def _supported(x, target, weight, reduction, ignore_index, smoothing) -> bool:
+def _supported(x, target, weight, reduction, smoothing) -> bool:
+    """Whether the kernels serve a call of this signature (shapes, dtypes, options)."""
     if x.dtype not in lay.FLOATING or x.dim() == 0 or reduction not in (0, 1, 2) or not 0 <= smoothing <= 1:
         return False
     classes = x.shape[1] if x.dim() > 1 else x.shape[0]
@@ -275,22 +310,40 @@ def _supported(x, target, weight, reduction, ignore_index, smoothing) -> bool:
     if target.is_floating_point():
         return target.shape == x.shape and not target.requires_grad
     expected = (x.shape[0],) + tuple(x.shape[2:]) if x.dim() > 1 else ()
-    if target.dtype != torch.int64 or tuple(target.shape) != expected:
-        return False
-    if device.interpreter and target.numel():
-        # ATen raises for a class index out of range (a device-side assert on the GPU, where our
-        # kernel gives such rows zero loss instead of synchronising to check).
-        return not bool(((target != ignore_index) & ((target < 0) | (target >= classes))).any())
-    return True
+    return target.dtype == torch.int64 and tuple(target.shape) == expected
+
+
+def _targets_in_range(target, classes: int, ignore_index: int) -> bool:
+    # ATen raises for a class index out of range (a device-side assert on the GPU, where our kernel
+    # gives such rows zero loss instead of synchronising to check). Read on the host: no op dispatched.
+    values = target.tolist() if target.dim() == 1 else target.flatten().tolist()
+    if not isinstance(values, list):
+        values = [values]
+    return all(t == ignore_index or 0 <= t < classes for t in values)
+
+
+_ATEN = "aten"  # the ready call of a signature the kernels leave to ATen
 
 
 def cross_entropy(x, target, weight=None, reduction=1, ignore_index=-100, label_smoothing=0.0):
     """aten::cross_entropy_loss (served on the Autograd key): the fused kernel, or ATen's
-    decomposition for what it does not handle."""
-    if not _supported(x, target, weight, reduction, ignore_index, label_smoothing):
+    decomposition for what it does not handle. Without a gradient to record, no autograd node."""
+    key = (cross_entropy, x.shape, x.stride(), x.dtype, target.shape, target.stride(), target.dtype,
+           target.requires_grad, None if weight is None else (weight.shape, weight.dtype, weight.requires_grad),
+           reduction, ignore_index, label_smoothing, lay.force_int64)
+    problem = lay.calls.get(key)
+    if problem is None:
+        supported = _supported(x, target, weight, reduction, label_smoothing)
+        problem = _Problem(x, target, weight, ignore_index, reduction, label_smoothing) if supported else _ATEN
+        lay.remember(key, problem)
+    if problem is _ATEN or (device.interpreter and not problem.prob and target.numel()
+                            and not _targets_in_range(target, problem.classes, ignore_index)):
         return aten_kernel("cross_entropy_loss", autograd=True)(x, target, weight, reduction, ignore_index,
                                                                 label_smoothing)
-    return CrossEntropy.apply(x, target, weight, ignore_index, reduction, label_smoothing)
+    if x.requires_grad and torch.is_grad_enabled():
+        return CrossEntropy.apply(x, target, weight, problem)
+    x, target = problem.rows_form(x, target)
+    return _forward(problem, x, target, weight, problem.weight_total(weight), keep=False)[0]
 
 
 def cross_entropy_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,

@@ -143,6 +143,81 @@ def launch(launcher: Launcher, grid: tuple, args: list) -> None:
     launcher(grid, args, None if device.interpreter else specialization(args))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Ready calls: the hot path of every op of this family is one lookup in ``calls``, keyed by the op and
+# a cheap tuple of the call's signature (tensor shapes, strides and dtypes, other arguments as passed,
+# and the module settings that plans depend on), then its allocations and launches.
+
+#: Ready calls kept at most: shapes that keep changing clear the cache rather than grow it.
+MAX_CALLS = 4096
+calls: dict[tuple, object] = {}
+
+
+def remember(key: tuple, call):
+    """Keep ``call`` as the ready call of signature ``key``; returns it."""
+    if len(calls) >= MAX_CALLS:
+        calls.clear()
+    calls[key] = call
+    return call
+
+
+def dims_key(dim):
+    """``dim`` as a hashable part of a key (ATen passes ``int[]`` arguments as lists)."""
+    return tuple(dim) if dim.__class__ is list else dim
+
+
+def spare(buffers: dict, device: torch.device, shape, dtype: torch.dtype) -> torch.Tensor:
+    """A buffer of ``buffers`` (a ready call's, one per device) for a result a kernel must store but
+    nobody reads: launches may share it, even concurrently, since nothing ever reads it."""
+    found = buffers.get(device)
+    if found is None:
+        found = buffers[device] = torch.empty(shape, dtype=dtype, device=device)
+    return found
+
+
+_launchers: dict[tuple, Launcher] = {}
+
+
+def launcher(kernel, constexprs: dict, num_warps: int) -> Launcher:
+    """The Launcher of ``kernel`` with these constexprs, shared by every plan that uses them: a kernel
+    compiled for one shape serves the next shape without a trip through Triton's launch path."""
+    key = (kernel, num_warps, *constexprs.items())
+    found = _launchers.get(key)
+    if found is None:
+        found = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
+    return found
+
+
+class Launch:
+    """One kernel launch of a ready call: the launcher, the grid, and the arguments after the tensors.
+
+    On the GPU the call's specialisation key is computed once: a ready call fixes every dtype and
+    integer, so while the caller's tensors are 16-byte aligned (``ptr`` below, the OR of their
+    addresses; fresh outputs always are) the key of the first aligned launch holds.
+    """
+
+    __slots__ = ("launcher", "grid", "tail", "spec")
+
+    def __init__(self, launcher: Launcher, grid: tuple, tail: list) -> None:
+        self.launcher = launcher
+        self.grid = grid
+        self.tail = tail
+        self.spec = None
+
+    def __call__(self, tensors: list, ptr: int = 0) -> None:
+        """Launch with ``tensors`` (the leading arguments) followed by the fixed ones."""
+        args = tensors + self.tail
+        if device.interpreter:
+            self.launcher(self.grid, args)
+            return
+        spec = self.spec
+        if spec is None or ptr & 15:
+            spec = specialization(args)
+            if not ptr & 15:
+                self.spec = spec
+        self.launcher(self.grid, args, spec)
+
+
 @functools.cache
 def sm_count(index: int = 0) -> int:
     """Streaming multiprocessors of the GPU (1 on the interpreter, where programs run one by one)."""
@@ -186,4 +261,5 @@ def resize_output(out: torch.Tensor, shape) -> None:
 
 
 __all__ = ["Layout", "layout", "wrap_dims", "reduced_shape", "sm_count", "new_output", "deliver", "fits_out",
-           "FLOATING", "INTEGRAL", "KERNEL_DTYPES", "INT32_MAX"]
+           "calls", "remember", "dims_key", "spare", "launcher", "Launch", "FLOATING", "INTEGRAL", "KERNEL_DTYPES",
+           "INT32_MAX"]

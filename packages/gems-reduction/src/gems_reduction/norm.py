@@ -24,6 +24,9 @@ from gems_reduction.reduce import (
     SUM,
     Kind,
     acc_dtype,
+    cached,
+    deliver,
+    plan,
     run,
 )
 
@@ -68,13 +71,24 @@ def dist(x, other, p=2, *, out=None):
     return vector_norm(aten_kernel("sub.Tensor")(x, other), p, out=out)
 
 
-def logsumexp(x, dim, keepdim=False, *, out=None):
-    """logsumexp / logsumexp.out: max + log(sum(exp(x - max))), integers promoted to the default
-    float dtype."""
+def _logsumexp_plans(x, dim, keepdim, option, out=None):
+    """(plan of the maxima, plan of the shifted sums) or None."""
     dims = lay.wrap_dims(dim, x.dim())
     out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     if dims is None or x.dtype not in lay.KERNEL_DTYPES or (out is not None and out.dtype != out_dtype):
+        return None
+    peak = plan(x.shape, x.stride(), dims, MAX_OF, x.dtype, out_dtype, acc_dtype(out_dtype))
+    return peak, plan(x.shape, x.stride(), dims, LOGSUMEXP_OF, x.dtype, out_dtype, out_dtype, True, keepdim)
+
+
+def logsumexp(x, dim, keepdim=False, *, out=None):
+    """logsumexp / logsumexp.out: max + log(sum(exp(x - max))), integers promoted to the default
+    float dtype."""
+    if out is None and x.is_floating_point():
+        plans = cached(_logsumexp_plans, x, dim, keepdim)
+    else:  # integers: the result dtype follows the default dtype, which may change between calls
+        plans = _logsumexp_plans(x, dim, keepdim, None, out)
+    if plans is None:
         return NotImplemented
-    acc = acc_dtype(out_dtype)
-    peak = run(x, dims, MAX_OF, acc, cast=out_dtype)[0]
-    return run(x, dims, LOGSUMEXP_OF, out_dtype, keepdim=keepdim, cast=out_dtype, shift=peak, out=out)[0]
+    peak, total = plans
+    return deliver(total, x, out, shift=peak(x)[0])[0]

@@ -22,6 +22,7 @@ ops keep a second accumulator and report a second result: arg-reductions (positi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -29,7 +30,6 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 
@@ -535,21 +535,54 @@ def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
 
 
 class _Plan:
-    """A ready launch for one signature: kernel with constexprs, grid and integer arguments, the
-    kind it runs, the output shape, and the second pass when the reduced range is split."""
+    """A ready launch for one signature: the launch (kernel with constexprs, grid, integer and float
+    arguments), the kind it runs, the output shape and dtypes, and the second pass when the reduced
+    range is split. Every tensor's dtype is fixed by the signature (see ``lay.Launch``)."""
 
-    __slots__ = ("launcher", "grid", "ints", "kind", "kept", "acc", "copy_perm", "second", "out_shape")
+    __slots__ = ("launch", "kind", "kept", "acc", "copy_perm", "second", "out_shape", "out_dtype", "index_dtype",
+                 "direct", "spare")
 
-    def __init__(self, launcher, grid, ints, kind, kept, acc, copy_perm, second, out_shape):
-        self.launcher = launcher
-        self.grid = grid
-        self.ints = ints
+    def __init__(self, launch, kind, kept, acc, copy_perm, second, out_shape, out_dtype, index_dtype):
+        self.launch = launch
         self.kind = kind
         self.kept = kept
         self.acc = acc
         self.copy_perm = copy_perm
         self.second = second
         self.out_shape = out_shape
+        self.out_dtype = out_dtype
+        self.index_dtype = index_dtype  # of the second results the caller gets (None: none)
+        # One launch straight from the input into the outputs.
+        self.direct = launch is not None and copy_perm is None and second is None
+        self.spare: dict = {}  # per device: the values of calls that want the second results only
+
+    @property
+    def grid(self) -> tuple | None:
+        """The first launch's grid: (programs, splits of the reduced range)."""
+        return self.launch.grid if self.launch is not None else None
+
+    def __call__(self, x: torch.Tensor) -> tuple:
+        """(values, second results or None) of ``x``, a tensor of this plan's signature, into new
+        outputs: the hot path of the plain reductions."""
+        # new_empty: x's device without building a device object (the cheapest allocation from Python).
+        values = x.new_empty(self.out_shape, dtype=self.out_dtype)
+        indices = x.new_empty(self.out_shape, dtype=self.index_dtype) if self.index_dtype is not None else None
+        if self.direct:
+            dest_i = values if indices is None else indices
+            self.launch([x, x, x, x, values, dest_i], x.data_ptr())
+        elif self.launch is not None:
+            _launch(self, x, None, values, indices, None, None)
+        return values, indices
+
+
+    def second_results(self, x: torch.Tensor) -> torch.Tensor:
+        """The second results of ``x`` only (argmax): its values are stored where nobody reads them."""
+        if not self.direct:
+            return self(x)[1]
+        indices = x.new_empty(self.out_shape, dtype=self.index_dtype)
+        self.launch([x, x, x, x, lay.spare(self.spare, x.device, self.out_shape, self.out_dtype), indices],
+                    x.data_ptr())
+        return indices
 
 
 _plans: dict[tuple, _Plan] = {}
@@ -557,8 +590,9 @@ _plans: dict[tuple, _Plan] = {}
 MAX_PLANS = 1024
 
 
-def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split) -> _Plan:
+def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split, p, d) -> _Plan:
     out_shape = lay.reduced_shape(shape, dims, keepdim)
+    index_dtype = kind.second_dtype(out_dtype) if kind.index else None
     arg = kind.index != 0 and kind.op in (MAX.value, MIN.value)  # positions are reported in logical order
     lo = lay.layout(shape, strides, dims, arg)
     acc = _acc_of(kind, cast)
@@ -566,7 +600,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     (r1, sr1), (r2, sr2) = lo.reduced
     kept_n, length = k1 * k2, r1 * r2
     if kept_n == 0:
-        return _Plan(None, None, None, kind, 0, acc, None, None, out_shape)
+        return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
     step = step_elements(itemsize, arg)
     per_thread = thread_elements(itemsize, arg)
@@ -597,29 +631,29 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if splits > 1:
         # The partial results are few: one pass over them, never split again.
         second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted,
-                      may_split=False)
-    return _Plan(Launcher(kernel, constexprs, num_warps=warps), (programs, splits), ints, first, kept_n,
-                 acc, lo.copy_perm, second, out_shape)
+                      may_split=False, p=p, d=d)
+    launch = lay.Launch(lay.launcher(kernel, constexprs, warps), (programs, splits), [*ints, p, d])
+    return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype)
 
 
 def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=False, keepdim=False,
-         may_split=True) -> _Plan:
+         may_split=True, p: float = 0.0, d: float = 1.0) -> _Plan:
     """The cached launch plan of a reduction signature (``dims`` wrapped and sorted)."""
-    key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split, lay.force_int64,
-           PROGRAMS_PER_SM, STAGES)
+    key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split, p, d,
+           lay.force_int64, PROGRAMS_PER_SM, STAGES)
     found = _plans.get(key)
     if found is None:
         if len(_plans) >= MAX_PLANS:  # shapes that keep changing: keep the cache bounded
             _plans.clear()
         found = _plans[key] = _build(shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim,
-                                     may_split)
+                                     may_split, p, d)
     return found
 
 
 def _partials(pl: _Plan, like: torch.Tensor):
     """Buffers for the partial results of a split: values, and second results (positions, or planes
     after the values: MINMAX maxima; MOMENTS means, then counts)."""
-    shape = (pl.grid[1], pl.kept)
+    shape = (pl.launch.grid[1], pl.kept)
     kind = pl.kind
     if kind.index == 0:
         return torch.empty(shape, dtype=pl.acc, device=like.device), None
@@ -630,7 +664,7 @@ def _partials(pl: _Plan, like: torch.Tensor):
     return planes[0], planes[1]
 
 
-def _launch(pl: _Plan, x, y, values, indices, idx_in, shift, p, d) -> None:
+def _launch(pl: _Plan, x, y, values, indices, idx_in, shift) -> None:
     if pl.copy_perm is not None:
         x = x.permute(pl.copy_perm).contiguous()
         y = y.permute(pl.copy_perm).contiguous() if y is not None else None
@@ -640,11 +674,12 @@ def _launch(pl: _Plan, x, y, values, indices, idx_in, shift, p, d) -> None:
     elif pl.kind.index and indices is None:
         # A second result nobody asked for (the mean of a split var): somewhere to write it.
         dest_i = torch.empty(pl.kept, dtype=values.dtype, device=x.device)
-    args = [x, x if y is None else y, x if idx_in is None else idx_in, x if shift is None else shift, dest,
-            dest if dest_i is None else dest_i, *pl.ints, p, d]
-    lay.launch(pl.launcher, pl.grid, args)
+    tensors = [x, x if y is None else y, x if idx_in is None else idx_in, x if shift is None else shift, dest,
+               dest if dest_i is None else dest_i]
+    ptr = x.data_ptr() | (0 if y is None else y.data_ptr()) | (0 if shift is None else shift.data_ptr())
+    pl.launch(tensors, ptr | values.data_ptr() | (0 if indices is None else indices.data_ptr()))
     if pl.second is not None:
-        _launch(pl.second, dest, None, values, indices, dest_i, shift, p, d)
+        _launch(pl.second, dest, None, values, indices, dest_i, shift)
 
 
 def run(x: torch.Tensor, dims: tuple, kind: Kind, out_dtype: torch.dtype, *, keepdim: bool = False,
@@ -658,19 +693,37 @@ def run(x: torch.Tensor, dims: tuple, kind: Kind, out_dtype: torch.dtype, *, kee
     and strides; ``p``/``d``: norm order and divisor; ``out``/``out_index``: tensors to write (resized
     and copied into when a kernel cannot write them directly).
     """
-    pl = plan(x.shape, x.stride(), dims, kind, x.dtype, cast or x.dtype, out_dtype, shift is not None, keepdim)
+    pl = plan(x.shape, x.stride(), dims, kind, x.dtype, cast or x.dtype, out_dtype, shift is not None, keepdim,
+              p=p, d=d)
+    if out is None and out_index is None and shift is None and y is None:
+        return pl(x)
     values = lay.new_output(out, pl.out_shape, out_dtype, x)
-    indices = lay.new_output(out_index, pl.out_shape, kind.second_dtype(out_dtype), x) if kind.index else None
-    if pl.launcher is not None:
-        _launch(pl, x, y, values, indices, None, shift, p, d)
+    indices = lay.new_output(out_index, pl.out_shape, pl.index_dtype, x) if kind.index else None
+    if pl.launch is not None:
+        _launch(pl, x, y, values, indices, None, shift)
     if out is None and out_index is None:
         return values, indices
     return lay.deliver(values, out), (lay.deliver(indices, out_index) if kind.index else None)
 
 
+def cached(make: Callable, x: torch.Tensor, dim, keepdim: bool, option=None) -> _Plan | None:
+    """The ready plan of a reduction call on ``x`` with no ``out=``: one lookup under the call's
+    signature, ``make(x, dim, keepdim, option)`` (a plan, or None for ATen's cases) on its first call.
+    ``option`` is whatever else of the call ``make`` depends on (hashable)."""
+    key = (make, x.shape, x.stride(), x.dtype, lay.dims_key(dim), keepdim, option, lay.force_int64, PROGRAMS_PER_SM)
+    found = lay.calls.get(key)
+    if found is None:
+        found = make(x, dim, keepdim, option)
+        if found is not None:
+            lay.remember(key, found)
+    return found
+
+
+
 # ---------------------------------------------------------------------------------------------------
 # The plain reductions. Each function takes its ATen overloads' arguments (functional and ``out=``
-# forms alike) and returns NotImplemented for a case it leaves to ATen.
+# forms alike) and returns NotImplemented for a case it leaves to ATen. Each has a ``make`` function
+# that turns a call into its plan (None for ATen's cases) once per signature (see ``cached``).
 
 SUM_OF = Kind.of(SUM)
 NANSUM_OF = Kind.of(SUM, NAN_TO_ZERO)
@@ -693,6 +746,34 @@ def reduced_count(shape, dims) -> int:
     return count
 
 
+def deliver(pl: _Plan, x, out, out_index=None, shift=None) -> tuple:
+    """(values, second results or None) of ``pl`` on ``x`` (``shift``: the per-output tensor of a
+    shifted plan), written into ``out``/``out_index`` when given (resized and copied into when a
+    kernel cannot write them directly)."""
+    if out is None and out_index is None and shift is None:
+        return pl(x)
+    values = lay.new_output(out, pl.out_shape, pl.out_dtype, x)
+    indices = lay.new_output(out_index, pl.out_shape, pl.index_dtype, x) if pl.index_dtype is not None else None
+    if pl.launch is not None:
+        _launch(pl, x, None, values, indices, None, shift)
+    return lay.deliver(values, out), (lay.deliver(indices, out_index) if indices is not None else None)
+
+
+def _values(make, x, dim, keepdim, option, out):
+    """The values of a plain reduction (``make`` as for ``cached``, with ``out`` as a last argument)."""
+    if out is None:
+        # ``cached``, inlined: this is the hot path of most reductions.
+        pl = lay.calls.get((make, x.shape, x.stride(), x.dtype, dim if dim.__class__ is not list else tuple(dim),
+                            keepdim, option, lay.force_int64, PROGRAMS_PER_SM))
+        if pl is None:
+            pl = cached(make, x, dim, keepdim, option)
+            if pl is None:
+                return NotImplemented
+        return pl(x)[0]
+    pl = make(x, dim, keepdim, option, out)
+    return NotImplemented if pl is None else deliver(pl, x, out)[0]
+
+
 def _promoted_integers(x, dtype, out) -> torch.dtype:
     # sum and prod: integers and bool accumulate into int64 unless dtype= (or out=) says otherwise.
     if dtype is not None:
@@ -702,102 +783,120 @@ def _promoted_integers(x, dtype, out) -> torch.dtype:
     return x.dtype if x.is_floating_point() or x.is_complex() else torch.int64
 
 
-def _simple(spec: Kind, x, dim, keepdim, out_dtype, out, cast=None, d=1.0):
-    dims = lay.wrap_dims(dim, x.dim())
+def _simple(spec: Kind, x, dims, keepdim, out_dtype, cast=None, d=1.0) -> _Plan | None:
+    """The plan of a reduction of ``x`` over wrapped ``dims`` (None: invalid), or None for ATen's cases."""
     if dims is None or x.dtype not in lay.KERNEL_DTYPES or out_dtype not in lay.KERNEL_DTYPES:
-        return NotImplemented
+        return None
     if cast is not None and cast not in lay.KERNEL_DTYPES:
-        return NotImplemented
-    return run(x, dims, spec, out_dtype, keepdim=keepdim, cast=cast, out=out, d=d)[0]
+        return None
+    return plan(x.shape, x.stride(), dims, spec, x.dtype, cast or x.dtype, out_dtype, False, keepdim, d=d)
+
+
+def _promoting(spec):
+    def make(x, dim, keepdim, dtype, out=None):
+        out_dtype = _promoted_integers(x, dtype, out)
+        return _simple(spec, x, lay.wrap_dims(dim, x.dim()), keepdim, out_dtype, cast=out_dtype)
+
+    return make
+
+
+_sum_plan, _nansum_plan, _prod_plan = _promoting(SUM_OF), _promoting(NANSUM_OF), _promoting(PROD_OF)
 
 
 def sum_dim(x, dim, keepdim=False, *, dtype=None, out=None):
     """sum.dim_IntList / sum.IntList_out."""
-    out_dtype = _promoted_integers(x, dtype, out)
-    return _simple(SUM_OF, x, dim, keepdim, out_dtype, out, cast=out_dtype)
+    return _values(_sum_plan, x, dim, keepdim, dtype, out)
 
 
 def sum_all(x, *, dtype=None, out=None):
     """sum / sum.out."""
-    return sum_dim(x, None, False, dtype=dtype, out=out)
+    return _values(_sum_plan, x, None, False, dtype, out)
 
 
 def nansum(x, dim=None, keepdim=False, *, dtype=None, out=None):
     """nansum / nansum.out."""
-    out_dtype = _promoted_integers(x, dtype, out)
-    return _simple(NANSUM_OF, x, dim, keepdim, out_dtype, out, cast=out_dtype)
+    return _values(_nansum_plan, x, dim, keepdim, dtype, out)
+
+
+def _mean_plan(x, dim, keepdim, dtype, out=None):
+    out_dtype = dtype if dtype is not None else (out.dtype if out is not None else x.dtype)
+    dims = lay.wrap_dims(dim, x.dim())
+    if not out_dtype.is_floating_point or dims is None:
+        return None
+    return _simple(MEAN_OF, x, dims, keepdim, out_dtype, cast=out_dtype, d=float(reduced_count(x.shape, dims)))
 
 
 def mean_dim(x, dim, keepdim=False, *, dtype=None, out=None):
     """mean.dim / mean.out: the sum divided by the count; integer results are ATen's error."""
-    out_dtype = dtype if dtype is not None else (out.dtype if out is not None else x.dtype)
-    dims = lay.wrap_dims(dim, x.dim())
-    if not out_dtype.is_floating_point or dims is None:
-        return NotImplemented
-    return _simple(MEAN_OF, x, dims, keepdim, out_dtype, out, cast=out_dtype,
-                   d=float(reduced_count(x.shape, dims)))
+    return _values(_mean_plan, x, dim, keepdim, dtype, out)
 
 
 def mean_all(x, *, dtype=None, out=None):
     """mean / mean.dtype_out."""
-    return mean_dim(x, None, False, dtype=dtype, out=out)
+    return _values(_mean_plan, x, None, False, dtype, out)
 
 
 def prod_dim(x, dim, keepdim=False, *, dtype=None, out=None):
     """prod.dim_int / prod.int_out."""
-    out_dtype = _promoted_integers(x, dtype, out)
-    return _simple(PROD_OF, x, dim, keepdim, out_dtype, out, cast=out_dtype)
+    return _values(_prod_plan, x, dim, keepdim, dtype, out)
 
 
 def prod_all(x, *, dtype=None, out=None):
     """prod / prod.out."""
-    out_dtype = _promoted_integers(x, dtype, out)
-    return _simple(PROD_OF, x, None, False, out_dtype, out, cast=out_dtype)
+    return _values(_prod_plan, x, None, False, dtype, out)
 
 
-def _extremum(spec, x, dim, keepdim, out):
-    dims = lay.wrap_dims(dim, x.dim())
-    if dims is None or (out is not None and out.dtype != x.dtype):
-        return NotImplemented
-    if x.numel() == 0 and any(x.shape[d] == 0 for d in dims):
-        return NotImplemented  # ATen's "Expected reduction dim to have non-zero size"
-    return _simple(spec, x, dims, keepdim, x.dtype, out)
+def _extremum(spec):
+    def make(x, dim, keepdim, everything, out=None):
+        dims = lay.wrap_dims(dim, x.dim())
+        if dims is None or (out is not None and out.dtype != x.dtype) or (everything and x.numel() == 0):
+            return None
+        if x.numel() == 0 and any(x.shape[d] == 0 for d in dims):
+            return None  # ATen's "Expected reduction dim to have non-zero size"
+        return _simple(spec, x, dims, keepdim, x.dtype)
+
+    return make
+
+
+_amax_plan, _amin_plan = _extremum(MAX_OF), _extremum(MIN_OF)
 
 
 def amax(x, dim=(), keepdim=False, *, out=None):
     """amax / amax.out (NaN propagates)."""
-    return _extremum(MAX_OF, x, dim, keepdim, out)
+    return _values(_amax_plan, x, dim, keepdim, False, out)
 
 
 def amin(x, dim=(), keepdim=False, *, out=None):
     """amin / amin.out (NaN propagates)."""
-    return _extremum(MIN_OF, x, dim, keepdim, out)
+    return _values(_amin_plan, x, dim, keepdim, False, out)
 
 
 def max_all(x, *, out=None):
     """max / max.unary_out: the largest element (NaN if any)."""
-    if x.numel() == 0:
-        return NotImplemented
-    return _extremum(MAX_OF, x, None, False, out)
+    return _values(_amax_plan, x, None, False, True, out)
 
 
 def min_all(x, *, out=None):
     """min / min.unary_out: the smallest element (NaN if any)."""
-    if x.numel() == 0:
-        return NotImplemented
-    return _extremum(MIN_OF, x, None, False, out)
+    return _values(_amin_plan, x, None, False, True, out)
+
+
+def _aminmax_plan(x, dim, keepdim, option, out=None):
+    dims = lay.wrap_dims([dim] if dim is not None else None, x.dim())
+    if x.numel() == 0 or dims is None or x.dtype not in lay.KERNEL_DTYPES:
+        return None
+    return plan(x.shape, x.stride(), dims, MINMAX_OF, x.dtype, x.dtype, x.dtype, False, keepdim)
 
 
 def aminmax(x, *, dim=None, keepdim=False, min=None, max=None):
     """aminmax / aminmax.out: (amin, amax) over ``dim`` or over everything, in one pass."""
-    if (min is None) != (max is None) or x.numel() == 0:
+    if min is None and max is None:
+        pl = cached(_aminmax_plan, x, dim, keepdim)
+        return NotImplemented if pl is None else pl(x)
+    if (min is None) != (max is None) or min.dtype != x.dtype or max.dtype != x.dtype:
         return NotImplemented
-    dims = lay.wrap_dims([dim] if dim is not None else None, x.dim())
-    if dims is None or x.dtype not in lay.KERNEL_DTYPES:
-        return NotImplemented
-    if min is not None and (min.dtype != x.dtype or max.dtype != x.dtype):
-        return NotImplemented
-    return run(x, dims, MINMAX_OF, x.dtype, keepdim=keepdim, out=min, out_index=max)
+    pl = _aminmax_plan(x, dim, keepdim, None)
+    return NotImplemented if pl is None else deliver(pl, x, min, max)
 
 
 def _as_words(x: torch.Tensor, dims: tuple) -> torch.Tensor | None:
@@ -821,8 +920,9 @@ def _logical(spec, word_spec, x, dim, keepdim, out):
         return NotImplemented
     words = _as_words(x, dims)
     if words is not None:
-        return run(words, dims, word_spec, out_dtype, keepdim=keepdim, out=out)[0]
-    return _simple(spec, x, dims, keepdim, out_dtype, out)
+        x, spec = words, word_spec
+    pl = _simple(spec, x, dims, keepdim, out_dtype)
+    return NotImplemented if pl is None else deliver(pl, x, out)[0]
 
 
 def all_dims(x, dim=None, keepdim=False, *, out=None):
@@ -835,8 +935,12 @@ def any_dims(x, dim=None, keepdim=False, *, out=None):
     return _logical(ANY_OF, ANY_OF, x, dim, keepdim, out)
 
 
+def _count_plan(x, dim, keepdim, option, out=None):
+    if out is not None and out.dtype != torch.int64:
+        return None
+    return _simple(COUNT_OF, x, lay.wrap_dims(dim, x.dim()), False, torch.int64)
+
+
 def count_nonzero(x, dim=None, *, out=None):
     """count_nonzero (int or list of dims) and its out forms."""
-    if out is not None and out.dtype != torch.int64:
-        return NotImplemented
-    return _simple(COUNT_OF, x, dim, False, torch.int64, out)
+    return _values(_count_plan, x, dim, False, None, out)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import triton
 import triton.language as tl
 
-from flag_gems.launch import Launcher
 from gems_reduction import layout as lay
 
 
@@ -71,27 +70,36 @@ def lane_width(lanes: int, outer: int) -> int:
     return min(triton.next_power_of_2(lanes), 128, max(16, wanted))
 
 
-_launchers: dict[tuple, tuple] = {}
+_plans: dict[tuple, lay.Launch] = {}
 
 
-def launch(kernel, key: tuple, tensors, shape, dim: int, tiles: Callable, **constexprs) -> None:
-    """Run ``kernel`` over contiguous ``tensors`` of ``shape`` along ``dim``.
+def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **constexprs) -> lay.Launch:
+    """The launch of ``kernel`` over contiguous tensors of ``shape`` along ``dim`` (its tensors to come).
 
     ``tiles(lanes, R, outer, columns, itemsize)`` gives (BLOCK_L, BLOCK_R, extra constexprs, num_warps);
-    the plan is cached under ``key``, which must name everything the constexprs depend on.
+    the launch is cached under ``key``, which must name everything the constexprs and the dtypes of
+    the launch's tensors depend on.
     """
-    plan = _launchers.get(key)
-    if plan is None:
+    found = _plans.get(key)
+    if found is None:
         outer, length, inner = geometry(shape, dim)
         columns = inner > 1
         lane_count = inner if columns else outer
-        block_l, block_r, extra, warps = tiles(lane_count, length, outer, columns, tensors[0].element_size())
+        block_l, block_r, extra, warps = tiles(lane_count, length, outer, columns, itemsize)
         lane_blocks = triton.cdiv(lane_count, block_l)
         int64 = lay.force_int64 or outer * length * inner > lay.INT32_MAX
-        launcher = Launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
-                                         BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)
+        launcher = lay.launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
+                                             BLOCK_L=block_l, BLOCK_R=block_r), warps)
         ints = [length, lane_count, lane_blocks, 1 if columns else length, inner, length * inner]
-        plan = _launchers[key] = (launcher, (lane_blocks * (outer if columns else 1),), ints)
-    launcher, grid, ints = plan
-    args = [*tensors, *ints]
-    lay.launch(launcher, grid, args)
+        if len(_plans) >= lay.MAX_CALLS:
+            _plans.clear()
+        found = _plans[key] = lay.Launch(launcher, (lane_blocks * (outer if columns else 1),), ints)
+    return found
+
+
+def launch(kernel, key: tuple, tensors, shape, dim: int, tiles: Callable, **constexprs) -> None:
+    """Run ``kernel`` over contiguous ``tensors`` of ``shape`` along ``dim`` (see ``plan``)."""
+    ptr = 0
+    for t in tensors:
+        ptr |= t.data_ptr()
+    plan(kernel, key, shape, dim, tensors[0].element_size(), tiles, **constexprs)(list(tensors), ptr)

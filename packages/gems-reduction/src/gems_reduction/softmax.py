@@ -148,39 +148,66 @@ def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, items
     return block_l, block_r, dict(ONE_PASS=one_pass), max(4, min(16, block_l * block_r // 512))
 
 
-def _forward(x, dim, out_dtype, out, log, safe):
+class _Call:
+    """A ready softmax-like call: the launch (None for an empty tensor), the result dtype, and whether
+    the input needs a contiguous copy first."""
+
+    __slots__ = ("launch", "out_dtype", "copy")
+
+    def __init__(self, launch, out_dtype, copy):
+        self.launch = launch
+        self.out_dtype = out_dtype
+        self.copy = copy
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if self.copy:
+            x = x.contiguous()
+        if out is None:
+            y = torch.empty_like(x, dtype=self.out_dtype, memory_format=torch.contiguous_format)
+        else:
+            y = lay.new_output(out, x.shape, self.out_dtype, x)
+        if self.launch is not None:
+            self.launch([x, y], x.data_ptr() | y.data_ptr())
+        return y if out is None else lay.deliver(y, out)
+
+
+def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
+    # half_to_float: a float16 input gives a float32 result (other dtypes: ATen's error).
+    out_dtype = x.dtype if not half_to_float else torch.float32 if x.dtype == torch.float16 else None
     dims = lay.wrap_dims(dim, x.dim())
     if dims is None or x.dtype not in lay.FLOATING or out_dtype not in lay.FLOATING:
-        return NotImplemented
-    if out is not None and out.dtype != out_dtype:
-        return NotImplemented
-    x = x.contiguous()
-    y = lay.new_output(out, x.shape, out_dtype, x)
+        return None
+    launch = None
     if x.numel():
         d = dims[0] if dims else 0
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        key = (_softmax_fwd_kernel, x.shape, d, x.dtype, y.dtype, log, safe, lay.force_int64)
-        rows.launch(_softmax_fwd_kernel, key, (x, y), x.shape, d, softmax_tiles, LOG=log,
-                    SAFE=safe, ACC=tl_dtype(acc))
-    return lay.deliver(y, out)
+        key = (_softmax_fwd_kernel, tuple(x.shape), d, x.dtype, out_dtype, log, safe, lay.force_int64)
+        launch = rows.plan(_softmax_fwd_kernel, key, x.shape, d, x.element_size(), softmax_tiles, LOG=log,
+                           SAFE=safe, ACC=tl_dtype(acc))
+    return _Call(launch, out_dtype, not x.is_contiguous())
 
 
-def _half_to_float(x, half_to_float):
-    if not half_to_float:
-        return x.dtype
-    return torch.float32 if x.dtype == torch.float16 else None
+def _forward(x, dim, half_to_float, out, log, safe):
+    key = (_forward, log, safe, x.shape, x.stride(), x.dtype, dim, half_to_float, lay.force_int64)
+    call = lay.calls.get(key)
+    if call is None:
+        call = _forward_call(x, dim, half_to_float, log, safe)
+        if call is None:
+            return NotImplemented
+        lay.remember(key, call)
+    if out is not None and out.dtype != call.out_dtype:
+        return NotImplemented
+    return call(x, out)
 
 
 def softmax(x, dim, half_to_float, *, out=None):
     """_softmax / _softmax.out (``half_to_float``: a float16 input gives a float32 result)."""
-    out_dtype = _half_to_float(x, half_to_float)
-    return NotImplemented if out_dtype is None else _forward(x, dim, out_dtype, out, False, False)
+    return _forward(x, dim, half_to_float, out, False, False)
 
 
 def log_softmax(x, dim, half_to_float, *, out=None):
     """_log_softmax / _log_softmax.out."""
-    out_dtype = _half_to_float(x, half_to_float)
-    return NotImplemented if out_dtype is None else _forward(x, dim, out_dtype, out, True, False)
+    return _forward(x, dim, half_to_float, out, True, False)
 
 
 def safe_softmax(x, dim, dtype=None):
@@ -189,7 +216,7 @@ def safe_softmax(x, dim, dtype=None):
         if dtype not in lay.FLOATING or x.dtype not in lay.FLOATING:
             return NotImplemented
         x = x.to(dtype)
-    return _forward(x, dim, x.dtype, None, False, True)
+    return _forward(x, dim, False, None, False, True)
 
 
 def _backward(grad, output, dim, input_dtype, grad_input, log):

@@ -11,27 +11,40 @@ from __future__ import annotations
 import warnings
 
 from gems_reduction import layout as lay
-from gems_reduction.reduce import DIVIDE, MOMENTS, SQRT_DIVIDE, Kind, reduced_count, run
+from gems_reduction.reduce import DIVIDE, MOMENTS, SQRT_DIVIDE, Kind, cached, deliver, plan, reduced_count
 
 VAR_OF = Kind.of(MOMENTS, post=DIVIDE)
 STD_OF = Kind.of(MOMENTS, post=SQRT_DIVIDE)
 
 
-def _moments(kind, x, dim, correction, keepdim, out, out_mean=None, with_mean=False):
-    """(var or std, mean or None) or NotImplemented."""
+def _moments_plan(x, dim, keepdim, option, out=None):
+    """(plan, whether the call warns) or None."""
+    kind, correction = option
     dims = lay.wrap_dims(dim, x.dim())
     if dims is None or x.dtype not in lay.FLOATING:
-        return NotImplemented
-    if out is not None and out.dtype != x.dtype or out_mean is not None and out_mean.dtype != x.dtype:
-        return NotImplemented
+        return None
     count = reduced_count(x.shape, dims)
     spread = max(0.0, count - (1.0 if correction is None else float(correction)))
-    if spread == 0:
-        warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
-                      "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+    return plan(x.shape, x.stride(), dims, kind, x.dtype, x.dtype, x.dtype, False, keepdim, d=spread), spread == 0
+
+
+def _moments(kind, x, dim, correction, keepdim, out, out_mean=None, with_mean=False):
+    """(var or std, mean or None) or NotImplemented."""
     if with_mean:
         kind = kind._replace(index=1)
-    return run(x, dims, kind, x.dtype, keepdim=keepdim, d=spread, out=out, out_index=out_mean)
+    if out is None and out_mean is None:
+        found = cached(_moments_plan, x, dim, keepdim, (kind, correction))
+    else:
+        if out is not None and out.dtype != x.dtype or out_mean is not None and out_mean.dtype != x.dtype:
+            return NotImplemented
+        found = _moments_plan(x, dim, keepdim, (kind, correction))
+    if found is None:
+        return NotImplemented
+    pl, degenerate = found
+    if degenerate:
+        warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
+                      "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+    return deliver(pl, x, out, out_mean)
 
 
 def var(x, dim=None, *, correction=None, keepdim=False, out=None):
