@@ -307,10 +307,11 @@ def test_rms_norm_outside_autograd(dtype, shape, function_calls):
 def test_ready_launch_key_names_triton_specialisation(monkeypatch):
     """The key a ready launch files its compiled kernel under: its ints' specialisation while every pointer
     is 16-byte aligned, Triton's whole specialisation otherwise (never the same key for both)."""
+    import flag_gems.launch as launch_module
     from flag_gems.launch import specialization
     from gems_norm import heuristics, row_norm
 
-    monkeypatch.setattr(heuristics, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
+    monkeypatch.setattr(launch_module, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
     monkeypatch.setattr(heuristics.device, "interpreter", False)
     keys = []
     x = torch.zeros(64, dtype=torch.float32)
@@ -332,10 +333,11 @@ def test_ready_launch_key_names_triton_specialisation(monkeypatch):
 def test_plans_check_the_alignment_of_the_tensors_they_are_given(monkeypatch):
     """A plan checks once per call the pointers it did not allocate: any of them unaligned, each launch takes
     Triton's whole specialisation as its key."""
+    import flag_gems.launch as launch_module
     from flag_gems.launch import Launcher
     from gems_norm import heuristics, row_norm
 
-    monkeypatch.setattr(heuristics, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
+    monkeypatch.setattr(launch_module, "_launchers", {})  # launchers built as on a GPU stay out of the real cache
     monkeypatch.setattr(heuristics.device, "interpreter", False)
     keys = []
     monkeypatch.setattr(Launcher, "__call__", lambda self, grid, args, spec_key=None: keys.append(spec_key))

@@ -107,6 +107,20 @@ def _direct_call(kernel, constexprs: tuple) -> tuple:
 _launchers: dict[tuple, Launcher] = {}
 
 
+def shared_launcher(kernel, constexprs: dict, variant: tuple = (), **options) -> Launcher:
+    """The process's one Launcher of ``kernel`` with these constexprs and launch options: the plans of
+    every shape that needs the same compiled kernels share it, so a new shape skips Triton's launch path.
+
+    ``variant`` keeps launchers apart for callers whose launch keys leave something out (a key made of
+    the integers alone, with the tensor dtypes as the variant).
+    """
+    key = (kernel, *constexprs.items(), *options.items(), *variant)
+    found = _launchers.get(key)
+    if found is None:
+        found = _launchers[key] = Launcher(kernel, constexprs, **options)
+    return found
+
+
 def launch(kernel, grid: tuple, *args, num_warps: int = 4, num_stages: int | None = None, **constexprs) -> None:
     """``kernel[grid](*args, **constexprs, num_warps=...)`` at a fraction of the host cost.
 
@@ -114,11 +128,8 @@ def launch(kernel, grid: tuple, *args, num_warps: int = 4, num_stages: int | Non
     which must come after every runtime parameter in the kernel's signature. ``grid`` has 1 to 3 sizes.
     """
     options = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
-    key = (kernel, num_warps, num_stages, *constexprs.items())
-    launcher = _launchers.get(key)
-    if launcher is None:
-        launcher = _launchers[key] = Launcher(kernel, constexprs, **options)
-    launcher(grid, list(args), None if device.interpreter else specialization(args))
+    spec = None if device.interpreter else specialization(args)
+    shared_launcher(kernel, constexprs, **options)(grid, list(args), spec)
 
 
 def _in_signature_order(kernel, constexprs: dict) -> dict:

@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from flag_gems.launch import Launcher, aligned, specialization
+from flag_gems.launch import aligned, shared_launcher, specialization
 from flag_gems.runtime import device
 
 #: Widest row (elements) a program holds whole in registers: 32 fp32 values a thread at 16 warps.
@@ -145,28 +145,16 @@ def signature(t: torch.Tensor | None) -> tuple | None:
     return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
 
 
-_launchers: dict[tuple, Launcher] = {}
-
-
-def launcher(kernel, num_warps: int, dtypes: tuple, **constexprs) -> Launcher:
-    """The launcher of ``kernel`` with these constexprs (in signature order), for runtime tensors of
-    ``dtypes`` (in argument order): the compiled kernels it keeps then differ only in Triton's
-    specialisation of the integers and pointer alignments."""
-    key = (kernel, num_warps, *constexprs.values(), *dtypes)
-    found = _launchers.get(key)
-    if found is None:
-        found = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
-    return found
-
-
 def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> None:
     """Launch ``kernel`` over ``grid``. The compiled kernel is kept per constexprs, dtypes and Triton's
     specialisation of ``args``, so a repeated call skips Triton's launch path.
 
     ``constexprs`` must be the kernel's last parameters, given in signature order.
     """
+    # The launcher is kept per tensor dtypes too, as ReadyLaunch's key names the integers only.
     dtypes = tuple([a.dtype for a in args if isinstance(a, torch.Tensor)])
-    launcher(kernel, num_warps, dtypes, **constexprs)(grid, args, None if device.interpreter else specialization(args))
+    shared_launcher(kernel, constexprs, dtypes, num_warps=num_warps)(
+        grid, args, None if device.interpreter else specialization(args))
 
 
 class ReadyLaunch:
@@ -181,7 +169,8 @@ class ReadyLaunch:
     __slots__ = ("launcher", "grid", "tensors", "spec")
 
     def __init__(self, kernel, grid: tuple, num_warps: int, dtypes: tuple, ints: tuple, **constexprs) -> None:
-        self.launcher = launcher(kernel, num_warps, dtypes, **constexprs)
+        # Kept per dtypes: the key below names the integers only.
+        self.launcher = shared_launcher(kernel, constexprs, dtypes, num_warps=num_warps)
         self.grid = grid
         self.tensors = len(dtypes)
         # Triton's key for the ints (1, divisible by 16, width); the tag keeps it apart from the full
@@ -204,10 +193,4 @@ def caller_aligned(*tensors) -> bool:
     """Whether each of ``tensors`` (None for an absent one) starts at a 16-byte aligned address: for the
     tensors a call was given, checked once for all its launches (``ReadyLaunch``'s ``inputs_aligned``).
     True on the interpreter, which does not specialise."""
-    if device.interpreter:
-        return True
-    ptrs = 0
-    for t in tensors:
-        if t is not None:
-            ptrs |= t.data_ptr()
-    return ptrs & 15 == 0
+    return device.interpreter or aligned([t for t in tensors if t is not None])

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction.nll_loss import _store_totals, _weighted_total_kernel
@@ -207,13 +208,14 @@ class _Problem:
         else:
             stores = PER_PROGRAM.value
             self.combine = lay.Launch(
-                lay.launcher(_weighted_total_kernel, dict(MEAN=reduction == 1,
-                                                          BLOCK=min(triton.next_power_of_2(self.parts), 1024)), 4),
+                shared_launcher(_weighted_total_kernel, dict(MEAN=reduction == 1,
+                                                             BLOCK=min(triton.next_power_of_2(self.parts), 1024)),
+                                num_warps=4),
                 (1,), [self.parts])
-        self.forward = lay.Launch(lay.launcher(_ce_forward_kernel, dict(constexprs, PARTIAL=stores), warps), grid,
-                                  ints)
-        self.backward = lay.Launch(lay.launcher(_ce_backward_kernel, dict(
-            constexprs, PER_ROW_GRAD=reduction == 0, DIVIDE=reduction == 1), warps), grid, ints)
+        forward = shared_launcher(_ce_forward_kernel, dict(constexprs, PARTIAL=stores), num_warps=warps)
+        self.forward = lay.Launch(forward, grid, ints)
+        self.backward = lay.Launch(shared_launcher(_ce_backward_kernel, dict(
+            constexprs, PER_ROW_GRAD=reduction == 0, DIVIDE=reduction == 1), num_warps=warps), grid, ints)
 
     def rows_form(self, x, target):
         """``x`` and ``target`` as (rows, classes) with unit class stride (and rows of indices)."""

@@ -175,19 +175,6 @@ def spare(buffers: dict, device: torch.device, shape, dtype: torch.dtype) -> tor
     return found
 
 
-_launchers: dict[tuple, Launcher] = {}
-
-
-def launcher(kernel, constexprs: dict, num_warps: int) -> Launcher:
-    """The Launcher of ``kernel`` with these constexprs, shared by every plan that uses them: a kernel
-    compiled for one shape serves the next shape without a trip through Triton's launch path."""
-    key = (kernel, num_warps, *constexprs.items())
-    found = _launchers.get(key)
-    if found is None:
-        found = _launchers[key] = Launcher(kernel, constexprs, num_warps=num_warps)
-    return found
-
-
 class Launch:
     """One kernel launch of a ready call: the launcher, the grid, and the arguments after the tensors.
 
@@ -261,5 +248,5 @@ def resize_output(out: torch.Tensor, shape) -> None:
 
 
 __all__ = ["Layout", "layout", "wrap_dims", "reduced_shape", "sm_count", "new_output", "deliver", "fits_out",
-           "calls", "remember", "dims_key", "spare", "launcher", "Launch", "FLOATING", "INTEGRAL", "KERNEL_DTYPES",
+           "calls", "remember", "dims_key", "spare", "Launch", "FLOATING", "INTEGRAL", "KERNEL_DTYPES",
            "INT32_MAX"]

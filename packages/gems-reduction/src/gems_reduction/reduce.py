@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 
@@ -632,7 +633,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         # The partial results are few: one pass over them, never split again.
         second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted,
                       may_split=False, p=p, d=d)
-    launch = lay.Launch(lay.launcher(kernel, constexprs, warps), (programs, splits), [*ints, p, d])
+    launch = lay.Launch(shared_launcher(kernel, constexprs, num_warps=warps), (programs, splits), [*ints, p, d])
     return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype)
 
 

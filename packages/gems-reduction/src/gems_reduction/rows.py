@@ -12,6 +12,7 @@ from collections.abc import Callable
 import triton
 import triton.language as tl
 
+from flag_gems.launch import shared_launcher
 from gems_reduction import layout as lay
 
 
@@ -88,8 +89,8 @@ def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **
         block_l, block_r, extra, warps = tiles(lane_count, length, outer, columns, itemsize)
         lane_blocks = triton.cdiv(lane_count, block_l)
         int64 = lay.force_int64 or outer * length * inner > lay.INT32_MAX
-        launcher = lay.launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
-                                             BLOCK_L=block_l, BLOCK_R=block_r), warps)
+        launcher = shared_launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
+                                                BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)
         ints = [length, lane_count, lane_blocks, 1 if columns else length, inner, length * inner]
         if len(_plans) >= lay.MAX_CALLS:
             _plans.clear()
