@@ -382,6 +382,80 @@ def test_division_semantics(dtype):
         check(op, op.fn, a, -2.5 if dtype.is_floating_point else 3)
 
 
+def _finite_values(dtype, count):
+    """``count`` distinct finite values of a half type, of every sign and magnitude (no bfloat16
+    subnormals: the interpreter loads those wrongly)."""
+    bits = torch.randperm(1 << 16, device=DEVICE)[: 4 * count].to(torch.int32).to(torch.int16)
+    values = bits.view(dtype)
+    keep = values.isfinite() & ((values.abs() >= torch.finfo(dtype).tiny) | (dtype is torch.float16))
+    return values[keep][:count]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_floor_division_half_types(dtype):
+    """ATen rounds each step of a half-type floor division to the type: its results to the bit, for
+    blocks of small quotients (fmod from the quotient), of any quotients (libdevice's fmod), exact
+    multiples, zeros, infinities and NaN, and a scalar divisor."""
+    op = OPS[7]
+    x = (torch.randn(512, device=DEVICE) * 8).to(dtype)
+    y = torch.where(torch.rand(512, device=DEVICE) < 0.5, 0.5, -0.75).to(dtype) * (1 + torch.rand(512, device=DEVICE))
+    n = torch.randint(-300, 300, (512,), device=DEVICE)
+    check(op, op.fn, x, y.to(dtype))
+    check(op, op.fn, (n * y.float()).to(dtype), y.to(dtype))  # integer quotients, or nearly
+    a, b = _finite_values(dtype, 2048), _finite_values(dtype, 2048)
+    specials = torch.tensor(SPECIALS + [3.0, -3.0], device=DEVICE, dtype=dtype)
+    a = torch.cat([a, specials.repeat_interleave(len(specials)), a[:64]])
+    b = torch.cat([b, specials.repeat(len(specials)), torch.full((64,), float("inf"), device=DEVICE, dtype=dtype)])
+    check(op, op.fn, a, b)
+    check(op, op.fn, x, -2.5)
+
+
+def test_pow_half_types():
+    """Half-type results: pow's special values as ATen gives them, integer powers of integers exactly (ties
+    between two half-type numbers included), and a scalar exponent rounded to the dtype first, as ATen
+    does (2.001 is bfloat16's 2, a square)."""
+    op = OPS[10]
+    values = SPECIALS + [2.0, -2.0, 3.0, -3.0, 2.5, -2.5, 0.25, 100.0, -100.0, 1e-3]
+    grid = torch.tensor(values, device=DEVICE)
+    base, exponent = grid.repeat_interleave(len(values)), grid.repeat(len(values))
+    bases = torch.arange(-40, 41, device=DEVICE).repeat(8)
+    powers = torch.arange(-1, 8, device=DEVICE).repeat_interleave(81)[: bases.numel()]
+    for dtype in (torch.bfloat16, torch.float16):
+        aten = torch.pow(to_reference(base.to(dtype)), to_reference(exponent.to(dtype)))
+        with served("pow"):
+            res = torch.pow(base.to(dtype), exponent.to(dtype))
+        assert_equal(res, aten.to(res.device), equal_nan=True)
+        assert torch.equal(torch.signbit(res[res == 0]), torch.signbit(aten.to(res.device)[res == 0]))
+        check(op, torch.pow, bases.to(dtype), powers.to(dtype))
+        aten = torch.pow(to_reference(bases.to(dtype)), to_reference(powers.to(dtype)))
+        with served("pow"):
+            assert_equal(torch.pow(bases.to(dtype), powers.to(dtype)), aten.to(DEVICE), equal_nan=True)
+    x = torch.tensor([1e10, 3.0, 0.5, 7.0, -2.0], device=DEVICE, dtype=torch.bfloat16)
+    for e in (2.3, 2.001, 5.0, -3.0):
+        aten = torch.pow(to_reference(x), e)
+        with served("pow"):
+            res = torch.pow(x, e)
+        compare(res, aten)
+        if e != 2.3:
+            assert_equal(res, aten.to(res.device), equal_nan=True)
+
+
+def test_gcd_lcm_full_range():
+    """Every integer dtype over its whole range; a block with the most negative value runs ATen's
+    Euclid (|min| is min, and its results keep signs), the others the binary GCD."""
+    for dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
+        info = torch.iinfo(dtype)
+        a = torch.randint(info.min, info.max, (300,), device=DEVICE, dtype=dtype)
+        b = torch.randint(info.min, info.max, (300,), device=DEVICE, dtype=dtype)
+        b[:20], a[20:30], b[30:40] = 0, 0, a[30:40]
+        b[40:60] = a[40:60] * 3 if not dtype.is_signed else (a[40:60] // 8) * 6
+        check(OPS[24], torch.gcd, a, b)
+        check(OPS[25], torch.lcm, a, b)
+        edges = torch.tensor([info.min, info.min, 0, info.min, 6, info.min, 7, 12, info.max], device=DEVICE)
+        edges = edges.to(dtype)
+        check(OPS[24], torch.gcd, edges, edges.flip(0))
+
+
 def test_float_division_by_zero():
     a = torch.tensor([5.0, -5.0, 0.0, -0.0, float("nan")], device=DEVICE)
     z = torch.zeros(5, device=DEVICE)
@@ -535,6 +609,12 @@ def test_polar():
         check(polar, torch.polar, magnitude, angle)
         out = torch.empty(0, dtype=torch.complex64 if dtype is torch.float32 else torch.complex128, device=DEVICE)
         check(polar, lambda a, b: torch.polar(a, b, out=out), magnitude, angle)
+        # a strided out=, and non-finite values (a complex64 result is written as one word per element)
+        out = torch.empty(5, 3, dtype=out.dtype, device=DEVICE).t()
+        res = check(polar, lambda a, b: torch.polar(a, b, out=out), magnitude, angle)
+        assert res is out and out.stride() == (1, 3)
+        special = torch.tensor(SPECIALS, device=DEVICE, dtype=dtype)
+        check(polar, torch.polar, special.abs().repeat(len(SPECIALS)), special.repeat_interleave(len(SPECIALS)))
     raises_like_aten(torch.polar, make((3,), torch.float32), make((3,), torch.float64))
 
 

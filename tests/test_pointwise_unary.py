@@ -338,6 +338,37 @@ def test_unary_int64_indexing(name, monkeypatch):
     check_unary(name, res, x)
 
 
+# Values where the float32 formulations of these ops change branch or meet their limits (see unary.py
+# and activation.py): poles, thresholds, overflow and underflow; the odd ops take each value's negative too.
+EDGES = {
+    "digamma": [0.0, -0.0, 1e-30, 1e-8, 0.5, 1.0, 1.4616321, 2.0, 3.9999998, 4.0, 7.5, 10.0, 1e6, 1e17, 3e38,
+                -1e-30, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0000002, -2.9999998, -36.99985, -65042.914, -1000000.5,
+                INF, -INF, NAN],
+    "sinh": [0.0, 1e-30, 1e-8, 0.5, 0.999, 1.0, 1.001, 2.0859, 20.0, 88.7, 89.4, 89.5, 1e10, INF, NAN],
+    "asinh": [0.0, 1e-30, 1e-8, 0.5, 0.749, 0.75, 0.751, 1.0, 10.0, 4095.0, 4097.0, 1e10, 1e20, 3e38, INF, NAN],
+    "atan": [0.0, 1e-30, 1e-8, 0.5, 0.999, 1.0, 1.001, 10.0, 1e10, 1e38, INF, NAN],
+    "mish": [0.0, -0.0, 1e-30, 1.0, -1.0, 19.9, 20.0, 20.5, 44.0, 45.0, 100.0, -20.0, -88.0, -100.0, INF, -INF, NAN],
+}
+ODD = {"sinh", "asinh", "atan"}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(EDGES))
+def test_unary_edges(name, dtype):
+    values = EDGES[name] + ([-v for v in EDGES[name]] if name in ODD else [])
+    x = torch.tensor(values, dtype=torch.float64).to(dtype)
+    call = F.mish if name == "mish" else getattr(torch, name)
+    with served(name):
+        res = call(x)
+    ref = call(to_reference(x, upcast=True))
+    check(res, ref)
+    # zeros and infinities come out exactly, signs included
+    ref = ref.to(res.dtype).to(res.device)
+    special = (ref == 0) | ref.isinf()
+    assert torch.equal(res[special], ref[special])
+    assert torch.equal(torch.signbit(res[special]), torch.signbit(ref[special]))
+
+
 # -- activations -----------------------------------------------------------------------------------
 def _prelu_weight(x):
     """One weight per channel (dim 1), values exact in every dtype."""

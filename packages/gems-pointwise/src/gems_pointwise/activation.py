@@ -16,7 +16,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
-from gems_pointwise.unary import div_rn, opmath_scalars, sigmoid, storage_scalars
+from gems_pointwise.unary import div_rn, fast_rcp, opmath_scalars, sigmoid, storage_scalars
 
 
 def _with_scalars(count: int):
@@ -61,7 +61,16 @@ def silu_kernel(x):
 @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
 @triton.jit
 def mish_kernel(x):
-    return x * libdevice.tanh(libdevice.log1p(libdevice.exp(x)))
+    if x.dtype == tl.float64:
+        r = x * libdevice.tanh(libdevice.log1p(libdevice.exp(x)))
+    else:
+        # tanh(log1p(u)) = n / (n + 2) with n = u (u + 2), u = e**x: one exp and one division for
+        # ATen's exp, log1p and tanh, and accurate as x -> -inf, where n / (n + 2) ~ u. Above 20 the
+        # ratio is 1 in float32 (and n overflows from 44).
+        u = libdevice.exp(x)
+        n = u * (u + 2.0)
+        r = tl.where(x > 20.0, x, x * (n * fast_rcp(n + 2.0)))
+    return r
 
 
 @_with_scalars(3)

@@ -27,7 +27,12 @@ def _grad_kernel(scalars: int = 0):
 @triton.jit
 def gelu_backward_kernel(dy, x):
     cdf = 0.5 * (1.0 + libdevice.erf(x * 0.7071067811865476))
-    pdf = libdevice.exp(-0.5 * x * x) * 0.3989422804014327
+    if x.dtype == tl.float64:
+        pdf = libdevice.exp(-0.5 * x * x) * 0.3989422804014327
+    else:
+        # tl.exp (ex2.approx of x * log2(e)) is off by up to |x**2 / 2| * 2**-23.5 relative, which x * pdf
+        # shrinks far below an ulp of the sum; libdevice's expf costs twice as much.
+        pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
     return dy * (cdf + x * pdf)
 
 

@@ -28,7 +28,7 @@ from gems_pointwise.overloads import (
     is_bool,
     is_integral,
 )
-from gems_pointwise.unary import rounded_to
+from gems_pointwise.unary import fast_log2, fast_rcp, rounded_to, storage_scalar
 
 # -- kernels ----------------------------------------------------------------------------------------
 
@@ -70,18 +70,47 @@ def _trunc_div(x, y, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _fmod_of_small_quotient(x, y, quotient):
+    # fmod(x, y), exact for operands of a half type with p significand bits and |x / y| < 2**(22 - p),
+    # given ``quotient``, x / y within 2 ulp. Such an x / y is an integer or more than 2**-p away from
+    # one, and ``quotient`` within 2**(-p-1) of it, so n = trunc(quotient) is trunc(x / y), or one less
+    # in magnitude when x / y is an integer; n * y (at most 24 bits, no larger than |x|) and x - n * y
+    # are exact, and |x - n * y| == |y| tells the second case.
+    n = libdevice.trunc(quotient)
+    r = tl.where(n == 0, x, x - n * y)  # n == 0: x itself (y may be infinite)
+    return tl.where(tl.abs(r) >= tl.abs(y), r - libdevice.copysign(y, r), r)
+
+
+@triton.jit
 def _floor_div(x, y, DTYPE: tl.constexpr):
     if x.dtype.is_floating():
         # Python's float floor division, step by step as ATen computes it (exact where floor(x / y)
-        # is not).
+        # is not), each step rounded to DTYPE as ATen's half-type arithmetic does.
         x, y = _broadcast(x, y)
-        quotient = rounded_to(ieee_div(x, y), DTYPE)
-        mod = libdevice.fmod(x, y)
-        div = rounded_to(ieee_div(rounded_to(x - mod, DTYPE), y), DTYPE)
+        quotient = x / y  # approximate: used for its sign, for y == 0 (inf or nan) and to pick the fmod
+        if DTYPE == tl.float32:
+            mod = libdevice.fmod(x, y)
+        else:
+            # libdevice's fmod loops over the exponent difference; blocks of small quotients (the
+            # usual case) get it exactly from the quotient instead.
+            if DTYPE == tl.bfloat16:
+                limit = 16384.0
+            else:
+                limit = 2048.0
+            if tl.max(tl.abs(quotient), axis=0) < limit:  # a NaN quotient may go either way
+                mod = _fmod_of_small_quotient(x, y, quotient)
+            else:
+                mod = libdevice.fmod(x, y)
+        if DTYPE == tl.bfloat16:
+            # Two bfloat16 numbers' quotient is never within 2**-17 (relative) of a tie between two
+            # bfloat16 numbers: the approximate division rounds like the exact one.
+            div = rounded_to(rounded_to(x - mod, DTYPE) / y, DTYPE)
+        else:
+            div = rounded_to(ieee_div(rounded_to(x - mod, DTYPE), y), DTYPE)
         div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, DTYPE), div)
         floored = libdevice.floor(div)
-        floored = tl.where(rounded_to(div - floored, DTYPE) > 0.5, rounded_to(floored + 1, DTYPE), floored)
-        floored = tl.where(div == 0, libdevice.copysign(div * 0, quotient), floored)
+        floored = tl.where(rounded_to(div - floored, DTYPE) > 0.5, floored + 1, floored)  # floored + 1 is exact
+        floored = tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), floored)
         q = tl.where(y == 0, quotient, floored)
     else:
         quot = x // y
@@ -212,15 +241,76 @@ def fmod_kernel(x, y):
     return r
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
-def pow_kernel(x, y):
+def _pow_by_logarithm(x, y):
+    # exp2(y * log2|x|) with pow's special cases (see _pow_of_half_types). Conditions on y alone stay
+    # scalars for a scalar exponent, hence nested selects: the interpreter cannot combine a scalar
+    # condition with a block one.
+    r = tl.exp2(y * fast_log2(tl.abs(x)))
+    integral = libdevice.trunc(y) == y  # infinities count as even integers
+    odd = integral & (libdevice.trunc(y * 0.5) != y * 0.5)
+    r = tl.where(odd, libdevice.copysign(r, x), r)  # r >= 0 takes the base's sign
+    r = tl.where(integral, r, tl.where((x < 0) & (x > float("-inf")), float("nan"), r))
+    r = tl.where(tl.abs(y) == float("inf"), tl.where(tl.abs(x) == 1, 1.0, r), r)
+    return tl.where(y == 0, 1.0, tl.where(x == 1, 1.0, r))
+
+
+@triton.jit
+def _small_power(x, n):
+    # x ** n for an integer 0 <= n <= 7, by multiplications
+    square = x * x
+    power = tl.where((n & 1) != 0, x, 1.0) * tl.where((n & 2) != 0, square, 1.0)
+    return tl.where((n & 4) != 0, power * (square * square), power)
+
+
+@triton.jit
+def _pow_of_half_types(x, y):
+    # x ** y rounded to a half type. By logarithm: within 2**-21 (relative) for results up to 2**16 in
+    # magnitude and 2**-16 over bfloat16's range, where libdevice's pow (ATen's) is within an ulp of
+    # float32 at four times the cost; rounded, the two differ in about 1 element in 10,000, by an ulp.
+    # Except where x ** y is exactly a tie between two half-type numbers: that takes an integer
+    # 2 <= y <= 7 (more bits than a half type holds, few enough for float32), and those powers are
+    # multiplied out, exactly.
+    small = (libdevice.trunc(y) == y) & (y >= 2) & (y <= 7)
+    if len(y.shape) == 0:  # a scalar exponent: one formula for the block
+        if small:
+            r = _small_power(x, y.to(tl.int32))
+        else:
+            r = _pow_by_logarithm(x, y)
+    else:
+        r = tl.where(small, _small_power(x, tl.where(small, y, 0.0).to(tl.int32)), _pow_by_logarithm(x, y))
+    return r
+
+
+@triton.jit
+def _pow(x, y, DTYPE: tl.constexpr):
     if x.dtype.is_floating():
-        x, y = _broadcast(x, y)
-        r = libdevice.pow(x, y)
+        if DTYPE == tl.float32:
+            x, y = _broadcast(x, y)
+            r = libdevice.pow(x, y)
+        else:
+            r = _pow_of_half_types(x, y)
     else:
         r = _int_pow(x, y)
     return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_kernel(x, y):
+    return _pow(x, y, tl.float32)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_float16_kernel(x, y):
+    return _pow(x, y, tl.float16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_bfloat16_kernel(x, y):
+    return _pow(x, y, tl.bfloat16)
 
 
 # pow(x, <scalar>) for the exponents ATen computes without pow (the exponent only promotes).
@@ -313,11 +403,27 @@ def copysign_kernel(x, y):
     return libdevice.copysign(x, y)
 
 
+@triton.jit
+def _log1p_of_unit(t):
+    # log1p(t) for float32 0 <= t <= 1 as 2 atanh(s), s = t / (2 + t) <= 1/3: 2s + 2s**3 R(s**2), R a
+    # minimax fit (within 1.2 ulp); a third of libdevice's log1pf, which serves every t.
+    s = t * fast_rcp(2.0 + t)
+    z = s * s
+    r = 0.14012229 * z + 0.13999571
+    r = r * z + 0.2001085
+    r = r * z + 0.33333206
+    s2 = s + s
+    return s2 + s2 * z * r
+
+
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def logaddexp_kernel(x, y):
     m = tl.maximum(x, y)
-    r = m + libdevice.log1p(libdevice.exp(-tl.abs(x - y)))
+    if x.dtype == tl.float64:
+        r = m + libdevice.log1p(libdevice.exp(-tl.abs(x - y)))
+    else:
+        r = m + _log1p_of_unit(tl.exp(-tl.abs(x - y)))
     return tl.where((x == y) & (tl.abs(x) == float("inf")), x, r)
 
 
@@ -325,7 +431,10 @@ def logaddexp_kernel(x, y):
 @triton.jit
 def logaddexp2_kernel(x, y):
     m = tl.maximum(x, y)
-    r = m + libdevice.log1p(libdevice.exp2(-tl.abs(x - y))) * 1.4426950408889634
+    if x.dtype == tl.float64:
+        r = m + libdevice.log1p(libdevice.exp2(-tl.abs(x - y))) * 1.4426950408889634
+    else:
+        r = m + _log1p_of_unit(tl.exp2(-tl.abs(x - y))) * 1.4426950408889634
     return tl.where((x == y) & (tl.abs(x) == float("inf")), x, r)
 
 
@@ -361,16 +470,51 @@ def polar_kernel(magnitude, angle):
     return magnitude * libdevice.cos(angle), magnitude * libdevice.sin(angle)
 
 
+@pointwise_dynamic(output_dtypes=[torch.int64])
+@triton.jit
+def polar_packed_kernel(magnitude, angle):
+    # float32 operands: both parts of a complex64 in one 8-byte word (the real part in the low half),
+    # stored to a contiguous int64 view of the result instead of two stores with a stride of 2.
+    real = (magnitude * libdevice.cos(angle)).to(tl.uint32, bitcast=True).to(tl.uint64)
+    imag = (magnitude * libdevice.sin(angle)).to(tl.uint32, bitcast=True).to(tl.uint64)
+    return (real | (imag << 32)).to(tl.int64, bitcast=True)
+
+
+@triton.jit
+def _odd_part(v):
+    # (v >> ctz(v), ctz(v)) for v > 0 (anything for v == 0): the lowest set bit v & -v is a power of
+    # two, and its float32 exponent is ctz(v) (Triton's interpreter has no ctz).
+    zeros = (((v & -v).to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127).to(v.dtype)
+    return v >> zeros, zeros
+
+
 @triton.jit
 def _gcd(x, y):
-    # Euclid's algorithm as ATen runs it; the block loops until every lane is done.
     a = tl.abs(x) + y * 0
     b = tl.abs(y) + x * 0
-    while tl.max((a != 0).to(tl.int32), axis=0) > 0:
-        busy = a != 0
-        c = a
-        a = tl.where(busy, b % tl.where(busy, a, 1), 0)
-        b = tl.where(busy, c, b)
+    if tl.min(tl.minimum(a, b), axis=0) < 0:
+        # |the most negative integer| is itself: ATen's Euclid, which gives it (and signs) its own way.
+        # The block loops until every lane is done.
+        while tl.max((a != 0).to(tl.int32), axis=0) > 0:
+            busy = a != 0
+            c = a
+            a = tl.where(busy, b % tl.where(busy, a, 1), 0)
+            b = tl.where(busy, c, b)
+    else:
+        # Binary GCD: gcd(u, v) = gcd(min(u, v), |u - v|) for odd u, v, with the factors of two of
+        # |u - v| dropped; no division, and fewer steps than Euclid for the slowest lane of a block.
+        # (g, g) is a fixed point, so lanes that are done may take extra steps. Narrow types run in
+        # int32, where |u - v| is signed.
+        wide = tl.int64 if a.dtype.primitive_bitwidth == 64 else tl.int32
+        zero = (a == 0) | (b == 0)
+        u, twos_u = _odd_part(tl.where(zero, 1, a).to(wide))
+        v, twos_v = _odd_part(tl.where(zero, 1, b).to(wide))
+        while tl.max((u != v).to(tl.int32), axis=0) > 0:
+            for _ in tl.static_range(2):  # two steps per check of the block
+                d = tl.abs(u - v)
+                u = tl.minimum(u, v)
+                v = tl.where(d == 0, u, _odd_part(d)[0])
+        b = tl.where(zero, a | b, (u << tl.minimum(twos_u, twos_v)).to(a.dtype))
     return b
 
 
@@ -490,8 +634,11 @@ def floor_divide(self, other):
     return div(self, other, "floor")
 
 
-_POW_BY_EXPONENT = {2: pow_square_kernel, 3: pow_cube_kernel, 0.5: pow_sqrt_kernel, -0.5: pow_rsqrt_kernel,
-                    -1: pow_reciprocal_kernel, -2: pow_inverse_square_kernel}
+# ATen picks these by the exponent's value, then the rest by the exponent converted to the tensor's
+# dtype (rounded to a half type): 2, 3 and -2 by formula, others by pow.
+_POW_BY_VALUE = {0.5: pow_sqrt_kernel, -0.5: pow_rsqrt_kernel, -1: pow_reciprocal_kernel}
+_POW_BY_CONVERTED = {2: pow_square_kernel, 3: pow_cube_kernel, -2: pow_inverse_square_kernel}
+_POW = {None: pow_kernel, torch.float16: pow_float16_kernel, torch.bfloat16: pow_bfloat16_kernel}
 
 
 def pow(self, exponent):
@@ -499,13 +646,24 @@ def pow(self, exponent):
     if both_bool(self, exponent):
         return None
     if isinstance(exponent, torch.Tensor) or not isinstance(self, torch.Tensor):
-        return pow_kernel, (self, exponent)
+        half = _half_result(self, exponent)
+        if half is not None and not isinstance(self, torch.Tensor):
+            self = storage_scalar(self, half)  # ATen converts a scalar base to the result dtype
+            if self is None:
+                return None
+        return _POW[half], (self, exponent)
     if type(exponent) not in (int, float, bool) or not fits_result(exponent, self):
         return None
     if type(exponent) is int and exponent < 0 and is_integral(self):
         return None  # ATen: integers to negative integer powers are not allowed
-    kernel = _POW_BY_EXPONENT.get(exponent) if type(exponent) is not bool else None
-    return (kernel or pow_kernel), (self, exponent)
+    if type(exponent) is bool:
+        return pow_kernel, (self, exponent)
+    kernel = _POW_BY_VALUE.get(exponent)
+    if kernel is not None:
+        return kernel, (self, exponent)
+    if self.dtype in _HALVES or self.dtype is torch.float32:
+        exponent = storage_scalar(exponent, self.dtype)  # ATen's exp_scalar.to<scalar_t>()
+    return (_POW_BY_CONVERTED.get(exponent) or _POW[_half_result(self, exponent)]), (self, exponent)
 
 
 mul = binary_route(mul_kernel, "self * other.")
@@ -547,7 +705,7 @@ _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def _polar(magnitude, angle, out0=None):
-    # Real and imaginary parts are written through a real view of the complex result.
+    # complex64 results are written through an int64 view, complex128 ones through a real view.
     complex_dtype = _COMPLEX_OF[magnitude.dtype]
     if out0 is not None and out0.dtype is not complex_dtype:
         return _ATEN_POLAR_OUT(magnitude, angle, out=out0)
@@ -556,8 +714,11 @@ def _polar(magnitude, angle, out0=None):
         out0 = torch.empty(shape, dtype=complex_dtype, device=magnitude.device)
     elif tuple(out0.shape) != tuple(shape):
         torch.ops.aten._resize_output_(out0, shape, out0.device)
-    parts = torch.view_as_real(out0)
-    polar_kernel(magnitude, angle, out0=parts[..., 0], out1=parts[..., 1])
+    if complex_dtype is torch.complex64:
+        polar_packed_kernel(magnitude, angle, out0=out0.view(torch.int64))
+    else:
+        parts = torch.view_as_real(out0)
+        polar_kernel(magnitude, angle, out0=parts[..., 0], out1=parts[..., 1])
     return out0
 
 

@@ -112,7 +112,7 @@ def _rows():
 
     float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
         "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
-        "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc",
+        "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "acosh", "atanh", "erf", "erfc",
         "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg",
     ]
     on_cuda = not device.interpreter
@@ -121,6 +121,7 @@ def _rows():
         # ATen's CUDA kernels: angle has none for half types, abs takes bool (the CPU ones: the reverse)
         ("angle", un.angle_kernel, REAL - HALF if on_cuda else REAL, {}),
         ("abs", un.abs_kernel, FLOAT | INT | BOOL if on_cuda else FLOAT | INT, {}),
+        ("asinh", un.asinh, REAL, {}),
         ("neg", un.neg_kernel, FLOAT | INT, {}),
         ("sign", un.sign_kernel, REAL, {}),
         ("sgn", un.sign_kernel, REAL, {}),

@@ -44,15 +44,38 @@ def sqrt_rn(x):
 def rounded_to(x, DTYPE: tl.constexpr):
     """float32 ``x`` rounded to the half type ``DTYPE`` (and back to float32); float32 passes through.
     ATen computes some ops on half types in their own precision, one rounding per step."""
-    if DTYPE == tl.bfloat16:
-        # Round to nearest even by hand: the interpreter's float32 -> bfloat16 cast truncates.
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        r = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
-    elif DTYPE == tl.float16:
-        r = x.to(tl.float16).to(tl.float32)
-    else:
+    if DTYPE == tl.float32:
         r = x
+    else:
+        # Two conversions on the GPU; core's interpreter shim rounds float32 -> bfloat16 to nearest even too.
+        r = x.to(DTYPE).to(tl.float32)
+    return r
+
+
+# libdevice's approximate (one MUFU instruction) functions exist on the GPU only: the interpreter
+# computes the accurate ones in their place.
+_GPU = tl.constexpr(not device.interpreter)
+
+
+@triton.jit
+def fast_log2(x):
+    """float32 log2 within 2**-22 (absolute for x in [0.5, 2], relative elsewhere): lg2.approx.f32."""
+    if _GPU:
+        r = libdevice.fast_log2f(x)
+    else:
+        r = tl.log2(x)
+    return r
+
+
+@triton.jit
+def fast_rcp(x):
+    """1 / x: for float32 within 1 ulp, subnormal inputs and results flushed to zero (rcp.approx.ftz.f32,
+    one instruction where Triton's ``/`` takes 8 and an IEEE division 20); for float64 exact."""
+    if _GPU and x.dtype == tl.float32:
+        r = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
+                                      pack=1)
+    else:
+        r = 1.0 / x
     return r
 
 
@@ -178,13 +201,47 @@ def acos_kernel(x):
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def atan_kernel(x):
-    return libdevice.atan(x)
+    if x.dtype == tl.float64:
+        r = libdevice.atan(x)
+    else:
+        # atan(u) = u + u**3 P(u**2) on [0, 1], P a minimax fit (within 1.2 ulp in float32), and
+        # pi/2 - atan(1 / |x|) above: one approximate division where libdevice's atanf (a rational
+        # approximation) takes two IEEE ones.
+        a = tl.abs(x)
+        big = a > 1.0
+        u = tl.where(big, fast_rcp(a), a)  # a > 2**126: 0, and pi/2
+        s = u * u
+        p = 2.9745889e-3 * s - 1.6581178e-2
+        p = p * s + 4.3553531e-2
+        p = p * s - 7.5805776e-2
+        p = p * s + 1.0678940e-1
+        p = p * s - 1.4214209e-1
+        p = p * s + 1.9994137e-1
+        p = p * s - 3.3333167e-1
+        r = u + u * s * p
+        r = libdevice.copysign(tl.where(big, 1.5707963267948966 - r, r), x)
+    return r
 
 
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def sinh_kernel(x):
-    return libdevice.sinh(x)
+    if x.dtype == tl.float64:
+        r = libdevice.sinh(x)
+    else:
+        # Without branches: Taylor's series to x**9 below 1 (within 2.5e-8 there); above,
+        # (e**a - e**-a) / 2 = h * (e**c / 2) - (e**-c / 2) / h with h = e**(a - c), c = 831 / 1024: a - c
+        # is exact for 1 <= a < 2**13, h is finite wherever sinh is, and e**c / 2 is a float32 number
+        # to 2**-33. (libdevice's sinhf branches, and scales an exp of its own.)
+        a = tl.abs(x)
+        s = x * x
+        p = 2.7557319e-6 * s + 1.9841270e-4
+        p = p * s + 8.3333333e-3
+        p = p * s + 1.6666667e-1
+        h = libdevice.exp(a - 0.8115234375)
+        r = tl.where(a < 1.0, a + a * s * p, h * 1.1256675719334925 - 0.22209043436384135 * fast_rcp(h))
+        r = libdevice.copysign(r, x)
+    return r
 
 
 @_unary("INT_TO_FLOAT")
@@ -199,10 +256,43 @@ def tanh_kernel(x):
     return libdevice.tanh(x)
 
 
+@triton.jit
+def _asinh(x, HALF: tl.constexpr):
+    if x.dtype == tl.float64:
+        r = libdevice.asinh(x)
+    else:
+        # asinh(a) = a + a**3 Q(a**2) below 0.75, Q a minimax fit (within 0.7 ulp in float32); above,
+        # log(a + sqrt(a**2 + 1)), or log(a) + log(2) from 2**12 on (where a**2 + 1 rounds to a**2, and
+        # later overflows). For results rounded to a half type the log is lg2.approx's (within 8 ulp
+        # of float32 there). libdevice's asinhf takes an IEEE division and a log1p.
+        a = tl.abs(x)
+        s = x * x
+        q = -2.9908456e-3 * s + 1.0468472e-2
+        q = q * s - 1.9713618e-2
+        q = q * s + 2.9774485e-2
+        q = q * s - 4.4565905e-2
+        q = q * s + 7.4995294e-2
+        q = q * s - 1.6666657e-1
+        huge = a > 4096.0
+        y = tl.where(huge, a, a + tl.sqrt(s + 1.0))
+        if HALF:
+            big = (fast_log2(y) + tl.where(huge, 1.0, 0.0)) * 0.6931471805599453
+        else:
+            big = libdevice.log(y) + tl.where(huge, 0.6931471805599453, 0.0)
+        r = libdevice.copysign(tl.where(a < 0.75, a + a * s * q, big), x)
+    return r
+
+
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def asinh_kernel(x):
-    return libdevice.asinh(x)
+    return _asinh(x, False)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def asinh_half_kernel(x):
+    return _asinh(x, True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -254,36 +344,53 @@ def sigmoid_kernel(x):
     return sigmoid(x)
 
 
-@_unary("INT_TO_FLOAT")
 @triton.jit
-def digamma_kernel(x):
-    # ATen's calc_digamma: reflection for x < 0, recurrence up to 10, then the asymptotic series.
-    # libdevice has no digamma. The reflection term is computed in float64, as in ATen, and only by
-    # blocks holding a negative input (a float64 tan costs more than the rest).
+def _digamma(x, SHIFT: tl.constexpr):
+    # ATen's calc_digamma, reorganised so that no IEEE division is left outside the reflection:
+    # - x < 0: psi(x) = psi(1 - x) - pi / tan(pi x), written pi * cospi(d) / sinpi(d) with the exact
+    #   d = x - rint(x), so that the poles and zeros of tan are exact (ATen evaluates tan in float64);
+    #   computed only by blocks that hold a negative input;
+    # - y < SHIFT: psi(y) = psi(y + SHIFT) - sum_k 1 / (y + k), the sum kept as one fraction num / den
+    #   (SHIFT multiply-adds instead of SHIFT divisions; den is a normal number unless 1 / y overflows);
+    # - ATen's asymptotic series at w >= SHIFT: its first omitted term is below 4.5e-1 / w**16, 1e-10
+    #   for float32 at w >= 4 and 5e-17 for float64 at w >= 10 (ATen's own threshold).
     negative = x < 0
-    result = tl.zeros_like(x)
-    if tl.sum(negative.to(tl.int32), axis=0) > 0:
-        xd = x.to(tl.float64)
-        reflection = -3.141592653589793 / libdevice.tan(3.141592653589793 * (xd - libdevice.trunc(xd)))
-        result = tl.where(negative, reflection.to(x.dtype), result)
+    reflection = tl.zeros_like(x)
+    if tl.max(negative.to(tl.int32), axis=0) > 0:
+        d = x - libdevice.rint(x)
+        reflection = tl.where(negative, -3.141592653589793 * libdevice.cospi(d) / libdevice.sinpi(d), 0.0)
     y = tl.where(negative, 1.0 - x, x)
-    for _ in tl.static_range(10):
-        small = y < 10.0
-        result = tl.where(small, result - div_rn(1.0, y), result)
-        y = tl.where(small, y + 1.0, y)
-    z = div_rn(1.0, y * y)
+    shift = y < SHIFT
+    w = tl.where(shift, y, 1.0)  # lanes that need no shift run the loop on a harmless value
+    num = tl.zeros_like(x)
+    den = tl.zeros_like(x) + 1.0
+    for _ in tl.static_range(SHIFT):
+        num = num * w + den
+        den = den * w
+        w = w + 1.0
+    w = tl.where(shift, w, y)
+    r = fast_rcp(w)
+    z = r * r
     poly = 8.33333333333333333333e-2 * z - 2.10927960927960927961e-2
     poly = poly * z + 7.57575757575757575758e-3
     poly = poly * z - 4.16666666666666666667e-3
     poly = poly * z + 3.96825396825396825397e-3
     poly = poly * z - 8.33333333333333333333e-3
     poly = poly * z + 8.33333333333333333333e-2
-    series = tl.where(y < 1.0e17, z * poly, 0.0)
-    out = libdevice.log(y) - div_rn(0.5, y) - series + result
-    out = tl.where(y == 10.0, result + 2.25175258906672110764, out)
-    out = tl.where(negative & (x == libdevice.trunc(x)), float("nan"), out)
+    out = libdevice.log(w) - 0.5 * r - z * poly - tl.where(shift, num * fast_rcp(den), 0.0) + reflection
+    out = tl.where(negative & (x == libdevice.trunc(x)), float("nan"), out)  # poles, and -inf
     # digamma(+-0) = -+inf
     return tl.where(x == 0, tl.where(libdevice.signbit(x) != 0, float("inf"), float("-inf")), out)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def digamma_kernel(x):
+    if x.dtype == tl.float64:
+        r = _digamma(x, 10)
+    else:
+        r = _digamma(x, 4)
+    return r
 
 
 @_unary("INT_TO_FLOAT")
@@ -613,6 +720,15 @@ def nan_to_num(x, nan=None, posinf=None, neginf=None, out0=None):
     if None in values:
         return NotImplemented
     return nan_to_num_kernel(x, *values, limits, out0=out0)
+
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def asinh(x, out0=None):
+    """``asinh``: results rounded to a half type take a faster log (see ``_asinh``)."""
+    half = (out0 if out0 is not None else x).dtype in _HALF_TYPES
+    return (asinh_half_kernel if half else asinh_kernel)(x, out0=out0)
 
 
 def logit(x, eps=None, out0=None):
