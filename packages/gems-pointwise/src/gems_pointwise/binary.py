@@ -28,7 +28,7 @@ from gems_pointwise.overloads import (
     is_bool,
     is_integral,
 )
-from gems_pointwise.unary import fast_log2, fast_rcp, rounded_to, storage_scalar
+from gems_pointwise.unary import ON_GPU, fast_log2, fast_rcp, rounded_to, storage_scalar
 
 # -- kernels ----------------------------------------------------------------------------------------
 
@@ -82,36 +82,56 @@ def _fmod_of_small_quotient(x, y, quotient):
 
 
 @triton.jit
+def _floor_div_steps(x, y, INPUT: tl.constexpr, STEP: tl.constexpr, FLOOR: tl.constexpr, RECIPROCAL: tl.constexpr):
+    # Python's float floor division as ATen computes it: fmod, the quotient of x - fmod (exact where
+    # floor(x / y) is not), floored and adjusted. STEP: the type each step rounds to; FLOOR: the type
+    # the floor rounds to; RECIPROCAL: the quotient as a product with 1 / y. INPUT: the operands' type.
+    x, y = _broadcast(x, y)
+    quotient = x / y  # approximate: used for its sign, for y == 0 (inf or nan) and to pick the fmod
+    if INPUT == tl.float32:
+        mod = libdevice.fmod(x, y)
+    else:
+        # libdevice's fmod loops over the exponent difference; blocks of small quotients (the
+        # usual case) get it exactly from the quotient instead.
+        if INPUT == tl.bfloat16:
+            limit = 16384.0
+        else:
+            limit = 2048.0
+        if tl.max(tl.abs(quotient), axis=0) < limit:  # a NaN quotient may go either way
+            mod = _fmod_of_small_quotient(x, y, quotient)
+        else:
+            mod = libdevice.fmod(x, y)
+    if RECIPROCAL:
+        div = (x - mod) * ieee_div(1.0, y)
+    else:
+        div = rounded_to(ieee_div(rounded_to(x - mod, STEP), y), STEP)
+    div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, STEP), div)
+    floored = rounded_to(libdevice.floor(div), FLOOR)
+    floored = tl.where(rounded_to(div - floored, STEP) > 0.5, rounded_to(floored + 1, FLOOR), floored)
+    floored = tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), floored)
+    return tl.where(y == 0, quotient, floored)
+
+
+@triton.jit
 def _floor_div(x, y, DTYPE: tl.constexpr):
     if x.dtype.is_floating():
-        # Python's float floor division, step by step as ATen computes it (exact where floor(x / y)
-        # is not), each step rounded to DTYPE as ATen's half-type arithmetic does.
-        x, y = _broadcast(x, y)
-        quotient = x / y  # approximate: used for its sign, for y == 0 (inf or nan) and to pick the fmod
-        if DTYPE == tl.float32:
-            mod = libdevice.fmod(x, y)
-        else:
-            # libdevice's fmod loops over the exponent difference; blocks of small quotients (the
-            # usual case) get it exactly from the quotient instead.
-            if DTYPE == tl.bfloat16:
-                limit = 16384.0
+        # ATen's CPU kernels round each step of a half-type division to the type, and divide by a
+        # scalar in float32, rounding the result only. Its CUDA kernels (measured on an H100) work in
+        # float32, float16 rounding the floor too, and multiply by a half-type tensor's scalar divisor's
+        # reciprocal.
+        if len(y.shape) == 0:  # a scalar divisor, not rounded to the type
+            if ON_GPU and DTYPE == tl.float16:
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float16, True)
+            elif ON_GPU and DTYPE == tl.bfloat16:
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, True)
             else:
-                limit = 2048.0
-            if tl.max(tl.abs(quotient), axis=0) < limit:  # a NaN quotient may go either way
-                mod = _fmod_of_small_quotient(x, y, quotient)
-            else:
-                mod = libdevice.fmod(x, y)
-        if DTYPE == tl.bfloat16:
-            # Two bfloat16 numbers' quotient is never within 2**-17 (relative) of a tie between two
-            # bfloat16 numbers: the approximate division rounds like the exact one.
-            div = rounded_to(rounded_to(x - mod, DTYPE) / y, DTYPE)
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False)
+        elif ON_GPU and DTYPE == tl.float16:
+            q = _floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False)
+        elif ON_GPU:
+            q = _floor_div_steps(x, y, DTYPE, tl.float32, tl.float32, False)
         else:
-            div = rounded_to(ieee_div(rounded_to(x - mod, DTYPE), y), DTYPE)
-        div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, DTYPE), div)
-        floored = libdevice.floor(div)
-        floored = tl.where(rounded_to(div - floored, DTYPE) > 0.5, floored + 1, floored)  # floored + 1 is exact
-        floored = tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), floored)
-        q = tl.where(y == 0, quotient, floored)
+            q = _floor_div_steps(x, y, DTYPE, DTYPE, DTYPE, False)
     else:
         quot = x // y
         rem = x % y

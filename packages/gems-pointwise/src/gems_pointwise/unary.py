@@ -54,13 +54,13 @@ def rounded_to(x, DTYPE: tl.constexpr):
 
 # libdevice's approximate (one MUFU instruction) functions exist on the GPU only: the interpreter
 # computes the accurate ones in their place.
-_GPU = tl.constexpr(not device.interpreter)
+ON_GPU = tl.constexpr(not device.interpreter)
 
 
 @triton.jit
 def fast_log2(x):
     """float32 log2 within 2**-22 (absolute for x in [0.5, 2], relative elsewhere): lg2.approx.f32."""
-    if _GPU:
+    if ON_GPU:
         r = libdevice.fast_log2f(x)
     else:
         r = tl.log2(x)
@@ -71,7 +71,7 @@ def fast_log2(x):
 def fast_rcp(x):
     """1 / x: for float32 within 1 ulp, subnormal inputs and results flushed to zero (rcp.approx.ftz.f32,
     one instruction where Triton's ``/`` takes 8 and an IEEE division 20); for float64 exact."""
-    if _GPU and x.dtype == tl.float32:
+    if ON_GPU and x.dtype == tl.float32:
         r = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
                                       pack=1)
     else:
