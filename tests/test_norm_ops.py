@@ -763,21 +763,27 @@ def _plan_caches():
             for value in vars(module).values() if isinstance(value, heuristics.Plans)]
 
 
+def _upstream(y):
+    """A fixed, non-constant gradient for ``y``, the same on every call of a shape. A constant one would
+    give the input a zero gradient through any normalisation, leaving only rounding noise to compare."""
+    return torch.arange(y.numel(), device=y.device, dtype=torch.float32).sin().view(y.shape).to(y.dtype)
+
+
 def _layer_norm_call(x, w, b):
     y = F.layer_norm(x, x.shape[-1:], w, b, 1e-5)
-    return (y, *torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5))
+    return (y, *torch.autograd.grad(y, (x, w, b), _upstream(y)))
 
 
 def _rms_norm_call(x, w, b):
     with torch.no_grad():
         plain = F.rms_norm(x, x.shape[-1:], w, 1e-6)
     y = F.rms_norm(x, x.shape[-1:], w, 1e-6)
-    return (plain, y, *torch.autograd.grad(y, (x, w), torch.ones_like(y) * 0.5))
+    return (plain, y, *torch.autograd.grad(y, (x, w), _upstream(y)))
 
 
 def _group_norm_call(x, w, b):
     y = F.group_norm(x, 2, w, b, 1e-5)
-    return (y, *torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5))
+    return (y, *torch.autograd.grad(y, (x, w, b), _upstream(y)))
 
 
 def _batch_norm_call(x, w, b):
@@ -785,7 +791,7 @@ def _batch_norm_call(x, w, b):
     rm = torch.linspace(-1, 1, c, device=DEVICE).to(w.dtype)
     rv = torch.linspace(0.5, 2, c, device=DEVICE).to(w.dtype)
     y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
-    grads = torch.autograd.grad(y, (x, w, b), torch.ones_like(y) * 0.5)
+    grads = torch.autograd.grad(y, (x, w, b), _upstream(y))
     with torch.no_grad():
         evaluated = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5)
     return (y, *grads, rm, rv, evaluated)
@@ -827,3 +833,44 @@ def test_cached_plans_give_a_cold_calls_results(call, shapes, dtype):
     for args, res in zip([first, second, other], results):
         for r, ref in zip(res, call(*args)):  # ATen's
             _close_scaled(r, ref, dtype, reduce_dim=args[0].numel())
+
+
+# kernel variants chosen by the tuning knobs ----------------------------------------------------------------
+
+#: Every knob off its default, with tiles small enough that the tiny shapes below take several steps and
+#: splits (the programs-per-SM knobs do not count on the interpreter).
+_ALL_KNOBS_TURNED = dict(row_bwd_tile=64, row_bwd_warps=8, row_bwd_programs_per_sm=1, row_bwd_prefetch_stats=True,
+                         sums_tile=64, sums_programs_per_sm=4, sums_stages=2, sums_interleaved=True,
+                         sums_shifted=True, apply_reversed=True)
+
+
+@pytest.fixture
+def use_knobs():
+    """Sets the family's knobs (the others at their defaults) and drops every plan; restores all after."""
+    from gems_norm import heuristics
+
+    def use(**values):
+        chosen = heuristics.Knobs(**values)
+        for name in vars(chosen):
+            setattr(heuristics.KNOBS, name, getattr(chosen, name))
+        heuristics.clear_plans()
+
+    yield use
+    use()
+
+
+@pytest.mark.parametrize("call, shape", [
+    (_layer_norm_call, (40, 24)),
+    (_rms_norm_call, (5, 8, 24)),
+    (_batch_norm_call, (4, 5, 3, 4)),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tuning_knobs_keep_results(use_knobs, call, shape, dtype):
+    """Each variant the tuning script can pick computes what ATen does."""
+    c = shape[1] if call is _batch_norm_call else shape[-1]
+    args = (_rand(shape, dtype, True, shift=0.5), _rand(c, dtype, True), _rand(c, dtype, True))
+    use_knobs(**_ALL_KNOBS_TURNED)
+    with served():
+        results = call(*args)
+    for r, ref in zip(results, call(*args)):  # ATen's
+        _close_scaled(r, ref, dtype, reduce_dim=args[0].numel())

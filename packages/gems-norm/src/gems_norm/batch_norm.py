@@ -17,6 +17,7 @@ import triton.language as tl
 
 from flag_gems import aten_kernel
 from gems_norm.heuristics import (
+    KNOBS,
     MAX_ROW_BLOCK,
     TO_ATEN,
     Plans,
@@ -92,7 +93,8 @@ def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVS
 def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, Y,
                            C, K, s_n, s_c, s_k, param_c, coef_at, momentum, eps,
                            BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, STATS: tl.constexpr,
-                           UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+                           UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                           REVERSED: tl.constexpr):
     # A program normalises a (channels, K) tile of one sample with its channels' statistics: the running
     # ones (_EVAL), rows (mean, scale, shift) at ``coef_at`` of COEF written by _merge_stats_kernel (_TABLE),
     # or taken from the tile itself, which then holds whole channels (_WHOLE: one read of x; every program is
@@ -101,6 +103,8 @@ def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
     c_blocks = tl.cdiv(C, BLOCK_C)
     k_blocks = tl.cdiv(K, BLOCK_K)
     pid = tl.program_id(0)
+    if REVERSED:  # from the end, which the statistics' pass read last
+        pid = tl.num_programs(0) - 1 - pid
     rest = pid // c_blocks
     channels = (pid % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
     c_ok = channels < C
@@ -211,7 +215,8 @@ def _forward_plan(view: ChannelView, x_dtype: torch.dtype, w_dtype, b_dtype, rm_
     ints = (c, view.k, view.s_n, view.s_c, view.s_k, param_c, 3 * splits * c)
     normalise = ReadyLaunch(_batch_norm_fwd_kernel, (cdiv(c, block_c) * cdiv(view.k, block_k) * view.nb,),
                             warps(block_c * block_k), (x_dtype, f32 if merge else x_dtype, *stats_dtypes, x_dtype),
-                            ints, BLOCK_C=block_c, BLOCK_K=block_k, STATS=stats, **flags)
+                            ints, BLOCK_C=block_c, BLOCK_K=block_k, STATS=stats, **flags,
+                            REVERSED=KNOBS.apply_reversed and stats == _TABLE)
 
     def run(x, weight, bias, running_mean, running_var, running_out, momentum, eps):
         rm_out, rv_out = running_out or (running_mean, running_var)

@@ -2,10 +2,12 @@
 
 Each size is a named rule with its reason; none is tuned by a sweep at run time. On the interpreter
 every program costs milliseconds whatever its size, so there the rules pick few, large programs.
+``KNOBS`` selects between kernel variants that only timing on the GPU can rank (tuning/ab_norm.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -25,6 +27,39 @@ MAX_ROW_BLOCK_BACKWARD = 8192
 _TILE = 65536 if device.interpreter else 4096
 
 
+@dataclasses.dataclass
+class Knobs:
+    """Choices between kernel variants that only timing on the GPU settles (``tuning/ab_norm.py`` times them
+    against each other). Plans read them when they are built: after changing one, ``clear_plans()``. The
+    defaults are what the kernels ship with; None stands for the named rule of that size."""
+
+    #: Row norm backward (layer and RMS norm, N <= MAX_ROW_BLOCK_BACKWARD): elements of a tile (None: the
+    #: forward's rule, one row of 4096 a step), warps (None: 8 values a thread), programs per SM, and whether
+    #: a row's mean and rstd are loaded a step ahead with its tile (else each step waits on them after its
+    #: tile has arrived: one memory latency a row).
+    row_bwd_tile: int | None = None
+    row_bwd_warps: int | None = None
+    row_bwd_programs_per_sm: int = 2
+    row_bwd_prefetch_stats: bool = False
+    #: Per-channel sums (batch norm's statistics and backward sums, weight norm): elements of a tile (None:
+    #: the strip rule), programs per SM, pipeline stages of the loop's loads (None: Triton does not pipeline
+    #: a loop without a dot), whether split s takes steps s, s + S, ... (all splits sweep the tensor
+    #: together) instead of a run of its own, and sums of x - pivot and its square (the pivot one element of
+    #: the channel) instead of a Welford update with a division per element.
+    sums_tile: int | None = None
+    sums_programs_per_sm: int = 2
+    sums_stages: int | None = None
+    sums_interleaved: bool = False
+    sums_shifted: bool = False
+    #: The passes that follow the sums (batch norm's normalisation, its dx) walk the tensor from its end:
+    #: after interleaved sums, the data read last is still in L2 (50 MB on an H100) when they start.
+    apply_reversed: bool = False
+
+
+#: The knobs every plan reads.
+KNOBS = Knobs()
+
+
 def cdiv(a: int, b: int) -> int:
     # Plain integer helpers: triton.cdiv and triton.next_power_of_2 cost microseconds a call from Python.
     return -(-a // b)
@@ -41,10 +76,11 @@ def warps(elements: int, per_thread: int = 16) -> int:
     return min(16, max(4, elements // (32 * per_thread)))
 
 
-def row_tile(rows: int, cols: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N) of a tile holding whole rows of ``cols`` elements; narrow rows share a program."""
+def row_tile(rows: int, cols: int, tile: int | None = None) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of a tile of about ``tile`` elements (default ``_TILE``) holding whole rows of
+    ``cols`` elements; narrow rows share a program."""
     block_n = next_pow2(max(cols, 1))
-    block_m = min(next_pow2(max(rows, 1)), max(1, _TILE // block_n))
+    block_m = min(next_pow2(max(rows, 1)), max(1, (tile or _TILE) // block_n))
     return block_m, block_n
 
 
@@ -69,18 +105,19 @@ def _padded_block(inner: int, top: int) -> int:
     return best
 
 
-def strip_tile(channels: int, inner: int, inner_contiguous: bool) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_K) of a tile over ``channels`` x ``inner`` elements.
+def strip_tile(channels: int, inner: int, inner_contiguous: bool, tile: int | None = None) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_K) of a tile of about ``tile`` elements (default ``_TILE``) over ``channels`` x ``inner``.
 
     The contiguous axis gets the long side (coalesced loads), the other fills the tile up to its size.
     """
+    tile = tile or _TILE
     if inner_contiguous:
-        top = min(next_pow2(max(inner, 1)), 16384 if device.interpreter else 2048)
+        top = min(next_pow2(max(inner, 1)), 16384 if device.interpreter else 2048, next_pow2(tile))
         block_k = _padded_block(inner, top)
-        block_c = min(next_pow2(max(channels, 1)), max(1, _TILE // block_k))
+        block_c = min(next_pow2(max(channels, 1)), max(1, tile // block_k))
     else:
         block_c = min(next_pow2(max(channels, 1)), 256 if device.interpreter else 64)
-        block_k = min(next_pow2(max(inner, 1)), max(1, _TILE // block_c))
+        block_k = min(next_pow2(max(inner, 1)), max(1, tile // block_c))
     return block_c, block_k
 
 
@@ -103,6 +140,7 @@ def programs(work: int, per_sm: int = 2) -> int:
 
 #: Plans a cache keeps: beyond this many signatures (prefills of every length) the oldest are dropped.
 MAX_PLANS = 1024
+_every_plans: list[Plans] = []
 
 
 class Plans(dict):
@@ -120,6 +158,7 @@ class Plans(dict):
     def __init__(self, build) -> None:
         super().__init__()
         self.build = build
+        _every_plans.append(self)
 
     def add(self, key, *args):
         """``build(*args)`` kept under ``key``, the oldest plan dropped from a full cache."""
@@ -128,6 +167,12 @@ class Plans(dict):
             self.pop(next(iter(self)), None)
         self[key] = plan
         return plan
+
+
+def clear_plans() -> None:
+    """Forget every plan of the family, so that the next calls build theirs anew (after a knob changes)."""
+    for plans in _every_plans:
+        plans.clear()
 
 
 class _ToAten:

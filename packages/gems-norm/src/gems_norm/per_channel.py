@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gems_norm.heuristics import Plans, ReadyLaunch, cdiv, programs, strip_tile, warps
+from gems_norm.heuristics import KNOBS, Plans, ReadyLaunch, cdiv, programs, strip_tile, warps
 from gems_norm.reductions import welford_add, welford_merge
 
 
@@ -53,7 +53,8 @@ def channel_view(x: torch.Tensor) -> ChannelView | None:
 @triton.jit
 def _channel_sums_kernel(A, B, MU, OUT, NB, C, K, s_n, s_c, s_k, iters_per_split,
                          BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, WELFORD: tl.constexpr,
-                         HAS_MU: tl.constexpr):
+                         HAS_MU: tl.constexpr, STAGES: tl.constexpr, INTERLEAVED: tl.constexpr,
+                         SHIFTED: tl.constexpr):
     c_blocks = tl.cdiv(C, BLOCK_C)
     c_block = tl.program_id(0) % c_blocks
     split = tl.program_id(0) // c_blocks
@@ -67,14 +68,29 @@ def _channel_sums_kernel(A, B, MU, OUT, NB, C, K, s_n, s_c, s_k, iters_per_split
     acc2 = tl.zeros([BLOCK_C, BLOCK_K], tl.float32)
     if HAS_MU:
         mu = tl.load(MU + channels, mask=c_ok, other=0.0).to(tl.float32)
-    first = split * iters_per_split
-    last = tl.minimum(first + iters_per_split, NB * k_blocks)
-    for it in range(first, last):
+    if WELFORD and SHIFTED:
+        # The channel's first element: near its mean, so the sum of squares about it does not cancel.
+        pivot = tl.load(A + c_off, mask=c_ok, other=0.0).to(tl.float32)
+    if INTERLEAVED:
+        # Split s takes steps s, s + S, ...: the splits sweep the tensor together, ending at its end.
+        first = split
+        last = NB * k_blocks
+        step = tl.num_programs(0) // c_blocks
+    else:
+        first = split * iters_per_split
+        last = tl.minimum(first + iters_per_split, NB * k_blocks)
+        step = 1
+    for it in tl.range(first, last, step, num_stages=STAGES):
         ks = (it % k_blocks) * BLOCK_K + k_idx
         mask = c_ok & (ks < K)
         offs = (it // k_blocks).to(tl.int64) * s_n + c_off + ks.to(tl.int64) * s_k
         a = tl.load(A + offs, mask=mask, other=0.0).to(tl.float32)
-        if WELFORD:
+        if WELFORD and SHIFTED:
+            d = tl.where(mask, a - pivot, 0.0)
+            acc0 += mask.to(tl.float32)
+            acc1 += d
+            acc2 += d * d
+        elif WELFORD:
             acc0, acc1, acc2 = welford_add(acc0, acc1, acc2, a, mask)
         else:
             b = tl.load(B + offs, mask=mask, other=0.0).to(tl.float32)
@@ -86,7 +102,13 @@ def _channel_sums_kernel(A, B, MU, OUT, NB, C, K, s_n, s_c, s_k, iters_per_split
     plane = tl.num_programs(0) // c_blocks * C
     out = OUT + split.to(tl.int64) * C + c_block * BLOCK_C + tl.arange(0, BLOCK_C)
     out_ok = c_block * BLOCK_C + tl.arange(0, BLOCK_C) < C
-    if WELFORD:
+    if WELFORD and SHIFTED:
+        count = tl.sum(acc0, 1)
+        shift = tl.sum(acc1, 1) / tl.maximum(count, 1.0)
+        tl.store(out, count, mask=out_ok)
+        tl.store(out + plane, tl.sum(pivot, 1) + shift, mask=out_ok)
+        tl.store(out + 2 * plane, tl.maximum(tl.sum(acc2, 1) - tl.sum(acc1, 1) * shift, 0.0), mask=out_ok)
+    elif WELFORD:
         count, mean, m2 = welford_merge(acc0, acc1, acc2, 1)
         tl.store(out, tl.sum(count, 1), mask=out_ok)
         tl.store(out + plane, tl.sum(mean, 1), mask=out_ok)
@@ -98,10 +120,13 @@ def _channel_sums_kernel(A, B, MU, OUT, NB, C, K, s_n, s_c, s_k, iters_per_split
 
 @triton.jit
 def _channel_affine_kernel(X, DY, COEF, OUT, NB, C, K, s_n, s_c, s_k,
-                           BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, HAS_DY: tl.constexpr):
+                           BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, HAS_DY: tl.constexpr,
+                           REVERSED: tl.constexpr):
     c_blocks = tl.cdiv(C, BLOCK_C)
     k_blocks = tl.cdiv(K, BLOCK_K)
     pid = tl.program_id(0)
+    if REVERSED:  # from the end, which the sums before read last
+        pid = tl.num_programs(0) - 1 - pid
     c_block = pid % c_blocks
     rest = pid // c_blocks
     channels = c_block * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
@@ -126,14 +151,15 @@ def channel_tile(view: ChannelView) -> tuple[int, int]:
 
 
 def _sums_launch(view: ChannelView, dtypes: tuple, welford: bool, has_mu: bool) -> tuple[ReadyLaunch, int, int]:
-    block_c, block_k = channel_tile(view)
+    block_c, block_k = strip_tile(view.c, view.k, view.s_k == 1, KNOBS.sums_tile)
     c_blocks = cdiv(view.c, block_c)
     iters = view.nb * cdiv(view.k, block_k)
-    splits = max(1, min(iters, programs(c_blocks * iters) // c_blocks))
+    splits = max(1, min(iters, programs(c_blocks * iters, KNOBS.sums_programs_per_sm) // c_blocks))
     per_split = cdiv(iters, splits)
     splits = cdiv(iters, per_split)
     ready = ReadyLaunch(_channel_sums_kernel, (c_blocks * splits,), warps(block_c * block_k), dtypes,
-                        (*view, per_split), BLOCK_C=block_c, BLOCK_K=block_k, WELFORD=welford, HAS_MU=has_mu)
+                        (*view, per_split), BLOCK_C=block_c, BLOCK_K=block_k, WELFORD=welford, HAS_MU=has_mu,
+                        STAGES=KNOBS.sums_stages, INTERLEAVED=KNOBS.sums_interleaved, SHIFTED=KNOBS.sums_shifted)
     return ready, splits, per_split
 
 
@@ -165,7 +191,7 @@ def _affine_launch(view: ChannelView, dtypes: tuple, has_dy: bool) -> ReadyLaunc
     block_c, block_k = channel_tile(view)
     grid = (cdiv(view.c, block_c) * cdiv(view.k, block_k) * view.nb,)
     return ReadyLaunch(_channel_affine_kernel, grid, warps(block_c * block_k), dtypes, tuple(view),
-                       BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=has_dy)
+                       BLOCK_C=block_c, BLOCK_K=block_k, HAS_DY=has_dy, REVERSED=KNOBS.apply_reversed)
 
 
 _affine_launches = Plans(_affine_launch)

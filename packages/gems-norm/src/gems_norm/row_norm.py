@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from gems_norm.heuristics import (
+    KNOBS,
     MAX_ROW_BLOCK,
     MAX_ROW_BLOCK_BACKWARD,
     Plans,
@@ -131,7 +132,7 @@ def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N, dy_sm, dy_sn,
 def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, rows_per_program, dy_sm, dy_sn, b_plane,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          SUMS_GIVEN: tl.constexpr, HAS_W: tl.constexpr, NEED_DX: tl.constexpr,
-                         NEED_DW: tl.constexpr, NEED_DB: tl.constexpr):
+                         NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, PREFETCH_STATS: tl.constexpr):
     split = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     col_ok = cols < N
@@ -141,13 +142,18 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, row
     db = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     first = split * rows_per_program
     last = tl.minimum(first + rows_per_program, M)
-    # The next tile is loaded before this one's row sums wait on it: two tiles in flight per program.
+    # The next tile is loaded before this one's row sums wait on it: two tiles in flight per program (with
+    # PREFETCH_STATS its rows' mean and rstd too).
     # dy is read through its own strides: an expanded gradient (of a sum, say) is never materialised.
     dy_cols = cols.to(tl.int64) * dy_sn
     rows = first + tl.arange(0, BLOCK_M)[:, None]
     offs = rows.to(tl.int64) * N + cols
     x_next = tl.load(X + offs, mask=(rows < last) & col_ok, other=0.0)
     dy_next = tl.load(DY + rows.to(tl.int64) * dy_sm + dy_cols, mask=(rows < last) & col_ok, other=0.0)
+    if PREFETCH_STATS:
+        rstd_next = tl.load(RSTD + rows, mask=rows < last, other=0.0)
+        if CENTER:
+            mean_next = tl.load(MEAN + rows, mask=rows < last, other=0.0)
     for r0 in range(first, last, BLOCK_M):
         rows = r0 + tl.arange(0, BLOCK_M)[:, None]
         row_ok = rows < last
@@ -158,9 +164,18 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, row
         ahead = (rows + BLOCK_M < last) & col_ok
         x_next = tl.load(X + offs + BLOCK_M * N, mask=ahead, other=0.0)
         dy_next = tl.load(DY + (rows + BLOCK_M).to(tl.int64) * dy_sm + dy_cols, mask=ahead, other=0.0)
-        rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if PREFETCH_STATS:
+            rstd = rstd_next.to(tl.float32)
+            rstd_next = tl.load(RSTD + rows + BLOCK_M, mask=rows + BLOCK_M < last, other=0.0)
+            if CENTER:
+                mean = mean_next.to(tl.float32)
+                mean_next = tl.load(MEAN + rows + BLOCK_M, mask=rows + BLOCK_M < last, other=0.0)
+        else:
+            rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0).to(tl.float32)
+            if CENTER:
+                mean = tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32)
         if CENTER:
-            x = tl.where(mask, x - tl.load(MEAN + rows, mask=row_ok, other=0.0).to(tl.float32), 0.0)
+            x = tl.where(mask, x - mean, 0.0)
         xhat = x * rstd
         if NEED_DX:
             wdy = dy
@@ -284,10 +299,10 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
             return _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype,
                                   dy_sm, dy_sn)
         return wide
-    block_m, block_n = row_tile(m, n)
+    block_m, block_n = row_tile(m, n, KNOBS.row_bwd_tile)
     col_blocks = cdiv(n, block_n)
     row_blocks = cdiv(m, block_m)
-    splits = max(1, programs(row_blocks * col_blocks) // col_blocks)
+    splits = max(1, programs(row_blocks * col_blocks, KNOBS.row_bwd_programs_per_sm) // col_blocks)
     rows_per_program = cdiv(row_blocks, splits) * block_m
     splits = cdiv(m, rows_per_program)
     # One split (few rows: a decoding step) writes the parameter gradients whole: no second kernel.
@@ -297,10 +312,11 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
     # Absent tensors are passed as x (never read or written).
     dtypes = (dy_dtype, x_dtype, w_dtype or x_dtype, mean_dtype or rstd_dtype, rstd_dtype, x_dtype, x_dtype,
               part_dtype if planes else x_dtype, part_dtype if planes else x_dtype)
-    ready = ReadyLaunch(_row_norm_bwd_kernel, (col_blocks, splits), warps(block_m * block_n, per_thread=8), dtypes,
+    num_warps = KNOBS.row_bwd_warps or warps(block_m * block_n, per_thread=8)
+    ready = ReadyLaunch(_row_norm_bwd_kernel, (col_blocks, splits), num_warps, dtypes,
                         (m, n, rows_per_program, dy_sm, dy_sn, b_plane), BLOCK_M=block_m, BLOCK_N=block_n,
                         CENTER=center, SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx, NEED_DW=need_dw,
-                        NEED_DB=need_db)
+                        NEED_DB=need_db, PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats)
 
     def run(dy, x, mean, rstd, weight):
         dx = torch.empty_like(x) if need_dx else None
@@ -390,5 +406,6 @@ def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, ne
            [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, part, m, n, rows_per_program,
             dy_sm, dy_sn, splits * n if need_dw else 0],
            warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
-           HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db)
+           HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
+           PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats)
     return (dx if need_dx else None, *_parameter_grads(part, param_dtype, need_dw, need_db))
