@@ -22,6 +22,7 @@ from flag_gems.runtime import device
 from flag_gems.testing import RESOLUTION, assert_close, assert_equal, served
 from gems_blas import autotune, heuristics
 from gems_blas import mm as mm_module
+from gems_blas import mv as gemv_module
 
 DEVICE = flag_gems.device
 QUICK = settings.QUICK
@@ -109,18 +110,23 @@ def test_mm_layouts(a_layout, b_layout, dtype):
 
 # Both kernels on every device: the interpreter runs the Hopper kernel's indexing too (tensor
 # descriptors, persistent tile loop, descriptor stores), a GPU runs the pointer kernel.
+# The bias layouts the epilogue tells apart: one value per column (addmm's vector), per row, one scalar,
+# a full matrix per product.
+BIAS_CASES = {"bias": (40,), "bias_rows": (33, 1), "bias_scalar": (), "bias_full": (2, 33, 40)}
+
+
 @pytest.mark.parametrize("kernel", ["tma", "tiled"])
-@pytest.mark.parametrize("case", ["square", "transposed", "split", "batched", "bias", "odd_n"])
+@pytest.mark.parametrize("case", ["square", "transposed", "split", "batched", "odd_n", *BIAS_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_both_kernels(kernel, case, dtype):
     batch, m, n, k = {"square": (1, 64, 64, 64), "transposed": (1, 48, 80, 64), "split": (1, 16, 128, 2048),
-                      "batched": (3, 40, 24, 32), "bias": (2, 33, 40, 48), "odd_n": (1, 32, 40, 64)}[case]
+                      "batched": (3, 40, 24, 32), "odd_n": (1, 32, 40, 64)}.get(case, (2, 33, 40, 48))
     layout = "cols" if case == "transposed" else "rows"
     a, b = _rand((batch, m, k), dtype, layout), _rand((batch, k, n), dtype, layout, scale=k**-0.5)
-    bias = _rand((n,), dtype)
+    bias = _rand(BIAS_CASES.get(case, (n,)), dtype)
     a64, b64, bias64 = _refs(a, b, bias)
     with mm_module.forced_kernel(kernel):
-        if case == "bias":
+        if case in BIAS_CASES:
             ref_aten = torch.baddbmm(bias, a, b, beta=0.5, alpha=2)
             with served("baddbmm", families=BLAS):
                 res = torch.baddbmm(bias, a, b, beta=0.5, alpha=2)
@@ -185,6 +191,35 @@ def test_cached_calls_alternating_shapes_and_alignment(dtype):
     assert held[1] == held[0], "the second round found every call planned"
     mm_keys = [key for key in held[1] if key[0] == "mm" and key[1] is dtype]
     assert len(mm_keys) >= 6 and {key[-1] for key in mm_keys} == {True, False}
+
+
+@pytest.mark.parametrize("op", ["mm", "addmm"])
+def test_calls_that_copy_an_operand_are_cached(op, monkeypatch):
+    # Rows that are not 16-byte aligned (K = 37 in bf16) are copied for the Hopper kernel at each call; the
+    # call doing so is kept like any other, so a repeated call neither plans again nor reuses stale data.
+    monkeypatch.setattr(mm_module, "_ALIGN_COPY_MIN_WORK", 0)
+    m, n, k = 24, 40, 37
+    bias = _rand((n,), torch.bfloat16)
+    fn = (lambda x, y: torch.mm(x, y)) if op == "mm" else (lambda x, y: torch.addmm(bias, x, y))
+    with mm_module.forced_kernel("tma"):
+        for _ in range(2):
+            a, b = _rand((m, k), torch.bfloat16), _rand((k, n), torch.bfloat16, scale=k**-0.5)
+            ref = fn(a, b)
+            with served(op, families=BLAS):
+                res = fn(a, b)
+            _check(res, ref, ref, torch.bfloat16, k)
+            keys = [key for key in mm_module.op_calls if key[0] == op]
+            assert len(keys) == 1, "the copying call is cached under one key"
+            call = mm_module.op_calls[keys[0]][3]
+            assert call.prepare is not None
+
+
+def test_bias_layouts():
+    assert mm_module.bias_layout(None, (0, 0, 1)) == "none"
+    assert mm_module.bias_layout(torch.empty(0), (0, 0, 1)) == "per_column"
+    assert mm_module.bias_layout(torch.empty(0), (0, 1, 0)) == "per_row"
+    assert mm_module.bias_layout(torch.empty(0), (5, 0, 0)) == "scalar"
+    assert mm_module.bias_layout(torch.empty(0), (0, 40, 1)) == "full"
 
 
 @pytest.mark.parametrize("m, n, k", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
@@ -447,6 +482,22 @@ def test_addmv(bias_shape, beta, alpha, dtype):
     _check(res, ref64, ref_aten, dtype, k)
 
 
+@pytest.mark.parametrize("rule", [heuristics.GemvRule(32768, 512, 8, 2, 2), heuristics.GemvRule(16384, 256, 4, 3, 8)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemv_rules(rule, bias):
+    # The tuners' rules: steps pipelined through shared memory (num_stages > 1) and more programs per SM,
+    # which here splits K.
+    m, k = 70, 600
+    a, x, y = _rand((m, k), torch.bfloat16), _rand((k,), torch.bfloat16), torch.empty(m, dtype=torch.bfloat16)
+    d = _rand((m,), torch.bfloat16) if bias else None
+    call = gemv_module.gemv_call(y, a, x, d, False, m, k, k, 1, 1, 1, 1 if bias else 0, rule=rule)
+    call(y, a, x, d, 2.0, 0.5 if bias else 0.0)
+    ref64 = 2.0 * torch.mv(*_refs(a, x))
+    if bias:
+        ref64 += 0.5 * to_reference(d, upcast=True)
+    _check(y, ref64, ref64, torch.bfloat16, k)
+
+
 def test_mv_addmv_out_inplace_and_empty():
     a, x, bias = _rand((30, 40), torch.float32), _rand((40,), torch.float32), _rand((30,), torch.float32)
     out, out2, inplace = torch.empty(30, device=DEVICE), torch.empty(0, device=DEVICE), bias.clone()
@@ -597,6 +648,39 @@ def test_heuristics_pick_split_k_for_skinny_shapes():
     assert heuristics.split_for(8, 16, 4096, 14336, 16, 128, 128, 132) == 1
     config = heuristics.matmul_config(1, 100, 300, 77, "f16", facts)
     assert heuristics.MatmulConfig.from_json(config.to_json()) == config
+
+
+def test_config_options_round_trip_through_the_table_form():
+    config = heuristics.MatmulConfig(128, 256, 64, 8, 4, 3, 1, tma_store=True, warp_specialize=True)
+    assert config.to_json() == [128, 256, 64, 8, 4, 3, 1, "tma_store", "warp_specialize"]
+    assert heuristics.MatmulConfig.from_json(config.to_json()) == config
+    assert heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 3, 1]).to_json() == [128, 256, 64, 8, 8, 3, 1]
+    with pytest.raises(ValueError, match="unknown"):
+        heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 3, 1, "fast"])
+    assert config.label() == "128x256x64 w4 s3 tma_store warp_specialize"
+
+
+def test_programs_per_sm():
+    # Two persistent programs share an SM where both fit: shared memory, and registers for 8 warps.
+    assert heuristics.MatmulConfig(128, 128, 64, 8, 4, 3).programs_per_sm(2) == 2
+    assert heuristics.MatmulConfig(128, 128, 64, 8, 8, 3).programs_per_sm(2) == 2
+    assert heuristics.MatmulConfig(128, 256, 64, 8, 8, 3).programs_per_sm(2) == 1
+    assert heuristics.MatmulConfig(128, 128, 64, 8, 4, 5).programs_per_sm(2) == 1
+    assert heuristics.MatmulConfig(128, 128, 64, 8, 4, 3, warp_specialize=True).programs_per_sm(2) == 1
+
+
+def test_gemv_rule_from_the_table(tmp_path, monkeypatch):
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"gemv": {"f16": {"step_bytes": 32768, "max_block_k": 512}}}))
+    monkeypatch.setattr(heuristics, "TABLE_PATH", table)
+    heuristics._table_data.cache_clear()
+    try:
+        hopper, other = heuristics.DeviceFacts(True, 132), heuristics.DeviceFacts(False, 132)
+        assert heuristics.gemv_rule("f16", hopper) == heuristics.GemvRule(32768, 512)
+        assert heuristics.gemv_rule("f16", other) == heuristics.GEMV_RULES["f16"]
+        assert heuristics.gemv_rule("f32", hopper) == heuristics.GEMV_RULES["f32"]
+    finally:
+        heuristics._table_data.cache_clear()
 
 
 def test_autotune_cache_is_merged_and_replaced_atomically(tmp_path, monkeypatch):

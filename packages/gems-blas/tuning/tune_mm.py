@@ -79,10 +79,12 @@ def tune_shape(shape: str, pclass: str, budget: float) -> dict:
     cublas_ms = triton.testing.do_bench(lambda: torch.bmm(a, b, out=out))
     dev = torch.cuda.current_device()
     facts = heuristics.device_facts(dev)
-    sa, sb, so = a.stride(), b.stride(), out.stride()
-    kind, a, b, sa, sb, a_row_major, b_row_major = mm.operands_for(dev, a, b, batch, m, n, k, sa, sb)
-    out_desc = kind == "tma" and mm._tma_ready(out, batch, so[0], so[1], out.element_size())
-    record = {"shape": [batch, m, n, k], "precision": pclass, "kernel": kind, "cublas_ms": cublas_ms,
+    so = out.stride()
+    layout = mm.operand_layout(dev, a, b, batch, m, n, k, a.stride(), b.stride())
+    key = mm.plan_key(layout, out, dtype, batch, m, n, k, None, so, None)
+    # Operand copies (aligned rows, K-major tf32 operands) are made once: the sweep times the kernel alone.
+    a, b = layout.operands(a, b)
+    record = {"shape": [batch, m, n, k], "precision": pclass, "kernel": layout.kind, "cublas_ms": cublas_ms,
               "results": []}
     deadline = time.monotonic() + budget
     for config in heuristics.candidates(batch, m, n, k, pclass, facts, full=True):
@@ -91,9 +93,8 @@ def tune_shape(shape: str, pclass: str, budget: float) -> dict:
             break
         entry = {"config": config.to_json()}
         try:
-            plan = mm.plan_for(kind, config, dtype, pclass == "tf32", dev, batch, m, n, k, a_row_major,
-                               b_row_major, out_desc, False)
-            call = mm.planned_call(plan, kind, out, a, b, None, batch, m, n, k, sa, sb, so, None)
+            call = mm.planned_call(mm.plan_for(key, config), out, a, b, None, batch, m, n, k, layout.sa, layout.sb,
+                                   so, None)
 
             def run():
                 call(out, a, b, None, 1.0, 0.0)

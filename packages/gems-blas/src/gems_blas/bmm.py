@@ -24,8 +24,9 @@ def _bmm_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.T
     a = unit_stride(a)
     b = unit_stride(b)
     batch, m, k = a.shape
-    return product_call(out, a, b, bias, alpha, beta, batch, m, b.shape[2], k, a.stride(), b.stride(), out.stride(),
+    call = product_call(out, a, b, bias, alpha, beta, batch, m, b.shape[2], k, a.stride(), b.stride(), out.stride(),
                         sd)
+    return call, a, b
 
 
 def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,

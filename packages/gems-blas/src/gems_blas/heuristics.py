@@ -8,6 +8,7 @@ a shape, for the offline tuner and for the optional on-line tuning.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -29,9 +30,20 @@ _SMEM_OTHER = 144 * 1024
 _INTERPRETER_SMS = 8
 
 
+# The on/off options of a matrix-product configuration, as the table names them.
+_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel")
+
+
 @dataclass(frozen=True)
 class MatmulConfig:
-    """Tile sizes and launch options of one matrix-product kernel launch."""
+    """Tile sizes and launch options of one matrix-product kernel launch.
+
+    Three options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
+    (otherwise only where N is not a multiple of 16, which masked stores cannot vectorise),
+    ``warp_specialize`` lets Triton give the operand loads and the products their own warps, and
+    ``pointer_kernel`` runs the pointer kernel instead of the descriptor one (whose operand tiles full fp32
+    products must copy from one shared-memory layout to another).
+    """
 
     block_m: int
     block_n: int
@@ -40,18 +52,47 @@ class MatmulConfig:
     num_warps: int = 4
     num_stages: int = 3
     split_k: int = 1
+    tma_store: bool = False
+    warp_specialize: bool = False
+    pointer_kernel: bool = False
 
-    def to_json(self) -> list[int]:
-        return [self.block_m, self.block_n, self.block_k, self.group_m, self.num_warps, self.num_stages,
-                self.split_k]
+    def to_json(self) -> list:
+        """The table's form: seven integers, then the names of the options that are on."""
+        values = [self.block_m, self.block_n, self.block_k, self.group_m, self.num_warps, self.num_stages,
+                  self.split_k]
+        return values + [name for name in _OPTIONS if getattr(self, name)]
 
     @classmethod
     def from_json(cls, values) -> MatmulConfig:
-        return cls(*(int(v) for v in values))
+        options = {name: True for name in values[7:]}
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown matrix-product options {sorted(unknown)}")
+        return cls(*(int(v) for v in values[:7]), **options)
+
+    def label(self) -> str:
+        """A short readable form: 128x256x64 w8 s3 (split, group and options where not the default)."""
+        text = f"{self.block_m}x{self.block_n}x{self.block_k} w{self.num_warps} s{self.num_stages}"
+        if self.split_k > 1:
+            text += f" split{self.split_k}"
+        if self.group_m != 8:
+            text += f" g{self.group_m}"
+        return " ".join([text] + [name for name in _OPTIONS if getattr(self, name)])
 
     def smem_bytes(self, elem: int) -> int:
         """Shared memory of the operand pipeline."""
         return (self.block_m + self.block_n) * self.block_k * elem * self.num_stages
+
+    def programs_per_sm(self, elem: int, staging: int = 0) -> int:
+        """Persistent programs of the Hopper kernel per SM: two where two fit in shared memory (the operand
+        pipeline and ``staging`` bytes of descriptor stores) and in registers (at most 64 fp32 accumulators
+        a thread with 8 warps), so that one program's epilogue overlaps the other's products; one with warp
+        specialisation, which overlaps them within a program (and adds warps of its own)."""
+        if self.warp_specialize:
+            return 1
+        fits_smem = 2 * (self.smem_bytes(elem) + staging) <= 220 * 1024
+        accumulators = self.block_m * self.block_n // (32 * self.num_warps)
+        return 2 if fits_smem and (self.num_warps <= 4 or accumulators <= 64) else 1
 
 
 @dataclass(frozen=True)
@@ -88,13 +129,17 @@ def _pow2_clamp(x: int, lo: int, hi: int) -> int:
 
 # -- the table -------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def _table() -> dict[str, list[tuple[bool, float, float, float, MatmulConfig]]]:
+def _table_data() -> dict:
     try:
-        data = json.loads(TABLE_PATH.read_text())
+        return json.loads(TABLE_PATH.read_text())
     except (OSError, ValueError):
         return {}
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict[str, list[tuple[bool, float, float, float, MatmulConfig]]]:
     table = {}
-    for pclass, entries in data.get("configs", {}).items():
+    for pclass, entries in _table_data().get("configs", {}).items():
         table[pclass] = [(e.get("batch", 1) > 1, math.log2(e["m"]), math.log2(e["n"]), math.log2(e["k"]),
                           MatmulConfig.from_json(e["config"])) for e in entries]
     return table
@@ -175,7 +220,7 @@ def matmul_config(batch: int, m: int, n: int, k: int, pclass: str, facts: Device
         k_tiles = triton.cdiv(k, config.block_k)
         split = 1 if batch > 1 else max(1, min(config.split_k, k_tiles // 2))
         if split != config.split_k:
-            config = MatmulConfig(*config.to_json()[:6], split)
+            config = dataclasses.replace(config, split_k=split)
     return config
 
 
@@ -233,35 +278,76 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
 # -- matrix-vector and vector-vector products ---------------------------------------------------------
 @dataclass(frozen=True)
 class GemvConfig:
-    """Tiles of the matrix-vector kernel: BLOCK_M rows by BLOCK_K columns per step, K split ``split`` ways."""
+    """Tiles of the matrix-vector kernel: BLOCK_M rows by BLOCK_K columns per step, K split ``split`` ways,
+    ``num_stages`` steps in flight (1: each step's loads, then its sums)."""
 
     block_m: int
     block_k: int
     num_warps: int
     split_k: int
+    num_stages: int = 1
 
 
-def gemv_config(m: int, k: int, rows_contiguous: bool, facts: DeviceFacts) -> GemvConfig:
-    """Tiles for y = A @ x with A (M x K). ``rows_contiguous``: A's rows are contiguous (stride 1 along K).
+@dataclass(frozen=True)
+class GemvRule:
+    """How ``gemv_config`` shapes the matrix-vector kernel for one precision class.
 
-    A step loads up to 8K elements (16 KB of fp16) per program with 8 warps, which measured near the copy
-    ceiling on an H200 for both layouts (2.9 TB/s and 2.8 TB/s against torch's 3.0). K is split when the
-    row blocks alone would leave the device under-filled.
+    A matrix-vector product is a stream of the matrix: what counts is how many bytes each SM keeps in
+    flight (``step_bytes`` per program and step, ``num_stages`` steps, programs per SM) and how long the
+    contiguous runs are (``max_block_k``: the widest step along a contiguous row).
     """
+
+    step_bytes: int
+    max_block_k: int = 256
+    num_warps: int = 8
+    num_stages: int = 1
+    programs_per_sm: float = 2
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def label(self) -> str:
+        return (f"{self.step_bytes // 1024}KB k<={self.max_block_k} w{self.num_warps} s{self.num_stages} "
+                f"{self.programs_per_sm:g}/SM")
+
+
+# 8K elements per step with 8 warps (16 KB of fp16, 32 KB of fp32), split until 2 programs per SM; the
+# table's "gemv" entries, tuned on an H100, take precedence.
+GEMV_RULES = {"f16": GemvRule(step_bytes=16384), "f32": GemvRule(step_bytes=32768)}
+
+
+def gemv_rule(pclass: str, facts: DeviceFacts) -> GemvRule:
+    """The rule for matrix-vector products in ``pclass`` ("f16" or "f32"): the table's on Hopper, else the
+    default."""
+    entry = _table_data().get("gemv", {}).get(pclass) if facts.hopper else None
+    return GemvRule(**entry) if entry else GEMV_RULES[pclass]
+
+
+def gemv_config(m: int, k: int, rows_contiguous: bool, elem: int, facts: DeviceFacts,
+                rule: GemvRule | None = None) -> GemvConfig:
+    """Tiles for y = A @ x with A (M x K) of ``elem``-byte elements. ``rows_contiguous``: A's rows are
+    contiguous (stride 1 along K). ``rule`` defaults to ``gemv_rule`` for the element size.
+
+    Each program streams BLOCK_M rows in steps of ``rule.step_bytes``; K is split when the row blocks
+    alone would leave fewer than ``rule.programs_per_sm`` programs per SM.
+    """
+    if rule is None:
+        rule = gemv_rule("f16" if elem == 2 else "f32", facts)
+    step = rule.step_bytes // elem
     if device.interpreter:
         bm, bk = _pow2_clamp(m, 16, 64), _pow2_clamp(k, 16, 256)
     elif rows_contiguous:
-        bk = _pow2_clamp(k, 16, 256)
-        bm = max(4, min(8192 // bk, triton.next_power_of_2(m)))
+        bk = _pow2_clamp(k, 16, rule.max_block_k)
+        bm = max(4, min(step // bk, triton.next_power_of_2(m)))
     else:
         bm = _pow2_clamp(m, 16, 32)
-        bk = max(16, min(8192 // bm, triton.next_power_of_2(k)))
+        bk = max(16, min(step // bm, triton.next_power_of_2(k)))
     row_blocks = triton.cdiv(m, bm)
-    target = 2 * facts.num_sms
+    target = max(1, int(rule.programs_per_sm * facts.num_sms))
     split = 1
     if row_blocks < target:
         split = max(1, min(triton.cdiv(target, row_blocks), k // (4 * bk), 64))
-    return GemvConfig(bm, bk, 4 if device.interpreter else 8, split)
+    return GemvConfig(bm, bk, 4 if device.interpreter else rule.num_warps, split, rule.num_stages)
 
 
 def dot_config(n: int, facts: DeviceFacts) -> tuple[int, int]:

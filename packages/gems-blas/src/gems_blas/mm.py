@@ -48,15 +48,30 @@ def _tile_coords(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _bias_tile(d_ptr, offs_m, offs_n, M, N, stride_dm, stride_dn, BIAS: tl.constexpr):
+    # A bias broadcast along one side (addmm's vector, nn.Linear's bias) is loaded once per column or row:
+    # a whole tile of pointers into the same few values costs registers and instructions in every epilogue.
+    if BIAS == "per_column":
+        bias = tl.load(d_ptr + offs_n.to(tl.int64) * stride_dn, mask=offs_n < N, other=0.0)[None, :]
+    elif BIAS == "per_row":
+        bias = tl.load(d_ptr + offs_m.to(tl.int64) * stride_dm, mask=offs_m < M, other=0.0)[:, None]
+    elif BIAS == "scalar":
+        bias = tl.load(d_ptr)
+    else:
+        mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+        bias_ptrs = d_ptr + offs_m.to(tl.int64)[:, None] * stride_dm + offs_n.to(tl.int64)[None, :] * stride_dn
+        bias = tl.load(bias_ptrs, mask=mask, other=0.0)
+    return bias.to(tl.float32)
+
+
+@triton.jit
 def _finished(acc, d_ptr, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta,
-              SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+              SCALE: tl.constexpr, BIAS: tl.constexpr):
     # SCALE: the tile is a final result (alpha, bias); otherwise the fp32 partial of a K slice.
     if SCALE:
         acc = acc * alpha
-        if HAS_BIAS:
-            mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
-            bias_ptrs = d_ptr + offs_m.to(tl.int64)[:, None] * stride_dm + offs_n.to(tl.int64)[None, :] * stride_dn
-            acc += beta * tl.load(bias_ptrs, mask=mask, other=0.0).to(tl.float32)
+        if BIAS != "none":
+            acc += beta * _bias_tile(d_ptr, offs_m, offs_n, M, N, stride_dm, stride_dn, BIAS)
     return acc
 
 
@@ -73,7 +88,7 @@ def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                     stride_cb, stride_cm, stride_cn, stride_db, stride_dm, stride_dn,
                     alpha, beta, NUM_PROGRAMS,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                    EVEN_K: tl.constexpr, SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    EVEN_K: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr,
                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
@@ -115,7 +130,7 @@ def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
         a_ptrs += step_a
         b_ptrs += step_b
     acc = _finished(acc, d_ptr + mat * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta,
-                    SCALE, HAS_BIAS)
+                    SCALE, BIAS)
     _store_tile(acc, c_ptr + mat_c.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
 
 
@@ -143,8 +158,8 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                   alpha, beta, NUM_PROGRAMS,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                   A_ROW_MAJOR: tl.constexpr, B_ROW_MAJOR: tl.constexpr, BATCHED: tl.constexpr,
-                  C_DESC: tl.constexpr, SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
-                  UPCAST: tl.constexpr, FLATTEN: tl.constexpr):
+                  C_DESC: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr, PRECISION: tl.constexpr,
+                  UPCAST: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
     # Descriptors see each operand in its storage order; the tile loads transpose column-major ones back.
     if BATCHED:
         if A_ROW_MAJOR:
@@ -177,7 +192,7 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tiles_m * tiles_n
     total = tiles * B * SPLITS
-    for tile in tl.range(tl.program_id(0), total, NUM_PROGRAMS, flatten=FLATTEN):
+    for tile in tl.range(tl.program_id(0), total, NUM_PROGRAMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
         # `mat` counts matrices (B > 1) or K slices (SPLITS > 1), never both.
         mat = tile // tiles
         pid_m, pid_n = _tile_coords(tile % tiles, tiles_m, tiles_n, GROUP_M)
@@ -198,7 +213,7 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
         offs_m = off_m + tl.arange(0, BLOCK_M)
         offs_n = off_n + tl.arange(0, BLOCK_N)
         acc = _finished(acc, d_ptr + batch.to(tl.int64) * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn,
-                        alpha, beta, SCALE, HAS_BIAS)
+                        alpha, beta, SCALE, BIAS)
         if C_DESC:
             values = acc.to(c_ptr.dtype.element_ty)
             if C_3D:
@@ -220,11 +235,12 @@ _forced_kernel: str | None = None
 
 
 class _Plan:
-    """What one (shape, dtype, layout) decides once: kernel, launch grid and K slicing."""
+    """What one (shape, dtype, layout) decides once: kernel ("tma" or "tiled"), launch grid and K slicing."""
 
-    __slots__ = ("launcher", "grid", "splits", "k_tiles", "num_programs")
+    __slots__ = ("kind", "launcher", "grid", "splits", "k_tiles", "num_programs")
 
-    def __init__(self, launcher, grid, splits, k_tiles, num_programs):
+    def __init__(self, kind, launcher, grid, splits, k_tiles, num_programs):
+        self.kind = kind
         self.launcher = launcher
         self.grid = grid
         self.splits = splits
@@ -247,19 +263,26 @@ def _uses_tma(dev: int) -> bool:
     return not device.interpreter and heuristics.device_facts(dev).hopper
 
 
-def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: int) -> bool:
-    # A descriptor needs a 16-byte aligned base and 16-byte multiples for every stride but the unit one.
-    return (t.data_ptr() % 16 == 0 and (s_outer * elem) % 16 == 0
+def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: int, fresh: bool = False) -> bool:
+    # A descriptor needs a 16-byte aligned base (``fresh``: memory about to be allocated has one) and
+    # 16-byte multiples for every stride but the unit one.
+    return ((fresh or t.data_ptr() % 16 == 0) and (s_outer * elem) % 16 == 0
             and (batch == 1 or (s_batch != 0 and (s_batch * elem) % 16 == 0)))
+
+
+def _aligned_strides(elem: int, rows: int, cols: int) -> tuple:
+    """(batch, row, column) strides of a row-major (rows x cols) copy whose rows start 16-byte aligned."""
+    align = 16 // elem
+    ld = triton.cdiv(cols, align) * align
+    return rows * ld, ld, 1
 
 
 def _aligned_copy(t: torch.Tensor, batch: int, rows: int, cols: int, strides: tuple) -> tuple:
     """A row-major copy of a (batch x rows x cols) operand with 16-byte aligned rows, and its strides."""
-    align = 16 // t.element_size()
-    ld = triton.cdiv(cols, align) * align
-    buf = torch.empty((batch, rows, ld), dtype=t.dtype, device=t.device)[:, :, :cols]
+    copy_strides = _aligned_strides(t.element_size(), rows, cols)
+    buf = torch.empty((batch, rows, copy_strides[1]), dtype=t.dtype, device=t.device)[:, :, :cols]
     buf.copy_(torch.as_strided(t, (batch, rows, cols), strides))
-    return buf, (rows * ld, ld, 1)
+    return buf, copy_strides
 
 
 def _column_major_copy(t: torch.Tensor, batch: int, rows: int, cols: int, strides: tuple) -> tuple:
@@ -268,41 +291,96 @@ def _column_major_copy(t: torch.Tensor, batch: int, rows: int, cols: int, stride
     return copy, (s_batch, 1, s_col)
 
 
+class OperandCopy:
+    """The copy of one operand that a product makes at each call: ``_aligned_copy`` (row-major with aligned
+    rows) or ``_column_major_copy``, of a (batch x rows x cols) operand with ``strides``."""
+
+    __slots__ = ("column_major", "args")
+
+    def __init__(self, column_major: bool, batch: int, rows: int, cols: int, strides: tuple):
+        self.column_major = column_major
+        self.args = (batch, rows, cols, strides)
+
+    def strides(self, elem: int) -> tuple:
+        """The copy's (batch, row, column) strides."""
+        _, rows, cols, _ = self.args
+        if self.column_major:
+            s_batch, s_col, _ = _aligned_strides(elem, cols, rows)
+            return s_batch, 1, s_col
+        return _aligned_strides(elem, rows, cols)
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        copy = _column_major_copy if self.column_major else _aligned_copy
+        return copy(t, *self.args)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class OperandLayout:
+    """The kernel a product runs on and how it takes its operands: as given, or copied at each call (the
+    copies' strides and orders are the ones listed)."""
+
+    kind: str
+    copy_a: OperandCopy | None
+    copy_b: OperandCopy | None
+    sa: tuple
+    sb: tuple
+    a_row_major: bool
+    b_row_major: bool
+
+    def operands(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The operands the kernel reads: ``a`` and ``b``, or their copies."""
+        return (a if self.copy_a is None else self.copy_a(a)), (b if self.copy_b is None else self.copy_b(b))
+
+
 # Below this many multiply-adds, copying a misaligned operand costs more than the descriptors save.
 _ALIGN_COPY_MIN_WORK = 1 << 24
 
 
-def operands_for(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: int, n: int, k: int, sa: tuple,
-                 sb: tuple) -> tuple:
-    """(kernel, a, b, sa, sb, a_row_major, b_row_major): the kernel a product runs on, and its operands,
-    copied with aligned rows where that lets a large product use the Hopper kernel."""
+def operand_layout(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: int, n: int, k: int, sa: tuple,
+                   sb: tuple) -> OperandLayout:
+    """How a product takes its operands: on which kernel, and which operands it copies (with aligned rows,
+    or K-major for tf32) where that lets a large product use the Hopper kernel at full speed."""
     a_row_major = sa[2] == 1 or k == 1
     b_row_major = sb[2] == 1 or n == 1
+    copy_a = copy_b = None
     if not _uses_tma(dev):
-        return "tiled", a, b, sa, sb, a_row_major, b_row_major
-    if a.dtype is torch.float32 and allow_tf32() and batch * m * n * k >= _ALIGN_COPY_MIN_WORK:
+        return OperandLayout("tiled", None, None, sa, sb, a_row_major, b_row_major)
+    elem = a.element_size()
+    large = batch * m * n * k >= _ALIGN_COPY_MIN_WORK
+    if a.dtype is torch.float32 and allow_tf32() and large:
         # Hopper's tf32 tensor-core instructions take both operands K-major only; Triton runs any other
         # layout on the older instructions (a 4096^3 product at 0.31x cuBLAS's speed), so such an operand
         # is copied K-major first (a 4096^2 operand costs about 45 us to copy).
         if not a_row_major and (batch == 1 or sa[0] != 0):
-            a, sa = _aligned_copy(a, batch, m, k, sa)
-            a_row_major = True
+            copy_a = OperandCopy(False, batch, m, k, sa)
+            sa, a_row_major = copy_a.strides(elem), True
         if b_row_major and n > 1 and (batch == 1 or sb[0] != 0):
-            b, sb = _column_major_copy(b, batch, k, n, sb)
-            b_row_major = False
-    elem = a.element_size()
-    a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem)
-    b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem)
+            copy_b = OperandCopy(True, batch, k, n, sb)
+            sb, b_row_major = copy_b.strides(elem), False
+    # A copy is fresh memory, 16-byte aligned.
+    a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem, copy_a is not None)
+    b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem, copy_b is not None)
     # A broadcast batch (stride 0) is not copied: that would materialise every repetition.
-    if not (a_ready and b_ready) and batch * m * n * k >= _ALIGN_COPY_MIN_WORK:
+    if not (a_ready and b_ready) and large:
         if not a_ready and (batch == 1 or sa[0] != 0):
-            a, sa = _aligned_copy(a, batch, m, k, sa)
-            a_row_major = a_ready = True
+            copy_a = OperandCopy(False, batch, m, k, sa)
+            sa, a_row_major, a_ready = copy_a.strides(elem), True, True
         if not b_ready and (batch == 1 or sb[0] != 0):
-            b, sb = _aligned_copy(b, batch, k, n, sb)
-            b_row_major = b_ready = True
+            copy_b = OperandCopy(False, batch, k, n, sb)
+            sb, b_row_major, b_ready = copy_b.strides(elem), True, True
     kind = "tma" if a_ready and b_ready else "tiled"
-    return kind, a, b, sa, sb, a_row_major, b_row_major
+    return OperandLayout(kind, copy_a, copy_b, sa, sb, a_row_major, b_row_major)
+
+
+def bias_layout(bias: torch.Tensor | None, sd: tuple | None) -> str:
+    """How the kernels read the bias, from its (batch, row, column) strides broadcast to the output: "none",
+    "per_column" (one value per column, as addmm's vector), "per_row", "scalar" or "full"."""
+    if bias is None:
+        return "none"
+    _, s_row, s_col = sd
+    if s_row == 0:
+        return "scalar" if s_col == 0 else "per_column"
+    return "per_row" if s_col == 0 else "full"
 
 
 # Shared memory a Hopper program may use (227 KB), less a little for barriers.
@@ -319,7 +397,8 @@ def _fit_stages(config: heuristics.MatmulConfig, elem: int, extra: int) -> heuri
 
 
 def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch: int, m: int, n: int, k: int,
-               a_row_major: bool, b_row_major: bool, out_desc: bool, has_bias: bool, config=None) -> _Plan:
+               a_row_major: bool, b_row_major: bool, out_desc: bool, bias: str, config=None,
+               precision: str | None = None) -> _Plan:
     facts = heuristics.device_facts(dev)
     pclass = heuristics.precision_class(dtype, tf32)
     if config is None:
@@ -333,29 +412,30 @@ def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch
         splits = triton.cdiv(k_tiles, per_slice)
         k_tiles = per_slice
     constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=bk, GROUP_M=config.group_m)
-    precision = "tf32" if (tf32 or pclass == "f16") else "ieee"
+    precision = precision or ("tf32" if (tf32 or pclass == "f16") else "ieee")
     scale = splits == 1
+    bias = bias if scale else "none"
     tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
-    if kernel_kind == "tma":
-        # Stores go through a descriptor only where masked pointer stores could not be vectorised (N not a
-        # multiple of 16): the staging buffer costs a pipeline stage. Split partials are contiguous fp32,
-        # with aligned rows when N is a multiple of 4.
-        c_desc = n % 16 != 0 and (out_desc if scale else n % 4 == 0)
+    if kernel_kind == "tma" and not config.pointer_kernel:
+        # Stores go through a descriptor where masked pointer stores could not be vectorised (N not a
+        # multiple of 16), or where the configuration asks for it: the staging buffer costs shared memory.
+        # Split partials are contiguous fp32, with aligned rows when N is a multiple of 4.
+        c_desc = (config.tma_store or n % 16 != 0) and (out_desc if scale else n % 4 == 0)
         elem = dtype.itemsize
+        staging = config.block_m * config.block_n * (elem if scale else 4) if c_desc else 0
         if c_desc:
-            config = _fit_stages(config, elem, config.block_m * config.block_n * (elem if scale else 4))
+            config = _fit_stages(config, elem, staging)
         constexprs.update(A_ROW_MAJOR=a_row_major, B_ROW_MAJOR=b_row_major, BATCHED=batch > 1, C_DESC=c_desc,
-                          SCALE=scale, HAS_BIAS=has_bias and scale, PRECISION=precision,
-                          UPCAST=device.interpreter, FLATTEN=not device.interpreter)
+                          SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter,
+                          FLATTEN=not device.interpreter and not config.warp_specialize,
+                          WARP_SPECIALIZE=config.warp_specialize and not device.interpreter)
         total = tiles * batch * splits
-        per_sm = 2 if config.num_warps <= 4 and 2 * config.smem_bytes(elem) <= 220 * 1024 else 1
-        programs = max(1, min(total, facts.num_sms * per_sm))
+        programs = max(1, min(total, facts.num_sms * config.programs_per_sm(elem, staging)))
         launcher = _launcher(mm_tma_kernel, constexprs, config)
-        return _Plan(launcher, (programs, 1, 1), splits, k_tiles, programs)
-    constexprs.update(EVEN_K=k % bk == 0, SCALE=scale, HAS_BIAS=has_bias and scale, PRECISION=precision,
-                      UPCAST=device.interpreter)
+        return _Plan("tma", launcher, (programs, 1, 1), splits, k_tiles, programs)
+    constexprs.update(EVEN_K=k % bk == 0, SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter)
     launcher = _launcher(mm_tiled_kernel, constexprs, config)
-    return _Plan(launcher, (tiles * batch, splits, 1), splits, k_tiles, 1)
+    return _Plan("tiled", launcher, (tiles * batch, splits, 1), splits, k_tiles, 1)
 
 
 def matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
@@ -368,64 +448,77 @@ def matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tens
     (0 where broadcast). Each operand must have a unit stride along one of its two matrix dimensions.
     ``bias`` is None when beta is 0: ATen then ignores the input, NaN and Inf included.
     """
-    call, a, b = product_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd)
+    call = product_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd)
     call(out, a, b, bias, float(alpha), float(beta))
     return out
 
 
 def product_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, alpha, beta,
-                 batch: int, m: int, n: int, k: int, sa: tuple, sb: tuple, so: tuple,
-                 sd: tuple | None) -> tuple[ProductCall, torch.Tensor, torch.Tensor]:
-    """(call, a, b): what ``matmul`` runs for its arguments, and the operands the call takes — ``a`` and
-    ``b`` themselves, or copies with aligned rows for the Hopper kernel.
+                 batch: int, m: int, n: int, k: int, sa: tuple, sb: tuple, so: tuple, sd: tuple | None) -> ProductCall:
+    """The call that ``matmul`` runs for its arguments; it takes ``a`` and ``b`` as given and makes any copy
+    of them that its kernel needs itself.
 
-    Calls on the operands themselves are cached by everything they depend on: dtypes, tf32, device, sizes,
-    strides, bias or not, alpha = 0 and each tensor's 16-byte alignment (kernel choice and compiled
-    specialisation both follow it).
+    Calls are cached by everything they depend on: dtypes, tf32, device, sizes, strides, bias or not,
+    alpha = 0 and each tensor's 16-byte alignment (kernel choice and compiled specialisation both follow it).
     """
     key = (a.dtype, out.dtype, allow_tf32(), a.get_device(), batch, m, n, k, sa, sb, so,
            None if bias is None else (bias.dtype, sd, bias.data_ptr() % 16 == 0), alpha == 0,
            a.data_ptr() % 16 == 0, b.data_ptr() % 16 == 0, out.data_ptr() % 16 == 0)
     call = _calls.get(key)
-    if call is not None:
-        return call, a, b
-    call, a_used, b_used = _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd)
-    if a_used is a and b_used is b:
-        remember(_calls, key, call)
-    return call, a_used, b_used
+    if call is None:
+        call = remember(_calls, key, _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd))
+    return call
 
 
-def _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd) -> tuple:
+def _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd) -> ProductCall:
     if m == 0 or n == 0 or batch == 0:
-        return ProductCall(None, None), a, b
+        return ProductCall(None, None)
     if k == 0 or alpha == 0:
         # Nothing to multiply (BLAS reads neither operand when alpha is 0): out = beta * bias, or zeros.
-        return ProductCall(None, epilogue.finish_launch(out, None, 0, bias, batch, m, n, so, sd)), a, b
+        return ProductCall(None, epilogue.finish_launch(out, None, 0, bias, batch, m, n, so, sd))
     if batch == 1 and (m == 1 or n == 1):
         if n == 1:
-            call = mv.gemv_call(out, a, b, bias, False, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
-        else:
-            call = mv.gemv_call(out, b, a, bias, False, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0,
-                                swap=True)
-        return call, a, b
-    dtype = a.dtype
-    tf32 = dtype is torch.float32 and allow_tf32()
-    dev = a.get_device()
-    kind, a, b, sa, sb, a_row_major, b_row_major = operands_for(dev, a, b, batch, m, n, k, sa, sb)
-    out_desc = kind == "tma" and so[2] == 1 and _tma_ready(out, batch, so[0], so[1], out.element_size())
-    key = (kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, bias is not None)
+            return mv.gemv_call(out, a, b, bias, False, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
+        return mv.gemv_call(out, b, a, bias, False, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0,
+                            swap=True)
+    layout = operand_layout(a.get_device(), a, b, batch, m, n, k, sa, sb)
+    key = plan_key(layout, out, a.dtype, batch, m, n, k, bias, so, sd)
     plan = _plans.get(key)
     if plan is None:
         config = None
         if autotune.enabled:
-            config = _tuned(key, out, a, b, bias, alpha, beta, sa, sb, so, sd)
+            config = _tuned(key, out, *layout.operands(a, b), bias, alpha, beta, layout.sa, layout.sb, so, sd)
         plan = remember(_plans, key, _make_plan(*key, config))
-    return planned_call(plan, kind, out, a, b, bias, batch, m, n, k, sa, sb, so, sd), a, b
+    return layout_call(plan, layout, out, a, b, bias, batch, m, n, k, so, sd)
+
+
+def plan_key(layout: OperandLayout, out: torch.Tensor, dtype: torch.dtype, batch: int, m: int, n: int, k: int,
+             bias: torch.Tensor | None, so: tuple, sd: tuple | None) -> tuple:
+    """What a product's plan depends on: kernel, dtype, tf32, device, sizes, operand orders, whether the
+    output takes descriptor stores, and the bias layout (also the tuners' handle on a product)."""
+    out_desc = (layout.kind == "tma" and so[2] == 1
+                and _tma_ready(out, batch, so[0], so[1], out.element_size()))
+    tf32 = dtype is torch.float32 and allow_tf32()
+    return (layout.kind, dtype, tf32, out.get_device(), batch, m, n, k, layout.a_row_major, layout.b_row_major,
+            out_desc, bias_layout(bias, sd))
+
+
+def layout_call(plan: _Plan, layout: OperandLayout, out, a, b, bias, batch, m, n, k, so, sd) -> ProductCall:
+    """The call running ``plan`` on operands ``a`` and ``b`` taken as ``layout`` says: as they are, or copied
+    at each call."""
+    # The kernel's specialisation follows the operands it reads: a copy is fresh memory, 16-byte aligned
+    # (an empty tensor stands in for it here).
+    a_read = a if layout.copy_a is None else a.new_empty(0)
+    b_read = b if layout.copy_b is None else b.new_empty(0)
+    call = planned_call(plan, out, a_read, b_read, bias, batch, m, n, k, layout.sa, layout.sb, so, sd)
+    if layout.copy_a is not None or layout.copy_b is not None:
+        call.prepare = layout.operands
+    return call
 
 
 def _tuned(key: tuple, out, a, b, bias, alpha, beta, sa, sb, so, sd) -> heuristics.MatmulConfig:
     # On-line tuning (off by default): the shared cache, or else a time-bounded sweep on these operands.
-    kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias = key
+    _, dtype, tf32, dev, batch, m, n, k = key[:8]
     key_args = key[:10]
     config = autotune.tuned_config(*key_args)
     if config is not None:
@@ -436,16 +529,16 @@ def _tuned(key: tuple, out, a, b, bias, alpha, beta, sa, sb, so, sd) -> heuristi
     scratch = torch.empty_strided((batch, m, n), so, dtype=out.dtype, device=out.device)
 
     def time_ms(config):
-        call = planned_call(_make_plan(*key, config), kind, scratch, a, b, bias, batch, m, n, k, sa, sb, so, sd)
+        call = planned_call(_make_plan(*key, config), scratch, a, b, bias, batch, m, n, k, sa, sb, so, sd)
         return triton.testing.do_bench(lambda: call(scratch, a, b, bias, float(alpha), float(beta)), warmup=5,
                                        rep=25)
 
     return autotune.tune(key_args, heuristics.candidates(batch, m, n, k, pclass, facts), time_ms)
 
 
-def planned_call(plan: _Plan, kind: str, out, a, b, bias, batch, m, n, k, sa, sb, so, sd) -> ProductCall:
+def planned_call(plan: _Plan, out, a, b, bias, batch, m, n, k, sa, sb, so, sd) -> ProductCall:
     """The call running ``plan`` on tensors like these (same dtypes, alignment, sizes and strides), which
-    it takes with float alpha and beta at each call (also the tuners' entry point to time a plan)."""
+    it takes with float alpha and beta at each call."""
     splits = plan.splits
     d, sd = (out, (0, 0, 0)) if bias is None else (bias, sd)
     if splits > 1:
@@ -454,17 +547,24 @@ def planned_call(plan: _Plan, kind: str, out, a, b, bias, batch, m, n, k, sa, sb
         c, sc = out, so
     main = PlannedLaunch(plan.launcher, plan.grid, (a, b, c, d),
                          (batch, m, n, k, plan.k_tiles, splits, *sa, *sb, *sc, *sd), (plan.num_programs,))
-    descriptors = kind == "tma" and not device.interpreter
+    descriptors = plan.kind == "tma" and not device.interpreter
     if splits == 1:
         return ProductCall(main, None, descriptors=descriptors)
     finish = epilogue.finish_launch(out, c, splits, bias, 1, m, n, so, sd)
     return ProductCall(main, finish, splits * m * n, descriptors=descriptors)
 
 
-def plan_for(kind: str, config: heuristics.MatmulConfig, dtype, tf32, dev, batch, m, n, k, a_row_major,
-             b_row_major, out_desc, has_bias) -> _Plan:
-    """A plan with an explicit configuration (the offline tuner's entry point; not cached)."""
-    return _make_plan(kind, dtype, tf32, dev, batch, m, n, k, a_row_major, b_row_major, out_desc, has_bias, config)
+def default_config(key: tuple) -> heuristics.MatmulConfig:
+    """The configuration a product with this ``plan_key`` gets: the table's, or the rules'."""
+    _, dtype, tf32, dev, batch, m, n, k = key[:8]
+    return heuristics.matmul_config(batch, m, n, k, heuristics.precision_class(dtype, tf32),
+                                    heuristics.device_facts(dev))
+
+
+def plan_for(key: tuple, config: heuristics.MatmulConfig, precision: str | None = None) -> _Plan:
+    """A plan for ``plan_key`` with an explicit configuration (the offline tuners' entry point; not cached).
+    ``precision`` replaces the kernel's ``tl.dot`` input precision (a tuner's experiment: "tf32x3")."""
+    return _make_plan(*key, config, precision)
 
 
 def clear_caches() -> None:
@@ -502,9 +602,10 @@ def unit_stride(t: torch.Tensor) -> torch.Tensor:
 # -- ATen ops ---------------------------------------------------------------------------------------------
 # The ops that allocate their output (mm, addmm, bmm, baddbmm) keep their calls in ``op_calls`` by a key
 # made of the arguments as given: dtypes, sizes, strides, devices, tf32, alpha/beta types and zeros, and the
-# operands' 16-byte alignment. An entry (shape, dtype, device, call) exists only for a call that our kernels
-# serve without copying an operand, so a hit allocates the output and launches, nothing more. The fresh
-# output is 16-byte aligned (PyTorch's allocators align far more), as the call's specialisation assumes.
+# operands' 16-byte alignment. An entry (shape, dtype, device, call) exists for every call whose operands
+# have a unit stride, so a hit allocates the output and launches (after copying an operand whose rows a
+# descriptor cannot address, which the call does itself), nothing more. The fresh output is 16-byte aligned
+# (PyTorch's allocators align far more), as the call's specialisation assumes.
 
 
 def op_key(name: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, alpha=1,
@@ -534,7 +635,7 @@ def cached_call(key: tuple, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor
 def first_call(key: tuple, out: torch.Tensor, planned: tuple, a: torch.Tensor, b: torch.Tensor,
                bias: torch.Tensor | None, alpha: float, beta: float) -> torch.Tensor:
     """Run ``planned`` = (call, operands it takes) for an op call that ``op_calls`` lacked, remember it
-    under ``key`` when it takes ``a`` and ``b`` themselves, and return ``out``."""
+    under ``key`` when it takes ``a`` and ``b`` themselves (not contiguous copies), and return ``out``."""
     call, a_used, b_used = planned
     if a_used is a and b_used is b:
         remember(op_calls, key, (tuple(out.shape), out.dtype, out.device, call))
@@ -551,15 +652,17 @@ def takes(a: torch.Tensor, b: torch.Tensor) -> bool:
 def mm_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
             alpha=1.0, beta=0.0, sd: tuple | None = None) -> tuple[ProductCall, torch.Tensor, torch.Tensor]:
     """(call, a, b) computing out = alpha * a @ b + beta * bias for 2-D operands, ``sd`` being the bias
-    strides broadcast to out, with the operands the call takes (copies where ``a`` or ``b`` needs one)."""
+    strides broadcast to out, with the operands the call takes (contiguous copies of operands that have no
+    unit stride)."""
     a = unit_stride(a)
     b = unit_stride(b)
     m, k = a.shape
     sam, sak = a.stride()
     sbk, sbn = b.stride()
     som, son = out.stride()
-    return product_call(out, a, b, bias, alpha, beta, 1, m, b.shape[1], k, (0, sam, sak), (0, sbk, sbn),
+    call = product_call(out, a, b, bias, alpha, beta, 1, m, b.shape[1], k, (0, sam, sak), (0, sbk, sbn),
                         (0, som, son), None if sd is None else (0, *sd))
+    return call, a, b
 
 
 def mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,

@@ -31,7 +31,7 @@ from gems_blas.operands import (
 @triton.jit(do_not_specialize=["K_TILES", "alpha", "beta"])
 def gemv_kernel(a_ptr, x_ptr, y_ptr, d_ptr, M, K, K_TILES, stride_am, stride_ak, stride_x, stride_y, stride_d,
                 alpha, beta, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, SCALE: tl.constexpr,
-                HAS_BIAS: tl.constexpr):
+                HAS_BIAS: tl.constexpr, NUM_STAGES: tl.constexpr):
     pid_m = tl.program_id(0)
     split = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -42,7 +42,9 @@ def gemv_kernel(a_ptr, x_ptr, y_ptr, d_ptr, M, K, K_TILES, stride_am, stride_ak,
     k_hi = tl.minimum(K, k_lo + K_TILES * BLOCK_K)
     a_rows = a_ptr + rows[:, None] * stride_am
     acc = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    for k in range(k_lo, k_hi, BLOCK_K):
+    # NUM_STAGES > 1 has Triton prefetch later steps' tiles into shared memory (loads that feed no dot
+    # are pipelined only on request).
+    for k in tl.range(k_lo, k_hi, BLOCK_K, num_stages=NUM_STAGES):
         offs_k = k + tl.arange(0, BLOCK_K)
         in_k = offs_k < k_hi
         cols = offs_k.to(tl.int64)
@@ -68,8 +70,9 @@ _plans: dict[tuple, tuple] = {}
 _calls: dict[tuple, ProductCall] = {}
 
 
-def _make_plan(dev: int, m: int, k: int, rows_contiguous: bool, has_bias: bool) -> tuple:
-    config = heuristics.gemv_config(m, k, rows_contiguous, heuristics.device_facts(dev))
+def _make_plan(dev: int, elem: int, m: int, k: int, rows_contiguous: bool, has_bias: bool,
+               rule: heuristics.GemvRule | None = None) -> tuple:
+    config = heuristics.gemv_config(m, k, rows_contiguous, elem, heuristics.device_facts(dev), rule)
     bk = config.block_k
     k_tiles = triton.cdiv(k, bk)
     splits = config.split_k
@@ -78,7 +81,8 @@ def _make_plan(dev: int, m: int, k: int, rows_contiguous: bool, has_bias: bool) 
         splits = triton.cdiv(k_tiles, per_slice)
         k_tiles = per_slice
     scale = splits == 1
-    constexprs = {"BLOCK_M": config.block_m, "BLOCK_K": bk, "SCALE": scale, "HAS_BIAS": has_bias and scale}
+    constexprs = {"BLOCK_M": config.block_m, "BLOCK_K": bk, "SCALE": scale, "HAS_BIAS": has_bias and scale,
+                  "NUM_STAGES": config.num_stages}
     key = (tuple(constexprs.items()), config.num_warps)
     launcher = _launchers.get(key)
     if launcher is None:
@@ -88,18 +92,22 @@ def _make_plan(dev: int, m: int, k: int, rows_contiguous: bool, has_bias: bool) 
 
 def gemv_call(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, alpha_zero: bool,
               m: int, k: int, stride_am: int, stride_ak: int, stride_x: int, stride_y: int, stride_d: int,
-              swap: bool = False) -> ProductCall:
+              swap: bool = False, rule: heuristics.GemvRule | None = None) -> ProductCall:
     """The call computing y = alpha * A @ x + beta * bias for the arguments of ``gemv``, taking
-    (y, A, x, bias) — (y, x, A, bias) when ``swap`` — and float alpha and beta."""
+    (y, A, x, bias) — (y, x, A, bias) when ``swap`` — and float alpha and beta. An explicit ``rule``
+    (the tuners' entry point) replaces the configured one; such plans are not cached."""
     if m == 0:
         return ProductCall(None, None)
     so, sd = (0, stride_y, 0), (0, stride_d, 0)
     if k == 0 or alpha_zero:
         return ProductCall(None, epilogue.finish_launch(y, None, 0, bias, 1, m, 1, so, sd))
-    key = (a.get_device(), m, k, stride_ak == 1 or k == 1, bias is not None)
-    plan = _plans.get(key)
-    if plan is None:
-        plan = remember(_plans, key, _make_plan(*key))
+    key = (a.get_device(), a.element_size(), m, k, stride_ak == 1 or k == 1, bias is not None)
+    if rule is not None:
+        plan = _make_plan(*key, rule)
+    else:
+        plan = _plans.get(key)
+        if plan is None:
+            plan = remember(_plans, key, _make_plan(*key))
     launcher, grid, splits, k_tiles = plan
     target = y if splits == 1 else workspace.partials(splits * m, y)
     main = PlannedLaunch(launcher, grid, (a, x, target, y if bias is None else bias),

@@ -112,10 +112,11 @@ class ProductCall:
     ``main`` takes (a, b, out or the partials, bias or out) — (b, a, ...) when ``swap`` — and ``finish``
     (partials, out, bias or out); with no ``main``, ``finish`` alone writes beta * bias (K = 0 or
     alpha = 0), and with neither the output is empty. ``partials`` is the fp32 element count of a split
-    reduction; ``descriptors``: ``main`` builds tensor descriptors in Triton's launch scratch.
+    reduction; ``descriptors``: ``main`` builds tensor descriptors in Triton's launch scratch;
+    ``prepare``, when set, maps (a, b) to the operands ``main`` reads (copies in the layout it needs).
     """
 
-    __slots__ = ("main", "finish", "partials", "swap", "descriptors")
+    __slots__ = ("main", "finish", "partials", "swap", "descriptors", "prepare")
 
     def __init__(self, main: PlannedLaunch | None, finish: PlannedLaunch | None, partials: int = 0,
                  swap: bool = False, descriptors: bool = False):
@@ -124,6 +125,7 @@ class ProductCall:
         self.partials = partials
         self.swap = swap
         self.descriptors = descriptors
+        self.prepare = None
 
     def __call__(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
                  alpha: float, beta: float) -> None:
@@ -135,6 +137,8 @@ class ProductCall:
             return
         if self.swap:
             a, b = b, a
+        if self.prepare is not None:
+            a, b = self.prepare(a, b)
         if self.descriptors:
             workspace.ensure_allocator()
         if finish is None:
