@@ -56,6 +56,46 @@ def test_nll_loss_reduced_in_one_program_and_in_parts(reduction, rows):
     assert_close(total, expected_total, torch.float32, reduce_dim=rows)
 
 
+@pytest.mark.parametrize("knobs", [dict(PART_ROWS=1024, MAX_PARTS=4), dict(ONE_PROGRAM_ROWS=1 << 20)])
+def test_nll_loss_reduced_tiles(monkeypatch, knobs):
+    # Spread programs looping over several tiles (the last one to finish adds their sums), and one
+    # program looping over every row. Calls repeat: the spread counter must start from zero each time.
+    from gems_reduction import nll_loss
+
+    for name, value in knobs.items():
+        monkeypatch.setattr(nll_loss, name, value)
+    rows = 20000
+    x = torch.randn(rows, 3, device=DEVICE)
+    t = torch.randint(0, 3, (rows,), device=DEVICE)
+    t[::5] = -100
+    w = torch.rand(6, device=DEVICE)[::2]  # a strided weight
+    ref_x = to_reference(x, upcast=True)
+    ignored = torch.full_like(t, -100)
+    with served("nll_loss_forward"):
+        results = [torch.ops.aten.nll_loss_forward(x, t, w, reduction, -100) for reduction in (1, 2, 1)]
+        empty_mean, empty_total = torch.ops.aten.nll_loss_forward(x, ignored, None, 1, -100)
+    for (res, total), reduction in zip(results, ("mean", "sum", "mean")):
+        ref = F.nll_loss(ref_x, t, weight=w.double(), reduction=reduction)
+        assert_close(res, ref, torch.float32, reduce_dim=rows)
+        assert_close(total, w[t[t != -100]].double().sum(), torch.float32, reduce_dim=rows)
+    assert torch.isnan(empty_mean) and empty_total.item() == 0
+
+
+def test_nll_loss_strided_inputs():
+    # A 4-D input whose spatial dims do not merge (copied first), a strided target and weight.
+    x = torch.randn(2, 5, 3, 6, device=DEVICE)[..., :4].requires_grad_()
+    t = torch.randint(0, 5, (2, 4, 3), device=DEVICE).transpose(1, 2)
+    w = torch.rand(10, device=DEVICE)[::2]
+    ref_x = to_reference(x, upcast=True)
+    for reduction in REDUCTIONS:
+        ref = F.nll_loss(ref_x, t, weight=w.double(), reduction=reduction)
+        with served("nll_loss2d_forward", "nll_loss2d_backward"):
+            res = F.nll_loss(x, t, weight=w, reduction=reduction)
+            grad = _grad(res, x)
+        assert_close(res, ref, torch.float32, reduce_dim=24)
+        assert_close(grad, _grad(ref, ref_x), torch.float32)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_nll_loss2d_and_one_sample(reduction):
     x = torch.randn(2, 5, 3, 4, device=DEVICE).requires_grad_()

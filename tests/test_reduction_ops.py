@@ -165,9 +165,9 @@ def test_non_contiguous(view):
 def test_split_reductions(monkeypatch, shape, dim):
     # Long reductions over few outputs are split over programs and combined in a second pass (the
     # target raised so that three outputs are few enough on the interpreter too).
-    from gems_reduction import reduce
+    from gems_reduction import reduce, tiles
 
-    monkeypatch.setattr(reduce, "PROGRAMS_PER_SM", 16)
+    monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 16)
     x = torch.randn(shape, device=DEVICE)
     x.view(-1)[12345] = 9.0
     ref = to_reference(x, upcast=True)
@@ -188,9 +188,9 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
     # Few column tiles over many rows: the rows are split over programs and a second pass combines the
     # partial results (values, maxima, positions, means with their counts). PROGRAMS_PER_SM is raised so
     # that a small tensor takes the path (8192, 8192) takes on a GPU; the last split is the shortest.
-    from gems_reduction import reduce
+    from gems_reduction import reduce, tiles
 
-    monkeypatch.setattr(reduce, "PROGRAMS_PER_SM", 64)
+    monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 64)
     x = torch.randn(3000, 300, dtype=dtype, device=DEVICE)
     x[1234, 7] = float("nan")
     x[2999, 8] = 50.0
@@ -208,6 +208,47 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
             assert_equal(a, r, equal_nan=True)
         else:
             assert_close(a, r, dtype, equal_nan=True, reduce_dim=3000)
+
+
+# Knob settings the tuning script times on a GPU: each must give the same results.
+TILE_SETTINGS = [
+    {}, {"STEP_BYTES": 32768, "THREAD_BYTES": 128}, {"THREAD_BYTES": 32}, {"COLS_BYTES": 1024},
+    {"PROGRAMS_PER_SM": 64, "STAGES": 4}, {"ARG_STEP_ELEMENTS": 8192, "ARG_THREAD_ELEMENTS": 32},
+]
+
+
+@pytest.fixture
+def fresh_plans():
+    from gems_reduction import reduce
+
+    reduce.forget_plans()
+    yield
+    reduce.forget_plans()
+
+
+@pytest.mark.parametrize("knobs", TILE_SETTINGS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_tiles(monkeypatch, fresh_plans, knobs, dtype):
+    # The GPU's block sizes (many small programs, split reduced ranges), here on the interpreter too.
+    from gems_reduction import tiles
+
+    monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
+    for name, value in knobs.items():
+        monkeypatch.setattr(tiles, name, value)
+    x = torch.randn(300, 240, dtype=dtype, device=DEVICE)
+    x[5, 123] = 9.0
+    x[250, 3] = 9.0
+    ref = to_reference(x, upcast=True)
+    with served("sum", "amax", "argmax"):
+        res = (x.sum(-1), x.sum(0), x.sum(), x.amax(-1), x.amax(0), x.amin(), x.argmax(-1), x.argmax(0), x.argmax())
+    ref_res = (ref.sum(-1), ref.sum(0), ref.sum(), ref.amax(-1), ref.amax(0), ref.amin(), ref.argmax(-1),
+               ref.argmax(0), ref.argmax())
+    counts = (240, 300, 72000)
+    for i, (a, r) in enumerate(zip(res, ref_res)):
+        if i < 3:
+            assert_close(a, r, dtype, reduce_dim=counts[i])
+        else:
+            assert_equal(a, r.to(a.dtype) if a.is_floating_point() else r)
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8])

@@ -1,11 +1,18 @@
 """nll_loss_forward/backward and nll_loss2d_forward/backward.
 
 The input is seen as (rows, C, spatial): (N, C) has no spatial part, (N, C, H, W) has H*W, and a
-single (C,) vector is one row. The forward gathers -w[t] * x[t] per row; a reduced loss over few
-rows is one program, over more rows it is summed per program (spread over the GPU: the gathers are
-latency-bound) and the partial sums are combined by one small program (no atomics, deterministic),
-which also divides by the total weight for ``mean``. The backward writes the whole gradient in one
-pass: -w[t] * grad (/ total weight) at the target class, zero elsewhere.
+single (C,) vector is one row. The forward gathers -w[t] * x[t] per row, one element of each row, so
+its cost is the latency of two dependent loads (target, then the gather), not bandwidth.
+
+A reduced loss is always one launch. Over few rows one program gathers them all in one tile. Over
+more rows the gathers are spread over programs (each SM then translates the addresses of its own rows)
+and each program stores its two sums; the program that draws the last ticket of a counter adds the
+sums up in program order (deterministic whichever program finishes last), divides by the total
+weight for ``mean`` and sets the counter back to zero for the next launch. The counter and the sums
+live in a buffer per stream, since launches on one stream never overlap.
+
+The backward writes the whole gradient in one pass: -w[t] * grad (/ total weight) at the target
+class, zero elsewhere.
 """
 
 from __future__ import annotations
@@ -14,12 +21,22 @@ import torch
 import triton
 import triton.language as tl
 
-from flag_gems.launch import launch
+from flag_gems.launch import launch, shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction.reduce import convert, tl_dtype
 
 NONE, MEAN, SUM = 0, 1, 2
+
+#: A reduced forward over up to this many rows is one program holding them all in one tile. Beyond,
+#: one SM's gathers queue up behind each other (8192 rows took ~30 us as one looping program on an
+#: H100), so programs of ``PART_ROWS`` rows share them.
+ONE_PROGRAM_ROWS = 1024
+#: Rows each program of a spread forward gathers: one tile, so one round trip for its targets and
+#: one for its gathers (32 programs for 8192 rows); few, large programs on the interpreter. A power of 2.
+PART_ROWS = 16384 if device.interpreter else 256
+#: At most this many programs (and partial sums) in a spread forward: the last program reads them all.
+MAX_PARTS = 4096
 
 
 @triton.jit
@@ -50,43 +67,63 @@ def _store_totals(loss, weight, out_ptr, total_ptr, MEAN: tl.constexpr):
 
 @triton.jit
 def _nll_forward_kernel(
-    x_ptr, t_ptr, w_ptr, loss_ptr, weight_sum_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
-    HAS_WEIGHT: tl.constexpr, PARTIAL: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr, t_ptr, w_ptr, loss_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
+    HAS_WEIGHT: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Per row: -w[t] * x[t] (0 where ignored). PARTIAL: one (loss, weight) sum per program."""
+    """Per row: -w[t] * x[t] (0 where ignored)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     if INT64:
         i = i.to(tl.int64)
     loss, w = _row_losses(x_ptr, t_ptr, w_ptr, i, rows, C, HW, s_n, s_c, s_hw, ignore_index, HAS_WEIGHT, ACC)
-    if PARTIAL:
-        tl.store(loss_ptr + tl.program_id(0), tl.sum(loss, 0))
-        tl.store(weight_sum_ptr + tl.program_id(0), tl.sum(w, 0))
-    else:
-        tl.store(loss_ptr + i, convert(loss, loss_ptr.dtype.element_ty), mask=i < rows)
+    tl.store(loss_ptr + i, convert(loss, loss_ptr.dtype.element_ty), mask=i < rows)
 
 
 @triton.jit
 def _nll_reduced_kernel(
-    x_ptr, t_ptr, w_ptr, out_ptr, total_ptr, rows, C, HW, s_n, s_c, s_hw, ignore_index,
-    HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr, t_ptr, w_ptr, out_ptr, total_ptr, part_ptr, count_ptr, rows, chunk, C, HW, s_n, s_c, s_hw,
+    ignore_index, HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, SPREAD: tl.constexpr, ACC: tl.constexpr,
+    INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """One program, for few rows: the summed (or mean) loss and the total weight in one launch."""
+    """The summed (or mean) loss and the total weight. Each program takes ``chunk`` rows; SPREAD: the
+    programs' sums go to ``part_ptr`` (losses, then weights) and the last program to take a ticket
+    from ``count_ptr`` combines them (see the module docstring)."""
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    start = pid * chunk
+    end = tl.minimum(start + chunk, rows)
     loss = tl.zeros([BLOCK], ACC)
     weight = tl.zeros([BLOCK], ACC)
-    for start in range(0, rows, BLOCK):
-        i = start + tl.arange(0, BLOCK)
-        if INT64:
-            i = i.to(tl.int64)
-        row_loss, w = _row_losses(x_ptr, t_ptr, w_ptr, i, rows, C, HW, s_n, s_c, s_hw, ignore_index, HAS_WEIGHT,
-                                  ACC)
+    for r0 in tl.range(start, end, BLOCK):
+        i = r0 + tl.arange(0, BLOCK)
+        row_loss, w = _row_losses(x_ptr, t_ptr, w_ptr, i, end, C, HW, s_n, s_c, s_hw, ignore_index, HAS_WEIGHT, ACC)
         loss += row_loss
         weight += w
-    _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
+    if SPREAD:
+        parts = tl.num_programs(0)
+        tl.store(part_ptr + pid, tl.sum(loss, 0))
+        tl.store(part_ptr + parts + pid, tl.sum(weight, 0))
+        # The barrier orders every thread's stores before the ticket, whose release publishes them to
+        # the program that draws the last ticket (its acquire makes them visible there).
+        tl.debug_barrier()
+        ticket = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
+        if ticket == parts - 1:
+            loss = tl.zeros([BLOCK], ACC)
+            weight = tl.zeros([BLOCK], ACC)
+            # Plain loads (no asynchronous copies), .cg: straight from L2, where the other programs' sums are.
+            for k0 in tl.range(0, parts, BLOCK, num_stages=1):
+                k = k0 + tl.arange(0, BLOCK)
+                loss += tl.load(part_ptr + k, mask=k < parts, other=0, cache_modifier=".cg")
+                weight += tl.load(part_ptr + parts + k, mask=k < parts, other=0, cache_modifier=".cg")
+            _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
+            tl.store(count_ptr, 0)
+    else:
+        _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
 
 
 @triton.jit
 def _weighted_total_kernel(loss_ptr, weight_ptr, out_ptr, total_ptr, n, MEAN: tl.constexpr, BLOCK: tl.constexpr):
-    """One program: out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight)."""
+    """One program: out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight) (cross-entropy's combine)."""
     loss = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
     weight = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
     for start in range(0, n, BLOCK):
@@ -123,24 +160,32 @@ def _nll_backward_kernel(
     tl.store(gi_ptr + e, convert(tl.where(hit, -w * g, 0.0), gi_ptr.dtype.element_ty), mask=mask)
 
 
-#: Up to this many rows, a reduced forward is one program: its gathers finish in one round trip to
-#: memory. Beyond, one SM's gathers queue up (8192 rows took ~30 us as one looping program), so
-#: programs of ``_part_rows`` rows spread them over the GPU and one small program adds their sums.
-_ONE_PROGRAM_ROWS = 1024
+# ---------------------------------------------------------------------------------------------------
+# Launching
 
 
 def _block(n: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for the per-row and per-element kernels and the one-program forward: up to
-    1024 elements, 4 warps (plain gathers and stores; fewer programs on the interpreter)."""
+    """(BLOCK, num_warps) for the per-row and per-element kernels: up to 1024 elements, 4 warps (plain
+    gathers and stores; fewer, larger programs on the interpreter)."""
     if device.interpreter:
         return min(triton.next_power_of_2(max(n, 1)), 16384), 4
     return min(triton.next_power_of_2(max(n, 1)), 1024), 4
 
 
-def _part_rows(rows: int) -> int:
-    """Rows per program of a reduced forward over many rows: 256, one round of gathers each, spread
-    over the SMs (few, large programs on the interpreter)."""
-    return _block(rows)[0] if device.interpreter else 256
+def reduced_tiles(rows: int) -> tuple[int, int, int, int]:
+    """(programs, rows per program, BLOCK, num_warps) of a reduced forward: one program up to
+    ``ONE_PROGRAM_ROWS`` rows, else programs of ``PART_ROWS`` (more when ``MAX_PARTS`` binds)."""
+    if rows <= ONE_PROGRAM_ROWS:
+        block = min(triton.next_power_of_2(max(rows, 1)), 16384)
+        return 1, max(rows, 1), block, _gather_warps(block)
+    block = min(triton.next_power_of_2(rows), PART_ROWS)
+    chunk = max(triton.cdiv(triton.cdiv(rows, MAX_PARTS), block), 1) * block
+    return triton.cdiv(rows, chunk), chunk, block, _gather_warps(block)
+
+
+def _gather_warps(block: int) -> int:
+    """4 to 16 warps, 16 rows per thread in between: every gather of a tile is issued at once."""
+    return 4 if device.interpreter else max(4, min(16, block // 512))
 
 
 def _rows_view(x):
@@ -155,61 +200,115 @@ def _rows_view(x):
     return x, x.shape[0] * hw, x.shape[1], hw, (x.stride(0), x.stride(1), x.stride(3))
 
 
-def _invalid(x, target, weight, ignore_index, rows_dims) -> bool:
-    """Cases left to ATen: its checks and errors (shapes, dtypes, out-of-range targets on CPU)."""
+def _unsupported(x, target, weight, rows_dims) -> bool:
+    """Signatures left to ATen (its checks and errors: shapes, dtypes)."""
     if x.dim() not in rows_dims or x.dtype not in lay.FLOATING or target.dtype != torch.int64:
         return True
     if weight is not None and (weight.dim() != 1 or weight.numel() != x.shape[1 if x.dim() > 1 else 0]
                                or weight.dtype != x.dtype):
         return True
     expected = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()
-    if tuple(target.shape) != tuple(expected):
-        return True
-    if device.interpreter and target.numel():
-        # ATen raises "Target k is out of bounds" here; on the GPU it is a device-side assert in
-        # ATen and out-of-range targets are masked to zero loss by our kernel (no host sync).
-        c = x.shape[1] if x.dim() > 1 else x.shape[0]
-        bad = (target != ignore_index) & ((target < 0) | (target >= c))
-        return bool(bad.any())
-    return False
+    return tuple(target.shape) != tuple(expected)
+
+
+def _targets_out_of_range(x, target, ignore_index) -> bool:
+    """On the interpreter: whether ATen would raise "Target k is out of bounds" (on the GPU that is a
+    device-side assert in ATen, and our kernels give such rows zero loss without a host sync)."""
+    if not device.interpreter or not target.numel():
+        return False
+    c = x.shape[1] if x.dim() > 1 else x.shape[0]
+    bad = (target != ignore_index) & ((target < 0) | (target >= c))
+    return bool(bad.any())
+
+
+def _reach(x) -> int:
+    """One past the largest element offset of ``x``."""
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(x.shape, x.stride()))
+
+
+class _Forward:
+    """The ready call of one forward signature: the launch (per-row or reduced), which inputs need a
+    contiguous copy first, and for a spread reduced forward its scratch (sums and counter) per stream."""
+
+    __slots__ = ("launch", "per_row", "rows", "loss_shape", "copy_x", "copy_target", "copy_weight", "parts", "acc",
+                 "scratch")
+
+    def __init__(self, x, target, weight, reduction, ignore_index):
+        viewed, rows, c, hw, (s_n, s_c, s_hw) = _rows_view(x)
+        self.copy_x = viewed is not x
+        self.copy_target = not target.is_contiguous()
+        self.copy_weight = weight is not None and weight.stride(0) != 1
+        self.rows = rows
+        self.per_row = reduction == NONE and x.dim() > 1
+        self.loss_shape = tuple(target.shape) if self.per_row else ()
+        self.acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        self.scratch: dict = {}
+        common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(self.acc),
+                      INT64=lay.force_int64 or max(viewed.numel(), _reach(viewed)) > lay.INT32_MAX)
+        if self.per_row:
+            block, warps = _block(rows)
+            self.parts = 1
+            kernel = shared_launcher(_nll_forward_kernel, dict(common, BLOCK=block), num_warps=warps)
+            self.launch = lay.Launch(kernel, (triton.cdiv(rows, block),), [rows, c, hw, s_n, s_c, s_hw, ignore_index])
+            return
+        self.parts, chunk, block, warps = reduced_tiles(rows)
+        constexprs = dict(common, MEAN=reduction == MEAN, SPREAD=self.parts > 1, BLOCK=block)
+        self.launch = lay.Launch(shared_launcher(_nll_reduced_kernel, constexprs, num_warps=warps), (self.parts,),
+                                 [rows, chunk, c, hw, s_n, s_c, s_hw, ignore_index])
+
+    def _sums_and_counter(self, x) -> list:
+        """The spread forward's scratch on ``x``'s device and current stream: the counter starts at
+        zero and every launch leaves it there."""
+        index = x.get_device()
+        key = (index, 0 if device.interpreter else torch._C._cuda_getCurrentRawStream(index))
+        found = self.scratch.get(key)
+        if found is None:
+            found = self.scratch[key] = [torch.empty(2 * self.parts, dtype=self.acc, device=x.device),
+                                         torch.zeros(1, dtype=torch.int32, device=x.device)]
+        return found
+
+    def __call__(self, x, target, weight, output, total_weight):
+        if self.copy_x:
+            x = x.contiguous()
+        if self.copy_target:
+            target = target.contiguous()
+        if self.copy_weight:
+            weight = weight.contiguous()
+        if total_weight is None:
+            total = x.new_empty(())
+        else:
+            total = total_weight
+            lay.resize_output(total, ())
+        loss = x.new_empty(self.loss_shape) if output is None else lay.new_output(output, self.loss_shape, x.dtype, x)
+        w = x if weight is None else weight
+        ptr = x.data_ptr() | target.data_ptr() | w.data_ptr() | loss.data_ptr() | total.data_ptr()
+        if self.per_row:
+            if self.rows:
+                self.launch([x, target, w, loss], ptr)
+            total.zero_()
+        elif self.parts > 1:
+            self.launch([x, target, w, loss, total, *self._sums_and_counter(x)], ptr)
+        else:
+            self.launch([x, target, w, loss, total, loss, total], ptr)
+        return lay.deliver(loss, output), total
+
+
+_ATEN = "aten"  # the ready call of a signature left to ATen
 
 
 def _forward(x, target, weight, reduction, ignore_index, output, total_weight, rows_dims):
-    if _invalid(x, target, weight, ignore_index, rows_dims) or reduction not in (NONE, MEAN, SUM):
-        return NotImplemented
     if (output is None) != (total_weight is None):
         return NotImplemented
-    x, rows, c, hw, (s_n, s_c, s_hw) = _rows_view(x)
-    target = target.contiguous()
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    int64 = lay.force_int64 or x.numel() > lay.INT32_MAX
-    block, warps = _block(rows)
-    common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(acc), INT64=int64, num_warps=warps)
-    w = weight if weight is not None else x
-    total = torch.empty((), dtype=x.dtype, device=x.device) if total_weight is None else total_weight
-    lay.resize_output(total, ())
-    args = (rows, c, hw, s_n, s_c, s_hw, ignore_index)
-    if reduction == NONE and x.dim() > 1:
-        loss = lay.new_output(output, target.shape, x.dtype, x)
-        if rows:
-            launch(_nll_forward_kernel, (triton.cdiv(rows, block),), x, target, w, loss, loss, *args, PARTIAL=False,
-                   BLOCK=block, **common)
-        total.zero_()
-        return lay.deliver(loss, output), total
-    loss = lay.new_output(output, (), x.dtype, x)
-    if rows <= _ONE_PROGRAM_ROWS:
-        # One launch sums the rows: two launches and a buffer of partials would cost more than the work.
-        launch(_nll_reduced_kernel, (1,), x, target, w, loss, total, *args, MEAN=reduction == MEAN, BLOCK=block,
-               **common)
-        return lay.deliver(loss, output), total
-    block = _part_rows(rows)
-    parts = triton.cdiv(rows, block)
-    sums = torch.empty((2, parts), dtype=acc, device=x.device)  # loss and weight per program
-    launch(_nll_forward_kernel, (parts,), x, target, w, sums[0], sums[1], *args, PARTIAL=True, BLOCK=block,
-           **common)
-    launch(_weighted_total_kernel, (1,), sums[0], sums[1], loss, total, parts, MEAN=reduction == MEAN,
-           BLOCK=min(triton.next_power_of_2(parts), 1024))
-    return lay.deliver(loss, output), total
+    key = (_forward, x.shape, x.stride(), x.dtype, target.shape, target.stride(), target.dtype,
+           None if weight is None else (weight.shape, weight.stride(), weight.dtype), reduction, ignore_index,
+           rows_dims, lay.force_int64, ONE_PROGRAM_ROWS, PART_ROWS, MAX_PARTS)
+    call = lay.calls.get(key)
+    if call is None:
+        supported = reduction in (NONE, MEAN, SUM) and not _unsupported(x, target, weight, rows_dims)
+        call = lay.remember(key, _Forward(x, target, weight, reduction, ignore_index) if supported else _ATEN)
+    if call is _ATEN or _targets_out_of_range(x, target, ignore_index):
+        return NotImplemented
+    return call(x, target, weight, output, total_weight)
 
 
 def nll_loss_forward(x, target, weight, reduction, ignore_index, *, output=None, total_weight=None):
@@ -223,7 +322,9 @@ def nll_loss2d_forward(x, target, weight, reduction, ignore_index, *, output=Non
 
 
 def _backward(grad, x, target, weight, reduction, ignore_index, total_weight, grad_input, rows_dims):
-    if _invalid(x, target, weight, ignore_index, rows_dims) or reduction not in (NONE, MEAN, SUM):
+    if reduction not in (NONE, MEAN, SUM) or _unsupported(x, target, weight, rows_dims):
+        return NotImplemented
+    if _targets_out_of_range(x, target, ignore_index):
         return NotImplemented
     per_row = reduction == NONE and x.dim() > 1
     if grad.dtype != x.dtype or (per_row and tuple(grad.shape) != tuple(target.shape)) or (
@@ -238,7 +339,7 @@ def _backward(grad, x, target, weight, reduction, ignore_index, total_weight, gr
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         launch(
             _nll_backward_kernel, (triton.cdiv(numel, block),), grad.contiguous(), target.contiguous(),
-            weight if weight is not None else x, total_weight, result,
+            weight.contiguous() if weight is not None else x, total_weight, result,
             numel, c, hw, ignore_index, HAS_WEIGHT=weight is not None, PER_ROW_GRAD=per_row,
             MEAN=reduction == MEAN, ACC=tl_dtype(acc), INT64=lay.force_int64 or numel > lay.INT32_MAX,
             BLOCK=block, num_warps=warps)

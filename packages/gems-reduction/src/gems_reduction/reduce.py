@@ -12,7 +12,7 @@ second result) per output:
 
 Both may split the reduced range over several programs (``chunk``), writing partial results that a
 second launch of the same skeleton combines: two passes, no atomics, deterministic. Both pipeline
-their loop (``STAGES``), so that each program keeps its next steps' loads in flight.
+their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
 
 What an op does is three compile-time codes: ``PRE`` (elementwise transform of each element), ``OP``
 (how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only. Three
@@ -33,6 +33,7 @@ from triton.language.extra import libdevice
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
+from gems_reduction import tiles
 
 # How elements combine.
 SUM: tl.constexpr = tl.constexpr(0)
@@ -458,83 +459,6 @@ def _start(kind: Kind, acc: torch.dtype):
     return _init(kind.op, acc)
 
 
-def thread_elements(itemsize: int, arg: bool) -> int:
-    """Elements each thread takes per loop step: 64 bytes (four 16-byte vectors), so that a 16 KB
-    step has 8 warps whatever the dtype, the shape measured best in float32 (91% of copy bandwidth
-    over the last dim); 16 for arg-reductions, which also carry a position per element."""
-    return 16 if arg else max(1, 64 // itemsize)
-
-
-def warps_for(elements: int, per_thread: int) -> int:
-    """num_warps for a tile of ``elements``, ``per_thread`` elements each thread: 4 to 16 warps."""
-    return max(4, min(16, elements // (32 * per_thread)))
-
-
-def step_elements(itemsize: int, arg: bool) -> int:
-    """Elements each program loads per loop step: 16 KB of input keeps enough loads in flight on an
-    H100; arg-reductions carry a position per element too, so they take 4K elements."""
-    if device.interpreter:
-        return 16384  # few, large programs
-    return 4096 if arg else 16384 // itemsize
-
-
-def reduced_block(length: int, most: int, least: int) -> int:
-    """How much of the reduced range a loop step takes: at most ``most``. On the GPU a range that one
-    step would cover takes two half steps (unless they would be shorter than ``least``), so that the
-    pipelined loop has the next step's loads in flight while it combines the current one."""
-    block = min(triton.next_power_of_2(max(length, 1)), most)
-    if not device.interpreter and block >= length and block >= 2 * least:
-        block //= 2
-    return block
-
-
-def rows_tiles(rows: int, length: int, step: int, per_thread: int) -> tuple[int, int, int]:
-    """(BLOCK_K rows, BLOCK_R elements, num_warps) for the rows kernel: ``step`` elements per loop
-    step, in contiguous runs of 256 or more; short rows are packed several per program, but never so
-    many that fewer than ~4 programs per SM remain."""
-    block_r = reduced_block(length, step, 256)
-    block_k = min(triton.next_power_of_2(rows), max(1, step // block_r))
-    if not device.interpreter:
-        block_k = max(1, min(block_k, triton.next_power_of_2(triton.cdiv(rows, 4 * lay.sm_count()))))
-    return block_k, block_r, warps_for(block_k * block_r, per_thread)
-
-
-def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int) -> tuple[int, int, int]:
-    """(BLOCK_R, BLOCK_N, num_warps) for the cols kernel: 256-byte row segments (coalesced), ``step``
-    elements per loop step, warps stacked along the reduced dim."""
-    block_n = min(triton.next_power_of_2(cols), 256 if device.interpreter else max(16, 256 // itemsize))
-    block_r = reduced_block(length, max(1, step // block_n), 1)
-    return block_r, block_n, warps_for(block_r * block_n, per_thread)
-
-
-#: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
-#: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
-#: so every program keeps two 16 KB steps in flight. Without it ptxas often places each load right
-#: before its first use, leaving one 16-byte load per thread in flight (seen in the SASS of amax and
-#: of every dim-0 reduction). 1 turns it off; the interpreter ignores it.
-STAGES = 1 if device.interpreter else 3
-
-#: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
-#: per SM has its reduced range split (with two steps in flight per program, two programs per SM
-#: already keep the memory busy, and a split costs a second launch). Tests raise it to run the split
-#: path on small tensors.
-PROGRAMS_PER_SM = 4
-
-
-def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
-    """(splits, chunk): how many programs share one reduced range, and the length each takes.
-
-    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM; a split always covers
-    whole blocks.
-    """
-    splits = 1
-    target = PROGRAMS_PER_SM * lay.sm_count()
-    if 2 * programs < target and length > 2 * block:
-        splits = min(triton.cdiv(target, programs), triton.cdiv(length, block))
-    chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
-    return max(triton.cdiv(length, chunk), 1), chunk
-
-
 class _Plan:
     """A ready launch for one signature: the launch (kernel with constexprs, grid, integer and float
     arguments), the kind it runs, the output shape and dtypes, and the second pass when the reduced
@@ -603,8 +527,8 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if kept_n == 0:
         return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
-    step = step_elements(itemsize, arg)
-    per_thread = thread_elements(itemsize, arg)
+    step = tiles.step_elements(itemsize, arg)
+    per_thread = tiles.thread_elements(itemsize, arg)
     groups = list(lo.kept[: lo.num_kept])
     inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
     if lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1:
@@ -612,22 +536,22 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         n, s_n = groups[inner]
         m, s_m = groups[1 - inner] if len(groups) == 2 else (1, 0)
         o_n, o_m = (1, n) if inner == len(groups) - 1 else (m, 1)
-        block_r, block_n, warps = cols_tiles(n, length, step, itemsize, per_thread)
+        block_r, block_n, warps = tiles.cols_tiles(n, length, step, itemsize, per_thread)
         programs = m * triton.cdiv(n, block_n)
-        splits, chunk = split_count(programs, length, block_r) if may_split else (1, max(length, 1))
-        kernel, tiles = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)
+        splits, chunk = tiles.split_count(programs, length, block_r) if may_split else (1, max(length, 1))
+        kernel, blocks = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)
         ints = [m, n, length, chunk, kept_n, s_m, s_n, sr1, o_m, o_n]
     else:
-        block_k, block_r, warps = rows_tiles(kept_n, length, step, per_thread)
+        block_k, block_r, warps = tiles.rows_tiles(kept_n, length, step, per_thread)
         programs = triton.cdiv(kept_n, block_k)
-        splits, chunk = split_count(programs, length, block_r) if may_split else (1, max(length, 1))
+        splits, chunk = tiles.split_count(programs, length, block_r) if may_split else (1, max(length, 1))
         kernel = _reduce_rows_kernel
-        tiles = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
+        blocks = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
         ints = [kept_n, k2, length, r2, chunk, kept_n, sk1, sk2, sr1, sr2]
     first = kind.partial() if splits > 1 else kind
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
                       ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, STAGES=STAGES, **tiles)
+                      INT64=lo.int64, STAGES=tiles.STAGES, **blocks)
     second = None
     if splits > 1:
         # The partial results are few: one pass over them, never split again.
@@ -641,7 +565,7 @@ def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=Fa
          may_split=True, p: float = 0.0, d: float = 1.0) -> _Plan:
     """The cached launch plan of a reduction signature (``dims`` wrapped and sorted)."""
     key = (shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim, may_split, p, d,
-           lay.force_int64, PROGRAMS_PER_SM, STAGES)
+           lay.force_int64, tiles.settings())
     found = _plans.get(key)
     if found is None:
         if len(_plans) >= MAX_PLANS:  # shapes that keep changing: keep the cache bounded
@@ -649,6 +573,12 @@ def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=Fa
         found = _plans[key] = _build(shape, strides, dims, kind, in_dtype, cast, out_dtype, shifted, keepdim,
                                      may_split, p, d)
     return found
+
+
+def forget_plans() -> None:
+    """Drop every cached plan and ready call of the family, so that changed ``tiles`` knobs apply."""
+    _plans.clear()
+    lay.calls.clear()
 
 
 def _partials(pl: _Plan, like: torch.Tensor):
@@ -711,7 +641,8 @@ def cached(make: Callable, x: torch.Tensor, dim, keepdim: bool, option=None) -> 
     """The ready plan of a reduction call on ``x`` with no ``out=``: one lookup under the call's
     signature, ``make(x, dim, keepdim, option)`` (a plan, or None for ATen's cases) on its first call.
     ``option`` is whatever else of the call ``make`` depends on (hashable)."""
-    key = (make, x.shape, x.stride(), x.dtype, lay.dims_key(dim), keepdim, option, lay.force_int64, PROGRAMS_PER_SM)
+    key = (make, x.shape, x.stride(), x.dtype, lay.dims_key(dim), keepdim, option, lay.force_int64,
+           tiles.PROGRAMS_PER_SM)
     found = lay.calls.get(key)
     if found is None:
         found = make(x, dim, keepdim, option)
@@ -765,7 +696,7 @@ def _values(make, x, dim, keepdim, option, out):
     if out is None:
         # ``cached``, inlined: this is the hot path of most reductions.
         pl = lay.calls.get((make, x.shape, x.stride(), x.dtype, dim if dim.__class__ is not list else tuple(dim),
-                            keepdim, option, lay.force_int64, PROGRAMS_PER_SM))
+                            keepdim, option, lay.force_int64, tiles.PROGRAMS_PER_SM))
         if pl is None:
             pl = cached(make, x, dim, keepdim, option)
             if pl is None:

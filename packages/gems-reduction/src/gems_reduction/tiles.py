@@ -1,0 +1,115 @@
+"""Block sizes of the reduce skeleton, and the knobs they read.
+
+The knobs are module attributes so that a tuning run (``tuning/ab_reduce.py``) can time alternatives
+on a GPU without editing code. Plans are cached per signature: after changing a knob, call
+``reduce.forget_plans()``. The defaults are the choices measured on an H100.
+"""
+
+from __future__ import annotations
+
+import triton
+
+from flag_gems.runtime import device
+from gems_reduction import layout as lay
+
+#: Few, large programs: the interpreter runs programs one after another. False gives the GPU's tiles,
+#: which the interpreter runs too (slowly), as the smoke run of the tuning script does.
+INTERPRETER_TILES = device.interpreter
+
+#: Bytes of input each program loads per loop step: 16 KB keeps enough loads in flight on an H100.
+STEP_BYTES = 16384
+
+#: Bytes each thread loads per loop step: 64 (four 16-byte vectors), so that a 16 KB step has 8 warps
+#: whatever the dtype, the shape measured best in float32 (91% of copy bandwidth over the last dim).
+THREAD_BYTES = 64
+
+#: Arg-reductions carry a position next to each element: elements per loop step, and per thread.
+ARG_STEP_ELEMENTS = 4096
+ARG_THREAD_ELEMENTS = 16
+
+#: Bytes of the row segment each program of the cols kernel (dim-0 style reductions) owns: 256, so
+#: that each row of a step is two whole 128-byte lines.
+COLS_BYTES = 256
+
+#: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
+#: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
+#: so every program keeps two steps in flight. Without it ptxas often places each load right before
+#: its first use, leaving one 16-byte load per thread in flight (seen in the SASS of amax and of every
+#: dim-0 reduction). 1 turns it off; the interpreter ignores it.
+STAGES = 1 if device.interpreter else 3
+
+#: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
+#: per SM has its reduced range split (with two steps in flight per program, two programs per SM
+#: already keep the memory busy, and a split costs a second launch). Short rows are packed into
+#: programs only while ~this many programs per SM remain. Tests raise it to run the split path on
+#: small tensors.
+PROGRAMS_PER_SM = 4
+
+
+def settings() -> tuple:
+    """Every knob's value: part of each plan's cache key."""
+    return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES, STAGES,
+            PROGRAMS_PER_SM)
+
+
+def thread_elements(itemsize: int, arg: bool) -> int:
+    """Elements each thread takes per loop step (``THREAD_BYTES`` of input, or
+    ``ARG_THREAD_ELEMENTS`` for arg-reductions)."""
+    return ARG_THREAD_ELEMENTS if arg else max(1, THREAD_BYTES // itemsize)
+
+
+def warps_for(elements: int, per_thread: int) -> int:
+    """num_warps for a tile of ``elements``, ``per_thread`` elements each thread: 4 to 16 warps."""
+    return max(4, min(16, elements // (32 * per_thread)))
+
+
+def step_elements(itemsize: int, arg: bool) -> int:
+    """Elements each program loads per loop step (``STEP_BYTES`` of input, or ``ARG_STEP_ELEMENTS``)."""
+    if INTERPRETER_TILES:
+        return 16384  # few, large programs
+    return ARG_STEP_ELEMENTS if arg else max(1, STEP_BYTES // itemsize)
+
+
+def reduced_block(length: int, most: int, least: int) -> int:
+    """How much of the reduced range a loop step takes: at most ``most``. On the GPU a range that one
+    step would cover takes two half steps (unless they would be shorter than ``least``), so that the
+    pipelined loop has the next step's loads in flight while it combines the current one."""
+    block = min(triton.next_power_of_2(max(length, 1)), most)
+    if not INTERPRETER_TILES and block >= length and block >= 2 * least:
+        block //= 2
+    return block
+
+
+def rows_tiles(rows: int, length: int, step: int, per_thread: int) -> tuple[int, int, int]:
+    """(BLOCK_K rows, BLOCK_R elements, num_warps) for the rows kernel: ``step`` elements per loop
+    step, in contiguous runs of 256 or more; short rows are packed several per program, but never so
+    many that fewer than ~``PROGRAMS_PER_SM`` programs per SM remain."""
+    block_r = reduced_block(length, step, 256)
+    block_k = min(triton.next_power_of_2(rows), max(1, step // block_r))
+    if not INTERPRETER_TILES:
+        spread = triton.next_power_of_2(triton.cdiv(rows, PROGRAMS_PER_SM * lay.sm_count()))
+        block_k = max(1, min(block_k, spread))
+    return block_k, block_r, warps_for(block_k * block_r, per_thread)
+
+
+def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_N, num_warps) for the cols kernel: ``COLS_BYTES`` row segments (coalesced),
+    ``step`` elements per loop step, warps stacked along the reduced dim."""
+    segment = 256 if INTERPRETER_TILES else max(16, COLS_BYTES // itemsize)
+    block_n = min(triton.next_power_of_2(cols), segment)
+    block_r = reduced_block(length, max(1, step // block_n), 1)
+    return block_r, block_n, warps_for(block_r * block_n, per_thread)
+
+
+def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
+    """(splits, chunk): how many programs share one reduced range, and the length each takes.
+
+    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM; a split always covers
+    whole blocks.
+    """
+    splits = 1
+    target = PROGRAMS_PER_SM * lay.sm_count()
+    if 2 * programs < target and length > 2 * block:
+        splits = min(triton.cdiv(target, programs), triton.cdiv(length, block))
+    chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
+    return max(triton.cdiv(length, chunk), 1), chunk

@@ -1,0 +1,343 @@
+"""A/B timing of the reduce skeleton's knobs (``gems_reduction.tiles``) and of nll_loss's, on a GPU.
+
+    python packages/gems-reduction/tuning/ab_reduce.py              # on a CUDA machine: < 2 minutes
+    python packages/gems-reduction/tuning/ab_reduce.py --cases dim0 --budget 60
+    python packages/gems-reduction/tuning/ab_reduce.py --smoke      # tiny shapes, runs on CPU too
+
+For each case (an op, a dtype, a shape) it times ATen, then each candidate setting of the knobs (the
+current defaults first), each checked against ATen before it is timed. Kernel time is
+``triton.testing.do_bench`` (median, L2 flushed before each run); ATen is timed before and after the
+candidates and the lower time kept. Rates count the bytes read and written once, against a copy
+ceiling of 2967 GB/s (read + write) measured on an H100. The kernels of every (case, setting) are
+first compiled by a pool of processes (Triton's disk cache then serves the timing process); a time
+budget skips what would run past it. ``--smoke`` runs the same code on tiny shapes with the GPU's
+tile choices (through Triton's interpreter where there is no GPU): it checks results, its times mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import math
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import flag_gems
+from gems_reduction import nll_loss, reduce, tiles
+
+COPY_CEILING_GBPS = 2967.0
+ON_GPU = flag_gems.device == "cuda"
+
+# Candidate settings: knob overrides, as "module.KNOB": value.
+SETTINGS = {
+    "default": {},
+    "stages=2": {"tiles.STAGES": 2},
+    "stages=4": {"tiles.STAGES": 4},
+    "step=8K": {"tiles.STEP_BYTES": 8192},
+    "step=32K": {"tiles.STEP_BYTES": 32768},
+    "thread=32B": {"tiles.THREAD_BYTES": 32},
+    "thread=128B": {"tiles.THREAD_BYTES": 128},
+    "step=32K,thread=128B": {"tiles.STEP_BYTES": 32768, "tiles.THREAD_BYTES": 128},
+    "cols=512B": {"tiles.COLS_BYTES": 512},
+    "cols=1024B": {"tiles.COLS_BYTES": 1024},
+    "per_sm=2": {"tiles.PROGRAMS_PER_SM": 2},
+    "per_sm=3": {"tiles.PROGRAMS_PER_SM": 3},
+    "per_sm=8": {"tiles.PROGRAMS_PER_SM": 8},
+    "arg_thread=8": {"tiles.ARG_THREAD_ELEMENTS": 8},
+    "arg_thread=32": {"tiles.ARG_THREAD_ELEMENTS": 32},
+    "arg_step=8K": {"tiles.ARG_STEP_ELEMENTS": 8192},
+    "arg_step=8K,thread=32": {"tiles.ARG_STEP_ELEMENTS": 8192, "tiles.ARG_THREAD_ELEMENTS": 32},
+    "part=128": {"nll.PART_ROWS": 128},
+    "part=512": {"nll.PART_ROWS": 512},
+    "part=1024": {"nll.PART_ROWS": 1024},
+    "one_program": {"nll.ONE_PROGRAM_ROWS": 16384},
+}
+_MODULES = {"tiles": tiles, "nll": nll_loss}
+
+# What each kind of case tries besides the defaults (at most 7, so 8 settings a case).
+LAST_DIM = ("stages=2", "stages=4", "step=8K", "step=32K", "thread=32B", "thread=128B", "step=32K,thread=128B")
+DIM0 = ("stages=4", "cols=512B", "cols=1024B", "per_sm=2", "per_sm=3", "per_sm=8", "step=32K")
+EVERYTHING = ("stages=4", "per_sm=2", "per_sm=8", "step=32K", "thread=128B")
+ARG = ("stages=4", "arg_thread=8", "arg_thread=32", "arg_step=8K", "arg_step=8K,thread=32")
+NLL = ("part=128", "part=512", "part=1024", "one_program")
+
+BF16, FP32 = torch.bfloat16, torch.float32
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    dtype: torch.dtype
+    shape: tuple
+    settings: tuple
+    fn: object  # the call as a user writes it, on the inputs ``_inputs`` makes
+    check: str = "close"  # "close", "equal", or "argmax<dim>" (the selected values must match)
+
+    @property
+    def name(self) -> str:
+        dtype = {BF16: "bf16", FP32: "fp32"}[self.dtype]
+        return f"{self.op} {dtype} {'x'.join(map(str, self.shape))}"
+
+
+def _cases(smoke: bool, every_op: bool) -> list[Case]:
+    square, wide = ((64, 256), (16, 2048)) if smoke else ((8192, 8192), (512, 131072))
+    nll_shape = (3000, 20) if smoke else (8192, 32000)
+    plain = [("sum_last", lambda x: x.sum(-1), LAST_DIM, "close"),
+             ("amax_last", lambda x: x.amax(-1), LAST_DIM, "equal"),
+             ("sum_dim0", lambda x: x.sum(0), DIM0, "close"),
+             ("amax_dim0", lambda x: x.amax(0), DIM0, "equal"),
+             ("argmax_last", lambda x: x.argmax(-1), ARG, "argmax1"),
+             ("argmax_dim0", lambda x: x.argmax(0), ARG + ("cols=512B",), "argmax0")]
+    if every_op:
+        plain += [("mean_last", lambda x: x.mean(-1), LAST_DIM, "close"),
+                  ("amin_last", lambda x: x.amin(-1), LAST_DIM, "equal"),
+                  ("nansum_last", lambda x: x.nansum(-1), LAST_DIM, "close"),
+                  ("mean_dim0", lambda x: x.mean(0), DIM0, "close")]
+    cases = [Case(op, BF16, shape, settings, fn, check) for shape in (square, wide)
+             for op, fn, settings, check in plain]
+    cases += [Case("sum_all", BF16, square, EVERYTHING, torch.sum),
+              Case("max_all", BF16, wide, EVERYTHING, torch.max, "equal")]
+    if every_op:
+        cases += [Case("sum_all", BF16, wide, EVERYTHING, torch.sum),
+                  Case("max_all", BF16, square, EVERYTHING, torch.max, "equal")]
+    # float32 controls: a default that helps bf16 must not hurt them.
+    cases += [Case("sum_last", FP32, square, LAST_DIM, lambda x: x.sum(-1)),
+              Case("sum_dim0", FP32, square, DIM0, lambda x: x.sum(0)),
+              Case("nll_loss", FP32, nll_shape, NLL, F.nll_loss)]
+    return cases
+
+
+def _inputs(case: Case, random: bool = True) -> tuple:
+    device = flag_gems.device
+    if case.op == "nll_loss":
+        rows, classes = case.shape
+        if not random:  # compiling only: any values of the right kind
+            return torch.empty(case.shape, device=device), torch.zeros(rows, dtype=torch.long, device=device)
+        logp = torch.log_softmax(torch.randn(case.shape, device=device), dim=-1)
+        return logp, torch.randint(0, classes, (rows,), device=device)
+    if not random:
+        return (torch.empty(case.shape, dtype=case.dtype, device=device),)
+    return (torch.randn(case.shape, dtype=case.dtype, device=device),)
+
+
+def _bytes(args: tuple, out: torch.Tensor, case: Case) -> int:
+    if case.op == "nll_loss":  # the targets and one log-probability per row
+        return args[1].nbytes + args[1].numel() * args[0].element_size() + out.nbytes
+    return sum(a.nbytes for a in args) + out.nbytes
+
+
+@contextlib.contextmanager
+def applied(setting: str):
+    """The knobs of ``setting`` in force (plans rebuilt), then the previous values back."""
+    saved = {}
+    for key, value in SETTINGS[setting].items():
+        module, knob = key.split(".")
+        saved[key] = getattr(_MODULES[module], knob)
+        setattr(_MODULES[module], knob, value)
+    reduce.forget_plans()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            module, knob = key.split(".")
+            setattr(_MODULES[module], knob, value)
+        reduce.forget_plans()
+
+
+@contextlib.contextmanager
+def _gems():
+    with flag_gems.use_gems(families=["reduction"]):
+        yield
+
+
+def _mismatch(case: Case, args: tuple, ours, ref) -> str | None:
+    """Why ``ours`` is not ATen's result (None when it is)."""
+    if ours.shape != ref.shape or ours.dtype != ref.dtype:
+        return f"shape/dtype {tuple(ours.shape)} {ours.dtype} vs {tuple(ref.shape)} {ref.dtype}"
+    if case.check == "equal":
+        return None if torch.equal(ours, ref) else "values differ"
+    if case.check.startswith("argmax"):
+        dim = int(case.check[-1])
+        x = args[0]
+        picked = x.gather(dim, ours.unsqueeze(dim))
+        return None if torch.equal(picked, x.gather(dim, ref.unsqueeze(dim))) else "positions of other values"
+    error = (ours.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30)
+    tolerance = 1.6e-2 if case.dtype == BF16 else 1e-5
+    return None if error <= tolerance else f"relative error {error:.2e}"
+
+
+def _kernel_us(fn) -> float:
+    if not ON_GPU:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e6
+    import triton.testing
+
+    return 1e3 * triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
+
+
+def _host_us(fn, calls: int = 300) -> float:
+    """Time per call of ``calls`` back-to-back calls with one synchronize: host time when kernels are short."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e6 / calls
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiling ahead, in parallel: each worker runs one (case, setting) once on inputs of the right shape.
+
+def _compile_one(task: tuple[int, str, bool, bool]) -> str | None:
+    index, setting, smoke, every_op = task
+    case = _cases(smoke, every_op)[index]
+    try:
+        args = _inputs(case, random=False)
+        with applied(setting), _gems():
+            case.fn(*args)
+        if ON_GPU:
+            torch.cuda.synchronize()
+        return None
+    except Exception as error:  # reported, and the timing process meets it again
+        return f"{case.name} [{setting}]: {type(error).__name__}: {error}"
+
+
+def _compile_ahead(cases: list[Case], smoke: bool, every_op: bool, jobs: int, indices: list[int],
+                   seconds: float) -> None:
+    """Compile every (case, setting) of ``indices`` in ``jobs`` processes, waiting at most ``seconds``
+    (what is left compiles while timing)."""
+    tasks = [(i, s, smoke, every_op) for i in indices for s in ("default",) + cases[i].settings]
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(_compile_one, task) for task in tasks]
+    done, pending = concurrent.futures.wait(futures, timeout=max(seconds, 1.0))
+    pool.shutdown(wait=not pending, cancel_futures=True)
+    for future in done:
+        if future.result():
+            print(f"compile: {future.result()}")
+    if pending:
+        print(f"compile: {len(pending)} of {len(tasks)} left to the timing process (time budget)")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    case: Case
+    setting: str
+    us: float | None
+    rate: float | None  # fraction of the copy ceiling
+    speedup: float | None
+    note: str = ""
+
+
+def _time_case(case: Case, deadline: float) -> list[Row]:
+    args = _inputs(case)
+    ref = case.fn(*args)
+
+    def call():  # as a user writes it: ATen's kernels, or ours inside _gems()
+        case.fn(*args)
+
+    aten_us = _kernel_us(call)
+    moved = _bytes(args, ref, case)
+    rows = []
+    for setting in ("default",) + case.settings:
+        if setting != "default" and time.monotonic() > deadline:
+            rows.append(Row(case, setting, None, None, None, "skipped: time budget"))
+            continue
+        try:
+            with applied(setting), _gems():
+                problem = _mismatch(case, args, case.fn(*args), ref)
+                if problem is None:
+                    us = _kernel_us(call)
+        except Exception as error:
+            problem = f"{type(error).__name__}: {str(error)[:80]}"
+        if problem:
+            rows.append(Row(case, setting, None, None, None, f"WRONG: {problem}"))
+            continue
+        rows.append(Row(case, setting, us, moved / (us * 1e3) / COPY_CEILING_GBPS, None))
+    aten_us = min(aten_us, _kernel_us(call))
+    for row in rows:
+        if row.us is not None:
+            row.speedup = aten_us / row.us
+    head = Row(case, "ATen", aten_us, moved / (aten_us * 1e3) / COPY_CEILING_GBPS, 1.0)
+    if case.op == "nll_loss" and ON_GPU:
+        host = _host_us(call)
+        with _gems():
+            head.note = f"host time: {host:.1f} us/call, ours (default) {_host_us(call):.1f}"
+    return [head] + rows
+
+
+def _print(rows: list[Row]) -> None:
+    print(f"{'case':<28} {'setting':<22} {'us':>8} {'%copy':>6} {'vs ATen':>8}")
+    last = None
+    for row in rows:
+        name = row.case.name if row.case is not last else ""
+        last = row.case
+        numbers = (f"{row.us:8.1f} {100 * row.rate:5.0f}% {row.speedup:7.2f}x" if row.us is not None
+                   else f"{'-':>8} {'-':>6} {'-':>8}")
+        print(f"{name:<28} {row.setting:<22} {numbers}  {row.note}".rstrip())
+
+
+def _summary(rows: list[Row]) -> None:
+    print("\nbest setting per case (default's time in brackets):")
+    by_case: dict[Case, list[Row]] = {}
+    for row in rows:
+        if row.setting != "ATen" and row.us is not None:
+            by_case.setdefault(row.case, []).append(row)
+    ratios: dict[str, list[float]] = {}
+    for case, found in by_case.items():
+        best = min(found, key=lambda r: r.us)
+        default = next((r for r in found if r.setting == "default"), None)
+        base = f" [{default.us:.1f} us]" if default else ""
+        print(f"  {case.name:<28} {best.setting:<22} {best.us:7.1f} us {100 * best.rate:4.0f}% "
+              f"{best.speedup:5.2f}x{base}")
+        for r in found:
+            if default:
+                ratios.setdefault(r.setting, []).append(default.us / r.us)
+    print("\nspeedup of each setting over the default (geometric mean over the cases that ran it):")
+    for setting, values in ratios.items():
+        if setting != "default":
+            mean = math.exp(sum(map(math.log, values)) / len(values))
+            print(f"  {setting:<22} {mean:5.3f}x over {len(values)} cases")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes; checks results, times mean nothing")
+    parser.add_argument("--all", action="store_true", help="also mean, amin, nansum and more shapes")
+    parser.add_argument("--cases", nargs="*", default=(), help="only cases whose name contains one of these")
+    parser.add_argument("--budget", type=float, default=95.0, help="seconds after which candidates are skipped")
+    parser.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
+                        help="processes compiling ahead (0: compile while timing)")
+    options = parser.parse_args()
+    started = time.monotonic()
+    cases = _cases(options.smoke, options.all)
+    indices = [i for i, c in enumerate(cases) if not options.cases or any(s in c.name for s in options.cases)]
+    if options.smoke:
+        tiles.INTERPRETER_TILES = False  # the GPU's tiles, where the knobs act
+    if ON_GPU and options.jobs > 0:
+        _compile_ahead(cases, options.smoke, options.all, options.jobs, indices, 0.6 * options.budget)
+        print(f"compiled ahead in {time.monotonic() - started:.0f} s")
+    rows: list[Row] = []
+    for i in indices:
+        rows += _time_case(cases[i], started + options.budget)
+    _print(rows)
+    _summary(rows)
+    wrong = [r for r in rows if r.note.startswith("WRONG")]
+    print(f"\n{len(indices)} cases, {len(wrong)} wrong results, {time.monotonic() - started:.0f} s "
+          f"({torch.cuda.get_device_name() if ON_GPU else 'interpreter, times mean nothing'})")
+    if wrong:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
