@@ -25,6 +25,7 @@ from gems_norm.heuristics import (
     chunk,
     launch,
     programs,
+    row_backward_tile,
     row_tile,
     warps,
 )
@@ -299,7 +300,7 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
             return _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype,
                                   dy_sm, dy_sn)
         return wide
-    block_m, block_n = row_tile(m, n, KNOBS.row_bwd_tile)
+    block_m, block_n = row_tile(m, n, row_backward_tile(x_dtype.itemsize))
     col_blocks = cdiv(n, block_n)
     row_blocks = cdiv(m, block_m)
     splits = max(1, programs(row_blocks * col_blocks, KNOBS.row_bwd_programs_per_sm) // col_blocks)

@@ -117,13 +117,11 @@ def _floor_div(x, y, DTYPE: tl.constexpr):
     if x.dtype.is_floating():
         # ATen's CPU kernels round each step of a half-type division to the type, and divide by a
         # scalar in float32, rounding the result only. Its CUDA kernels (measured on an H100) work in
-        # float32, float16 rounding the floor too, and multiply by a half-type tensor's scalar divisor's
-        # reciprocal.
+        # float32, float16 rounding the floor too; a half-type tensor's scalar divisor goes by its
+        # reciprocal, the floor rounded to the type.
         if len(y.shape) == 0:  # a scalar divisor, not rounded to the type
-            if ON_GPU and DTYPE == tl.float16:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float16, True)
-            elif ON_GPU and DTYPE == tl.bfloat16:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, True)
+            if ON_GPU and DTYPE != tl.float32:
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, DTYPE, True)
             else:
                 q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False)
         elif ON_GPU and DTYPE == tl.float16:

@@ -19,9 +19,10 @@ INTERPRETER_TILES = device.interpreter
 #: Bytes of input each program loads per loop step: 16 KB keeps enough loads in flight on an H100.
 STEP_BYTES = 16384
 
-#: Bytes each thread loads per loop step: 64 (four 16-byte vectors), so that a 16 KB step has 8 warps
-#: whatever the dtype, the shape measured best in float32 (91% of copy bandwidth over the last dim).
-THREAD_BYTES = 64
+#: Bytes each thread loads per loop step: 128 (eight 16-byte vectors), so that a 16 KB step has 4 warps
+#: whatever the dtype: on an H200 bfloat16 sums over rows of 131072 and whole tensors took 8% less time
+#: than with 64 bytes, float32 the same (tuning/ab_reduce.py).
+THREAD_BYTES = 128
 
 #: Arg-reductions carry a position next to each element: elements per loop step, and per thread.
 ARG_STEP_ELEMENTS = 4096
@@ -41,9 +42,9 @@ STAGES = 1 if device.interpreter else 3
 #: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
 #: per SM has its reduced range split (with two steps in flight per program, two programs per SM
 #: already keep the memory busy, and a split costs a second launch). Short rows are packed into
-#: programs only while ~this many programs per SM remain. Tests raise it to run the split path on
-#: small tensors.
-PROGRAMS_PER_SM = 4
+#: programs only while ~this many programs per SM remain. Two per SM: on an H200 dim-0 and whole-tensor
+#: reductions took 4-9% less time than with four. Tests raise it to run the split path on small tensors.
+PROGRAMS_PER_SM = 2
 
 
 def settings() -> tuple:
