@@ -1,10 +1,15 @@
 """Where the host time of a tiny op goes: layer by layer for ``add``, and a profile of each tiny op.
 
     python benchmark/profile_host.py [--calls N] [--profile]
+    python benchmark/profile_host.py --cpu [--calls N] [--profile]
 
 Prints µs per call (many calls, one synchronize) of ATen's add, of gems' add through the dispatcher,
 of the family's function called from Python, of the generated op, of an output allocation and of a
 launch of the compiled kernel alone; with ``--profile``, cProfile's top entries for each tiny op.
+
+``--cpu`` measures the Python part without a GPU: on CPU tensors, with launches taking the GPU's
+direct path to a no-op in place of the compiled kernel (see ``stub_launches``), so each row is the
+host work of core and the family minus Triton's launch itself (about 5 µs on an H100).
 Diagnostics for the direct-launch work, not a benchmark of record.
 """
 
@@ -18,66 +23,123 @@ import time
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl  # noqa: F401  (the scale op's jitted function needs it among its globals)
 
 import flag_gems
+
+DEVICE = "cuda"
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def per_call_us(fn, calls: int) -> float:
     for _ in range(50):
         fn()
-    torch.cuda.synchronize()
+    synchronize()
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(calls):
             fn()
-        torch.cuda.synchronize()
+        synchronize()
         best = min(best, (time.perf_counter() - start) / calls * 1e6)
     return best
 
 
+def _no_launch(*args, **kwargs) -> None:
+    return None
+
+
+class _NoKernel:
+    """Stands for a jitted kernel in a Launcher: ``kernel[grid](...)`` runs nothing."""
+
+    def __getitem__(self, grid):
+        return _no_launch
+
+
+def stub_launches() -> None:
+    """From now on every Launcher takes the GPU's direct path to a no-op instead of a compiled kernel:
+    host-side specialisation keys, GPU block sizes and launcher caches are all exercised, no kernel runs.
+    Kernels launched other than through a Launcher still run, through the interpreter."""
+    from flag_gems import launch, plugins
+    from flag_gems.runtime import device
+
+    plugins.discover()  # the families import their kernels as the interpreter wants them
+    device.interpreter = False
+    launch._current_stream = lambda: 0
+    launch._direct_call = lambda kernel, constexprs: (_no_launch, None, (), constexprs)
+    make = launch.Launcher.__init__
+
+    def make_stubbed(self, kernel, constexprs: dict, **options) -> None:
+        make(self, kernel, constexprs, **options)
+        self.kernel = _NoKernel()
+
+    launch.Launcher.__init__ = make_stubbed
+
+
+@triton.jit
+def _scale(x, alpha):
+    return x * alpha
+
+
+def timed(rows, calls: int) -> list[tuple]:
+    results = []
+    for name, fn in rows:
+        try:
+            results.append((name, per_call_us(fn, calls)))
+        except Exception as error:  # a diagnostic row that does not apply to this Triton
+            results.append((name, f"failed: {type(error).__name__}: {error}"[:100]))
+    return results
+
+
 def layers_of_add(calls: int) -> None:
-    from flag_gems import registry
+    from flag_gems import plugins
 
-    x = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
-    y = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
+    y = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
     out = torch.empty_like(x)
-    rows = [("aten torch.add", lambda: torch.add(x, y)),
-            ("torch.empty(1024, bf16)", lambda: torch.empty(1024, dtype=torch.bfloat16, device="cuda"))]
-    with flag_gems.use_gems(families=["pointwise"]):
-        entry = registry.served()["add.Tensor"]
-        family_fn = entry.fn
-        rows.append(("gems torch.add (dispatcher)", lambda: torch.add(x, y)))
-        rows.append(("family function from Python", lambda: family_fn(x, y)))
-        from gems_pointwise import binary
+    scale = flag_gems.pointwise_dynamic(_scale, is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
+    family_fn = plugins.discover()["pointwise"].ops["add.Tensor"].fn
+    from gems_pointwise import binary
 
-        kernel = binary.add_kernel
-        rows.append(("pointwise_dynamic op", lambda: kernel(x, y)))
-        rows.append(("pointwise_dynamic op, out0=", lambda: kernel(x, y, out0=out)))
-        kernel(x, y, out0=out)
-        plan = next(iter(kernel._plans.values()))
-        launcher = next(iter(plan.flat_launchers.values()))
-        launch, function, head, tail = next(iter(launcher._compiled.values()))
-        stream = torch.cuda.current_stream().cuda_stream
-        args = [x, y, out, 1024]
-        rows.append(("compiled kernel, direct launch", lambda: launch(1, 1, 1, stream, function, *head, *args, *tail)))
-        results = []
-        for name, fn in rows:
-            try:
-                results.append((name, per_call_us(fn, calls)))
-            except Exception as error:  # a diagnostic row that does not apply to this Triton
-                results.append((name, f"failed: {type(error).__name__}: {error}"[:100]))
-    print("\nadd, 1024 bf16: µs per call")
+    kernel = binary.add_kernel
+    aten_rows = [("aten torch.add", lambda: torch.add(x, y)),
+                 ("aten torch.mul(x, 0.5)", lambda: torch.mul(x, 0.5)),
+                 ("torch.empty(1024, bf16)", lambda: torch.empty(1024, dtype=torch.bfloat16, device=DEVICE)),
+                 ("torch.empty_like(x)", lambda: torch.empty_like(x))]
+    results = timed(aten_rows, calls)
+    with flag_gems.use_gems(families=["pointwise"]):
+        rows = [("gems torch.add (dispatcher)", lambda: torch.add(x, y)),
+                ("family function from Python", lambda: family_fn(x, y)),
+                ("pointwise_dynamic op", lambda: kernel(x, y)),
+                ("pointwise_dynamic op, out0=", lambda: kernel(x, y, out0=out)),
+                ("pointwise_dynamic op, scalar arg", lambda: scale(x, 0.5))]
+        if DEVICE == "cuda":
+            kernel(x, y, out0=out)  # compiles the kernel the direct-launch row calls
+            plan = kernel._plans[(x.dtype, x.dtype, out.dtype)]
+            launcher = next(iter(plan.flat_launchers.values()))
+            launch, function, head, tail = next(iter(launcher._compiled.values()))
+            stream = torch.cuda.current_stream().cuda_stream
+            args = [x, y, out, 1024]
+            rows.append(("compiled kernel, direct launch",
+                         lambda: launch(1, 1, 1, stream, function, *head, *args, *tail)))
+        results += timed(rows, calls)
+    launches = ", launches stubbed" if DEVICE == "cpu" else ""
+    print(f"\nadd, 1024 bf16 on {DEVICE}{launches}: µs per call")
     for name, us in results:
         print(f"  {name:36s} {us if isinstance(us, str) else f'{us:8.2f}'}")
 
 
 def profiles(calls: int) -> None:
-    x = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
-    y = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
+    y = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
     row = x.view(1, 1024)
-    w = torch.randn(1024, device="cuda", dtype=torch.bfloat16)
-    a = torch.randn(16, 16, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
+    a = torch.randn(16, 16, device=DEVICE, dtype=torch.bfloat16)
     ops = {
         "add": lambda: torch.add(x, y), "mul_scalar": lambda: x * 1.5, "silu": lambda: F.silu(x),
         "sum": lambda: torch.sum(x), "softmax": lambda: torch.softmax(x, -1),
@@ -86,14 +148,18 @@ def profiles(calls: int) -> None:
     }
     with flag_gems.use_gems():
         for name, fn in ops.items():
-            for _ in range(20):
-                fn()
+            try:
+                for _ in range(20):
+                    fn()
+            except Exception as error:  # on CPU, a family whose host path asks the GPU for its properties
+                print(f"\n-- {name}: not measurable here: {type(error).__name__}: {error}"[:160])
+                continue
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(calls):
                 fn()
             profiler.disable()
-            torch.cuda.synchronize()
+            synchronize()
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(10)
             lines = [ln for ln in text.getvalue().splitlines() if ln.strip()][3:16]
@@ -104,7 +170,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="no GPU: CPU tensors, launches stubbed")
     opts = parser.parse_args()
+    if opts.cpu:
+        global DEVICE
+        DEVICE = "cpu"
+        stub_launches()
     layers_of_add(opts.calls)
     if opts.profile:
         profiles(max(opts.calls // 10, 100))

@@ -94,7 +94,8 @@ def test_host_overhead(host_point, bench):
 
 
 def test_use_gems_enter_exit(bench):
-    """Milliseconds to enter and leave ``use_gems()`` from nothing served, and for enable() + disable()."""
+    """Milliseconds to enter and leave ``use_gems()`` from nothing served, and for enable() + disable();
+    and that afterwards ATen's ops cost what they did before (the dispatcher holds ATen's kernels again)."""
     bench.check_budget()
     with bench.reporting("dispatch", "use_gems enter+exit"):
         _use_gems_enter_exit(bench)
@@ -102,6 +103,10 @@ def test_use_gems_enter_exit(bench):
 
 def _use_gems_enter_exit(bench) -> None:
     n = 2 if bench.quick else 30
+    served = bench.session.served()
+    dispatch_tables = {name: torch._C._dispatch_dump(f"aten::{name}") for name in served}
+    x = randn(1024, dtype=BF16)
+    aten_add_before = _us_per_call(lambda: torch.add(x, x))
     with flag_gems.use_gems():  # plugin discovery and kernel-module imports happen once, not here
         pass
 
@@ -122,11 +127,28 @@ def _use_gems_enter_exit(bench) -> None:
         flag_gems.enable()
         flag_gems.disable()
 
-    ms = per_pair_ms(with_block)
-    values = {"use_gems_ms": ms, "enable_disable_ms": per_pair_ms(enable_disable),
-              "served_ops": len(bench.session.served())}
-    bench.metric("dispatch", "use_gems enter+exit", values, targets={"use_gems_ms": 1.0},
-                 verdicts={"use_gems_ms": verdict(ms, 1.0)})
+    ms, pair_ms = per_pair_ms(with_block), per_pair_ms(enable_disable)
+    restored = all(torch._C._dispatch_dump(f"aten::{name}") == table for name, table in dispatch_tables.items())
+    values = {"use_gems_ms": ms, "enable_disable_ms": pair_ms, "served_ops": len(served),
+              "aten_add_us_before": aten_add_before, "aten_add_us_after": _us_per_call(lambda: torch.add(x, x)),
+              "dispatch_tables_restored": restored}
+    verdicts = {"use_gems_ms": verdict(ms, 1.0), "dispatch_tables_restored": "meets" if restored else "MISSES"}
+    bench.metric("dispatch", "use_gems enter+exit", values, targets={"use_gems_ms": 1.0}, verdicts=verdicts)
+
+
+def _us_per_call(call, calls: int = 2000) -> float:
+    """µs per call on the benchmark's device: many calls, one synchronize, best of 3 after a warm-up."""
+    for _ in range(calls // 4):
+        call()
+    best = float("inf")
+    for _ in range(3):
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        synchronize()
+        best = min(best, (time.perf_counter() - start) / calls * 1e6)
+    return best
 
 
 def test_import_and_enable(bench):

@@ -168,7 +168,38 @@ def test_aten_kernel_is_captured_before_serving():
 
 def test_registering_is_diffed_so_reentering_is_cheap():
     flag_gems.enable(families=["core_test"])
-    before = {name: reg.library for name, reg in registry._served.items()}
+    before = {name: reg.batch for name, reg in registry._served.items()}
     with flag_gems.use_gems(families=["core_test"]):
-        after = {name: reg.library for name, reg in registry._served.items()}
+        after = {name: reg.batch for name, reg in registry._served.items()}
     assert before == after
+
+
+def test_narrowing_a_batch_keeps_the_rest_served_and_gives_the_others_back():
+    from flag_gems.recording import CallCounter
+
+    x = torch.randn(8)
+    flag_gems.enable(families=["core_test"], record=True)  # one batch: exp2, expm1, square
+    with flag_gems.use_gems(families=["core_test"], include=["exp2"], record=True):
+        with CallCounter() as counter:
+            torch.exp2(x)
+            torch.expm1(x)
+        assert dict(counter.served) == {"exp2": 1}
+    with CallCounter() as counter:
+        torch.exp2(x)
+        torch.expm1(x)
+    assert dict(counter.served) == {"exp2": 1, "expm1": 1}
+    flag_gems.disable()
+    with CallCounter() as counter:
+        torch.exp2(x)
+    assert not counter.served
+
+
+def test_after_disable_the_dispatcher_holds_exactly_atens_kernels():
+    names = ["aten::exp2", "aten::expm1", "aten::square"]
+    before = {name: torch._C._dispatch_dump(name) for name in names}
+    flag_gems.enable(families=["core_test"])
+    assert {name: torch._C._dispatch_dump(name) for name in names} != before
+    with flag_gems.use_gems(families=["core_test"], include=["exp2"]):
+        pass
+    flag_gems.disable()
+    assert {name: torch._C._dispatch_dump(name) for name in names} == before

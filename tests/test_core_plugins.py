@@ -131,3 +131,57 @@ def test_a_plugin_module_added_by_hand_is_loaded_and_removed():
     finally:
         plugins.remove_module("by_hand")
     assert "by_hand" not in {f["name"] for f in flag_gems.families()}
+
+
+def test_a_lazy_op_imports_its_module_at_the_first_call(tmp_path, monkeypatch):
+    import types
+
+    import torch
+
+    (tmp_path / "lazy_kernels_for_test.py").write_text(
+        "import torch\n\n"
+        "def special_entr(x):\n"
+        "    return torch.full_like(x, 7.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = types.ModuleType("lazy_family")
+
+    @flag_gems.hookimpl
+    def gems_family():
+        return flag_gems.Family(name="lazy_family", version="0", ops=[
+            flag_gems.OpImpl("special_entr", flag_gems.lazy("lazy_kernels_for_test:special_entr"))])
+
+    module.gems_family = gems_family
+    plugins.add_module("lazy_family", module)
+    x = torch.rand(4)
+    try:
+        with flag_gems.use_gems(families=["lazy_family"]):
+            assert "lazy_kernels_for_test" not in sys.modules
+            assert torch.special.entr(x).tolist() == [7.0] * 4
+            assert "lazy_kernels_for_test" in sys.modules
+        assert torch.special.entr(x).tolist() != [7.0] * 4
+        with flag_gems.use_gems(families=["lazy_family"]):  # served again, now without the indirection
+            assert torch.special.entr(x).tolist() == [7.0] * 4
+    finally:
+        plugins.remove_module("lazy_family")
+        sys.modules.pop("lazy_kernels_for_test", None)
+
+
+def test_lazy_wants_module_and_attribute():
+    with pytest.raises(ValueError, match="module:attribute"):
+        flag_gems.lazy("just_a_module")
+
+
+@pytest.mark.parametrize("version, specifier", [
+    ("0.1.0", ">=0.1,<0.2"), ("0.2.0", ">=0.1,<0.2"), ("0.1", "==0.1.0"), ("0.1.0", "!=0.1"), ("0.1.0", ">0.1"),
+    ("0.1.0", "<=0.1"), ("0.1.0", " >= 0.1 , < 0.2 "), ("1.0.0", "~=0.9"), ("0.1.0rc1", ">=0.1"),
+    ("0.1.0", ">=0.1.0.dev0"),
+])
+def test_core_version_check_agrees_with_packaging(version, specifier):
+    from packaging.specifiers import SpecifierSet
+
+    assert plugins._satisfies(version, specifier) == (version in SpecifierSet(specifier))
+
+
+def test_an_invalid_core_specifier_is_an_error():
+    with pytest.raises(ValueError, match="invalid requires_core"):
+        plugins._satisfies("0.1.0", "at least 0.1")

@@ -29,7 +29,7 @@ from flag_gems.elementwise import pointwise_dynamic  # noqa: E402
 from flag_gems.hookspecs import hookimpl  # noqa: E402
 from flag_gems.promotion import ELEMENTWISE_TYPE_PROMOTION_KIND, promote  # noqa: E402
 from flag_gems.registry import aten_kernel  # noqa: E402
-from flag_gems.spec import Family, OpImpl  # noqa: E402
+from flag_gems.spec import Family, OpImpl, lazy  # noqa: E402
 
 device: str = _device.name
 vendor_name: str = _device.vendor_name
@@ -47,6 +47,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "ELEMENTWISE_TYPE_PROMOTION_KIND", "Family", "OpImpl", "aten_kernel", "device", "disable", "enable",
-    "families", "hookimpl", "is_enabled", "pointwise_dynamic", "promote", "registered_ops", "runtime",
+    "families", "hookimpl", "is_enabled", "lazy", "pointwise_dynamic", "promote", "registered_ops", "runtime",
     "testing", "use_gems", "vendor_name",
 ]

@@ -47,10 +47,12 @@ def is_composite_implicit(name: str) -> bool:
     """
     from flag_gems.runtime import device
 
+    # Keys as enums: pybind converts a string key on every call, which costs more than the lookup.
+    keys = torch._C.DispatchKey
     qualified = f"aten::{canonical(name)}"
-    if not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CompositeImplicitAutograd"):
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, keys.CompositeImplicitAutograd):
         return False
-    return not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, device.dispatch_key)
+    return not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, getattr(keys, device.dispatch_key))
 
 
 def matches(name: str, patterns) -> bool:

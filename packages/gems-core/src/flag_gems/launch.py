@@ -10,9 +10,12 @@ specialisation as part of the cache key. On the interpreter every launch goes th
 from __future__ import annotations
 
 import torch
-import triton
 
 from flag_gems.runtime import device
+
+# triton.knobs.runtime, bound when the first Launcher is made: ``import flag_gems`` leaves Triton
+# unimported, so that an application pays for it only once kernels are needed.
+_runtime_knobs = None
 
 if device.interpreter:
     _current_stream = None
@@ -47,10 +50,11 @@ def aligned(*groups) -> bool:
     return ptrs & 15 == 0
 
 
-def _hooks_installed() -> bool:
-    # Profilers install launch hooks; with any present, launches go through Triton so they see them.
-    hooks = triton.knobs.runtime.launch_enter_hook
-    return bool(getattr(hooks, "calls", hooks))
+def _bind_triton() -> None:
+    global _runtime_knobs
+    import triton
+
+    _runtime_knobs = triton.knobs.runtime
 
 
 class Launcher:
@@ -59,6 +63,8 @@ class Launcher:
     __slots__ = ("kernel", "constexprs", "options", "_compiled", "_direct", "_per_device")
 
     def __init__(self, kernel, constexprs: dict, **options) -> None:
+        if _runtime_knobs is None:
+            _bind_triton()
         self.kernel = kernel
         # The direct path passes the constexprs after the runtime arguments, in the kernel's order.
         self.constexprs = _in_signature_order(kernel, constexprs)
@@ -74,12 +80,15 @@ class Launcher:
             if self._per_device:
                 spec_key = (_current_device(), *spec_key)
             compiled = self._compiled.get(spec_key)
-            if compiled is not None and not _hooks_installed():
-                launch, function, head, tail = compiled
-                size = len(grid)
-                launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
-                       function, *head, *args, *tail)
-                return
+            if compiled is not None:
+                # Profilers install launch hooks; with any present, launches go through Triton so they see them.
+                hooks = _runtime_knobs.launch_enter_hook
+                if not getattr(hooks, "calls", hooks):
+                    launch, function, head, tail = compiled
+                    size = len(grid)
+                    launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
+                           function, *head, *args, *tail)
+                    return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
             self._compiled[spec_key] = _direct_call(kernel, tuple(self.constexprs.values()))

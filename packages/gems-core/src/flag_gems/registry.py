@@ -1,8 +1,12 @@
 """The one place that talks to ``torch.library``: serving overloads, and calling ATen's own kernels.
 
-Each served overload gets a Library of its own, so that changing what is served (``use_gems`` with a
-subset, ``disable``) touches only the overloads that change, and destroying a Library gives ATen its
-kernel back exactly.
+Overloads are registered with the dispatcher in batches, one registration handle per batch: resetting
+a handle gives ATen back the kernels of every overload in it exactly, in one call. Changing what is
+served (``use_gems`` with a subset, ``disable``) touches only the overloads that change; a batch that
+loses some of its overloads is reset and its others registered again.
+
+The dispatcher's own cost is the floor here: about 3.5 µs to register a Python kernel for one overload
+and 0.4 µs to reset it (torch 2.11-2.13, measured on CPU), so serving 650 overloads takes about 2.5 ms.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import torch
 
 from flag_gems import aten_names, recording
 from flag_gems.runtime import device
+from flag_gems.spec import lazy
 
-_KEYSETS = {key: torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
-            for key in (device.dispatch_key, device.autograd_key)}
+_KEYS = {key: getattr(torch._C.DispatchKey, key) for key in (device.dispatch_key, device.autograd_key)}
+_KEYSETS = {key: torch._C.DispatchKeySet(value) for key, value in _KEYS.items()}
 # ATen's kernels, captured before we first served each overload: (name, key) -> kernel.
 _aten_kernels: dict[tuple[str, str], object] = {}
 _served: dict[str, _Registration] = {}
+_batches: list[_Batch] = []
 _inside_kernel = threading.local()
 
 
@@ -40,11 +46,27 @@ class Entry:
         return device.autograd_key if self.autograd else device.dispatch_key
 
 
-@dataclass
+class _Batch:
+    """One dispatcher registration handle and the overloads registered through it, all with the same
+    ``record`` setting."""
+
+    __slots__ = ("handle", "record", "names")
+
+    def __init__(self, record: bool) -> None:
+        # The dispatcher's own handle, without torch.library.Library's Python bookkeeping.
+        self.handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
+        self.record = record
+        self.names: set[str] = set()
+
+
 class _Registration:
-    entry: Entry
-    record: bool
-    library: object  # the dispatcher's registration handle; reset() gives ATen its kernel back
+    """A served overload: its entry and the batch holding its kernel."""
+
+    __slots__ = ("entry", "batch")
+
+    def __init__(self, entry: Entry, batch: _Batch) -> None:
+        self.entry = entry
+        self.batch = batch
 
 
 def _capture_aten_kernel(name: str, key: str):
@@ -75,7 +97,8 @@ class AtenKernel:
         self.key = device.autograd_key if autograd else device.dispatch_key
         self._kernel = None
         self._keyset = _KEYSETS[self.key]
-        self._tensor_slots = _tensor_slots(self.name)
+        # Read from the schema at the first call: families make hundreds of these at enable().
+        self._tensor_slots: tuple[int, ...] = ()
 
     def __call__(self, *args, **kwargs):
         if recording.active:
@@ -86,6 +109,7 @@ class AtenKernel:
         """The same call, not counted as a fallback (for calls gems never took)."""
         kernel = self._kernel
         if kernel is None:
+            self._tensor_slots = _tensor_slots(self.name)
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
         for i in self._tensor_slots:
             if i < len(args) and isinstance(args[i], (bool, int, float)):
@@ -128,20 +152,27 @@ def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
     return AtenKernel(name, autograd)
 
 
-_wrappers: dict[tuple[Entry, bool], Callable] = {}
+# Overload -> (entry, record, callable): use_gems() in a loop registers the same callables again.
+_wrappers: dict[str, tuple[Entry, bool, Callable]] = {}
 
 
 def _wrapped(entry: Entry, record: bool) -> Callable:
-    """The callable handed to torch.library: the family's function, plus only what this run needs
-    (made once per entry: use_gems() in a loop registers the same callables again)."""
-    wrapper = _wrappers.get((entry, record))
-    if wrapper is None:
-        wrapper = _wrappers[(entry, record)] = _wrap(entry, record)
+    """The callable handed to the dispatcher: the family's function, plus only what this run needs.
+    Made (and ATen's kernel captured) before the overload is first served."""
+    cached = _wrappers.get(entry.name)
+    if cached is not None and cached[1] == record and _same(cached[0], entry):
+        return cached[2]
+    _capture_aten_kernel(entry.name, entry.key)
+    wrapper = _wrap(entry, record)
+    if not (isinstance(entry.fn, lazy) and entry.fn.loaded is None):
+        _wrappers[entry.name] = (entry, record, wrapper)  # else made again once the function is imported
     return wrapper
 
 
 def _wrap(entry: Entry, record: bool) -> Callable:
     fn = entry.fn
+    if isinstance(fn, lazy) and fn.loaded is not None:
+        fn = fn.loaded  # imported by an earlier call: served without the indirection
     if device.device_count() > 1:
         fn = _on_tensor_device(fn)
     if record:
@@ -196,29 +227,58 @@ def _recorded(fn: Callable, name: str, family: str) -> Callable:
     return recorded
 
 
-def _register(entry: Entry, record: bool) -> _Registration:
-    _capture_aten_kernel(entry.name, entry.key)
-    # The dispatcher's own registration handle, without torch.library.Library's Python bookkeeping:
-    # a third of the cost, which use_gems() pays for every overload it serves.
-    library = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
-    library.impl(entry.name, entry.key, _wrapped(entry, record), False)
-    return _Registration(entry, record, library)
+def _register(entries: list[Entry], record: bool) -> None:
+    """Serve ``entries`` (none of them served now) through one new batch."""
+    if not entries:
+        return
+    batch = _Batch(record)
+    _batches.append(batch)
+    impl, names = batch.handle.impl, batch.names
+    backend, autograd = _KEYS[device.dispatch_key], _KEYS[device.autograd_key]
+    try:
+        for entry in entries:
+            name = entry.name
+            # The key as the enum: pybind would convert a string on every call (about 1.8 µs).
+            impl(name, autograd if entry.autograd else backend, _wrapped(entry, record), False)
+            names.add(name)
+            _served[name] = _Registration(entry, batch)
+    except BaseException:
+        for name in names:
+            del _served[name]
+        batch.handle.reset()
+        _batches.remove(batch)
+        raise
+
+
+def _release(names) -> None:
+    """Give ``names`` back to ATen; the other overloads of their batches stay served."""
+    leaving = set(names)
+    for batch in [b for b in _batches if not b.names.isdisjoint(leaving)]:
+        survivors = [_served[name].entry for name in batch.names - leaving]
+        for name in batch.names:
+            del _served[name]
+        batch.handle.reset()
+        _batches.remove(batch)
+        _register(survivors, batch.record)
 
 
 def apply(entries: dict[str, Entry], record: bool) -> None:
     """Serve exactly ``entries`` (name -> Entry) from now on; every other overload goes back to ATen."""
-    for name in [n for n in _served if n not in entries]:
-        _served.pop(name).library.reset()
+    if entries:
+        leaving = [name for name, reg in _served.items()
+                   if reg.batch.record != record or not _same(reg.entry, entries.get(name))]
+    else:
+        leaving = list(_served)
     with warnings.catch_warnings():
         # torch warns once that a kernel is overridden: that is the point of this module.
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
-        for name, entry in entries.items():
-            current = _served.get(name)
-            if current is not None and current.entry == entry and current.record == record:
-                continue
-            if current is not None:
-                _served.pop(name).library.reset()
-            _served[name] = _register(entry, record)
+        if leaving:
+            _release(leaving)
+        _register([entry for name, entry in entries.items() if name not in _served], record)
+
+
+def _same(entry: Entry, other: Entry | None) -> bool:
+    return entry is other or entry == other
 
 
 def served() -> dict[str, Entry]:

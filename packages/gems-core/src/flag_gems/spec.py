@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -11,7 +12,8 @@ class OpImpl:
     """One ATen overload served by a family.
 
     ``aten`` is the overload name as ATen spells it ("add.Tensor", "abs", "abs.out"); a bare name means
-    the default overload. ``fn`` takes the overload's arguments exactly as ATen passes them.
+    the default overload. ``fn`` takes the overload's arguments exactly as ATen passes them; a
+    :class:`lazy` ``fn`` leaves its module unimported until the op's first call.
 
     With ``autograd=False`` (the usual case) ``fn`` is registered on the device's backend key (CUDA, or
     CPU on the interpreter), below autograd, and ATen's derivative formulas still apply. With
@@ -44,3 +46,36 @@ class Family:
     requires_core: str = ""
     priority: int = 0
     description: str = ""
+
+
+class lazy:
+    """The function ``"module:attribute"``, imported at its first call.
+
+    A family that declares ``OpImpl("mm", lazy("gems_blas.mm:mm"))`` is enabled without importing its
+    kernel modules: Triton's import and the ``@triton.jit`` decoration of a module's kernels are paid
+    when one of its ops is first called, and not at all for ops that never are.
+    """
+
+    def __init__(self, target: str) -> None:
+        module, _, attribute = target.partition(":")
+        if not module or not attribute:
+            raise ValueError(f"lazy() wants 'module:attribute', got {target!r}")
+        self.target = target
+        self.__name__ = attribute
+        self.loaded: Callable | None = None
+
+    def load(self) -> Callable:
+        """Import the function (once) and return it."""
+        if self.loaded is None:
+            module, _, attribute = self.target.partition(":")
+            self.loaded = getattr(importlib.import_module(module), attribute)
+        return self.loaded
+
+    def __call__(self, *args, **kwargs):
+        fn = self.loaded
+        if fn is None:
+            fn = self.load()
+        return fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.target!r})"

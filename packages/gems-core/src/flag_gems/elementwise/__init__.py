@@ -33,6 +33,7 @@ _TL_DTYPES = {
 _INT32_LIMIT = 2**31 - 1
 _MAX_FLAT_SIZES = 1024
 _empty_like = torch.empty_like
+_Tensor = torch.Tensor
 _DENSE = torch.contiguous_format
 _MAX_LAYOUTS = 1024
 _serial = itertools.count()
@@ -72,7 +73,7 @@ def block_size(n: int) -> tuple[int, int]:
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "scalar_pos", "convert", "converts",
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "scalar_pos", "convert", "converts",
                  "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
 
     def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
@@ -80,6 +81,8 @@ class _Plan:
         self.compute = compute
         self.kinds = kinds
         self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
+        # None when every argument is a tensor operand: the call's arguments are its tensors.
+        self.tensor_pick = None if len(self.tensor_pos) == len(kinds) else self.tensor_pos
         # Scalars reach the kernel as arguments, which Triton specialises when they are integers.
         self.scalar_pos = [i for i, k in enumerate(kinds) if k in "sv"]
         # Per argument: how its value reaches the kernel (None: as it is).
@@ -161,7 +164,7 @@ class PointwiseDynamic:
             raise TypeError(f"{self.__name__}() takes {len(self.arg_names)} arguments, got {len(args)}")
         # The signature: dtypes (0-d tensors rank below others in promotion, and a CPU one beside GPU
         # tensors is a scalar), Python types of the other arguments, and the dtypes of given outputs.
-        key = tuple([(a.dtype if a.dim() else (a.dtype, a.is_cpu)) if isinstance(a, torch.Tensor) else type(a)
+        key = tuple([(a.dtype if a.ndim else (a.dtype, a.is_cpu)) if isinstance(a, _Tensor) else type(a)
                      for a in args])
         if outs is not self._no_outs:
             key += tuple([o.dtype if o is not None else None for o in outs])
@@ -224,22 +227,26 @@ class PointwiseDynamic:
         return kernel
 
     def _run(self, plan: _Plan, args, outs):
-        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)] if plan.converts else list(args)
-        tensors = [args[i] for i in plan.tensor_pos]
+        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)] if plan.converts else args
+        pick = plan.tensor_pick
+        tensors = args if pick is None else [args[i] for i in pick]
         if not tensors:
             raise TypeError(f"{self.__name__}() needs at least one tensor argument")
         first = tensors[0]
-        shape = first.shape
-        flat = True
-        for t in tensors:
-            if t.shape != shape or not t.is_contiguous():
-                flat = False
-                break
+        flat = first.is_contiguous()
+        if flat and len(tensors) > 1:
+            shape = first.shape
+            for i in range(1, len(tensors)):
+                t = tensors[i]
+                if t.shape != shape or not t.is_contiguous():
+                    flat = False
+                    break
         if outs is not self._no_outs:
             for o in outs:
                 if o is not None:
                     check_no_partial_overlap(o, tensors)
             if flat:
+                shape = first.shape
                 flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
         if not flat:
             return self._run_strided(plan, args, values, tensors, outs)
@@ -247,22 +254,36 @@ class PointwiseDynamic:
         # New outputs like the first operand, contiguous: empty_like parses fewer arguments than empty.
         if self.num_outputs == 1:
             out = outs[0]
-            results = [out if out is not None else _empty_like(first, dtype=plan.out_dtypes[0], memory_format=_DENSE)]
+            if out is None:
+                out = _empty_like(first, dtype=plan.out_dtypes[0], memory_format=_DENSE)
+            results = (out,)
         else:
-            results = [o if o is not None else _empty_like(first, dtype=dt, memory_format=_DENSE)
-                       for o, dt in zip(outs, plan.out_dtypes)]
+            results = tuple([o if o is not None else _empty_like(first, dtype=dt, memory_format=_DENSE)
+                             for o, dt in zip(outs, plan.out_dtypes)])
         n = first.numel()
         if n:
-            sized = plan.flat_sizes.get(n) if not _force_int64 else None
-            if sized is None:
+            sized = plan.flat_sizes.get(n)
+            if sized is None or _force_int64:
                 sized = self._flat_size(plan, n)
             grid, launcher, size_spec = sized
-            launch_args = values + results
-            launch_args.append(n)
-            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, results,
-                                                                 launch_args)
+            launch_args = [*values, *results, n]
+            spec = None
+            if not device.interpreter:
+                # With every pointer 16-byte aligned (the common case) the plan and the size fix the
+                # launch's key but for integer scalars; otherwise it is Triton's specialisation of all.
+                ptrs = 0
+                for t in tensors:
+                    ptrs |= t.data_ptr()
+                for t in results:
+                    ptrs |= t.data_ptr()
+                if ptrs & 15:
+                    spec = specialization(launch_args)
+                elif plan.scalar_pos:
+                    spec = (*size_spec, *_scalar_spec(values, plan.scalar_pos))
+                else:
+                    spec = size_spec
             launcher(grid, launch_args, spec)
-        return results[0] if self.num_outputs == 1 else tuple(results)
+        return results[0] if self.num_outputs == 1 else results
 
     def _flat_size(self, plan: _Plan, n: int) -> tuple:
         """(grid, launcher, specialisation of n) of the flat kernel for ``n`` elements, kept per plan."""
