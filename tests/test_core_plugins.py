@@ -166,6 +166,21 @@ def test_a_lazy_op_imports_its_module_at_the_first_call(tmp_path, monkeypatch):
         sys.modules.pop("lazy_kernels_for_test", None)
 
 
+def test_enabling_the_families_imports_none_of_their_kernel_modules():
+    # Kernel modules import Triton and decorate their kernels: that cost waits for an op's first call.
+    proc = run_python("""
+        import json, sys, flag_gems
+        flag_gems.enable(families=["pointwise", "reduction", "blas", "norm"])
+        imported = [name for name, module in sys.modules.items()
+                    if name.partition(".")[0] in ("gems_pointwise", "gems_reduction", "gems_blas", "gems_norm")
+                    and "triton" in vars(module)]
+        print(json.dumps({"kernel_modules": imported, "served": len(flag_gems.registered_ops())}))
+    """, GEMS_TEST_PLUGINS="0")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["kernel_modules"] == [] and report["served"] > 500
+
+
 def test_lazy_wants_module_and_attribute():
     with pytest.raises(ValueError, match="module:attribute"):
         flag_gems.lazy("just_a_module")

@@ -62,6 +62,7 @@ class lazy:
             raise ValueError(f"lazy() wants 'module:attribute', got {target!r}")
         self.target = target
         self.__name__ = attribute
+        self.__module__ = module  # like the function's: coverage tells a family's code by it
         self.loaded: Callable | None = None
 
     def load(self) -> Callable:

@@ -16,6 +16,7 @@ import torch
 
 from flag_gems import OpImpl, aten_kernel, aten_names
 from flag_gems.runtime import device
+from gems_pointwise.ops import made_lazily
 
 FLOAT = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 INT = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
@@ -29,12 +30,13 @@ def _servable(name: str) -> bool:
     return aten_names.resolve(name) is not None and not aten_names.is_composite_implicit(name)
 
 
-def _overloads(base: str, launch: Callable, dtypes: frozenset, *, overload: str = "", out_overload: str = "out",
+def _overloads(base: str, launch: str, dtypes: frozenset, *, overload: str = "", out_overload: str = "out",
                out_args: Sequence[str] = ("out",), tensors: Sequence[int] = (0,),
                inplace: bool = True) -> list[OpImpl]:
     """OpImpls for ``base[.overload]``, ``base_[.overload]`` and ``base.<out_overload>``.
 
-    ``launch(*args, out0=None, **kwargs)`` computes the op from ATen's arguments. The tensors at
+    ``launch`` names ("module:attribute" in this package) a function ``launch(*args, out0=None, **kwargs)``,
+    imported at the first call of one of the overloads, that computes the op from ATen's arguments. The tensors at
     positions ``tensors`` must all have a dtype in ``dtypes``; ``out_args`` names the keyword-only
     output arguments of the out= overload, passed to ``launch`` as out0, out1, ...
     """
@@ -43,7 +45,12 @@ def _overloads(base: str, launch: Callable, dtypes: frozenset, *, overload: str 
     if inplace:
         names.append((f"{base}_.{overload}" if overload else f"{base}_", _inplace))
     accepts = _tensor_check(tuple(tensors), dtypes)
-    return [OpImpl(name, make(name, launch, accepts)) for name, make in names if _servable(name)]
+    return [OpImpl(name, made_lazily(f"gems_pointwise.{launch}", functools.partial(_made, make, name, accepts)))
+            for name, make in names if _servable(name)]
+
+
+def _made(make: Callable, name: str, accepts: Callable, launch: Callable) -> Callable:
+    return make(name, launch, accepts)
 
 
 def _tensor_check(tensors: tuple, dtypes: frozenset) -> Callable:
@@ -106,81 +113,77 @@ def _out(name, launch, accepts, out_args):
 
 
 def _rows():
-    from gems_pointwise import activation as act
-    from gems_pointwise import activation_backward as bwd
-    from gems_pointwise import unary as un
-
     float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
         "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
         "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "acosh", "atanh", "erf", "erfc",
         "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg",
     ]
     on_cuda = not device.interpreter
-    rows = [(name, getattr(un, f"{name}_kernel"), REAL, {}) for name in float_ops]
+    rows = [(name, f"unary:{name}_kernel", REAL, {}) for name in float_ops]
     rows += [
         # ATen's CUDA kernels: angle has none for half types, abs takes bool (the CPU ones: the reverse)
-        ("angle", un.angle_kernel, REAL - HALF if on_cuda else REAL, {}),
-        ("abs", un.abs_kernel, FLOAT | INT | BOOL if on_cuda else FLOAT | INT, {}),
-        ("asinh", un.asinh, REAL, {}),
-        ("neg", un.neg_kernel, FLOAT | INT, {}),
-        ("sign", un.sign_kernel, REAL, {}),
-        ("sgn", un.sign_kernel, REAL, {}),
-        ("signbit", un.signbit_kernel, REAL, {}),
-        ("floor", un.floor_kernel, FLOAT | INT, {}),
-        ("ceil", un.ceil_kernel, FLOAT | INT, {}),
-        ("trunc", un.trunc_kernel, FLOAT | INT, {}),
-        ("round", un.round_kernel, FLOAT | INT, {}),
-        ("round", un.round_decimals, FLOAT, dict(overload="decimals", out_overload="decimals_out")),
-        ("frac", un.frac_kernel, FLOAT, {}),
-        ("isnan", un.isnan_kernel, REAL, {}),
-        ("isinf", un.isinf_kernel, REAL, {}),
-        ("isposinf", un.isposinf_kernel, REAL, {}),
-        ("isneginf", un.isneginf_kernel, REAL, {}),
-        ("logical_not", un.logical_not_kernel, REAL, {}),
-        ("bitwise_not", un.bitwise_not_kernel, INT | BOOL, {}),
-        ("nan_to_num", un.nan_to_num, REAL, {}),
-        ("logit", un.logit, REAL, {}),
+        ("angle", "unary:angle_kernel", REAL - HALF if on_cuda else REAL, {}),
+        ("abs", "unary:abs_kernel", FLOAT | INT | BOOL if on_cuda else FLOAT | INT, {}),
+        ("asinh", "unary:asinh", REAL, {}),
+        ("neg", "unary:neg_kernel", FLOAT | INT, {}),
+        ("sign", "unary:sign_kernel", REAL, {}),
+        ("sgn", "unary:sign_kernel", REAL, {}),
+        ("signbit", "unary:signbit_kernel", REAL, {}),
+        ("floor", "unary:floor_kernel", FLOAT | INT, {}),
+        ("ceil", "unary:ceil_kernel", FLOAT | INT, {}),
+        ("trunc", "unary:trunc_kernel", FLOAT | INT, {}),
+        ("round", "unary:round_kernel", FLOAT | INT, {}),
+        ("round", "unary:round_decimals", FLOAT, dict(overload="decimals", out_overload="decimals_out")),
+        ("frac", "unary:frac_kernel", FLOAT, {}),
+        ("isnan", "unary:isnan_kernel", REAL, {}),
+        ("isinf", "unary:isinf_kernel", REAL, {}),
+        ("isposinf", "unary:isposinf_kernel", REAL, {}),
+        ("isneginf", "unary:isneginf_kernel", REAL, {}),
+        ("logical_not", "unary:logical_not_kernel", REAL, {}),
+        ("bitwise_not", "unary:bitwise_not_kernel", INT | BOOL, {}),
+        ("nan_to_num", "unary:nan_to_num", REAL, {}),
+        ("logit", "unary:logit", REAL, {}),
         # activations
-        ("relu", act.relu_kernel, FLOAT | INT, {}),
-        ("hardtanh", act.hardtanh, FLOAT | (INT - {torch.uint8}), {}),  # ATen refuses uint8 and bool
-        ("gelu", act.gelu, FLOAT, {}),
-        ("silu", act.silu_kernel, FLOAT, {}),
-        ("mish", act.mish_kernel, FLOAT, {}),
-        ("elu", act.elu, FLOAT, {}),
-        ("celu", act.celu, FLOAT, {}),
-        ("softplus", act.softplus, FLOAT, {}),
-        ("softshrink", act.softshrink, FLOAT, {}),
-        ("hardshrink", act.hardshrink, FLOAT, {}),
-        ("hardsigmoid", act.hardsigmoid_kernel, FLOAT, {}),
-        ("hardswish", act.hardswish_kernel, FLOAT, {}),
-        ("leaky_relu", act.leaky_relu, FLOAT, {}),
-        ("threshold", act.threshold, FLOAT | INT, {}),
-        ("log_sigmoid_forward", act.log_sigmoid_forward, FLOAT,
+        ("relu", "activation:relu_kernel", FLOAT | INT, {}),
+        ("hardtanh", "activation:hardtanh", FLOAT | (INT - {torch.uint8}), {}),  # ATen refuses uint8 and bool
+        ("gelu", "activation:gelu", FLOAT, {}),
+        ("silu", "activation:silu_kernel", FLOAT, {}),
+        ("mish", "activation:mish_kernel", FLOAT, {}),
+        ("elu", "activation:elu", FLOAT, {}),
+        ("celu", "activation:celu", FLOAT, {}),
+        ("softplus", "activation:softplus", FLOAT, {}),
+        ("softshrink", "activation:softshrink", FLOAT, {}),
+        ("hardshrink", "activation:hardshrink", FLOAT, {}),
+        ("hardsigmoid", "activation:hardsigmoid_kernel", FLOAT, {}),
+        ("hardswish", "activation:hardswish_kernel", FLOAT, {}),
+        ("leaky_relu", "activation:leaky_relu", FLOAT, {}),
+        ("threshold", "activation:threshold", FLOAT | INT, {}),
+        ("log_sigmoid_forward", "activation:log_sigmoid_forward", FLOAT,
          dict(out_overload="output", out_args=("output", "buffer"), inplace=False)),
-        ("glu", act.glu, FLOAT, dict(inplace=False)),
-        ("_prelu_kernel", act.prelu, FLOAT, dict(tensors=(0, 1), inplace=False)),
+        ("glu", "activation:glu", FLOAT, dict(inplace=False)),
+        ("_prelu_kernel", "activation:prelu", FLOAT, dict(tensors=(0, 1), inplace=False)),
     ]
     # backward ops: (grad_output, input, ...) -> grad_input
     grad = dict(out_overload="grad_input", out_args=("grad_input",), tensors=(0, 1), inplace=False)
     rows += [
-        ("gelu_backward", bwd.gelu_backward, FLOAT, grad),
-        ("silu_backward", bwd.silu_backward_kernel, FLOAT, grad),
-        ("sigmoid_backward", bwd.sigmoid_backward_kernel, FLOAT, grad),
-        ("tanh_backward", bwd.tanh_backward_kernel, FLOAT, grad),
-        ("threshold_backward", bwd.threshold_backward, FLOAT | INT, grad),
-        ("elu_backward", bwd.elu_backward, FLOAT, {**grad, "tensors": (0, 5)}),
-        ("hardtanh_backward", bwd.hardtanh_backward, FLOAT, grad),
-        ("hardsigmoid_backward", bwd.hardsigmoid_backward_kernel, FLOAT, grad),
-        ("hardswish_backward", bwd.hardswish_backward_kernel, FLOAT,
+        ("gelu_backward", "activation_backward:gelu_backward", FLOAT, grad),
+        ("silu_backward", "activation_backward:silu_backward_kernel", FLOAT, grad),
+        ("sigmoid_backward", "activation_backward:sigmoid_backward_kernel", FLOAT, grad),
+        ("tanh_backward", "activation_backward:tanh_backward_kernel", FLOAT, grad),
+        ("threshold_backward", "activation_backward:threshold_backward", FLOAT | INT, grad),
+        ("elu_backward", "activation_backward:elu_backward", FLOAT, {**grad, "tensors": (0, 5)}),
+        ("hardtanh_backward", "activation_backward:hardtanh_backward", FLOAT, grad),
+        ("hardsigmoid_backward", "activation_backward:hardsigmoid_backward_kernel", FLOAT, grad),
+        ("hardswish_backward", "activation_backward:hardswish_backward_kernel", FLOAT,
          {**grad, "out_overload": "out", "out_args": ("out",)}),
-        ("leaky_relu_backward", bwd.leaky_relu_backward, FLOAT, grad),
-        ("softplus_backward", bwd.softplus_backward, FLOAT, grad),
-        ("softshrink_backward", bwd.shrink_backward, FLOAT, grad),
-        ("hardshrink_backward", bwd.shrink_backward, FLOAT, grad),
-        ("glu_backward", bwd.glu_backward, FLOAT, grad),
-        ("log_sigmoid_backward", bwd.log_sigmoid_backward, FLOAT, grad),
-        ("logit_backward", bwd.logit_backward, FLOAT, grad),
-        ("_prelu_kernel_backward", bwd.prelu_backward, FLOAT, {**grad, "tensors": (0, 1, 2)}),
+        ("leaky_relu_backward", "activation_backward:leaky_relu_backward", FLOAT, grad),
+        ("softplus_backward", "activation_backward:softplus_backward", FLOAT, grad),
+        ("softshrink_backward", "activation_backward:shrink_backward", FLOAT, grad),
+        ("hardshrink_backward", "activation_backward:shrink_backward", FLOAT, grad),
+        ("glu_backward", "activation_backward:glu_backward", FLOAT, grad),
+        ("log_sigmoid_backward", "activation_backward:log_sigmoid_backward", FLOAT, grad),
+        ("logit_backward", "activation_backward:logit_backward", FLOAT, grad),
+        ("_prelu_kernel_backward", "activation_backward:prelu_backward", FLOAT, {**grad, "tensors": (0, 1, 2)}),
     ]
     return rows
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flag_gems import OpImpl, aten_kernel, aten_names
+from flag_gems import OpImpl, aten_kernel, aten_names, lazy
 
 
 def _served(name: str, impl: Callable) -> Callable:
@@ -24,126 +24,140 @@ def _served(name: str, impl: Callable) -> Callable:
     return serve
 
 
-def _declare(table: dict[str, Callable]) -> list[OpImpl]:
+class _ServedLazily(lazy):
+    """``_served(name, f)`` for the function ``f`` at ``target``, made at the op's first call: the op is
+    declared, and served, before its kernel module (and Triton) is imported."""
+
+    def __init__(self, name: str, target: str, make: Callable[[Callable], Callable] | None = None) -> None:
+        super().__init__(target)
+        self.aten = name
+        self.make = make
+
+    def load(self) -> Callable:
+        if self.loaded is None:
+            impl = lazy(self.target).load()
+            self.loaded = _served(self.aten, self.make(impl) if self.make else impl)
+        return self.loaded
+
+
+def _declare(table: dict[str, str | _ServedLazily]) -> list[OpImpl]:
+    # Implementations are named ("module:function" in this package), not imported.
     # Overloads missing from the running torch, or composite there, are left out rather than refused.
-    return [OpImpl(name, _served(name, impl)) for name, impl in table.items()
+    return [OpImpl(name, impl if isinstance(impl, _ServedLazily) else _ServedLazily(name, f"gems_reduction.{impl}"))
+            for name, impl in table.items()
             if aten_names.resolve(name) is not None and not aten_names.is_composite_implicit(name)]
 
 
-def _reductions() -> dict[str, Callable]:
-    from gems_reduction import reduce
-
+def _reductions() -> dict[str, str]:
     return {
-        "sum": reduce.sum_all, "sum.out": reduce.sum_all,
-        "sum.dim_IntList": reduce.sum_dim, "sum.IntList_out": reduce.sum_dim,
-        "nansum": reduce.nansum, "nansum.out": reduce.nansum,
-        "mean": reduce.mean_all, "mean.dtype_out": reduce.mean_all,
-        "mean.dim": reduce.mean_dim, "mean.out": reduce.mean_dim,
-        "prod": reduce.prod_all, "prod.out": reduce.prod_all,
-        "prod.dim_int": reduce.prod_dim, "prod.int_out": reduce.prod_dim,
-        "amax": reduce.amax, "amax.out": reduce.amax,
-        "amin": reduce.amin, "amin.out": reduce.amin,
-        "aminmax": reduce.aminmax, "aminmax.out": reduce.aminmax,
-        "max": reduce.max_all, "max.unary_out": reduce.max_all,
-        "min": reduce.min_all, "min.unary_out": reduce.min_all,
-        "all": reduce.all_dims, "all.all_out": reduce.all_dims, "all.dim": reduce.all_dims,
-        "all.out": reduce.all_dims, "all.dims": reduce.all_dims, "all.dims_out": reduce.all_dims,
-        "any": reduce.any_dims, "any.all_out": reduce.any_dims, "any.dim": reduce.any_dims,
-        "any.out": reduce.any_dims, "any.dims": reduce.any_dims, "any.dims_out": reduce.any_dims,
-        "count_nonzero": reduce.count_nonzero, "count_nonzero.out": reduce.count_nonzero,
-        "count_nonzero.dim_IntList": reduce.count_nonzero, "count_nonzero.dim_IntList_out": reduce.count_nonzero,
+        "sum": "reduce:sum_all", "sum.out": "reduce:sum_all",
+        "sum.dim_IntList": "reduce:sum_dim", "sum.IntList_out": "reduce:sum_dim",
+        "nansum": "reduce:nansum", "nansum.out": "reduce:nansum",
+        "mean": "reduce:mean_all", "mean.dtype_out": "reduce:mean_all",
+        "mean.dim": "reduce:mean_dim", "mean.out": "reduce:mean_dim",
+        "prod": "reduce:prod_all", "prod.out": "reduce:prod_all",
+        "prod.dim_int": "reduce:prod_dim", "prod.int_out": "reduce:prod_dim",
+        "amax": "reduce:amax", "amax.out": "reduce:amax",
+        "amin": "reduce:amin", "amin.out": "reduce:amin",
+        "aminmax": "reduce:aminmax", "aminmax.out": "reduce:aminmax",
+        "max": "reduce:max_all", "max.unary_out": "reduce:max_all",
+        "min": "reduce:min_all", "min.unary_out": "reduce:min_all",
+        "all": "reduce:all_dims", "all.all_out": "reduce:all_dims", "all.dim": "reduce:all_dims",
+        "all.out": "reduce:all_dims", "all.dims": "reduce:all_dims", "all.dims_out": "reduce:all_dims",
+        "any": "reduce:any_dims", "any.all_out": "reduce:any_dims", "any.dim": "reduce:any_dims",
+        "any.out": "reduce:any_dims", "any.dims": "reduce:any_dims", "any.dims_out": "reduce:any_dims",
+        "count_nonzero": "reduce:count_nonzero", "count_nonzero.out": "reduce:count_nonzero",
+        "count_nonzero.dim_IntList": "reduce:count_nonzero", "count_nonzero.dim_IntList_out": "reduce:count_nonzero",
     }
 
 
-def _arg_reductions() -> dict[str, Callable]:
-    from gems_reduction import argmax
-
+def _arg_reductions() -> dict[str, str]:
     return {
-        "argmax": argmax.argmax, "argmax.out": argmax.argmax,
-        "argmin": argmax.argmin, "argmin.out": argmax.argmin,
-        "max.dim": argmax.max_dim, "max.dim_max": argmax.max_dim,
-        "min.dim": argmax.min_dim, "min.dim_min": argmax.min_dim,
+        "argmax": "argmax:argmax", "argmax.out": "argmax:argmax",
+        "argmin": "argmax:argmin", "argmin.out": "argmax:argmin",
+        "max.dim": "argmax:max_dim", "max.dim_max": "argmax:max_dim",
+        "min.dim": "argmax:min_dim", "min.dim_min": "argmax:min_dim",
     }
 
 
-def _statistics() -> dict[str, Callable]:
-    from gems_reduction import norm, var_mean
-
+def _statistics() -> dict[str, str]:
     return {
-        "var.correction": var_mean.var, "var.correction_out": var_mean.var,
-        "std.correction": var_mean.std, "std.correction_out": var_mean.std,
-        "var_mean.correction": var_mean.var_mean, "var_mean.correction_out": var_mean.var_mean,
-        "std_mean.correction": var_mean.std_mean, "std_mean.correction_out": var_mean.std_mean,
-        "linalg_vector_norm": norm.vector_norm, "linalg_vector_norm.out": norm.vector_norm,
-        "norm.Scalar": norm.norm, "norm.Scalar_out": norm.norm,
-        "norm.ScalarOpt_dim": norm.norm, "norm.out": norm.norm,
-        "norm.ScalarOpt_dim_dtype": norm.norm, "norm.dtype_out": norm.norm,
-        "norm.ScalarOpt_dtype": norm.norm_all, "norm.ScalarOpt_dtype_out": norm.norm_all,
-        "dist": norm.dist, "dist.out": norm.dist,
-        "logsumexp": norm.logsumexp, "logsumexp.out": norm.logsumexp,
+        "var.correction": "var_mean:var", "var.correction_out": "var_mean:var",
+        "std.correction": "var_mean:std", "std.correction_out": "var_mean:std",
+        "var_mean.correction": "var_mean:var_mean", "var_mean.correction_out": "var_mean:var_mean",
+        "std_mean.correction": "var_mean:std_mean", "std_mean.correction_out": "var_mean:std_mean",
+        "linalg_vector_norm": "norm:vector_norm", "linalg_vector_norm.out": "norm:vector_norm",
+        "norm.Scalar": "norm:norm", "norm.Scalar_out": "norm:norm",
+        "norm.ScalarOpt_dim": "norm:norm", "norm.out": "norm:norm",
+        "norm.ScalarOpt_dim_dtype": "norm:norm", "norm.dtype_out": "norm:norm",
+        "norm.ScalarOpt_dtype": "norm:norm_all", "norm.ScalarOpt_dtype_out": "norm:norm_all",
+        "dist": "norm:dist", "dist.out": "norm:dist",
+        "logsumexp": "norm:logsumexp", "logsumexp.out": "norm:logsumexp",
     }
 
 
-def _softmax() -> dict[str, Callable]:
-    from gems_reduction import softmax
-
+def _softmax() -> dict[str, str]:
     return {
-        "_softmax": softmax.softmax, "_softmax.out": softmax.softmax,
-        "_log_softmax": softmax.log_softmax, "_log_softmax.out": softmax.log_softmax,
-        "_safe_softmax": softmax.safe_softmax,
-        "_softmax_backward_data": softmax.softmax_backward, "_softmax_backward_data.out": softmax.softmax_backward,
-        "_log_softmax_backward_data": softmax.log_softmax_backward,
-        "_log_softmax_backward_data.out": softmax.log_softmax_backward,
+        "_softmax": "softmax:softmax", "_softmax.out": "softmax:softmax",
+        "_log_softmax": "softmax:log_softmax", "_log_softmax.out": "softmax:log_softmax",
+        "_safe_softmax": "softmax:safe_softmax",
+        "_softmax_backward_data": "softmax:softmax_backward", "_softmax_backward_data.out": "softmax:softmax_backward",
+        "_log_softmax_backward_data": "softmax:log_softmax_backward",
+        "_log_softmax_backward_data.out": "softmax:log_softmax_backward",
     }
 
 
-def _losses() -> dict[str, Callable]:
-    from gems_reduction import mse_loss, nll_loss
-
+def _losses() -> dict[str, str]:
     return {
-        "nll_loss_forward": nll_loss.nll_loss_forward, "nll_loss_forward.output": nll_loss.nll_loss_forward,
-        "nll_loss_backward": nll_loss.nll_loss_backward, "nll_loss_backward.grad_input": nll_loss.nll_loss_backward,
-        "nll_loss2d_forward": nll_loss.nll_loss2d_forward, "nll_loss2d_forward.output": nll_loss.nll_loss2d_forward,
-        "nll_loss2d_backward": nll_loss.nll_loss2d_backward,
-        "nll_loss2d_backward.grad_input": nll_loss.nll_loss2d_backward,
-        "mse_loss": mse_loss.mse_loss, "mse_loss.out": mse_loss.mse_loss,
-        "mse_loss_backward": mse_loss.mse_loss_backward, "mse_loss_backward.grad_input": mse_loss.mse_loss_backward,
+        "nll_loss_forward": "nll_loss:nll_loss_forward", "nll_loss_forward.output": "nll_loss:nll_loss_forward",
+        "nll_loss_backward": "nll_loss:nll_loss_backward", "nll_loss_backward.grad_input": "nll_loss:nll_loss_backward",
+        "nll_loss2d_forward": "nll_loss:nll_loss2d_forward", "nll_loss2d_forward.output": "nll_loss:nll_loss2d_forward",
+        "nll_loss2d_backward": "nll_loss:nll_loss2d_backward",
+        "nll_loss2d_backward.grad_input": "nll_loss:nll_loss2d_backward",
+        "mse_loss": "mse_loss:mse_loss", "mse_loss.out": "mse_loss:mse_loss",
+        "mse_loss_backward": "mse_loss:mse_loss_backward", "mse_loss_backward.grad_input": "mse_loss:mse_loss_backward",
     }
 
 
-def _scans() -> dict[str, Callable]:
-    from gems_reduction import scan
+def _running_extremum(name: str, extremum: str) -> _ServedLazily:
+    """_cummax_helper / _cummin_helper: ``scan.running_extremum_into`` of ``scan.MAX`` or ``scan.MIN``."""
 
+    def make(running_extremum_into: Callable) -> Callable:
+        from gems_reduction import scan
+
+        return running_extremum_into(getattr(scan, extremum))
+
+    return _ServedLazily(name, "gems_reduction.scan:running_extremum_into", make)
+
+
+def _scans() -> dict[str, str | _ServedLazily]:
     return {
-        "cumsum": scan.cumsum, "cumsum.out": scan.cumsum, "cumprod": scan.cumprod, "cumprod.out": scan.cumprod,
-        "cummax": scan.cummax, "cummax.out": scan.cummax, "cummin": scan.cummin, "cummin.out": scan.cummin,
-        "_cummax_helper": scan.running_extremum_into(scan.MAX), "_cummin_helper": scan.running_extremum_into(scan.MIN),
-        "logcumsumexp": scan.logcumsumexp, "logcumsumexp.out": scan.logcumsumexp,
-        "_logcumsumexp": scan.logcumsumexp, "_logcumsumexp.out": scan.logcumsumexp,
+        "cumsum": "scan:cumsum", "cumsum.out": "scan:cumsum", "cumprod": "scan:cumprod", "cumprod.out": "scan:cumprod",
+        "cummax": "scan:cummax", "cummax.out": "scan:cummax", "cummin": "scan:cummin", "cummin.out": "scan:cummin",
+        "_cummax_helper": _running_extremum("_cummax_helper", "MAX"),
+        "_cummin_helper": _running_extremum("_cummin_helper", "MIN"),
+        "logcumsumexp": "scan:logcumsumexp", "logcumsumexp.out": "scan:logcumsumexp",
+        "_logcumsumexp": "scan:logcumsumexp", "_logcumsumexp.out": "scan:logcumsumexp",
     }
 
 
-def _selection() -> dict[str, Callable]:
-    from gems_reduction import sort
-
+def _selection() -> dict[str, str]:
     return {
-        "sort": sort.sort, "sort.values": sort.sort, "sort.stable": sort.sort_stable,
-        "sort.values_stable": sort.sort_stable, "topk": sort.topk, "topk.values": sort.topk,
-        "kthvalue": sort.kthvalue, "kthvalue.values": sort.kthvalue,
-        "median": sort.median, "median.out": sort.median, "median.dim": sort.median_dim,
-        "median.dim_values": sort.median_dim, "nanmedian": sort.nanmedian, "nanmedian.out": sort.nanmedian,
-        "nanmedian.dim": sort.nanmedian_dim, "nanmedian.dim_values": sort.nanmedian_dim,
-        "mode": sort.mode, "mode.values": sort.mode,
+        "sort": "sort:sort", "sort.values": "sort:sort", "sort.stable": "sort:sort_stable",
+        "sort.values_stable": "sort:sort_stable", "topk": "sort:topk", "topk.values": "sort:topk",
+        "kthvalue": "sort:kthvalue", "kthvalue.values": "sort:kthvalue",
+        "median": "sort:median", "median.out": "sort:median", "median.dim": "sort:median_dim",
+        "median.dim_values": "sort:median_dim", "nanmedian": "sort:nanmedian", "nanmedian.out": "sort:nanmedian",
+        "nanmedian.dim": "sort:nanmedian_dim", "nanmedian.dim_values": "sort:nanmedian_dim",
+        "mode": "sort:mode", "mode.values": "sort:mode",
     }
 
 
 def _differentiable() -> list[OpImpl]:
     # Composite in ATen: served on the Autograd key by an autograd.Function of our own.
-    from gems_reduction import cross_entropy
-
     if aten_names.resolve("cross_entropy_loss") is None:
         return []
-    return [OpImpl("cross_entropy_loss", cross_entropy.cross_entropy, autograd=True)]
+    return [OpImpl("cross_entropy_loss", lazy("gems_reduction.cross_entropy:cross_entropy"), autograd=True)]
 
 
 def ops() -> list[OpImpl]:
