@@ -5,7 +5,8 @@
 
 Prints µs per call (many calls, one synchronize) of ATen's add, of gems' add through the dispatcher,
 of the family's function called from Python, of the generated op, of an output allocation and of a
-launch of the compiled kernel alone; with ``--profile``, cProfile's top entries for each tiny op.
+launch of the compiled kernel alone; then ATen's and gems' µs per call of each tiny op (1024 bf16
+elements); with ``--profile``, cProfile's top entries for each tiny op.
 
 ``--cpu`` measures the Python part without a GPU: on CPU tensors, with launches taking the GPU's
 direct path to a no-op in place of the compiled kernel (see ``stub_launches``), so each row is the
@@ -134,18 +135,36 @@ def layers_of_add(calls: int) -> None:
         print(f"  {name:36s} {us if isinstance(us, str) else f'{us:8.2f}'}")
 
 
-def profiles(calls: int) -> None:
+def tiny_ops() -> dict:
+    """The tiny ops measured one by one: 1024 bf16 elements each (a 1x1024 row for the norms)."""
     x = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
     y = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
     row = x.view(1, 1024)
     w = torch.randn(1024, device=DEVICE, dtype=torch.bfloat16)
     a = torch.randn(16, 16, device=DEVICE, dtype=torch.bfloat16)
-    ops = {
+    return {
         "add": lambda: torch.add(x, y), "mul_scalar": lambda: x * 1.5, "silu": lambda: F.silu(x),
-        "sum": lambda: torch.sum(x), "softmax": lambda: torch.softmax(x, -1),
-        "rms_norm": lambda: F.rms_norm(row, (1024,), w, 1e-6),
+        "leaky_relu": lambda: F.leaky_relu(x, 0.2), "sum": lambda: torch.sum(x),
+        "softmax": lambda: torch.softmax(x, -1), "rms_norm": lambda: F.rms_norm(row, (1024,), w, 1e-6),
         "layer_norm": lambda: F.layer_norm(row, (1024,), w, w), "mm": lambda: torch.mm(a, a),
     }
+
+
+def ops_table(calls: int) -> None:
+    """ATen's and gems' µs per call of each tiny op; on CPU, gems' rows are host work, launches stubbed."""
+    ops = tiny_ops()
+    aten = dict(timed(ops.items(), calls))
+    with flag_gems.use_gems():
+        gems = dict(timed(ops.items(), calls))
+    launches = ", launches stubbed" if DEVICE == "cpu" else ""
+    print(f"\ntiny ops on {DEVICE}{launches}: µs per call, ATen then gems")
+    for name in ops:
+        cells = [us if isinstance(us, str) else f"{us:8.2f}" for us in (aten[name], gems[name])]
+        print(f"  {name:12s} {cells[0]:>8s} {cells[1]}")
+
+
+def profiles(calls: int) -> None:
+    ops = tiny_ops()
     with flag_gems.use_gems():
         for name, fn in ops.items():
             try:
@@ -177,6 +196,7 @@ def main() -> None:
         DEVICE = "cpu"
         stub_launches()
     layers_of_add(opts.calls)
+    ops_table(max(opts.calls // 4, 100))
     if opts.profile:
         profiles(max(opts.calls // 10, 100))
 

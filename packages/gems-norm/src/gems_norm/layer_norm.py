@@ -148,7 +148,10 @@ _backward_plans = Plans(backward_op_plan)
 
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
-    key = (signature(input), tuple(normalized_shape), signature(weight), signature(bias))
+    # ``signature`` of each tensor, spelled out: this key is built on every call.
+    key = ((input.shape, input.stride(), input.dtype, input.device), tuple(normalized_shape),
+           None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.device),
+           None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device))
     plan = _forward_plans.get(key) or _forward_plans.add(key, input, normalized_shape, weight, bias)
     if plan is TO_ATEN:
         return _aten_forward(input, normalized_shape, weight, bias, eps)
