@@ -53,23 +53,26 @@ class lazy:
 
     A family that declares ``OpImpl("mm", lazy("gems_blas.mm:mm"))`` is enabled without importing its
     kernel modules: Triton's import and the ``@triton.jit`` decoration of a module's kernels are paid
-    when one of its ops is first called, and not at all for ops that never are.
+    when one of its ops is first called, and not at all for ops that never are. ``make``, if given,
+    turns the imported function into the one called (a wrapper with dtype checks or a fallback), once.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, make: Callable[[Callable], Callable] | None = None) -> None:
         module, _, attribute = target.partition(":")
         if not module or not attribute:
             raise ValueError(f"lazy() wants 'module:attribute', got {target!r}")
         self.target = target
+        self.make = make
         self.__name__ = attribute
         self.__module__ = module  # like the function's: coverage tells a family's code by it
         self.loaded: Callable | None = None
 
     def load(self) -> Callable:
-        """Import the function (once) and return it."""
+        """Import the function (once), made by ``make`` where given, and return it."""
         if self.loaded is None:
             module, _, attribute = self.target.partition(":")
-            self.loaded = getattr(importlib.import_module(module), attribute)
+            fn = getattr(importlib.import_module(module), attribute)
+            self.loaded = fn if self.make is None else self.make(fn)
         return self.loaded
 
     def __call__(self, *args, **kwargs):

@@ -16,7 +16,6 @@ import torch
 
 from flag_gems import OpImpl, lazy
 from flag_gems.runtime import device
-from gems_pointwise.ops import made_lazily
 from gems_pointwise.overloads import (
     ALL,
     FLOATS,
@@ -46,7 +45,7 @@ def _line(packets, route: str, dtypes, *checks: str | Callable | None) -> list[O
 
     # The overloads the running torch has, listed without the route (which runs only in the wrappers).
     names = [impl.aten for impl in elementwise(packets, _unimported, dtypes)]
-    return [OpImpl(name, made_lazily(f"gems_pointwise.{route}", made(name))) for name in names]
+    return [OpImpl(name, lazy(f"gems_pointwise.{route}", made(name))) for name in names]
 
 
 def ops() -> list[OpImpl]:

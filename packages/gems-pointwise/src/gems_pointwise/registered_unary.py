@@ -14,9 +14,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from flag_gems import OpImpl, aten_kernel, aten_names
+from flag_gems import OpImpl, aten_kernel, aten_names, lazy
 from flag_gems.runtime import device
-from gems_pointwise.ops import made_lazily
 
 FLOAT = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 INT = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
@@ -45,7 +44,7 @@ def _overloads(base: str, launch: str, dtypes: frozenset, *, overload: str = "",
     if inplace:
         names.append((f"{base}_.{overload}" if overload else f"{base}_", _inplace))
     accepts = _tensor_check(tuple(tensors), dtypes)
-    return [OpImpl(name, made_lazily(f"gems_pointwise.{launch}", functools.partial(_made, make, name, accepts)))
+    return [OpImpl(name, lazy(f"gems_pointwise.{launch}", functools.partial(_made, make, name, accepts)))
             for name, make in names if _servable(name)]
 
 

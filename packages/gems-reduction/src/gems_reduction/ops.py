@@ -24,26 +24,16 @@ def _served(name: str, impl: Callable) -> Callable:
     return serve
 
 
-class _ServedLazily(lazy):
-    """``_served(name, f)`` for the function ``f`` at ``target``, made at the op's first call: the op is
-    declared, and served, before its kernel module (and Triton) is imported."""
-
-    def __init__(self, name: str, target: str, make: Callable[[Callable], Callable] | None = None) -> None:
-        super().__init__(target)
-        self.aten = name
-        self.make = make
-
-    def load(self) -> Callable:
-        if self.loaded is None:
-            impl = lazy(self.target).load()
-            self.loaded = _served(self.aten, self.make(impl) if self.make else impl)
-        return self.loaded
+def _served_lazily(name: str, target: str, make: Callable[[Callable], Callable] | None = None) -> lazy:
+    """``_served(name, f)`` for the function ``f`` at ``target`` (``make(f)`` where given), made at the op's
+    first call: the op is declared, and served, before its kernel module (and Triton) is imported."""
+    return lazy(target, lambda impl: _served(name, make(impl) if make else impl))
 
 
-def _declare(table: dict[str, str | _ServedLazily]) -> list[OpImpl]:
+def _declare(table: dict[str, str | lazy]) -> list[OpImpl]:
     # Implementations are named ("module:function" in this package), not imported.
     # Overloads missing from the running torch, or composite there, are left out rather than refused.
-    return [OpImpl(name, impl if isinstance(impl, _ServedLazily) else _ServedLazily(name, f"gems_reduction.{impl}"))
+    return [OpImpl(name, impl if isinstance(impl, lazy) else _served_lazily(name, f"gems_reduction.{impl}"))
             for name, impl in table.items()
             if aten_names.resolve(name) is not None and not aten_names.is_composite_implicit(name)]
 
@@ -119,7 +109,7 @@ def _losses() -> dict[str, str]:
     }
 
 
-def _running_extremum(name: str, extremum: str) -> _ServedLazily:
+def _running_extremum(name: str, extremum: str) -> lazy:
     """_cummax_helper / _cummin_helper: ``scan.running_extremum_into`` of ``scan.MAX`` or ``scan.MIN``."""
 
     def make(running_extremum_into: Callable) -> Callable:
@@ -127,10 +117,10 @@ def _running_extremum(name: str, extremum: str) -> _ServedLazily:
 
         return running_extremum_into(getattr(scan, extremum))
 
-    return _ServedLazily(name, "gems_reduction.scan:running_extremum_into", make)
+    return _served_lazily(name, "gems_reduction.scan:running_extremum_into", make)
 
 
-def _scans() -> dict[str, str | _ServedLazily]:
+def _scans() -> dict[str, str | lazy]:
     return {
         "cumsum": "scan:cumsum", "cumsum.out": "scan:cumsum", "cumprod": "scan:cumprod", "cumprod.out": "scan:cumprod",
         "cummax": "scan:cummax", "cummax.out": "scan:cummax", "cummin": "scan:cummin", "cummin.out": "scan:cummin",
