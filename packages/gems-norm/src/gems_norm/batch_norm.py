@@ -24,7 +24,9 @@ from gems_norm.heuristics import (
     ReadyLaunch,
     caller_aligned,
     cdiv,
+    dtype_of,
     next_pow2,
+    no_grads,
     row_tile,
     signature,
     warps,
@@ -243,8 +245,12 @@ def _forward_plan(view: ChannelView, x_dtype: torch.dtype, w_dtype, b_dtype, rm_
 _forward_plans = Plans(_forward_plan)
 
 
-def _dtype(t: torch.Tensor | None) -> torch.dtype | None:
-    return None if t is None else t.dtype
+def _planned_forward(view: ChannelView, x_dtype: torch.dtype, weight, bias, running_mean, running_var,
+                     training: bool, save_in_eval: bool, param_c: int, saved_dtype: torch.dtype):
+    """The kept ``_forward_plan`` for these arguments (the key ``forward`` and the ATen forms share)."""
+    key = (view, x_dtype, dtype_of(weight), dtype_of(bias), dtype_of(running_mean), dtype_of(running_var), training,
+           training and running_mean is not None, training or save_in_eval, param_c, saved_dtype)
+    return _forward_plans.get(key) or _forward_plans.add(key, *key)
 
 
 def forward(x: torch.Tensor, view: ChannelView, weight, bias, running_mean, running_var, training: bool,
@@ -260,9 +266,8 @@ def forward(x: torch.Tensor, view: ChannelView, weight, bias, running_mean, runn
     and one read of ``x``; other training inputs first gather per-channel Welford partials (one more read)
     and merge them in a small kernel.
     """
-    key = (view, x.dtype, _dtype(weight), _dtype(bias), _dtype(running_mean), _dtype(running_var), training,
-           training and running_mean is not None, training or save_in_eval, param_c or view.c, saved_dtype)
-    plan = _forward_plans.get(key) or _forward_plans.add(key, *key)
+    plan = _planned_forward(view, x.dtype, weight, bias, running_mean, running_var, training, save_in_eval,
+                            param_c or view.c, saved_dtype)
     return plan(x, weight, bias, running_mean, running_var, running_out, momentum, eps)
 
 
@@ -307,13 +312,21 @@ def _backward_plan(view: ChannelView, dy_dtype: torch.dtype, x_dtype: torch.dtyp
 _backward_plans = Plans(_backward_plan)
 
 
+def _planned_backward(view: ChannelView, dy_dtype: torch.dtype, x_dtype: torch.dtype, weight, mean, spread,
+                      training: bool, invstd_given: bool, need_dx: bool, need_dw: bool, need_db: bool,
+                      param_dtype: torch.dtype):
+    """The kept ``_backward_plan`` for these arguments (the key ``backward`` and the ATen forms share)."""
+    key = (view, dy_dtype, x_dtype, dtype_of(weight), mean.dtype, spread.dtype, training, invstd_given, need_dx,
+           need_dw, need_db, param_dtype)
+    return _backward_plans.get(key) or _backward_plans.add(key, *key)
+
+
 def backward(dy: torch.Tensor, x: torch.Tensor, view: ChannelView, weight, mean, spread, training: bool,
              invstd_given: bool, eps: float, need_dx: bool, need_dw: bool, need_db: bool, param_dtype: torch.dtype):
     """(dx, dw, db) of batch norm; ``dy`` has ``x``'s strides. ``mean`` and ``spread`` are the statistics
     the input was normalised with: ``spread`` the inverse std with ``invstd_given``, else the variance."""
-    key = (view, dy.dtype, x.dtype, _dtype(weight), mean.dtype, spread.dtype, training, invstd_given, need_dx,
-           need_dw, need_db, param_dtype)
-    plan = _backward_plans.get(key) or _backward_plans.add(key, *key)
+    plan = _planned_backward(view, dy.dtype, x.dtype, weight, mean, spread, training, invstd_given, need_dx, need_dw,
+                             need_db, param_dtype)
     return plan(dy, x, weight, mean, spread, eps)
 
 
@@ -351,10 +364,8 @@ def _forward_op_plan(input, weight, bias, running_mean, running_var, training, s
     if prepared is None:
         return TO_ATEN
     x, view = prepared
-    key = (view, input.dtype, _dtype(weight), _dtype(bias), _dtype(running_mean), _dtype(running_var), training,
-           training and running_mean is not None, training or save_in_eval, view.c,
-           _saved_dtype(input, weight, bias, running_mean, running_var))
-    run = _forward_plans.get(key) or _forward_plans.add(key, *key)
+    run = _planned_forward(view, input.dtype, weight, bias, running_mean, running_var, training, save_in_eval, view.c,
+                           _saved_dtype(input, weight, bias, running_mean, running_var))
     if x is input:
         return run
     memory_format = input.suggest_memory_format()
@@ -472,10 +483,6 @@ def cudnn_batch_norm(input, weight, bias, running_mean, running_var, training, e
     return (*result, _reserve(input))
 
 
-def _no_grads(*args) -> tuple[None, None, None]:
-    return None, None, None
-
-
 def _backward_op_plan(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train,
                       need_dx, need_dw, need_db):
     prepared = dense_view(input, weight, None, running_mean, running_var)
@@ -491,10 +498,9 @@ def _backward_op_plan(grad_out, input, weight, running_mean, running_var, save_m
     if any(t is None or not _vector_ok(t, c, input.device) for t in (mean, spread)):
         return TO_ATEN
     if not (need_dx or need_dw or need_db):
-        return _no_grads
-    key = (view, grad_out.dtype, x.dtype, _dtype(weight), mean.dtype, spread.dtype, train, use_saved_invstd,
-           need_dx, need_dw, need_db, input.dtype if weight is None else weight.dtype)
-    run = _backward_plans.get(key) or _backward_plans.add(key, *key)
+        return no_grads
+    run = _planned_backward(view, grad_out.dtype, x.dtype, weight, mean, spread, train, use_saved_invstd, need_dx,
+                            need_dw, need_db, input.dtype if weight is None else weight.dtype)
     memory_format = None if x is input else input.suggest_memory_format()
     copy_dy = grad_out.stride() != x.stride()
 

@@ -14,8 +14,17 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import TO_ATEN, Plans, ReadyLaunch, caller_aligned, signature, strip_tile, warps
-from gems_norm.reductions import sum_partials, welford_add, welford_merge
+from gems_norm.heuristics import (
+    TO_ATEN,
+    Plans,
+    ReadyLaunch,
+    caller_aligned,
+    no_grads,
+    signature,
+    strip_tile,
+    warps,
+)
+from gems_norm.reductions import parameter_grads, welford_add, welford_merge
 from gems_norm.semantics import FLOAT_DTYPES, params_ok, stats_dtype
 
 
@@ -162,7 +171,7 @@ def _backward_plan(grad_out, input, mean, rstd, weight, n, c, hw, group, need_dx
             or ((need_dw or need_db) and weight is None)):
         return TO_ATEN
     if not (need_dx or need_dw or need_db):
-        return _no_grads
+        return no_grads
     planes = int(need_dw) + int(need_db)
     block_c, block_hw = strip_tile(c // group, hw, inner_contiguous=True)
     x_dtype = input.dtype
@@ -183,16 +192,9 @@ def _backward_plan(grad_out, input, mean, rstd, weight, n, c, hw, group, need_dx
                c, hw, group), caller_aligned(grad_out, input, weight, mean, rstd))
         if not planes:
             return dx, None, None
-        sums = sum_partials(part, weight.dtype)
-        if planes == 2:
-            return (dx, *sums.unbind())
-        return (dx, sums[0], None) if need_dw else (dx, None, sums[0])
+        return (dx, *parameter_grads(part, weight.dtype, need_dw, need_db))
 
     return run
-
-
-def _no_grads(*args) -> tuple[None, None, None]:
-    return None, None, None
 
 
 #: Plans of both ops, by the signatures of their tensors and their sizes and flags.

@@ -193,6 +193,16 @@ class _ToAten:
 TO_ATEN = _ToAten()
 
 
+def no_grads(*args) -> tuple[None, None, None]:
+    """The plan of a backward asked for no gradient."""
+    return None, None, None
+
+
+def dtype_of(t: torch.Tensor | None) -> torch.dtype | None:
+    """``t``'s dtype, None for an absent tensor."""
+    return None if t is None else t.dtype
+
+
 def signature(t: torch.Tensor | None) -> tuple | None:
     """What a plan may depend on of a tensor argument: shape, strides, dtype and device (None for None)."""
     return None if t is None else (t.shape, t.stride(), t.dtype, t.device)

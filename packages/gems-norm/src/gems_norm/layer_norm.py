@@ -10,7 +10,7 @@ import torch
 
 from flag_gems import aten_kernel
 from gems_norm import row_norm
-from gems_norm.heuristics import TO_ATEN, Plans, signature
+from gems_norm.heuristics import TO_ATEN, Plans, dtype_of, no_grads, signature
 from gems_norm.semantics import FLOAT_DTYPES, stats_dtype
 
 _aten_forward = aten_kernel("native_layer_norm")
@@ -78,10 +78,6 @@ def stats_shape(x: torch.Tensor, normalized_shape: Sequence[int]) -> tuple[int, 
     return (*x.shape[:x.dim() - k], *([1] * k))
 
 
-def _dtype(t: torch.Tensor | None) -> torch.dtype | None:
-    return None if t is None else t.dtype
-
-
 def forward_op_plan(input, normalized_shape, weight, bias, center: bool, save_stats: bool):
     """The plan of a row norm forward on ATen's arguments: the row forward (x, residual, weight, bias, eps) ->
     (y, mean, rstd, h) that takes them, or TO_ATEN. Statistics as ATen saves them (``save_stats``) or none;
@@ -90,7 +86,7 @@ def forward_op_plan(input, normalized_shape, weight, bias, center: bool, save_st
     if shape is None:
         return TO_ATEN
     dtype = stats_dtype(input, weight, bias, acc_on_cuda=True) if center else torch.float32
-    run = row_norm.forward_plan(center, input.dtype, None, _dtype(weight), _dtype(bias), dtype, *shape,
+    run = row_norm.forward_plan(center, input.dtype, None, dtype_of(weight), dtype_of(bias), dtype, *shape,
                                 stats_shape(input, normalized_shape) if save_stats else None)
     if input.is_contiguous() and flat(weight) is weight and flat(bias) is bias:
         return run
@@ -112,12 +108,12 @@ def backward_op_plan(grad_out, input, normalized_shape, mean, rstd, weight, bias
             or (need_dw and weight is None) or (need_db and bias is None)):
         return TO_ATEN
     if not (need_dx or need_dw or need_db):
-        return _no_grads
+        return no_grads
     m, n = shape
     center = mean is not None
     _, dy_sm, dy_sn = row_norm.grad_rows(grad_out, m, n)
-    run = row_norm.backward_plan(center, grad_out.dtype, input.dtype, _dtype(weight), _dtype(mean), rstd.dtype, m, n,
-                                 dy_sm, dy_sn, need_dx, need_dw, need_db, input.dtype)
+    run = row_norm.backward_plan(center, grad_out.dtype, input.dtype, dtype_of(weight), dtype_of(mean), rstd.dtype,
+                                 m, n, dy_sm, dy_sn, need_dx, need_dw, need_db, input.dtype)
     if (grad_out.is_contiguous() and input.is_contiguous() and (mean is None or mean.is_contiguous())
             and rstd.is_contiguous() and (weight is None or weight.dim() == 1 and weight.is_contiguous())
             and (bias is None or bias.dim() == 1)):
@@ -131,10 +127,6 @@ def backward_op_plan(grad_out, input, normalized_shape, mean, rstd, weight, bias
         return dx, None if dw is None else dw.view(w_shape), None if db is None else db.view(b_shape)
 
     return dense
-
-
-def _no_grads(*args) -> tuple[None, None, None]:
-    return None, None, None
 
 
 def _layer_norm_forward_plan(input, normalized_shape, weight, bias):

@@ -72,3 +72,14 @@ def sum_partials(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     out = torch.empty(k, n, dtype=dtype, device=partials.device)
     ready((partials, out, p, n), partials.data_ptr() & 15 == 0)  # ``out`` is fresh
     return out
+
+
+def parameter_grads(part: torch.Tensor, param_dtype: torch.dtype, need_dw: bool, need_db: bool):
+    """(dw, db), None where not asked for, from a backward kernel's float32 partial sums (planes, splits, N):
+    one plane each for dw and db, in that order, for those asked for."""
+    if not (need_dw or need_db):
+        return None, None
+    sums = sum_partials(part, param_dtype)
+    if need_dw and need_db:
+        return sums.unbind()
+    return (sums[0], None) if need_dw else (None, sums[0])

@@ -30,7 +30,7 @@ from gems_norm.heuristics import (
     row_tile,
     warps,
 )
-from gems_norm.reductions import sum_partials, welford_add, welford_merge
+from gems_norm.reductions import parameter_grads, welford_add, welford_merge
 
 
 @triton.jit
@@ -343,19 +343,9 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
               caller_aligned(dy, x, weight, mean, rstd))
         if whole:
             return dx, dw, db
-        return (dx, *_parameter_grads(part, param_dtype, need_dw, need_db))
+        return (dx, *parameter_grads(part, param_dtype, need_dw, need_db))
 
     return run
-
-
-def _parameter_grads(part: torch.Tensor, param_dtype: torch.dtype, need_dw: bool, need_db: bool):
-    """(dw, db), None where not asked for, from the backward kernel's float32 partial sums (planes, splits, N)."""
-    if not (need_dw or need_db):
-        return None, None
-    sums = sum_partials(part, param_dtype)
-    if need_dw and need_db:
-        return sums.unbind()
-    return (sums[0], None) if need_dw else (None, sums[0])
 
 
 #: Backward plans by (center, dtypes, M, N, dy's strides, gradients asked for, the parameters' dtype).
@@ -419,4 +409,4 @@ def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, ne
            warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
            HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
            PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats)
-    return (dx if need_dx else None, *_parameter_grads(part, param_dtype, need_dw, need_db))
+    return (dx if need_dx else None, *parameter_grads(part, param_dtype, need_dw, need_db))
