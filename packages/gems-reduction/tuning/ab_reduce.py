@@ -43,12 +43,11 @@ SETTINGS = {
     "step=8K": {"tiles.STEP_BYTES": 8192},
     "step=32K": {"tiles.STEP_BYTES": 32768},
     "thread=32B": {"tiles.THREAD_BYTES": 32},
-    "thread=128B": {"tiles.THREAD_BYTES": 128},
-    "step=32K,thread=128B": {"tiles.STEP_BYTES": 32768, "tiles.THREAD_BYTES": 128},
+    "thread=64B": {"tiles.THREAD_BYTES": 64},
     "cols=512B": {"tiles.COLS_BYTES": 512},
     "cols=1024B": {"tiles.COLS_BYTES": 1024},
-    "per_sm=2": {"tiles.PROGRAMS_PER_SM": 2},
     "per_sm=3": {"tiles.PROGRAMS_PER_SM": 3},
+    "per_sm=4": {"tiles.PROGRAMS_PER_SM": 4},
     "per_sm=8": {"tiles.PROGRAMS_PER_SM": 8},
     "arg_thread=8": {"tiles.ARG_THREAD_ELEMENTS": 8},
     "arg_thread=32": {"tiles.ARG_THREAD_ELEMENTS": 32},
@@ -62,9 +61,9 @@ SETTINGS = {
 _MODULES = {"tiles": tiles, "nll": nll_loss}
 
 # What each kind of case tries besides the defaults (at most 7, so 8 settings a case).
-LAST_DIM = ("stages=2", "stages=4", "step=8K", "step=32K", "thread=32B", "thread=128B", "step=32K,thread=128B")
-DIM0 = ("stages=4", "cols=512B", "cols=1024B", "per_sm=2", "per_sm=3", "per_sm=8", "step=32K")
-EVERYTHING = ("stages=4", "per_sm=2", "per_sm=8", "step=32K", "thread=128B")
+LAST_DIM = ("stages=2", "stages=4", "step=8K", "step=32K", "thread=32B", "thread=64B")
+DIM0 = ("stages=4", "cols=512B", "cols=1024B", "per_sm=3", "per_sm=4", "per_sm=8", "step=32K")
+EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B")
 ARG = ("stages=4", "arg_thread=8", "arg_thread=32", "arg_step=8K", "arg_step=8K,thread=32")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 

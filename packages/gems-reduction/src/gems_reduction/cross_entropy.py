@@ -23,7 +23,7 @@ from flag_gems import aten_kernel
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
-from gems_reduction.nll_loss import _store_totals, _weighted_total_kernel
+from gems_reduction.nll_loss import _store_totals
 from gems_reduction.reduce import SUM_OF, convert, run, tl_dtype
 from gems_reduction.rows import online_update
 
@@ -154,6 +154,18 @@ def _ce_backward_kernel(
             if SMOOTH:
                 grad += smoothing / C * (w_total * p - w)
         tl.store(gi_ptr + base[:, None] + c[None, :], convert(grad * g[:, None], gi_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _weighted_total_kernel(loss_ptr, weight_ptr, out_ptr, total_ptr, n, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight)."""
+    loss = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
+    weight = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
+    for start in range(0, n, BLOCK):
+        k = start + tl.arange(0, BLOCK)
+        loss += tl.load(loss_ptr + k, mask=k < n, other=0)
+        weight += tl.load(weight_ptr + k, mask=k < n, other=0)
+    _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
 
 
 # ---------------------------------------------------------------------------------------------------

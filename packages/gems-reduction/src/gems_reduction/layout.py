@@ -129,13 +129,17 @@ def _layout(shape: tuple, strides: tuple, dims: tuple, ordered: bool, wide: bool
             n_red *= shape[d]
         kept = [(n_kept, n_red)] if n_kept > 1 else []
         red = [(n_red, 1)] if n_red > 1 else []
+    return Layout(_pad(kept), _pad(red), perm, len(kept), len(red), wide or needs_int64(shape, strides))
+
+
+def needs_int64(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """Whether a tensor's element count, or one past its largest element offset, exceeds int32."""
     numel = 1
     reach = 1
     for size, stride in zip(shape, strides):
         numel *= size
         reach += (size - 1) * abs(stride)
-    int64 = wide or max(numel, reach) > INT32_MAX
-    return Layout(_pad(kept), _pad(red), perm, len(kept), len(red), int64)
+    return max(numel, reach) > INT32_MAX
 
 
 def launch(launcher: Launcher, grid: tuple, args: list) -> None:
@@ -247,6 +251,6 @@ def resize_output(out: torch.Tensor, shape) -> None:
     out.resize_(shape)
 
 
-__all__ = ["Layout", "layout", "wrap_dims", "reduced_shape", "sm_count", "new_output", "deliver", "fits_out",
-           "calls", "remember", "dims_key", "spare", "Launch", "FLOATING", "INTEGRAL", "KERNEL_DTYPES",
+__all__ = ["Layout", "layout", "needs_int64", "wrap_dims", "reduced_shape", "sm_count", "new_output", "deliver",
+           "fits_out", "calls", "remember", "dims_key", "spare", "Launch", "FLOATING", "INTEGRAL", "KERNEL_DTYPES",
            "INT32_MAX"]

@@ -24,6 +24,7 @@ import triton.language as tl
 from flag_gems.launch import launch, shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
+from gems_reduction import tiles
 from gems_reduction.reduce import convert, tl_dtype
 
 NONE, MEAN, SUM = 0, 1, 2
@@ -122,18 +123,6 @@ def _nll_reduced_kernel(
 
 
 @triton.jit
-def _weighted_total_kernel(loss_ptr, weight_ptr, out_ptr, total_ptr, n, MEAN: tl.constexpr, BLOCK: tl.constexpr):
-    """One program: out = sum(loss) (/ sum(weight) for MEAN), total = sum(weight) (cross-entropy's combine)."""
-    loss = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
-    weight = tl.zeros([BLOCK], loss_ptr.dtype.element_ty)
-    for start in range(0, n, BLOCK):
-        k = start + tl.arange(0, BLOCK)
-        loss += tl.load(loss_ptr + k, mask=k < n, other=0)
-        weight += tl.load(weight_ptr + k, mask=k < n, other=0)
-    _store_totals(loss, weight, out_ptr, total_ptr, MEAN)
-
-
-@triton.jit
 def _nll_backward_kernel(
     g_ptr, t_ptr, w_ptr, total_ptr, gi_ptr, numel, C, HW, ignore_index,
     HAS_WEIGHT: tl.constexpr, PER_ROW_GRAD: tl.constexpr, MEAN: tl.constexpr, ACC: tl.constexpr,
@@ -185,7 +174,7 @@ def reduced_tiles(rows: int) -> tuple[int, int, int, int]:
 
 def _gather_warps(block: int) -> int:
     """4 to 16 warps, 16 rows per thread in between: every gather of a tile is issued at once."""
-    return 4 if device.interpreter else max(4, min(16, block // 512))
+    return 4 if device.interpreter else tiles.warps_for(block, 16)
 
 
 def _rows_view(x):
@@ -221,11 +210,6 @@ def _targets_out_of_range(x, target, ignore_index) -> bool:
     return bool(bad.any())
 
 
-def _reach(x) -> int:
-    """One past the largest element offset of ``x``."""
-    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(x.shape, x.stride()))
-
-
 class _Forward:
     """The ready call of one forward signature: the launch (per-row or reduced), which inputs need a
     contiguous copy first, and for a spread reduced forward its scratch (sums and counter) per stream."""
@@ -244,7 +228,7 @@ class _Forward:
         self.acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         self.scratch: dict = {}
         common = dict(HAS_WEIGHT=weight is not None, ACC=tl_dtype(self.acc),
-                      INT64=lay.force_int64 or max(viewed.numel(), _reach(viewed)) > lay.INT32_MAX)
+                      INT64=lay.force_int64 or lay.needs_int64(viewed.shape, viewed.stride()))
         if self.per_row:
             block, warps = _block(rows)
             self.parts = 1

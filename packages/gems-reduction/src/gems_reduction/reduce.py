@@ -499,7 +499,6 @@ class _Plan:
             _launch(self, x, None, values, indices, None, None)
         return values, indices
 
-
     def second_results(self, x: torch.Tensor) -> torch.Tensor:
         """The second results of ``x`` only (argmax): its values are stored where nobody reads them."""
         if not self.direct:
@@ -626,15 +625,7 @@ def run(x: torch.Tensor, dims: tuple, kind: Kind, out_dtype: torch.dtype, *, kee
     """
     pl = plan(x.shape, x.stride(), dims, kind, x.dtype, cast or x.dtype, out_dtype, shift is not None, keepdim,
               p=p, d=d)
-    if out is None and out_index is None and shift is None and y is None:
-        return pl(x)
-    values = lay.new_output(out, pl.out_shape, out_dtype, x)
-    indices = lay.new_output(out_index, pl.out_shape, pl.index_dtype, x) if kind.index else None
-    if pl.launch is not None:
-        _launch(pl, x, y, values, indices, None, shift)
-    if out is None and out_index is None:
-        return values, indices
-    return lay.deliver(values, out), (lay.deliver(indices, out_index) if kind.index else None)
+    return deliver(pl, x, out, out_index, shift, y)
 
 
 def cached(make: Callable, x: torch.Tensor, dim, keepdim: bool, option=None) -> _Plan | None:
@@ -649,7 +640,6 @@ def cached(make: Callable, x: torch.Tensor, dim, keepdim: bool, option=None) -> 
         if found is not None:
             lay.remember(key, found)
     return found
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -678,16 +668,16 @@ def reduced_count(shape, dims) -> int:
     return count
 
 
-def deliver(pl: _Plan, x, out, out_index=None, shift=None) -> tuple:
+def deliver(pl: _Plan, x, out, out_index=None, shift=None, y=None) -> tuple:
     """(values, second results or None) of ``pl`` on ``x`` (``shift``: the per-output tensor of a
-    shifted plan), written into ``out``/``out_index`` when given (resized and copied into when a
-    kernel cannot write them directly)."""
-    if out is None and out_index is None and shift is None:
+    shifted plan; ``y``: the subtrahend of a ``diff`` plan), written into ``out``/``out_index`` when
+    given (resized and copied into when a kernel cannot write them directly)."""
+    if out is None and out_index is None and shift is None and y is None:
         return pl(x)
     values = lay.new_output(out, pl.out_shape, pl.out_dtype, x)
     indices = lay.new_output(out_index, pl.out_shape, pl.index_dtype, x) if pl.index_dtype is not None else None
     if pl.launch is not None:
-        _launch(pl, x, None, values, indices, None, shift)
+        _launch(pl, x, y, values, indices, None, shift)
     return lay.deliver(values, out), (lay.deliver(indices, out_index) if indices is not None else None)
 
 
@@ -814,10 +804,9 @@ def min_all(x, *, out=None):
 
 
 def _aminmax_plan(x, dim, keepdim, option, out=None):
-    dims = lay.wrap_dims([dim] if dim is not None else None, x.dim())
-    if x.numel() == 0 or dims is None or x.dtype not in lay.KERNEL_DTYPES:
+    if x.numel() == 0:
         return None
-    return plan(x.shape, x.stride(), dims, MINMAX_OF, x.dtype, x.dtype, x.dtype, False, keepdim)
+    return _simple(MINMAX_OF, x, lay.wrap_dims([dim] if dim is not None else None, x.dim()), keepdim, x.dtype)
 
 
 def aminmax(x, *, dim=None, keepdim=False, min=None, max=None):

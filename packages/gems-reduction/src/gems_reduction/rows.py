@@ -71,17 +71,14 @@ def lane_width(lanes: int, outer: int) -> int:
     return min(triton.next_power_of_2(lanes), 128, max(16, wanted))
 
 
-_plans: dict[tuple, lay.Launch] = {}
-
-
 def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **constexprs) -> lay.Launch:
     """The launch of ``kernel`` over contiguous tensors of ``shape`` along ``dim`` (its tensors to come).
 
     ``tiles(lanes, R, outer, columns, itemsize)`` gives (BLOCK_L, BLOCK_R, extra constexprs, num_warps);
-    the launch is cached under ``key``, which must name everything the constexprs and the dtypes of
-    the launch's tensors depend on.
+    the launch is kept with the family's ready calls (``lay.calls``) under ``key``, which must name
+    everything the constexprs and the dtypes of the launch's tensors depend on.
     """
-    found = _plans.get(key)
+    found = lay.calls.get(key)
     if found is None:
         outer, length, inner = geometry(shape, dim)
         columns = inner > 1
@@ -92,9 +89,7 @@ def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **
         launcher = shared_launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
                                                 BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)
         ints = [length, lane_count, lane_blocks, 1 if columns else length, inner, length * inner]
-        if len(_plans) >= lay.MAX_CALLS:
-            _plans.clear()
-        found = _plans[key] = lay.Launch(launcher, (lane_blocks * (outer if columns else 1),), ints)
+        found = lay.remember(key, lay.Launch(launcher, (lane_blocks * (outer if columns else 1),), ints))
     return found
 
 
