@@ -28,6 +28,7 @@ from benchmark.harness import (
     Point,
     compare,
     gems_on,
+    loop_time_us,
     normal_inputs,
     raised_at,
     randn,
@@ -138,17 +139,8 @@ def _use_gems_enter_exit(bench) -> None:
 
 def _us_per_call(call, calls: int = 2000) -> float:
     """µs per call on the benchmark's device: many calls, one synchronize, best of 3 after a warm-up."""
-    for _ in range(calls // 4):
-        call()
-    best = float("inf")
-    for _ in range(3):
-        synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        synchronize()
-        best = min(best, (time.perf_counter() - start) / calls * 1e6)
-    return best
+    loop_time_us(call, [()], calls // 4)
+    return min(loop_time_us(call, [()], calls) for _ in range(3))
 
 
 def test_import_and_enable(bench):

@@ -271,6 +271,19 @@ def test_plans_are_cached_per_signature():
     assert len(add_func._plans) == count
 
 
+def test_outputs_passed_as_none_take_the_plain_calls_plan():
+    x = torch.randn(10)
+    add_func(x, x, 1.0)
+    count = len(add_func._plans)
+    torch.testing.assert_close(add_func(x, x, 1.0, out0=None), x + x)
+    b = min_max_pair(x)[1]
+    torch.testing.assert_close(min_max_pair(x, out0=None, out1=None)[1], b)
+    o1 = torch.empty(10)
+    assert min_max_pair(x, out1=o1)[1] is o1
+    torch.testing.assert_close(o1, x * 3)
+    assert len(add_func._plans) == count
+
+
 def test_strided_layouts_are_kept_per_layout_and_stay_correct():
     def layouts() -> int:
         return sum(len(p.layouts) for p in add_func._plans.values())

@@ -264,11 +264,8 @@ def _release(names) -> None:
 
 def apply(entries: dict[str, Entry], record: bool) -> None:
     """Serve exactly ``entries`` (name -> Entry) from now on; every other overload goes back to ATen."""
-    if entries:
-        leaving = [name for name, reg in _served.items()
-                   if reg.batch.record != record or not _same(reg.entry, entries.get(name))]
-    else:
-        leaving = list(_served)
+    leaving = [name for name, reg in _served.items()
+               if reg.batch.record != record or not _same(reg.entry, entries.get(name))]
     with warnings.catch_warnings():
         # torch warns once that a kernel is overridden: that is the point of this module.
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")

@@ -16,7 +16,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
-from gems_pointwise.unary import div_rn, fast_rcp, opmath_scalars, sigmoid, storage_scalars, with_out
+from gems_pointwise.unary import div_rn, fast_rcp, opmath_scalars, sigmoid, storage_scalars
 
 
 def _with_scalars(count: int):
@@ -171,15 +171,15 @@ def hardtanh(x, min_val=-1, max_val=1, out0=None):
     bounds = storage_scalars(x.dtype, min_val, max_val)
     if bounds is None:
         return NotImplemented
-    return with_out(hardtanh_kernel, out0, x, *bounds)
+    return hardtanh_kernel(x, *bounds, out0=out0)
 
 
 def gelu(x, *, approximate="none", out0=None):
     """``gelu`` with ``approximate`` "none" (erf) or "tanh"; other values are ATen's to refuse."""
     if approximate == "none":
-        return with_out(gelu_kernel, out0, x)
+        return gelu_kernel(x, out0=out0)
     if approximate == "tanh":
-        return with_out(gelu_tanh_kernel, out0, x)
+        return gelu_tanh_kernel(x, out0=out0)
     return NotImplemented
 
 
@@ -188,7 +188,7 @@ def elu(x, alpha=1, scale=1, input_scale=1, out0=None):
     scalars = opmath_scalars(x.dtype, alpha, scale, input_scale)
     if scalars is None:
         return NotImplemented
-    return with_out(elu_kernel, out0, x, *scalars)
+    return elu_kernel(x, *scalars, out0=out0)
 
 
 def celu(x, alpha=1.0, out0=None):
@@ -203,7 +203,7 @@ def softplus(x, beta=1, threshold=20, out0=None):
     scalars = opmath_scalars(x.dtype, beta, threshold)
     if scalars is None:
         return NotImplemented
-    return with_out(softplus_kernel, out0, x, *scalars)
+    return softplus_kernel(x, *scalars, out0=out0)
 
 
 def softshrink(x, lambd=0.5, out0=None):
@@ -211,7 +211,7 @@ def softshrink(x, lambd=0.5, out0=None):
     scalars = storage_scalars(x.dtype, lambd)
     if scalars is None or scalars[0] < 0:
         return NotImplemented
-    return with_out(softshrink_kernel, out0, x, *scalars)
+    return softshrink_kernel(x, *scalars, out0=out0)
 
 
 def hardshrink(x, lambd=0.5, out0=None):
@@ -219,7 +219,7 @@ def hardshrink(x, lambd=0.5, out0=None):
     scalars = storage_scalars(x.dtype, lambd)
     if scalars is None:
         return NotImplemented
-    return with_out(hardshrink_kernel, out0, x, *scalars)
+    return hardshrink_kernel(x, *scalars, out0=out0)
 
 
 def leaky_relu(x, negative_slope=0.01, out0=None):
@@ -227,7 +227,7 @@ def leaky_relu(x, negative_slope=0.01, out0=None):
     scalars = opmath_scalars(x.dtype, negative_slope)
     if scalars is None:
         return NotImplemented
-    return with_out(leaky_relu_kernel, out0, x, *scalars)
+    return leaky_relu_kernel(x, *scalars, out0=out0)
 
 
 def threshold(x, threshold, value, out0=None):
@@ -235,7 +235,7 @@ def threshold(x, threshold, value, out0=None):
     scalars = storage_scalars(x.dtype, threshold, value)
     if scalars is None:
         return NotImplemented
-    return with_out(threshold_kernel, out0, x, *scalars)
+    return threshold_kernel(x, *scalars, out0=out0)
 
 
 def log_sigmoid_forward(x, out0=None, out1=None):
@@ -271,14 +271,14 @@ def glu(x, dim=-1, out0=None):
     halves = glu_halves(x, dim)
     if halves is None:
         return NotImplemented
-    return with_out(glu_kernel, out0, *halves)
+    return glu_kernel(*halves, out0=out0)
 
 
 def prelu(x, weight, out0=None):
     """``_prelu_kernel``: x for x > 0, ``weight * x`` otherwise; weight broadcasts to x's shape."""
     if weight.dtype != x.dtype or not _broadcasts_to(weight.shape, x.shape):
         return NotImplemented
-    return with_out(prelu_kernel, out0, x, weight)
+    return prelu_kernel(x, weight, out0=out0)
 
 
 def _broadcasts_to(shape, target) -> bool:

@@ -14,7 +14,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from gems_pointwise.activation import ONE_SIXTH, glu_halves
-from gems_pointwise.unary import div_rn, opmath_scalars, sigmoid, storage_scalars, with_out
+from gems_pointwise.unary import div_rn, opmath_scalars, sigmoid, storage_scalars
 
 
 def _grad_kernel(scalars: int = 0):
@@ -170,9 +170,9 @@ def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
 def gelu_backward(grad_output, x, *, approximate="none", out0=None):
     """``gelu_backward`` for ``approximate`` "none" or "tanh"."""
     if approximate == "none":
-        return with_out(gelu_backward_kernel, out0, grad_output, x)
+        return gelu_backward_kernel(grad_output, x, out0=out0)
     if approximate == "tanh":
-        return with_out(gelu_tanh_backward_kernel, out0, grad_output, x)
+        return gelu_tanh_backward_kernel(grad_output, x, out0=out0)
     return NotImplemented
 
 
@@ -181,7 +181,7 @@ def threshold_backward(grad_output, x, threshold, out0=None):
     scalars = storage_scalars(_common_dtype(grad_output, x), threshold)
     if scalars is None:
         return NotImplemented
-    return with_out(threshold_backward_kernel, out0, grad_output, x, *scalars)
+    return threshold_backward_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def elu_backward(grad_output, alpha, scale, input_scale, is_result, self_or_result, out0=None):
@@ -192,7 +192,7 @@ def elu_backward(grad_output, alpha, scale, input_scale, is_result, self_or_resu
     if scalars is None:
         return NotImplemented
     kernel = elu_backward_from_result_kernel if is_result else elu_backward_kernel
-    return with_out(kernel, out0, grad_output, self_or_result, *scalars)
+    return kernel(grad_output, self_or_result, *scalars, out0=out0)
 
 
 def hardtanh_backward(grad_output, x, min_val, max_val, out0=None):
@@ -200,7 +200,7 @@ def hardtanh_backward(grad_output, x, min_val, max_val, out0=None):
     scalars = opmath_scalars(_common_dtype(grad_output, x), min_val, max_val)
     if scalars is None:
         return NotImplemented
-    return with_out(hardtanh_backward_kernel, out0, grad_output, x, *scalars)
+    return hardtanh_backward_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def leaky_relu_backward(grad_output, x, negative_slope, self_is_result, out0=None):
@@ -210,7 +210,7 @@ def leaky_relu_backward(grad_output, x, negative_slope, self_is_result, out0=Non
     scalars = opmath_scalars(_common_dtype(grad_output, x), negative_slope)
     if scalars is None:
         return NotImplemented
-    return with_out(leaky_relu_backward_kernel, out0, grad_output, x, *scalars)
+    return leaky_relu_backward_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def softplus_backward(grad_output, x, beta, threshold, out0=None):
@@ -218,7 +218,7 @@ def softplus_backward(grad_output, x, beta, threshold, out0=None):
     scalars = opmath_scalars(_common_dtype(grad_output, x), beta, threshold)
     if scalars is None:
         return NotImplemented
-    return with_out(softplus_backward_kernel, out0, grad_output, x, *scalars)
+    return softplus_backward_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def shrink_backward(grad_output, x, lambd, out0=None):
@@ -226,7 +226,7 @@ def shrink_backward(grad_output, x, lambd, out0=None):
     scalars = storage_scalars(_common_dtype(grad_output, x), lambd)
     if scalars is None:
         return NotImplemented
-    return with_out(shrink_backward_kernel, out0, grad_output, x, *scalars)
+    return shrink_backward_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def log_sigmoid_backward(grad_output, x, buffer, out0=None):
@@ -236,17 +236,17 @@ def log_sigmoid_backward(grad_output, x, buffer, out0=None):
         return NotImplemented
     if out0 is None:
         out0 = torch.empty_like(grad_output)
-    return with_out(log_sigmoid_backward_kernel, out0, grad_output, x)
+    return log_sigmoid_backward_kernel(grad_output, x, out0=out0)
 
 
 def logit_backward(grad_output, x, eps=None, out0=None):
     """``logit_backward``: NaN outside [0, 1] without eps; 0 outside ``[eps, 1 - eps]`` with it."""
     if eps is None or eps < 0:
-        return with_out(logit_backward_kernel, out0, grad_output, x)
+        return logit_backward_kernel(grad_output, x, out0=out0)
     scalars = opmath_scalars(_common_dtype(grad_output, x), eps)
     if scalars is None:
         return NotImplemented
-    return with_out(logit_backward_eps_kernel, out0, grad_output, x, *scalars)
+    return logit_backward_eps_kernel(grad_output, x, *scalars, out0=out0)
 
 
 def glu_backward(grad_output, x, dim, out0=None):

@@ -669,36 +669,22 @@ def storage_scalar(value, dtype: torch.dtype):
     return value if info.min <= value <= info.max else None
 
 
-#: ``opmath_scalars`` of one nonzero, non-NaN value, by (dtype, type, value): an activation's slope or
-#: threshold repeats every call. Zeros (whose sign the key loses) and NaN are converted each time.
-_ONE_OPMATH: dict = {}
-_MAX_ONE_OPMATH = 256
+@functools.lru_cache(maxsize=256, typed=True)  # typed: 1, 1.0, True and 1+0j convert differently
+def _one_opmath_scalar(value, dtype: torch.dtype) -> tuple | None:
+    one = opmath_scalar(value, dtype)
+    return None if one is None else (one,)
 
 
 def opmath_scalars(dtype: torch.dtype, *values):
     """:func:`opmath_scalar` of each value; None if any cannot pass."""
     if len(values) == 1:
         value = values[0]
-        key = (dtype, type(value), value)
-        converted = _ONE_OPMATH.get(key)
-        if converted is None:
-            one = opmath_scalar(value, dtype)
-            if one is None:
-                return None
-            converted = (one,)
-            if value and value == value:
-                if len(_ONE_OPMATH) >= _MAX_ONE_OPMATH:
-                    _ONE_OPMATH.clear()
-                _ONE_OPMATH[key] = converted
-        return converted
+        # An activation's slope or threshold repeats every call: remembered, but for zeros (whose sign
+        # the cache key loses) and NaN.
+        if value and value == value:
+            return _one_opmath_scalar(value, dtype)
     converted = tuple([opmath_scalar(v, dtype) for v in values])
     return None if None in converted else converted
-
-
-def with_out(kernel, out0, *args):
-    """``kernel(*args, out0=out0)``, the keyword left out where ``out0`` is None: a ``pointwise_dynamic``
-    call without keywords skips binding them and the checks of given outputs."""
-    return kernel(*args) if out0 is None else kernel(*args, out0=out0)
 
 
 def storage_scalars(dtype: torch.dtype, *values):
@@ -725,14 +711,14 @@ def round_decimals(x, *, decimals: int, out0=None):
         scaled, coarse = round_scaled_kernel, round_coarse_kernel
     if scale is None:
         return NotImplemented
-    return with_out(scaled if decimals >= 0 else coarse, out0, x, scale)
+    return (scaled if decimals >= 0 else coarse)(x, scale, out0=out0)
 
 
 def nan_to_num(x, nan=None, posinf=None, neginf=None, out0=None):
     """``nan_to_num``: defaults are 0 and the largest finite values of ``x``'s dtype."""
     dtype = x.dtype
     if dtype not in _FLOATS:
-        return with_out(nan_to_num_kernel, out0, x, 0.0, 0.0, 0.0, 0)
+        return nan_to_num_kernel(x, 0.0, 0.0, 0.0, 0, out0=out0)
     limits = 0
     if dtype is torch.float64:
         # The kernel builds float64's limits itself (see there).
@@ -745,7 +731,7 @@ def nan_to_num(x, nan=None, posinf=None, neginf=None, out0=None):
               storage_scalar(info.min if neginf is None else neginf, dtype))
     if None in values:
         return NotImplemented
-    return with_out(nan_to_num_kernel, out0, x, *values, limits)
+    return nan_to_num_kernel(x, *values, limits, out0=out0)
 
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
@@ -754,15 +740,15 @@ _HALF_TYPES = (torch.float16, torch.bfloat16)
 def asinh(x, out0=None):
     """``asinh``: results rounded to a half type take a faster log (see ``_asinh``)."""
     half = (out0 if out0 is not None else x).dtype in _HALF_TYPES
-    return with_out(asinh_half_kernel if half else asinh_kernel, out0, x)
+    return (asinh_half_kernel if half else asinh_kernel)(x, out0=out0)
 
 
 def logit(x, eps=None, out0=None):
     """``logit(x, eps)``: without eps (or a negative one) ``log(x / (1 - x))``, else x clamped to
     ``[eps, 1 - eps]`` first."""
     if eps is None or eps < 0:
-        return with_out(logit_kernel, out0, x)
+        return logit_kernel(x, out0=out0)
     value = opmath_scalar(eps, x.dtype)
     if value is None:
         return NotImplemented
-    return with_out(logit_eps_kernel, out0, x, value)
+    return logit_eps_kernel(x, value, out0=out0)

@@ -20,7 +20,7 @@ import torch
 
 from flag_gems.elementwise import shapes
 from flag_gems.elementwise.codegen import Pattern, load_kernel
-from flag_gems.launch import Launcher, aligned, specialization
+from flag_gems.launch import Launcher, specialization
 from flag_gems.outputs import check_no_partial_overlap, resize_output
 from flag_gems.promotion import promote, promotion_kind
 from flag_gems.runtime import device
@@ -154,12 +154,18 @@ class PointwiseDynamic:
         self._tag = f"{self.__name__}_{next(_serial)}"
 
     # -- per call ---------------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, out0=None, **kwargs):
+        # ``out0`` is a parameter so that passing it builds no keyword dict; an output passed as None is
+        # no output, and such a call takes the plain call's plan and path.
         outs = self._no_outs
         if kwargs:
-            outs = [kwargs.pop(name, None) for name in self._out_names]
+            outs = [out0] + [kwargs.pop(name, None) for name in self._out_names[1:]]
             if kwargs:
                 args = self._bind(args, kwargs)
+            if all(o is None for o in outs):
+                outs = self._no_outs
+        elif out0 is not None:
+            outs = [out0] + self._no_outs[1:]
         if len(args) != len(self.arg_names):
             raise TypeError(f"{self.__name__}() takes {len(self.arg_names)} arguments, got {len(args)}")
         # The signature: dtypes (0-d tensors rank below others in promotion, and a CPU one beside GPU
@@ -267,21 +273,8 @@ class PointwiseDynamic:
                 sized = self._flat_size(plan, n)
             grid, launcher, size_spec = sized
             launch_args = [*values, *results, n]
-            spec = None
-            if not device.interpreter:
-                # With every pointer 16-byte aligned (the common case) the plan and the size fix the
-                # launch's key but for integer scalars; otherwise it is Triton's specialisation of all.
-                ptrs = 0
-                for t in tensors:
-                    ptrs |= t.data_ptr()
-                for t in results:
-                    ptrs |= t.data_ptr()
-                if ptrs & 15:
-                    spec = specialization(launch_args)
-                elif plan.scalar_pos:
-                    spec = (*size_spec, *_scalar_spec(values, plan.scalar_pos))
-                else:
-                    spec = size_spec
+            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, results,
+                                                                 launch_args)
             launcher(grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else results
 
@@ -386,7 +379,12 @@ def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, results, launch_arg
     """The launch's key in its Launcher: with every pointer 16-byte aligned (the common case) the part
     the call's plan or layout fixed plus the integer scalars; otherwise Triton's specialisation of
     every argument. (The plan already fixes every dtype and value type.)"""
-    if not aligned(tensors, results):
+    ptrs = 0  # aligned(tensors, results), inlined: this runs on every launch
+    for t in tensors:
+        ptrs |= t.data_ptr()
+    for t in results:
+        ptrs |= t.data_ptr()
+    if ptrs & 15:
         return specialization(launch_args)
     return (*fixed, *_scalar_spec(values, plan.scalar_pos)) if plan.scalar_pos else fixed
 
