@@ -30,6 +30,24 @@ def table(model, token, steps: int, rows: int, label: str) -> None:
     print(averages.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
+def python_profile(model, token, steps: int, rows: int) -> None:
+    """cProfile of gems' decoding steps: which Python functions the host time goes to."""
+    import cProfile
+    import io
+    import pstats
+
+    model.decode(token, 8, 3)
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    model.decode(token, 16, steps)
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
+    print(f"\n===== gems: {steps} steps, cProfile by own time\n{text.getvalue()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -40,6 +58,7 @@ def main() -> None:
     table(model, token, opts.steps, opts.rows, "ATen")
     with flag_gems.use_gems():
         table(model, token, opts.steps, opts.rows, "gems")
+        python_profile(model, token, opts.steps, opts.rows + 12)
 
 
 if __name__ == "__main__":

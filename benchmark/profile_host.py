@@ -111,7 +111,10 @@ def layers_of_add(calls: int) -> None:
     aten_rows = [("aten torch.add", lambda: torch.add(x, y)),
                  ("aten torch.mul(x, 0.5)", lambda: torch.mul(x, 0.5)),
                  ("torch.empty(1024, bf16)", lambda: torch.empty(1024, dtype=torch.bfloat16, device=DEVICE)),
-                 ("torch.empty_like(x)", lambda: torch.empty_like(x))]
+                 ("torch.empty_like(x)", lambda: torch.empty_like(x)),
+                 ("torch.empty_like(x, dtype, format)",
+                  lambda: torch.empty_like(x, dtype=torch.bfloat16, memory_format=torch.contiguous_format)),
+                 ("x.new_empty(1024)", lambda: x.new_empty(1024))]
     results = timed(aten_rows, calls)
     with flag_gems.use_gems(families=["pointwise"]):
         rows = [("gems torch.add (dispatcher)", lambda: torch.add(x, y)),
@@ -128,6 +131,12 @@ def layers_of_add(calls: int) -> None:
             args = [x, y, out, 1024]
             rows.append(("compiled kernel, direct launch",
                          lambda: launch(1, 1, 1, stream, function, *head, *args, *tail)))
+            pointers = [x.data_ptr(), y.data_ptr(), out.data_ptr(), 1024]
+            rows.append(("direct launch, pointers as ints",
+                         lambda: launch(1, 1, 1, stream, function, *head, *pointers, *tail)))
+            rows.append(("direct launch, data_ptr() per call",
+                         lambda: launch(1, 1, 1, stream, function, *head, x.data_ptr(), y.data_ptr(),
+                                        out.data_ptr(), 1024, *tail)))
         results += timed(rows, calls)
     launches = ", launches stubbed" if DEVICE == "cpu" else ""
     print(f"\nadd, 1024 bf16 on {DEVICE}{launches}: µs per call")
