@@ -159,21 +159,44 @@ def tiny_ops() -> dict:
     }
 
 
-def ops_table(calls: int) -> None:
+def decode_ops() -> dict:
+    """The ops of one layer of benchmark/decoder.py's decoding step (hidden 2048, 32 heads of 64), with
+    the step's own shapes and views: strided rotary products, cache writes, batch-1 products."""
+    bf16 = dict(device=DEVICE, dtype=torch.bfloat16)
+    h = torch.randn(1, 1, 2048, **bf16)
+    w = torch.randn(2048, **bf16)
+    weight = torch.randn(2048, 2048, **bf16)
+    q = torch.randn(1, 1, 2048, **bf16).view(1, 1, 32, 64).transpose(1, 2)
+    cos = torch.randn(1024, 64, **bf16)
+    cache = torch.randn(1, 8, 1024, 64, **bf16)
+    k = torch.randn(1, 1, 512, **bf16).view(1, 1, 8, 64).transpose(1, 2)
+    gate = torch.randn(1, 1, 8192, **bf16)
+    return {
+        "rms_norm (1,1,2048)": lambda: F.rms_norm(h, (2048,), w, 1e-5),
+        "linear 1x2048x2048": lambda: F.linear(h, weight),
+        "neg of a slice": lambda: -q[..., 32:],
+        "mul q*cos[pos]": lambda: q * cos[7],
+        "add residual": lambda: h + h,
+        "cache[:, :, pos] = k": lambda: cache[:, :, 7].copy_(k[:, :, 0]),
+        "silu (1,1,8192)": lambda: F.silu(gate),
+        "mul (1,1,8192)": lambda: gate * gate,
+    }
+
+
+def ops_table(calls: int, ops: dict | None = None, label: str = "tiny ops") -> None:
     """ATen's and gems' µs per call of each tiny op; on CPU, gems' rows are host work, launches stubbed."""
-    ops = tiny_ops()
+    ops = ops if ops is not None else tiny_ops()
     aten = dict(timed(ops.items(), calls))
     with flag_gems.use_gems():
         gems = dict(timed(ops.items(), calls))
     launches = ", launches stubbed" if DEVICE == "cpu" else ""
-    print(f"\ntiny ops on {DEVICE}{launches}: µs per call, ATen then gems")
+    print(f"\n{label} on {DEVICE}{launches}: µs per call, ATen then gems")
     for name in ops:
         cells = [us if isinstance(us, str) else f"{us:8.2f}" for us in (aten[name], gems[name])]
-        print(f"  {name:12s} {cells[0]:>8s} {cells[1]}")
+        print(f"  {name:22s} {cells[0]:>8s} {cells[1]}")
 
 
-def profiles(calls: int) -> None:
-    ops = tiny_ops()
+def profiles(calls: int, ops: dict) -> None:
     with flag_gems.use_gems():
         for name, fn in ops.items():
             try:
@@ -206,8 +229,10 @@ def main() -> None:
         stub_launches()
     layers_of_add(opts.calls)
     ops_table(max(opts.calls // 4, 100))
+    ops_table(max(opts.calls // 4, 100), decode_ops(), "ops of a decoding step")
     if opts.profile:
-        profiles(max(opts.calls // 10, 100))
+        profiles(max(opts.calls // 10, 100), tiny_ops())
+        profiles(max(opts.calls // 10, 100), decode_ops())
 
 
 if __name__ == "__main__":

@@ -315,6 +315,25 @@ def test_integer_scalars_equal_to_one_do_not_reuse_another_kernel():
         assert torch.equal(scaled(x.t(), k), x.t() * k)
 
 
+def test_the_gpu_launch_key_tells_what_triton_specialises_on():
+    # The GPU's direct launch reuses a compiled kernel by this key: an operand or given output off 16-byte
+    # alignment, or an integer scalar equal to 1 or divisible by 16, must give a key of its own.
+    x = torch.arange(-40, 40, dtype=torch.int32)
+    scaled(x, 3)
+    plan = scaled._plans[(torch.int32, int)]
+    assert plan.int_pos == [1]
+
+    def key(t, k, given=(None,)):
+        out = torch.empty_like(t)
+        return pd._launch_spec(plan, ("fixed",), [t, k], [t], given, [t, k, out, t.numel()])
+
+    keys = {key(x, 3), key(x, 1), key(x, 16), key(x[1:], 3), key(x, 3, (x[1:],))}
+    assert len(keys) == 5
+    assert key(x, 3) == key(x, 5) and key(x, 3) == key(x[4:], 3)
+    add_func(torch.ones(3), torch.ones(3), 1.0)
+    assert add_func._plans[(torch.float32, torch.float32, float)].int_pos == []  # floats add nothing to the key
+
+
 def test_bf16_and_fp16_compute_in_fp32():
     x = torch.randn(100).bfloat16()
     torch.testing.assert_close(add_func(x, x, 0.5), torch.add(x, x, alpha=0.5))

@@ -8,6 +8,8 @@ core hands those nested calls to ATen.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import triton
 import triton.language as tl
@@ -58,10 +60,16 @@ def _copy_kernel(src_dtype: torch.dtype, dst_dtype: torch.dtype):
     return copy_kernel
 
 
+# Whether a tensor is on the device our kernels run on, read without building a torch.device.
+_on_device = operator.attrgetter("is_cpu" if _DEVICE_TYPE == "cpu" else "is_cuda")
+_STRIDED = torch.strided
+
+
 def _plain(t) -> bool:
-    """A strided tensor on the device, of a dtype our kernels hold, with no lazy conjugate or negation."""
-    return (isinstance(t, torch.Tensor) and t.dtype in ALL and t.layout == torch.strided and not t.is_conj()
-            and not t.is_neg() and t.device.type == _DEVICE_TYPE)
+    """A strided tensor on the device, of a dtype our kernels hold, with no lazy negation (nor a lazy
+    conjugate, which only complex dtypes carry)."""
+    return (isinstance(t, torch.Tensor) and t.dtype in ALL and t.layout is _STRIDED and not t.is_neg()
+            and _on_device(t))
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -105,7 +113,7 @@ def _broadcasts(src: torch.Tensor, dst: torch.Tensor) -> bool:
 
 def copy_(self, src, non_blocking=False):
     """Copies ``src`` (broadcast to ``self``'s shape, converted to its dtype) into ``self``."""
-    if (not _plain(self) or not _plain(src) or self.device != src.device or not _broadcasts(src, self)
+    if (not _plain(self) or not _plain(src) or self.get_device() != src.get_device() or not _broadcasts(src, self)
             or ((self._is_view() or src._is_view())
                 and self.untyped_storage().data_ptr() == src.untyped_storage().data_ptr())):
         # Shared memory: ATen tells the harmless cases (the same view, disjoint slices) from overlaps.

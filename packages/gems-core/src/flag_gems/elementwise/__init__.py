@@ -73,18 +73,19 @@ def block_size(n: int) -> tuple[int, int]:
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "scalar_pos", "convert", "converts",
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "int_pos", "convert", "converts",
                  "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
 
-    def __init__(self, out_dtypes, compute, kinds, convert, num_outputs):
+    def __init__(self, out_dtypes, compute, kinds, convert, num_outputs, int_pos):
         self.out_dtypes = out_dtypes
         self.compute = compute
         self.kinds = kinds
         self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
         # None when every argument is a tensor operand: the call's arguments are its tensors.
         self.tensor_pick = None if len(self.tensor_pos) == len(kinds) else self.tensor_pos
-        # Scalars reach the kernel as arguments, which Triton specialises when they are integers.
-        self.scalar_pos = [i for i, k in enumerate(kinds) if k in "sv"]
+        # Scalars reach the kernel as arguments, which Triton specialises when they are integers: the
+        # positions of those (a signature fixes each scalar's type once converted).
+        self.int_pos = int_pos
         # Per argument: how its value reaches the kernel (None: as it is).
         self.convert = convert
         self.converts = any(c is not None for c in convert)
@@ -224,7 +225,9 @@ class PointwiseDynamic:
                 compute_dtypes.append(_tl_dtype(compute if compute is not None else _opmath(_dtype_of(args[i]))))
             else:
                 compute_dtypes.append(None)
-        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs)
+        int_pos = [i for i, (a, c, kind) in enumerate(zip(args, convert, kinds))
+                   if kind in "sv" and type(a if c is None else c(a)) is int]
+        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs, int_pos)
 
     def _kernel(self, pattern: Pattern):
         kernel = self._kernels.get(pattern)
@@ -273,7 +276,7 @@ class PointwiseDynamic:
                 sized = self._flat_size(plan, n)
             grid, launcher, size_spec = sized
             launch_args = [*values, *results, n]
-            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, results,
+            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, outs,
                                                                  launch_args)
             launcher(grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else results
@@ -321,7 +324,7 @@ class PointwiseDynamic:
             results.append(o)
         if layout.n:
             launch_args = [*values, *results, *layout.tail]
-            spec = None if device.interpreter else _launch_spec(plan, layout.spec, values, tensors, results,
+            spec = None if device.interpreter else _launch_spec(plan, layout.spec, values, tensors, outs,
                                                                  launch_args)
             layout.launcher(layout.grid, launch_args, spec)
         return results[0] if self.num_outputs == 1 else tuple(results)
@@ -375,24 +378,23 @@ class PointwiseDynamic:
         return _Layout(shape, new_strides, n, tail, grid, launcher), reusable
 
 
-def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, results, launch_args) -> tuple:
+def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, given, launch_args) -> tuple:
     """The launch's key in its Launcher: with every pointer 16-byte aligned (the common case) the part
     the call's plan or layout fixed plus the integer scalars; otherwise Triton's specialisation of
-    every argument. (The plan already fixes every dtype and value type.)"""
-    ptrs = 0  # aligned(tensors, results), inlined: this runs on every launch
+    every argument. (The plan already fixes every dtype and value type.) Outputs allocated here start a
+    block of the caching allocator, aligned: only operands and ``given`` outputs are looked at."""
+    ptrs = 0  # aligned(...), inlined: this runs on every launch
     for t in tensors:
         ptrs |= t.data_ptr()
-    for t in results:
-        ptrs |= t.data_ptr()
+    for t in given:
+        if t is not None:
+            ptrs |= t.data_ptr()
     if ptrs & 15:
         return specialization(launch_args)
-    return (*fixed, *_scalar_spec(values, plan.scalar_pos)) if plan.scalar_pos else fixed
-
-
-def _scalar_spec(values, positions) -> list:
+    if not plan.int_pos:
+        return fixed
     # Triton compiles an integer argument equal to 1 as a constant, and marks one divisible by 16.
-    return [(v == 1, v % 16 == 0, -(2**31) <= v < 2**31) if type(v) is int else None
-            for v in [values[i] for i in positions]]
+    return (*fixed, *[(v == 1, v % 16 == 0, -(2**31) <= v < 2**31) for v in [values[i] for i in plan.int_pos]])
 
 
 _force_int64 = False
