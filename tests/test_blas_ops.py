@@ -8,6 +8,7 @@ run too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 import zlib
@@ -138,6 +139,47 @@ def test_both_kernels(kernel, case, dtype):
             ref64 = torch.bmm(a64, b64)
     _check(res, ref64, ref_aten, dtype, k)
 
+
+
+@pytest.mark.parametrize("bias_shape", [(3, 40, 1), (24,)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_persistent_programs_over_several_tiles(bias_shape, dtype):
+    # 16x16 tiles leave 18 output tiles to the Hopper kernel's 16 persistent programs, so some programs run
+    # two tiles of different matrices; with fused loops (on the interpreter: the code written for them) the
+    # epilogue finds each tile again from a counter of its own.
+    batch, m, n, k = 3, 40, 24, 48
+    a, b = _rand((batch, m, k), dtype), _rand((batch, k, n), dtype, scale=k**-0.5)
+    bias = _rand(bias_shape, dtype)
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref64 = torch.baddbmm(bias64, a64, b64, beta=0.5, alpha=2)
+    ref_aten = torch.baddbmm(bias, a, b, beta=0.5, alpha=2)
+    sd = bias.expand(batch, m, n).stride()  # 0 along broadcast dimensions
+    with mm_module.forced_kernel("tma"):
+        for fuse_tiles in (False, True):
+            out = torch.empty((batch, m, n), dtype=dtype, device=a.device)
+            layout = mm_module.operand_layout(a.get_device(), a, b, batch, m, n, k, a.stride(), b.stride())
+            key = mm_module.plan_key(layout, out, dtype, batch, m, n, k, bias, out.stride(), sd)
+            config = heuristics.MatmulConfig(16, 16, 16, 2, 4, 2, fuse_tiles=fuse_tiles)
+            plan = mm_module.plan_for(key, config)
+            assert plan.kind == "tma" and plan.num_programs == 16
+            call = mm_module.layout_call(plan, layout, out, a, b, bias, batch, m, n, k, out.stride(), sd)
+            call(out, a, b, bias, 2.0, 0.5)
+            _check(out, ref64, ref_aten, dtype, k)
+
+
+def test_fused_tile_loop_planning(monkeypatch):
+    # As planned for an H100: the option asks Triton to fuse the tile and K loops, unless warp
+    # specialisation pipelines them its own way.
+    key = ("tma", torch.bfloat16, False, 0, 4, 2048, 2048, 256, True, True, False, "per_column")
+    fused = heuristics.MatmulConfig(128, 128, 64, 8, 4, 3, fuse_tiles=True)
+    monkeypatch.setattr(device, "interpreter", False)
+    monkeypatch.setattr(heuristics, "device_facts", lambda dev: heuristics.DeviceFacts(hopper=True, num_sms=132))
+    plan = mm_module.plan_for(key, fused)
+    assert plan.kind == "tma" and plan.launcher.constexprs["FLATTEN"]
+    assert plan.num_programs == 2 * 132  # two programs a SM over 4 x 16 x 16 tiles
+    assert not mm_module.plan_for(key, dataclasses.replace(fused, fuse_tiles=False)).launcher.constexprs["FLATTEN"]
+    with_ws = dataclasses.replace(fused, warp_specialize=True)
+    assert not mm_module.plan_for(key, with_ws).launcher.constexprs["FLATTEN"]
 
 def test_split_k_is_deterministic():
     # Skinny products split K; the slices are summed in a fixed order, so repeated calls agree bitwise.
@@ -653,6 +695,9 @@ def test_heuristics_pick_split_k_for_skinny_shapes():
 def test_config_options_round_trip_through_the_table_form():
     config = heuristics.MatmulConfig(128, 256, 64, 8, 4, 3, 1, tma_store=True, warp_specialize=True)
     assert config.to_json() == [128, 256, 64, 8, 4, 3, 1, "tma_store", "warp_specialize"]
+    fused = heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 4, 1, "fuse_tiles", "tma_store"])
+    assert fused == heuristics.MatmulConfig(128, 256, 64, 8, 8, 4, 1, tma_store=True, fuse_tiles=True)
+    assert fused.label() == "128x256x64 w8 s4 tma_store fuse_tiles"
     assert heuristics.MatmulConfig.from_json(config.to_json()) == config
     assert heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 3, 1]).to_json() == [128, 256, 64, 8, 8, 3, 1]
     with pytest.raises(ValueError, match="unknown"):

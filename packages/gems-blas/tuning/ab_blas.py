@@ -17,6 +17,8 @@ the best geometric-mean speed over its cases; the plain mm cases are there only 
 Matrix-vector products: each candidate is a ``GemvRule``; the winner is the rule with the best geometric
 mean over the bf16 cases, written to the table's "gemv" entry.
 Rows marked "info" (3xTF32 for fp32) are experiments that change numerics: printed, never written.
+Candidates marked ``fuse_tiles`` run the Hopper kernel with its tile and K loops fused into one pipeline; a
+winning one is written with the option, and ``heuristics.matmul_config`` serves it for that table entry.
 
 All candidates compile in parallel threads before anything is timed; the timing stops at ``--budget``
 seconds (default 170) and skips what is left, saying so. Speeds are cuBLAS time / ours (higher is better);
@@ -115,31 +117,46 @@ def _configs(*labels: str) -> list[MatmulConfig]:
     return [config(label) for label in labels]
 
 
+# Each list ends with "fuse_tiles" candidates: the descriptor kernel's tile loop fused with its K loop into one
+# pipeline, so that the next tile's operands load while this tile's epilogue stores (see MatmulConfig).
 # Big bf16 products: the table's tiles with fewer stages, descriptor stores, 2 programs per SM (128x128 with
-# 8 warps), and Triton's warp specialisation (4 warps a consumer group) last.
+# 8 warps), and Triton's warp specialisation (4 warps a consumer group).
 _BIG = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_store", "256x128x64 w8 s3",
                 "128x128x64 w8 s3", "128x256x64 w4 s3 warp_specialize", "128x256x64 w4 s4 warp_specialize",
-                "128x128x64 w4 s4 warp_specialize")
+                "128x128x64 w4 s4 warp_specialize", "128x256x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles",
+                "128x256x64 w8 s3 tma_store fuse_tiles", "256x128x64 w8 s3 fuse_tiles",
+                "128x128x64 w8 s3 fuse_tiles")
+# 32 products of 1024^3: 16 K steps a tile, so each tile's pipeline fill and epilogue weigh four times what they
+# do at 4096^3 unless the tile loop is fused.
 _BMM = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_store", "256x128x64 w8 s4",
                 "128x128x64 w8 s3", "128x128x64 w8 s3 tma_store", "128x128x64 w4 s3",
                 "128x256x64 w4 s3 warp_specialize", "128x256x64 w4 s4 warp_specialize",
-                "128x128x64 w4 s4 warp_specialize")
-# K = 128: the output dominates the bytes (34 of 50 MB); stores and programs in flight matter most.
+                "128x128x64 w4 s4 warp_specialize", "128x256x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles",
+                "128x256x64 w8 s3 tma_store fuse_tiles", "256x128x64 w8 s3 fuse_tiles",
+                "128x128x64 w8 s3 fuse_tiles", "128x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s3 fuse_tiles")
+# K = 128: the output dominates the bytes (34 of 50 MB); stores and programs in flight matter most, and with
+# two K steps a tile only a fused loop keeps operand loads going during the stores.
 _BMM_SHORT_K = _configs("128x128x64 w4 s3", "128x128x64 w4 s3 tma_store", "128x128x64 w8 s3",
                         "128x128x64 w8 s3 tma_store", "128x128x128 w8 s2", "128x256x64 w8 s3",
                         "128x256x64 w8 s3 tma_store", "64x128x128 w4 s2", "256x128x64 w8 s3",
-                        "128x128x64 w4 s3 warp_specialize", "128x256x64 w4 s3 warp_specialize")
+                        "128x128x64 w4 s3 warp_specialize", "128x256x64 w4 s3 warp_specialize",
+                        "128x128x64 w4 s3 fuse_tiles", "128x128x64 w4 s3 tma_store fuse_tiles",
+                        "128x128x64 w8 s3 fuse_tiles", "128x128x64 w8 s3 tma_store fuse_tiles",
+                        "128x128x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles",
+                        "128x256x64 w8 s3 tma_store fuse_tiles", "64x128x64 w4 s4 fuse_tiles")
 # N = 3000 is not a multiple of 16: every candidate stores through a descriptor, whose staging buffer leaves
 # 128x256 tiles 3 stages at most.
 _ODD = _configs("128x256x64 w8 s3", "256x128x64 w8 s3", "128x128x64 w8 s3", "128x128x64 w8 s2",
                 "128x128x64 w4 s3", "128x128x64 w4 s2", "64x256x64 w4 s3", "64x128x64 w4 s4",
-                "128x256x64 w4 s3 warp_specialize", "128x128x64 w4 s4 warp_specialize")
+                "128x256x64 w4 s3 warp_specialize", "128x128x64 w4 s4 warp_specialize",
+                "128x256x64 w8 s3 fuse_tiles", "128x128x64 w8 s3 fuse_tiles")
 # Full fp32 runs on the FMA units: 8x8 accumulators a thread; the pointer kernel loads operand tiles into
 # the shared layout the FMA loop reads, where descriptor loads need a second copy.
 _F32 = _configs("128x128x32 w8 s5", "128x128x32 w8 s3", "128x128x16 w8 s4", "128x128x32 w8 s3 pointer_kernel",
                 "128x128x32 w8 s4 pointer_kernel", "128x128x16 w8 s4 pointer_kernel",
                 "128x128x16 w8 s5 pointer_kernel", "64x128x32 w4 s4 pointer_kernel",
-                "128x64x32 w4 s4 pointer_kernel", "128x128x32 w8 s3 g16 pointer_kernel")
+                "128x64x32 w4 s4 pointer_kernel", "128x128x32 w8 s3 g16 pointer_kernel",
+                "128x128x32 w8 s5 fuse_tiles", "128x128x32 w8 s3 fuse_tiles")
 
 PRODUCTS = [
     ProductCase("mm-odd bf16 1000x3000x777", "mm", (1, 1000, 3000, 777), BF16, _ODD),
@@ -170,7 +187,7 @@ GEMVS = [GemvCase("mv bf16 14336x4096", 14336, 4096, BF16), GemvCase("mv bf16 40
 def smoke_cases() -> tuple[list[ProductCase], list[GemvCase], list[GemvRule]]:
     """Tiny shapes through the same paths, with small tiles (the interpreter's cost grows with programs)."""
     small = _configs("32x32x32 w4 s2", "16x32x16 w4 s2 tma_store", "32x16x32 w4 s2 warp_specialize",
-                     "32x32x16 w4 s2 pointer_kernel")
+                     "32x32x16 w4 s2 pointer_kernel", "16x16x16 w4 s2 fuse_tiles")
     products = [
         ProductCase("mm-odd bf16 40x72x37", "mm", (1, 40, 72, 37), BF16, small),
         ProductCase("bmm bf16 3x40x24x32", "bmm", (3, 40, 24, 32), BF16, small),

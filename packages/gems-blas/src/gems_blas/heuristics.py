@@ -31,18 +31,20 @@ _INTERPRETER_SMS = 8
 
 
 # The on/off options of a matrix-product configuration, as the table names them.
-_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel")
+_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel", "fuse_tiles")
 
 
 @dataclass(frozen=True)
 class MatmulConfig:
     """Tile sizes and launch options of one matrix-product kernel launch.
 
-    Three options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
+    Four options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
     (otherwise only where N is not a multiple of 16, which masked stores cannot vectorise),
-    ``warp_specialize`` lets Triton give the operand loads and the products their own warps, and
+    ``warp_specialize`` lets Triton give the operand loads and the products their own warps,
     ``pointer_kernel`` runs the pointer kernel instead of the descriptor one (whose operand tiles full fp32
-    products must copy from one shared-memory layout to another).
+    products must copy from one shared-memory layout to another), and ``fuse_tiles`` lets Triton fuse the
+    descriptor kernel's tile loop with its K loop, so that one pipeline runs across a program's tiles and the
+    next tile's operands load while this one's epilogue runs (products whose K is split keep two loops).
     """
 
     block_m: int
@@ -55,6 +57,7 @@ class MatmulConfig:
     tma_store: bool = False
     warp_specialize: bool = False
     pointer_kernel: bool = False
+    fuse_tiles: bool = False
 
     def to_json(self) -> list:
         """The table's form: seven integers, then the names of the options that are on."""
@@ -230,7 +233,7 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
 
     The lists follow what pays on Hopper: for large products 128- and 256-wide tiles with one or two warp
     groups and 3 to 5 stages; for skinny ones (a side of at most 64) a narrow tile on that side, long K
-    steps, deep pipelines and a few K splits around the rule's.
+    steps, deep pipelines and a few K splits around the rule's; the full sweep adds fused tile loops.
     """
     elem = _elem(pclass)
     smem = _SMEM_HOPPER if facts.hopper else _SMEM_OTHER
@@ -272,6 +275,12 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
         if full:
             for bm, bn, warps in ((128, 128, 8), (128, 128, 4), (64, 128, 4)):
                 add(bm, bn, 2 * bk, warps, 3)
+    if full and facts.hopper:
+        # The leading whole-K candidates again with the tile loop fused into the K loop's pipeline.
+        for config in [c for c in found if c.split_k == 1 and not c.pointer_kernel][:4]:
+            fused = dataclasses.replace(config, fuse_tiles=True, warp_specialize=False)
+            if fused not in found:
+                found.append(fused)
     return found
 
 

@@ -3,7 +3,8 @@
 Both kernels compute out[b] = alpha * a[b] @ b[b] + beta * bias[b] one output tile at a time, with fp32
 accumulation (fp16/bf16 on the tensor cores; fp32 as full fp32, or tf32 when torch allows it):
 - ``mm_tma_kernel`` (Hopper): persistent programs walk the tiles in grouped order and load operand tiles
-  through tensor descriptors (the tensor memory accelerator), so address arithmetic leaves the main loop.
+  through tensor descriptors (the tensor memory accelerator), so address arithmetic leaves the main loop;
+  with the ``fuse_tiles`` option one software pipeline runs across a program's tiles.
 - ``mm_tiled_kernel`` (the interpreter, older GPUs, operands a descriptor cannot address): one program per
   tile, pointer arithmetic over any strides.
 Either may split K over programs (few output tiles, long K): each slice then writes an fp32 partial
@@ -192,13 +193,23 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tiles_m * tiles_n
     total = tiles * B * SPLITS
+    # Triton fuses the tile loop with the K loop (FLATTEN) only where the K loop's bounds are fixed outside
+    # it, as they are when K is not split; one pipeline then loads the next tile while this one's epilogue runs.
+    k_whole = tl.cdiv(K, BLOCK_K)
+    # A fused loop's epilogue finds its tile again from a counter of its own: values carried over from the
+    # loads' side would stay live in registers across the pipeline (128x256 tiles with a bias then spill).
+    tile_out = tl.program_id(0) - NUM_PROGRAMS
     for tile in tl.range(tl.program_id(0), total, NUM_PROGRAMS, flatten=FLATTEN, warp_specialize=WARP_SPECIALIZE):
         # `mat` counts matrices (B > 1) or K slices (SPLITS > 1), never both.
         mat = tile // tiles
         pid_m, pid_n = _tile_coords(tile % tiles, tiles_m, tiles_n, GROUP_M)
         batch = mat // SPLITS
-        k_lo = (mat % SPLITS) * K_TILES * BLOCK_K
-        k_tiles = tl.cdiv(tl.minimum(K - k_lo, K_TILES * BLOCK_K), BLOCK_K)
+        if FLATTEN and SCALE:
+            k_lo = 0
+            k_tiles = k_whole
+        else:
+            k_lo = (mat % SPLITS) * K_TILES * BLOCK_K
+            k_tiles = tl.cdiv(tl.minimum(K - k_lo, K_TILES * BLOCK_K), BLOCK_K)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
@@ -210,6 +221,13 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if FLATTEN:
+            tile_out += NUM_PROGRAMS
+            mat = tile_out // tiles
+            pid_m, pid_n = _tile_coords(tile_out % tiles, tiles_m, tiles_n, GROUP_M)
+            batch = mat // SPLITS
+            off_m = pid_m * BLOCK_M
+            off_n = pid_n * BLOCK_N
         offs_m = off_m + tl.arange(0, BLOCK_M)
         offs_n = off_n + tl.arange(0, BLOCK_N)
         acc = _finished(acc, d_ptr + batch.to(tl.int64) * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn,
@@ -427,7 +445,7 @@ def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch
             config = _fit_stages(config, elem, staging)
         constexprs.update(A_ROW_MAJOR=a_row_major, B_ROW_MAJOR=b_row_major, BATCHED=batch > 1, C_DESC=c_desc,
                           SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter,
-                          FLATTEN=not device.interpreter and not config.warp_specialize,
+                          FLATTEN=config.fuse_tiles and not config.warp_specialize,
                           WARP_SPECIALIZE=config.warp_specialize and not device.interpreter)
         total = tiles * batch * splits
         programs = max(1, min(total, facts.num_sms * config.programs_per_sm(elem, staging)))
