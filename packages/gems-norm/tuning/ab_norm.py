@@ -1,7 +1,7 @@
 """A/B timing of the norm kernels' variants (``gems_norm.heuristics.Knobs``) against ATen, on the GPU.
 
-    python packages/gems-norm/tuning/ab_norm.py                    # every case, under two minutes on an H100
-    python packages/gems-norm/tuning/ab_norm.py --cases ln_bwd,bn_train
+    python packages/gems-norm/tuning/ab_norm.py                    # every case (settings past --budget-s skipped)
+    python packages/gems-norm/tuning/ab_norm.py --cases ln_fwd,bn_train,rms_fwd --budget-s 90   # the forwards
     python packages/gems-norm/tuning/ab_norm.py --smoke            # tiny shapes; runs anywhere (CPU: interpreter)
     python packages/gems-norm/tuning/ab_norm.py --cases ln_bwd --try row_bwd_warps=4,row_bwd_prefetch_stats=True
 
@@ -12,6 +12,9 @@ fails the check is marked and never picked. Bytes are those of the benchmark (ea
 each output written once); the ceiling is a device-to-device copy measured here (read + write). Then the
 kernels of one call under the default and the best setting, from the profiler: their sum against the timed
 time shows idle gaps (host time between launches).
+
+A setting that wins where it counts and loses nowhere else becomes the default by writing its values as the
+defaults of ``Knobs`` (heuristics.py), with the timing behind them in the knob's comment.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import flag_gems
-from gems_norm import heuristics
+from gems_norm import heuristics, per_channel
 
 aten = torch.ops.aten
 DEVICE = flag_gems.device
@@ -59,6 +62,33 @@ PER_CHANNEL = {
     "rev st3 shift": dict(_REVERSED, sums_stages=3, sums_shifted=True),
 }
 
+#: Row forward (layer and RMS norm, rows of 4096): warps of a one-row program, two rows a program, or a grid of
+#: a few programs an SM looping over the rows with the weight and bias loaded once and the next rows loaded ahead.
+ROW_FORWARD = {
+    "default": {},
+    "4w": dict(row_fwd_warps=4),
+    "16w": dict(row_fwd_warps=16),
+    "2rows 8w": dict(row_fwd_tile=8192, row_fwd_warps=8),
+    "loop 2/sm": dict(row_fwd_programs_per_sm=2),
+    "loop 3/sm": dict(row_fwd_programs_per_sm=3),
+    "loop 2/sm 16w": dict(row_fwd_programs_per_sm=2, row_fwd_warps=16),
+    "loop 4/sm 4w": dict(row_fwd_programs_per_sm=4, row_fwd_warps=4),
+}
+#: Batch norm training: the merge of the statistics folded into the normalising kernel whatever the splits (one
+#: launch less), with the sums' variants that won elsewhere (shifted sums, 2 stages, 4 programs an SM) and larger
+#: apply tiles. The splits of each case are printed with it: ``merge_in_apply`` takes a bound on them.
+_MERGED = dict(merge_in_apply=64)
+BN_TRAIN = {
+    "default": {},
+    "merge": _MERGED,
+    "shift": dict(sums_shifted=True),
+    "merge shift": dict(_MERGED, sums_shifted=True),
+    "merge st2": dict(_MERGED, sums_stages=2),
+    "merge 4/sm": dict(_MERGED, sums_programs_per_sm=4),
+    "merge t8k": dict(_MERGED, apply_tile=8192),
+    "t8k": dict(apply_tile=8192),
+}
+
 # ||ours - ATen|| / ||ATen|| a correct result stays under, per dtype.
 _REL_ERROR = {torch.bfloat16: 2e-2, torch.float16: 3e-3, torch.float32: 2e-5}
 
@@ -72,6 +102,23 @@ def _uniform(shape, low, high, dtype):
 
 
 # The calls timed, each with the inputs it takes ---------------------------------------------------------
+
+def ln_forward_inputs(shape, dtype):
+    n = shape[-1]
+    return _randn(shape, dtype), _randn(n, dtype), _randn(n, dtype)
+
+
+def layer_norm_forward(x, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b, EPS)
+
+
+def rms_forward_inputs(shape, dtype):
+    return _randn(shape, dtype), _uniform(shape[-1], 0.5, 1.5, dtype)
+
+
+def rms_norm_forward(x, w):
+    return F.rms_norm(x, (x.shape[-1],), w, 1e-6)
+
 
 def ln_backward_inputs(shape, dtype):
     n = shape[-1]
@@ -133,16 +180,27 @@ class Case:
     smoke_shape: tuple
     dtype: torch.dtype
     settings: dict
+    layout: Callable | None = None  # the inputs -> how the default kernels split the work
+
+
+def sums_layout(x, *_) -> str:
+    """How batch norm training's statistics pass splits ``x``: its tile and the splits a channel."""
+    view = per_channel.channel_view(x)
+    block_c, block_k = heuristics.strip_tile(view.c, view.k, view.s_k == 1, heuristics.KNOBS.sums_tile)
+    _, splits, per_split = per_channel.channel_sums_launch(view, (x.dtype,) * 3 + (torch.float32,), True, False)
+    return f"sums: tiles of {block_c}x{block_k}, {splits} split(s) of {per_split} tiles a channel block"
 
 
 ROWS, SMOKE_ROWS = (8192, 4096), (48, 256)
 CASES = [
+    Case("ln_fwd", layer_norm_forward, ln_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_FORWARD),
+    Case("rms_fwd", rms_norm_forward, rms_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_FORWARD),
     Case("ln_bwd", ln_backward, ln_backward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_BACKWARD),
     Case("ln_bwd", ln_backward, ln_backward_inputs, ROWS, SMOKE_ROWS, torch.float32, ROW_BACKWARD),
     Case("rms_fwd_bwd", rms_norm_grads, rms_grad_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_BACKWARD),
     Case("ln_fwd_bwd", layer_norm_grads, ln_grad_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_BACKWARD),
-    Case("bn_train", bn_train, bn_inputs, (8, 512, 64, 64), (2, 8, 6, 6), torch.float32, PER_CHANNEL),
-    Case("bn_train", bn_train, bn_inputs, (32, 256, 56, 56), (3, 4, 5, 7), torch.float32, PER_CHANNEL),
+    Case("bn_train", bn_train, bn_inputs, (8, 512, 64, 64), (2, 8, 6, 6), torch.float32, BN_TRAIN, sums_layout),
+    Case("bn_train", bn_train, bn_inputs, (32, 256, 56, 56), (3, 4, 5, 7), torch.float32, BN_TRAIN, sums_layout),
     Case("bn_bwd", bn_backward, bn_backward_inputs, (32, 256, 56, 56), (3, 4, 5, 7), torch.float32, PER_CHANNEL),
 ]
 
@@ -260,6 +318,8 @@ def run_case(case: Case, smoke: bool, ceiling: float, rep_ms: float, deadline: f
         print(f"{name:34} {setting:14} {us:9.1f} {100 * gbps / ceiling:6.1f}% {aten_us / us:6.2f}x  {note}", flush=True)
 
     row("ATen", aten_us)
+    if case.layout is not None:
+        print(f"{'':34} {case.layout(*args)}", flush=True)
     timed: dict[str, float] = {}
     for label, knobs in case.settings.items():
         if time.monotonic() > deadline:
@@ -296,8 +356,8 @@ def run_case(case: Case, smoke: bool, ceiling: float, rep_ms: float, deadline: f
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: check the script, time nothing real")
-    parser.add_argument("--cases", default="", help="comma-separated labels (ln_bwd, rms_fwd_bwd, ln_fwd_bwd, "
-                        "bn_train, bn_bwd); default all")
+    parser.add_argument("--cases", default="", help="comma-separated labels, timed in that order (ln_fwd, rms_fwd, "
+                        "ln_bwd, rms_fwd_bwd, ln_fwd_bwd, bn_train, bn_bwd); default all")
     parser.add_argument("--rep-ms", type=float, default=40.0, help="do_bench's measuring time per timing")
     parser.add_argument("--budget-s", type=float, default=110.0, help="settings left when it is spent are skipped")
     parser.add_argument("--try", dest="extra", action="append", default=[], metavar="KNOB=VALUE,...",
@@ -307,18 +367,22 @@ def main(argv=None) -> int:
         print("no GPU: only --smoke runs here", file=sys.stderr)
         return 2
     start = time.monotonic()
-    wanted = {c for c in opts.cases.split(",") if c}
-    cases = [c for c in CASES if not wanted or c.label in wanted]
+    wanted = [label for label in opts.cases.split(",") if label]
+    cases = [c for label in wanted for c in CASES if c.label == label] if wanted else CASES  # in the order asked
     for text in opts.extra:
         knobs = parse_setting(text)
-        group = ROW_BACKWARD if all(k.startswith("row_bwd_") for k in knobs) else PER_CHANNEL
-        group[text] = knobs
+        by_prefix = (("row_bwd_", [ROW_BACKWARD]), ("row_fwd_", [ROW_FORWARD]), ("", [PER_CHANNEL, BN_TRAIN]))
+        for prefix, groups in by_prefix:
+            if all(k.startswith(prefix) for k in knobs):
+                for group in groups:
+                    group[text] = knobs
+                break
     ceiling = copy_ceiling_gbps(opts.smoke)
     card = torch.cuda.get_device_name() if ON_GPU else "CPU (Triton interpreter)"
     import triton
 
     print(f"{card}; torch {torch.__version__}, triton {triton.__version__}; copy ceiling {ceiling:.0f} GB/s")
-    for group in (ROW_BACKWARD, PER_CHANNEL):
+    for group in (ROW_FORWARD, ROW_BACKWARD, PER_CHANNEL, BN_TRAIN):
         for label, knobs in group.items():
             print(f"  {label:14} {knobs or 'the shipped kernels'}")
     print(f"{'case':34} {'setting':14} {'us':>9} {'copy%':>7} {'vs ATen':>7}")

@@ -3,7 +3,8 @@
 Forward: one kernel normalises each (channels, K) tile with its channels' statistics: in eval the
 running ones, read in place; in training, where a program holds whole channels (one sample: instance
 norm's view), computed from the tile itself (one read of x); otherwise gathered first as per-channel
-Welford partials (per_channel.channel_sums) and merged by a small kernel into a table of coefficients.
+Welford partials (per_channel.channel_sums) and merged by a small kernel into a table of coefficients, or
+(few partials a channel, ``KNOBS.merge_in_apply``) by each normalising program itself.
 Whichever computes the statistics saves them and updates the running ones as ATen does (momentum,
 unbiased variance). Backward: per-channel sums of dy and dy * (x - mean), the same kind of small kernel
 for the weight and bias gradients and dx's coefficients, then one elementwise pass for dx.
@@ -35,7 +36,7 @@ from gems_norm.per_channel import ChannelView, channel_affine_launch, channel_su
 from gems_norm.semantics import ATEN_CUDA, FLOAT_DTYPES, params_ok, stats_dtype
 
 # How the forward kernel gets each channel's statistics.
-_EVAL, _TABLE, _WHOLE = 0, 1, 2
+_EVAL, _TABLE, _WHOLE, _PARTIALS = 0, 1, 2, 3
 
 
 @triton.jit
@@ -59,6 +60,24 @@ def _finish_stats(count, mean, m2, c, ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
 
 
 @triton.jit
+def _merged_partials(PART, c, ok, C, splits):
+    """(count, mean, m2) of channels ``c`` (any shape) merged from channel_sums' Welford planes, each
+    (splits, C), in split order (Chan et al.)."""
+    count = tl.zeros_like(c).to(tl.float32)
+    mean = tl.zeros_like(count)
+    m2 = tl.zeros_like(count)
+    for s in range(splits):
+        part_count = tl.load(PART + s * C + c, mask=ok, other=0.0)
+        delta = tl.load(PART + (splits + s) * C + c, mask=ok, other=0.0) - mean
+        total = count + part_count
+        share = part_count / tl.maximum(total, 1.0)
+        mean += delta * share
+        m2 += tl.load(PART + (2 * splits + s) * C + c, mask=ok, other=0.0) + delta * delta * count * share
+        count = total
+    return count, mean, m2
+
+
+@triton.jit
 def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, C, splits, param_c,
                         momentum, eps, BLOCK_C: tl.constexpr, UPDATE: tl.constexpr, SAVE: tl.constexpr,
                         HAS_W: tl.constexpr, HAS_B: tl.constexpr):
@@ -68,17 +87,7 @@ def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVS
     COEF = PART + 3 * splits * C
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = c < C
-    count = tl.zeros([BLOCK_C], tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    m2 = tl.zeros([BLOCK_C], tl.float32)
-    for s in range(splits):
-        part_count = tl.load(PART + s * C + c, mask=ok, other=0.0)
-        delta = tl.load(PART + (splits + s) * C + c, mask=ok, other=0.0) - mean
-        total = count + part_count
-        share = part_count / tl.maximum(total, 1.0)
-        mean += delta * share
-        m2 += tl.load(PART + (2 * splits + s) * C + c, mask=ok, other=0.0) + delta * delta * count * share
-        count = total
+    count, mean, m2 = _merged_partials(PART, c, ok, C, splits)
     scale = _finish_stats(count, mean, m2, c, ok, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, momentum, eps,
                           UPDATE, SAVE)
     if HAS_W:
@@ -93,15 +102,17 @@ def _merge_stats_kernel(PART, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVS
 
 @triton.jit
 def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAVE_INVSTD, Y,
-                           C, K, s_n, s_c, s_k, param_c, coef_at, momentum, eps,
+                           C, K, s_n, s_c, s_k, param_c, coef_at, splits, momentum, eps,
                            BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, STATS: tl.constexpr,
                            UPDATE: tl.constexpr, SAVE: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                            REVERSED: tl.constexpr):
     # A program normalises a (channels, K) tile of one sample with its channels' statistics: the running
     # ones (_EVAL), rows (mean, scale, shift) at ``coef_at`` of COEF written by _merge_stats_kernel (_TABLE),
-    # or taken from the tile itself, which then holds whole channels (_WHOLE: one read of x; every program is
-    # the only one of its channels, so it also saves them). Parameters (and running statistics read in eval)
-    # repeat every ``param_c`` channels: instance norm's (N*C) channels share C of them.
+    # merged here from the ``splits`` Welford partials at COEF (_PARTIALS: the program of each channel's first
+    # tile saves and updates them), or taken from the tile itself, which then holds whole channels (_WHOLE:
+    # one read of x; every program is the only one of its channels, so it also saves them). Parameters (and
+    # running statistics read in eval) repeat every ``param_c`` channels: instance norm's (N*C) channels share
+    # C of them.
     c_blocks = tl.cdiv(C, BLOCK_C)
     k_blocks = tl.cdiv(K, BLOCK_K)
     pid = tl.program_id(0)
@@ -128,6 +139,10 @@ def _batch_norm_fwd_kernel(X, COEF, W, B, RM, RV, RM_OUT, RV_OUT, SAVE_MEAN, SAV
                 if rest == 0:  # the first program of each channel block
                     tl.store(SAVE_MEAN + channels, mean.to(SAVE_MEAN.dtype.element_ty), mask=c_ok)
                     tl.store(SAVE_INVSTD + channels, scale.to(SAVE_INVSTD.dtype.element_ty), mask=c_ok)
+        elif STATS == 3:
+            count, mean, m2 = _merged_partials(COEF, channels, c_ok, C, splits)
+            scale = _finish_stats(count, mean, m2, channels, c_ok & (rest == 0), RM, RV, RM_OUT, RV_OUT, SAVE_MEAN,
+                                  SAVE_INVSTD, momentum, eps, UPDATE, SAVE)
         else:
             count = tl.zeros([BLOCK_C, 1], tl.float32) + K
             mean = tl.sum(x, 1, keep_dims=True) / count
@@ -205,20 +220,22 @@ def _forward_plan(view: ChannelView, x_dtype: torch.dtype, w_dtype, b_dtype, rm_
     elif view.nb == 1 and view.s_k == 1 and next_pow2(view.k) <= MAX_ROW_BLOCK:
         stats = _WHOLE
     else:
-        stats = _TABLE
         sums, splits, per_split = channel_sums_launch(view, (x_dtype, x_dtype, x_dtype, f32), True, False)
-        block = _coef_block(c)
-        merge = ReadyLaunch(_merge_stats_kernel, (cdiv(c, block),), 4, (f32, *stats_dtypes), (c, splits, param_c),
-                            BLOCK_C=block, **flags)
-        flags.update(UPDATE=False, SAVE=False)  # the merge saves and updates the statistics
+        stats = _PARTIALS if splits <= KNOBS.merge_in_apply else _TABLE
+        if stats == _TABLE:
+            block = _coef_block(c)
+            merge = ReadyLaunch(_merge_stats_kernel, (cdiv(c, block),), 4, (f32, *stats_dtypes),
+                                (c, splits, param_c), BLOCK_C=block, **flags)
+            flags.update(UPDATE=False, SAVE=False)  # the merge saves and updates the statistics
     block_c, block_k = row_tile(view.c, view.k) if stats == _WHOLE else channel_tile(view)
     # The merge's table of coefficients follows the partial sums in one scratch buffer.
-    scratch = 3 * (splits + 1) * c
-    ints = (c, view.k, view.s_n, view.s_c, view.s_k, param_c, 3 * splits * c)
+    scratch = 3 * (splits + int(merge is not None)) * c
+    ints = (c, view.k, view.s_n, view.s_c, view.s_k, param_c, 3 * splits * c, splits)
+    coef_dtype = x_dtype if sums is None else f32
     normalise = ReadyLaunch(_batch_norm_fwd_kernel, (cdiv(c, block_c) * cdiv(view.k, block_k) * view.nb,),
-                            warps(block_c * block_k), (x_dtype, f32 if merge else x_dtype, *stats_dtypes, x_dtype),
+                            warps(block_c * block_k), (x_dtype, coef_dtype, *stats_dtypes, x_dtype),
                             ints, BLOCK_C=block_c, BLOCK_K=block_k, STATS=stats, **flags,
-                            REVERSED=KNOBS.apply_reversed and stats == _TABLE)
+                            REVERSED=KNOBS.apply_reversed and sums is not None)
 
     def run(x, weight, bias, running_mean, running_var, running_out, momentum, eps):
         rm_out, rv_out = running_out or (running_mean, running_var)
@@ -232,9 +249,10 @@ def _forward_plan(view: ChannelView, x_dtype: torch.dtype, w_dtype, b_dtype, rm_
         momentum, eps = float(momentum), float(eps)
         given_aligned = caller_aligned(x, weight, bias, running_mean, running_var, rm_out, rv_out)
         coef = out
-        if merge is not None:
+        if sums is not None:
             coef = torch.empty(scratch, dtype=f32, device=x.device)
             sums((x, x, x, coef, *view, per_split), given_aligned)
+        if merge is not None:
             merge((coef, *stats_args, c, splits, param_c, momentum, eps), given_aligned)
         normalise((x, coef, *stats_args, out, *ints, momentum, eps), given_aligned)
         return out, save_mean, save_invstd

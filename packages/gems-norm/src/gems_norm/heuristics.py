@@ -55,6 +55,21 @@ class Knobs:
     #: The passes that follow the sums (batch norm's normalisation, its dx) walk the tensor from its end:
     #: after interleaved sums, the data read last is still in L2 (50 MB on an H100) when they start.
     apply_reversed: bool = True
+    #: Elements of a tile of the per-channel elementwise passes (batch norm's normalisation, its dx; None:
+    #: the strip rule's 4K).
+    apply_tile: int | None = None
+    #: Batch norm training with at most this many splits of the sums a channel: each normalising program merges
+    #: its channels' partial statistics itself (the program of a channel's first tile saves and updates them)
+    #: instead of a small kernel writing a table of coefficients first: one launch, and the idle time around
+    #: it, less, for 3 x splits partials a channel read by every program instead of 3 coefficients (0: never).
+    merge_in_apply: int = 0
+    #: Row norm forward (layer and RMS norm, N <= MAX_ROW_BLOCK): elements of a tile (None: the tile rule's 4K,
+    #: one row of 4096), warps (None: 16 values a thread), and programs per SM of a grid whose programs loop
+    #: over row blocks, with the weight and bias loaded once and the next block's rows loaded while this one
+    #: is normalised (None: one program per row block, weight and bias loaded by each).
+    row_fwd_tile: int | None = None
+    row_fwd_warps: int | None = None
+    row_fwd_programs_per_sm: int | None = None
 
 
 #: The knobs every plan reads.

@@ -146,8 +146,8 @@ def _channel_affine_kernel(X, DY, COEF, OUT, NB, C, K, s_n, s_c, s_k,
 
 
 def channel_tile(view: ChannelView) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_K) of the per-channel kernels' tiles over ``view``."""
-    return strip_tile(view.c, view.k, inner_contiguous=view.s_k == 1)
+    """(BLOCK_C, BLOCK_K) of the per-channel elementwise kernels' tiles over ``view``."""
+    return strip_tile(view.c, view.k, view.s_k == 1, KNOBS.apply_tile)
 
 
 def _sums_launch(view: ChannelView, dtypes: tuple, welford: bool, has_mu: bool) -> tuple[ReadyLaunch, int, int]:
