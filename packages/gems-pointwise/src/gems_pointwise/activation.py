@@ -16,7 +16,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
-from gems_pointwise.unary import div_rn, fast_rcp, opmath_scalars, sigmoid, storage_scalars
+from gems_pointwise.unary import div_rn, fast_exp2, fast_rcp, opmath_scalars, rounds_to_half, sigmoid, storage_scalars
 
 
 def _with_scalars(count: int):
@@ -43,6 +43,26 @@ def hardtanh_kernel(x, min_val, max_val):
 @triton.jit
 def gelu_kernel(x):
     return x * 0.5 * (1.0 + libdevice.erf(x * 0.7071067811865476))
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def gelu_half_kernel(x):
+    # Results rounded to a half type: ATen's formula with erf(z) = sign(z) (1 - erfc(|z|)), erfc(a) =
+    # 2**(a Q(a)) on [0, 4], Q a minimax fit (with ex2.approx within 5e-6 relative, 1% of a float16
+    # ulp): one polynomial and one ex2 where libdevice's erff evaluates two polynomials and an expf.
+    # 1 - erfc rounds as ATen's erf does, so 1 + erf cancels to the same float32 grid as x -> -inf;
+    # past 4, erfc < 2**-25 and erf rounds to +-1.
+    z = x * 0.7071067811865476
+    a = tl.minimum(tl.abs(z), 4.0)
+    q = -1.9975931e-5 * a + 4.8200478e-4
+    q = q * a - 5.2048713e-3
+    q = q * a + 3.3868838e-2
+    q = q * a - 1.5238467e-1
+    q = q * a - 9.1710347e-1
+    q = q * a - 1.6280599
+    erf = libdevice.copysign(1.0 - fast_exp2(a * q), z)
+    return x * 0.5 * (1.0 + erf)
 
 
 @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
@@ -177,7 +197,7 @@ def hardtanh(x, min_val=-1, max_val=1, out0=None):
 def gelu(x, *, approximate="none", out0=None):
     """``gelu`` with ``approximate`` "none" (erf) or "tanh"; other values are ATen's to refuse."""
     if approximate == "none":
-        return gelu_kernel(x, out0=out0)
+        return (gelu_half_kernel if rounds_to_half(x, out0) else gelu_kernel)(x, out0=out0)
     if approximate == "tanh":
         return gelu_tanh_kernel(x, out0=out0)
     return NotImplemented

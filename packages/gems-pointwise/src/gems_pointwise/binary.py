@@ -28,7 +28,19 @@ from gems_pointwise.overloads import (
     is_bool,
     is_integral,
 )
-from gems_pointwise.unary import ON_GPU, fast_log2, fast_rcp, rounded_to, storage_scalar
+from gems_pointwise.unary import (
+    HALF_PI,
+    HALF_PI_LO,
+    ON_GPU,
+    PI,
+    PI_LO,
+    atan_tail,
+    fast_log2,
+    fast_rcp,
+    reciprocal_of_normal,
+    rounded_to,
+    storage_scalar,
+)
 
 # -- kernels ----------------------------------------------------------------------------------------
 
@@ -402,9 +414,57 @@ def fmin_kernel(x, y):
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
 @triton.jit
-def atan2_kernel(x, y):
-    x, y = _broadcast(x, y)
-    return libdevice.atan2(x, y)
+def atan2_kernel(y, x):
+    y, x = _broadcast(y, x)
+    return _atan2(y, x, False)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@triton.jit
+def atan2_half_kernel(y, x):
+    y, x = _broadcast(y, x)
+    return _atan2(y, x, True)
+
+
+@triton.jit
+def _atan2(y, x, HALF: tl.constexpr):
+    """atan2(y, x) (ATen's argument order: ``atan2(self, other)`` with self the ordinate)."""
+    if y.dtype == tl.float64:
+        r = libdevice.atan2(y, x)
+    else:
+        # atan(u) of u = min(|x|, |y|) / max(|x|, |y|) in [0, 1], then the octant: one approximate
+        # reciprocal where libdevice's atan2f takes an IEEE division. Both operands are scaled by a
+        # power of 2 into the range where rcp.approx.ftz is accurate (quotients are exact then); for
+        # float32 results Newton steps round 1 / d and u nearly correctly. Where u comes out NaN (0 / 0,
+        # inf / inf, or a finite n / inf through the Newton step) it is 1 for inf / inf and 0 otherwise:
+        # the octant rules then give C's atan2 at zeros and infinities.
+        ax = tl.abs(x)
+        ay = tl.abs(y)
+        steep = ay > ax
+        n = tl.where(steep, ax, ay)
+        d = tl.where(steep, ay, ax)
+        scale = tl.where(d > 8.5070592e37, 0.25, tl.where(d < 1.1754944e-38, 16777216.0, 1.0))
+        n = n * scale
+        d = d * scale
+        rcp = reciprocal_of_normal(d, HALF)
+        u = n * rcp
+        if not HALF:
+            u = tl.fma(tl.fma(-u, d, n), rcp, u)
+        u = tl.where(u == u, u, tl.where(n == float("inf"), 1.0, 0.0))
+        t = atan_tail(u, HALF)
+        # the octant: steep, pi/2 -+ atan(u); x < 0 (-0 included), pi - atan(u), or pi/2 + atan(u) if
+        # steep as well. The offset's float32 rounding and the tail are added after the main sum.
+        negative = libdevice.signbit(x) != 0
+        offset = tl.where(steep, HALF_PI, tl.where(negative, PI, 0.0))
+        flip = steep != negative
+        if HALF:
+            r = offset + tl.where(flip, -(u + t), u + t)
+        else:
+            lo = tl.where(steep, HALF_PI_LO, tl.where(negative, PI_LO, 0.0))
+            r = (offset + tl.where(flip, -u, u)) + (lo + tl.where(flip, -t, t))
+        r = libdevice.copysign(r, y)
+        r = tl.where((x != x) | (y != y), x + y, r)
+    return r
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
@@ -692,7 +752,14 @@ maximum = binary_route(maximum_kernel, "Elementwise maximum; NaN wins.")
 minimum = binary_route(minimum_kernel, "Elementwise minimum; NaN wins.")
 fmax = binary_route(fmax_kernel, "Elementwise maximum; a number wins over NaN.")
 fmin = binary_route(fmin_kernel, "Elementwise minimum; a number wins over NaN.")
-atan2 = binary_route(atan2_kernel, "atan2(self, other).")
+
+
+def _atan2_launch(self, other, out0=None):
+    half = out0.dtype in _HALVES if out0 is not None else _half_result(self, other) is not None
+    return (atan2_half_kernel if half else atan2_kernel)(self, other, out0=out0)
+
+
+atan2 = binary_route(_atan2_launch, "atan2(self, other); results rounded to a half type take a shorter polynomial.")
 copysign = binary_route(copysign_kernel, "The magnitude of self with the sign of other.")
 xlogy = binary_route(xlogy_kernel, "self * log(other), 0 where self is 0.")
 ldexp = binary_route(ldexp_kernel, "self * 2 ** other.")

@@ -68,6 +68,18 @@ def fast_log2(x):
 
 
 @triton.jit
+def fast_exp2(x):
+    """float32 2**x within 2**-22 relative, subnormal inputs and results flushed to zero: ex2.approx.ftz.f32,
+    one instruction where libdevice's exp2f adds range fix-ups."""
+    if ON_GPU:
+        r = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
+                                      pack=1)
+    else:
+        r = tl.exp2(x)
+    return r
+
+
+@triton.jit
 def fast_rcp(x):
     """1 / x: for float32 within 1 ulp, subnormal inputs and results flushed to zero (rcp.approx.ftz.f32,
     one instruction where Triton's ``/`` takes 8 and an IEEE division 20); for float64 exact."""
@@ -198,19 +210,24 @@ def acos_kernel(x):
     return libdevice.acos(x)
 
 
-@_unary("INT_TO_FLOAT")
+# pi / 2 and pi as float32 numbers plus what they leave out, for results that add an offset to atan.
+HALF_PI = tl.constexpr(1.5707963705062866)
+HALF_PI_LO = tl.constexpr(-4.371139000186243e-08)
+PI = tl.constexpr(3.1415927410125732)
+PI_LO = tl.constexpr(-8.742278000372485e-08)
+
+
 @triton.jit
-def atan_kernel(x):
-    if x.dtype == tl.float64:
-        r = libdevice.atan(x)
+def atan_tail(u, HALF: tl.constexpr):
+    """float32 atan(u) - u for u in [0, 1]: u**3 P(u**2), P a minimax fit (u + the tail within 1.2 ulp of
+    atan); for results rounded to a half type a shorter P, within 5e-6 (1% of a float16 ulp)."""
+    s = u * u
+    if HALF:
+        p = -1.3954938e-2 * s + 5.8769901e-2
+        p = p * s - 1.2251475e-1
+        p = p * s + 1.9618302e-1
+        p = p * s - 3.3308899e-1
     else:
-        # atan(u) = u + u**3 P(u**2) on [0, 1], P a minimax fit (within 1.2 ulp in float32), and
-        # pi/2 - atan(1 / |x|) above: one approximate division where libdevice's atanf (a rational
-        # approximation) takes two IEEE ones.
-        a = tl.abs(x)
-        big = a > 1.0
-        u = tl.where(big, fast_rcp(a), a)  # a > 2**126: 0, and pi/2
-        s = u * u
         p = 2.9745889e-3 * s - 1.6581178e-2
         p = p * s + 4.3553531e-2
         p = p * s - 7.5805776e-2
@@ -218,16 +235,62 @@ def atan_kernel(x):
         p = p * s - 1.4214209e-1
         p = p * s + 1.9994137e-1
         p = p * s - 3.3333167e-1
-        r = u + u * s * p
-        r = libdevice.copysign(tl.where(big, 1.5707963267948966 - r, r), x)
+    return u * s * p
+
+
+@triton.jit
+def reciprocal_of_normal(a, HALF: tl.constexpr):
+    """1 / a for a in [2**-126, 2**126]: rcp.approx, then for float32 results one Newton step."""
+    r = fast_rcp(a)
+    if not HALF:
+        r = tl.fma(tl.fma(-a, r, 1.0), r, r)
+    return r
+
+
+@triton.jit
+def _atan(x, HALF: tl.constexpr):
+    if x.dtype == tl.float64:
+        r = libdevice.atan(x)
+    else:
+        # atan(|x|) on [0, 1], and pi/2 - atan(1 / |x|) above: one approximate reciprocal where
+        # libdevice's atanf (a rational approximation) takes two IEEE divisions. For float32 results
+        # pi/2 - u rounds once and the tail and pi/2's remainder are added after.
+        a = tl.abs(x)
+        big = a > 1.0
+        u = tl.where(big, tl.where(a < 8.5070592e37, reciprocal_of_normal(a, HALF), 0.0), a)  # 2**126 on: pi/2
+        t = atan_tail(u, HALF)
+        if HALF:
+            r = tl.where(big, HALF_PI - (u + t), u + t)
+        else:
+            r = tl.where(big, (HALF_PI - u) + (HALF_PI_LO - t), u + t)
+        r = libdevice.copysign(r, x)
     return r
 
 
 @_unary("INT_TO_FLOAT")
 @triton.jit
-def sinh_kernel(x):
+def atan_kernel(x):
+    return _atan(x, False)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def atan_half_kernel(x):
+    return _atan(x, True)
+
+
+@triton.jit
+def _sinh(x, HALF: tl.constexpr):
     if x.dtype == tl.float64:
         r = libdevice.sinh(x)
+    elif HALF:
+        # Results rounded to a half type: e = e**a / 2 from one ex2.approx (within 6e-6 over float32's
+        # range, the rounding of a * log2(e) included), sinh = e - 1 / (4 e); below 1/8, where that
+        # difference cancels, a + a**3 / 6 (within 2e-6 there). e**a / 2 overflows where sinh does.
+        a = tl.abs(x)
+        e = fast_exp2(a * 1.4426950408889634 - 1.0)
+        r = tl.where(a < 0.125, a + a * (a * a) * 0.16666667, e - 0.25 * fast_rcp(e))
+        r = libdevice.copysign(r, x)
     else:
         # Without branches: Taylor's series to x**9 below 1 (within 2.5e-8 there); above,
         # (e**a - e**-a) / 2 = h * (e**c / 2) - (e**-c / 2) / h with h = e**(a - c), c = 831 / 1024: a - c
@@ -239,9 +302,22 @@ def sinh_kernel(x):
         p = p * s + 8.3333333e-3
         p = p * s + 1.6666667e-1
         h = libdevice.exp(a - 0.8115234375)
-        r = tl.where(a < 1.0, a + a * s * p, h * 1.1256675719334925 - 0.22209043436384135 * fast_rcp(h))
+        big = tl.fma(h, 1.1256675719334925, -0.22209043436384135 * fast_rcp(h))  # h e**c / 2 rounded once
+        r = tl.where(a < 1.0, a + a * s * p, big)
         r = libdevice.copysign(r, x)
     return r
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def sinh_kernel(x):
+    return _sinh(x, False)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def sinh_half_kernel(x):
+    return _sinh(x, True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -737,10 +813,23 @@ def nan_to_num(x, nan=None, posinf=None, neginf=None, out0=None):
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
-def asinh(x, out0=None):
-    """``asinh``: results rounded to a half type take a faster log (see ``_asinh``)."""
-    half = (out0 if out0 is not None else x).dtype in _HALF_TYPES
-    return (asinh_half_kernel if half else asinh_kernel)(x, out0=out0)
+def rounds_to_half(x: torch.Tensor, out0=None) -> bool:
+    """Whether the result lands in a half type (float16, bfloat16): there kernels may take shorter
+    formulas whose float32 error is a small fraction of the half type's rounding step."""
+    return (out0 if out0 is not None else x).dtype in _HALF_TYPES
+
+
+def _half_or_full(full, half, doc: str):
+    def launch(x, out0=None):
+        return (half if rounds_to_half(x, out0) else full)(x, out0=out0)
+
+    launch.__doc__ = doc
+    return launch
+
+
+asinh = _half_or_full(asinh_kernel, asinh_half_kernel, "``asinh``; results rounded to a half type take a faster log.")
+atan = _half_or_full(atan_kernel, atan_half_kernel, "``atan``; results rounded to a half type: a shorter polynomial.")
+sinh = _half_or_full(sinh_kernel, sinh_half_kernel, "``sinh``; results rounded to a half type take ex2.approx.")
 
 
 def logit(x, eps=None, out0=None):
