@@ -1,14 +1,16 @@
 """A/B timing of the reduce skeleton's knobs (``gems_reduction.tiles``) and of nll_loss's, on a GPU.
 
-    python packages/gems-reduction/tuning/ab_reduce.py              # on a CUDA machine: < 2 minutes
+    python packages/gems-reduction/tuning/ab_reduce.py              # on a CUDA machine: < 150 s
     python packages/gems-reduction/tuning/ab_reduce.py --cases dim0 --budget 60
-    python packages/gems-reduction/tuning/ab_reduce.py --smoke      # tiny shapes, runs on CPU too
+    python packages/gems-reduction/tuning/ab_reduce.py --all        # also whole-tensor, amin, nansum, nll_loss
+    python packages/gems-reduction/tuning/ab_reduce.py --smoke      # tiny shapes, every case, runs on CPU too
 
 For each case (an op, a dtype, a shape) it times ATen, then each candidate setting of the knobs (the
 current defaults first), each checked against ATen before it is timed. Kernel time is
 ``triton.testing.do_bench`` (median, L2 flushed before each run); ATen is timed before and after the
-candidates and the lower time kept. Rates count the bytes read and written once, against a copy
-ceiling of 2967 GB/s (read + write) measured on an H100. The kernels of every (case, setting) are
+candidates and the lower time kept. Rates count the bytes read and written once, against the copy
+ceiling: a device-to-device copy of 1 GiB (read + write) timed the same way at the start of the run
+(2967 GB/s on an H100 where no GPU runs it). The kernels of every (case, setting) are
 first compiled by a pool of processes (Triton's disk cache then serves the timing process); a time
 budget skips what would run past it. ``--smoke`` runs the same code on tiny shapes with the GPU's
 tile choices (through Triton's interpreter where there is no GPU): it checks results, its times mean
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 import flag_gems
 from gems_reduction import nll_loss, reduce, tiles
 
+#: GB/s of a copy (read + write) on an H100: the ceiling where none is measured (``--smoke`` on a CPU).
 COPY_CEILING_GBPS = 2967.0
 ON_GPU = flag_gems.device == "cuda"
 
@@ -40,19 +43,32 @@ SETTINGS = {
     "default": {},
     "stages=2": {"tiles.STAGES": 2},
     "stages=4": {"tiles.STAGES": 4},
-    "step=8K": {"tiles.STEP_BYTES": 8192},
     "step=32K": {"tiles.STEP_BYTES": 32768},
-    "thread=32B": {"tiles.THREAD_BYTES": 32},
     "thread=64B": {"tiles.THREAD_BYTES": 64},
+    "cols=128B": {"tiles.COLS_BYTES": 128},
     "cols=512B": {"tiles.COLS_BYTES": 512},
     "cols=1024B": {"tiles.COLS_BYTES": 1024},
-    "per_sm=3": {"tiles.PROGRAMS_PER_SM": 3},
     "per_sm=4": {"tiles.PROGRAMS_PER_SM": 4},
     "per_sm=8": {"tiles.PROGRAMS_PER_SM": 8},
-    "arg_thread=8": {"tiles.ARG_THREAD_ELEMENTS": 8},
-    "arg_thread=32": {"tiles.ARG_THREAD_ELEMENTS": 32},
-    "arg_step=8K": {"tiles.ARG_STEP_ELEMENTS": 8192},
     "arg_step=8K,thread=32": {"tiles.ARG_STEP_ELEMENTS": 8192, "tiles.ARG_THREAD_ELEMENTS": 32},
+    "per_sm=16": {"tiles.PROGRAMS_PER_SM": 16},
+    "one_step": {"tiles.HALF_STEPS": False},
+    "one_step,stages=1": {"tiles.HALF_STEPS": False, "tiles.STAGES": 1},
+    "one_step,thread=64B": {"tiles.HALF_STEPS": False, "tiles.THREAD_BYTES": 64},
+    "last": {"tiles.LAST_PROGRAM_COMBINES": True},
+    "last,per_sm=4": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 4},
+    "last,per_sm=8": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 8},
+    "last,per_sm=16": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 16},
+    "last,cols=512B": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.COLS_BYTES": 512},
+    "arg_tile=1": {"tiles.ARG_TILE_MAX": 1},
+    "arg_tile=2": {"tiles.ARG_TILE_MAX": 2},
+    "arg_tile=2,thread=64B": {"tiles.ARG_TILE_MAX": 2, "tiles.THREAD_BYTES": 64},
+    "arg_tile=2,one_step": {"tiles.ARG_TILE_MAX": 2, "tiles.HALF_STEPS": False},
+    "arg_tile=2,per_sm=16": {"tiles.ARG_TILE_MAX": 2, "tiles.PROGRAMS_PER_SM": 16},
+    "arg_tile=2,cols=512B": {"tiles.ARG_TILE_MAX": 2, "tiles.COLS_BYTES": 512},
+    "arg_tile=2,last": {"tiles.ARG_TILE_MAX": 2, "tiles.LAST_PROGRAM_COMBINES": True},
+    "arg_tile=2,last,per_sm=16": {"tiles.ARG_TILE_MAX": 2, "tiles.LAST_PROGRAM_COMBINES": True,
+                                  "tiles.PROGRAMS_PER_SM": 16},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -60,11 +76,22 @@ SETTINGS = {
 }
 _MODULES = {"tiles": tiles, "nll": nll_loss}
 
-# What each kind of case tries besides the defaults (at most 7, so 8 settings a case).
-LAST_DIM = ("stages=2", "stages=4", "step=8K", "step=32K", "thread=32B", "thread=64B")
-DIM0 = ("stages=4", "cols=512B", "cols=1024B", "per_sm=3", "per_sm=4", "per_sm=8", "step=32K")
+# What each kind of case tries besides the defaults. Last dim: loads in flight per SM (stages, bytes a
+# thread, one 16 KB step per program instead of two halves), and a split of few long rows over several
+# programs (per_sm=8: (512, 131072) in 3 parts, per_sm=16: in 4), combined by a second launch or by the
+# last program of each row ("last"). Dim 0: segment width, and how many programs the split of the rows
+# gives ((8192, 8192): 5 parts by default, 9 with per_sm=4, 16 with per_sm=8, 32 with per_sm=16), with
+# either combine. Arg-reductions: the tile's extremum first (tiles.ARG_TILE_MAX), against the per-lane
+# positions and their tile sizes.
+LAST_DIM = ("stages=4", "thread=64B", "step=32K", "one_step", "one_step,stages=1", "one_step,thread=64B",
+            "per_sm=16", "last,per_sm=8", "last,per_sm=16")
+DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=512B", "cols=1024B", "per_sm=8", "per_sm=16", "last",
+        "last,per_sm=4", "last,per_sm=8", "last,per_sm=16", "last,cols=512B")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B")
-ARG = ("stages=4", "arg_thread=8", "arg_thread=32", "arg_step=8K", "arg_step=8K,thread=32")
+ARG = ("arg_tile=1", "arg_tile=2", "arg_tile=2,thread=64B", "arg_tile=2,one_step", "arg_tile=2,per_sm=16",
+       "arg_tile=2,last,per_sm=16", "stages=4", "arg_step=8K,thread=32")
+ARG_DIM0 = ("arg_tile=1", "arg_tile=2", "arg_tile=2,per_sm=16", "arg_tile=2,cols=512B", "arg_tile=2,last", "last",
+            "stages=4", "arg_step=8K,thread=32", "cols=512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -89,27 +116,28 @@ def _cases(smoke: bool, every_op: bool) -> list[Case]:
     square, wide = ((64, 256), (16, 2048)) if smoke else ((8192, 8192), (512, 131072))
     nll_shape = (3000, 20) if smoke else (8192, 32000)
     plain = [("sum_last", lambda x: x.sum(-1), LAST_DIM, "close"),
+             ("mean_last", lambda x: x.mean(-1), LAST_DIM, "close"),
              ("amax_last", lambda x: x.amax(-1), LAST_DIM, "equal"),
              ("sum_dim0", lambda x: x.sum(0), DIM0, "close"),
+             ("mean_dim0", lambda x: x.mean(0), DIM0, "close"),
              ("amax_dim0", lambda x: x.amax(0), DIM0, "equal"),
              ("argmax_last", lambda x: x.argmax(-1), ARG, "argmax1"),
-             ("argmax_dim0", lambda x: x.argmax(0), ARG + ("cols=512B",), "argmax0")]
+             ("argmax_dim0", lambda x: x.argmax(0), ARG_DIM0, "argmax0")]
     if every_op:
-        plain += [("mean_last", lambda x: x.mean(-1), LAST_DIM, "close"),
-                  ("amin_last", lambda x: x.amin(-1), LAST_DIM, "equal"),
-                  ("nansum_last", lambda x: x.nansum(-1), LAST_DIM, "close"),
-                  ("mean_dim0", lambda x: x.mean(0), DIM0, "close")]
+        plain += [("amin_last", lambda x: x.amin(-1), LAST_DIM, "equal"),
+                  ("nansum_last", lambda x: x.nansum(-1), LAST_DIM, "close")]
     cases = [Case(op, BF16, shape, settings, fn, check) for shape in (square, wide)
              for op, fn, settings, check in plain]
-    cases += [Case("sum_all", BF16, square, EVERYTHING, torch.sum),
-              Case("max_all", BF16, wide, EVERYTHING, torch.max, "equal")]
-    if every_op:
-        cases += [Case("sum_all", BF16, wide, EVERYTHING, torch.sum),
-                  Case("max_all", BF16, square, EVERYTHING, torch.max, "equal")]
     # float32 controls: a default that helps bf16 must not hurt them.
     cases += [Case("sum_last", FP32, square, LAST_DIM, lambda x: x.sum(-1)),
               Case("sum_dim0", FP32, square, DIM0, lambda x: x.sum(0)),
-              Case("nll_loss", FP32, nll_shape, NLL, F.nll_loss)]
+              Case("argmax_last", FP32, square, ARG, lambda x: x.argmax(-1), "argmax1")]
+    if every_op:
+        cases += [Case("sum_all", BF16, square, EVERYTHING, torch.sum),
+                  Case("max_all", BF16, wide, EVERYTHING, torch.max, "equal"),
+                  Case("sum_all", BF16, wide, EVERYTHING, torch.sum),
+                  Case("max_all", BF16, square, EVERYTHING, torch.max, "equal"),
+                  Case("nll_loss", FP32, nll_shape, NLL, F.nll_loss)]
     return cases
 
 
@@ -193,6 +221,21 @@ def _host_us(fn, calls: int = 300) -> float:
     return (time.perf_counter() - start) * 1e6 / calls
 
 
+def copy_ceiling() -> tuple[float, float]:
+    """(GB/s of a 1 GiB device-to-device copy, GB/s of a 128 MiB one), bytes read + written, timed as
+    the cases are. The first is the ceiling rates are quoted against; the second shows what a copy of
+    the cases' size reaches."""
+    if not ON_GPU:
+        return COPY_CEILING_GBPS, COPY_CEILING_GBPS
+
+    def rate(size: int) -> float:  # ``size`` bytes read, as many written
+        src = torch.ones(size, dtype=torch.uint8, device=flag_gems.device)
+        dst = torch.empty_like(src)
+        return 2 * size / (_kernel_us(lambda: dst.copy_(src)) * 1e3)
+
+    return rate(2**29), rate(2**27)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Compiling ahead, in parallel: each worker runs one (case, setting) once on inputs of the right shape.
 
@@ -238,7 +281,7 @@ class Row:
     note: str = ""
 
 
-def _time_case(case: Case, deadline: float) -> list[Row]:
+def _time_case(case: Case, deadline: float, ceiling: float) -> list[Row]:
     args = _inputs(case)
     ref = case.fn(*args)
 
@@ -262,12 +305,12 @@ def _time_case(case: Case, deadline: float) -> list[Row]:
         if problem:
             rows.append(Row(case, setting, None, None, None, f"WRONG: {problem}"))
             continue
-        rows.append(Row(case, setting, us, moved / (us * 1e3) / COPY_CEILING_GBPS, None))
+        rows.append(Row(case, setting, us, moved / (us * 1e3) / ceiling, None))
     aten_us = min(aten_us, _kernel_us(call))
     for row in rows:
         if row.us is not None:
             row.speedup = aten_us / row.us
-    head = Row(case, "ATen", aten_us, moved / (aten_us * 1e3) / COPY_CEILING_GBPS, 1.0)
+    head = Row(case, "ATen", aten_us, moved / (aten_us * 1e3) / ceiling, 1.0)
     if case.op == "nll_loss" and ON_GPU:
         host = _host_us(call)
         with _gems():
@@ -276,59 +319,110 @@ def _time_case(case: Case, deadline: float) -> list[Row]:
 
 
 def _print(rows: list[Row]) -> None:
-    print(f"{'case':<28} {'setting':<22} {'us':>8} {'%copy':>6} {'vs ATen':>8}")
+    print(f"{'case':<28} {'setting':<26} {'us':>8} {'%copy':>6} {'vs ATen':>8}")
     last = None
     for row in rows:
         name = row.case.name if row.case is not last else ""
         last = row.case
         numbers = (f"{row.us:8.1f} {100 * row.rate:5.0f}% {row.speedup:7.2f}x" if row.us is not None
                    else f"{'-':>8} {'-':>6} {'-':>8}")
-        print(f"{name:<28} {row.setting:<22} {numbers}  {row.note}".rstrip())
+        print(f"{name:<28} {row.setting:<26} {numbers}  {row.note}".rstrip())
+
+
+#: The targets of a memory-bound reduction: this share of the copy ceiling, and never slower than ATen.
+TARGET_RATE, TARGET_SPEEDUP = 0.85, 1.0
+
+
+def _knobs(setting: str) -> str:
+    """How to make ``setting`` the default: the knob assignments it stands for."""
+    knobs = SETTINGS[setting]
+    if not knobs:
+        return "(the defaults)"
+    names = {"tiles": "gems_reduction/tiles.py", "nll": "gems_reduction/nll_loss.py"}
+    return ", ".join(f"{names[k.split('.')[0]]}: {k.split('.')[1]} = {v!r}" for k, v in knobs.items())
+
+
+def _group(case: Case) -> str:
+    """The cases one default serves together: a winner is picked per group."""
+    if case.dtype != BF16:
+        return "float32 controls"
+    if case.op.startswith("argmax"):
+        return "bf16 argmax"
+    if case.op.endswith("_last"):
+        return "bf16 last dim"
+    if case.op.endswith("_dim0"):
+        return "bf16 dim 0"
+    return "bf16 " + case.op
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
 
 
 def _summary(rows: list[Row]) -> None:
-    print("\nbest setting per case (default's time in brackets):")
+    """The best setting of each case, then each group's winner: the setting whose geometric-mean
+    speedup over the default is highest among those that gave right results on every case of the
+    group (the float32 controls say whether it hurts float32)."""
+    print(f"\nbest setting per case (target: {100 * TARGET_RATE:.0f}% of copy and {TARGET_SPEEDUP:.2f}x ATen):")
     by_case: dict[Case, list[Row]] = {}
     for row in rows:
         if row.setting != "ATen" and row.us is not None:
             by_case.setdefault(row.case, []).append(row)
     ratios: dict[str, list[float]] = {}
+    groups: dict[str, dict[str, list[float]]] = {}
+    group_size: dict[str, int] = {}
     for case, found in by_case.items():
         best = min(found, key=lambda r: r.us)
         default = next((r for r in found if r.setting == "default"), None)
-        base = f" [{default.us:.1f} us]" if default else ""
-        print(f"  {case.name:<28} {best.setting:<22} {best.us:7.1f} us {100 * best.rate:4.0f}% "
-              f"{best.speedup:5.2f}x{base}")
+        met = "meets target" if best.rate >= TARGET_RATE and best.speedup >= TARGET_SPEEDUP else "below target"
+        base = f"default {default.us:.1f} us {100 * default.rate:.0f}%" if default else "default failed"
+        print(f"  {case.name:<28} {best.setting:<26} {best.us:7.1f} us {100 * best.rate:4.0f}% "
+              f"{best.speedup:5.2f}x  [{base}]  {met}")
+        if default is None:
+            continue
+        group = _group(case)
+        group_size[group] = group_size.get(group, 0) + 1
         for r in found:
-            if default:
-                ratios.setdefault(r.setting, []).append(default.us / r.us)
+            ratios.setdefault(r.setting, []).append(default.us / r.us)
+            groups.setdefault(group, {}).setdefault(r.setting, []).append(default.us / r.us)
     print("\nspeedup of each setting over the default (geometric mean over the cases that ran it):")
     for setting, values in ratios.items():
         if setting != "default":
-            mean = math.exp(sum(map(math.log, values)) / len(values))
-            print(f"  {setting:<22} {mean:5.3f}x over {len(values)} cases")
+            print(f"  {setting:<26} {_geomean(values):5.3f}x over {len(values)} cases")
+    print("\nwinner per group (right on every case of the group; to apply, set the knobs named):")
+    for group, settings in groups.items():
+        complete = {s: v for s, v in settings.items() if len(v) == group_size[group]}
+        winner = max(complete, key=lambda s: _geomean(complete[s]))
+        mean = _geomean(complete[winner])
+        print(f"  {group:<18} {winner:<26} {mean:5.3f}x over the default, {len(complete[winner])} cases: "
+              f"{_knobs(winner)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; checks results, times mean nothing")
-    parser.add_argument("--all", action="store_true", help="also mean, amin, nansum and more shapes")
+    parser.add_argument("--all", action="store_true",
+                        help="also amin, nansum, whole-tensor reductions and nll_loss")
     parser.add_argument("--cases", nargs="*", default=(), help="only cases whose name contains one of these")
-    parser.add_argument("--budget", type=float, default=95.0, help="seconds after which candidates are skipped")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds after which candidates are skipped")
     parser.add_argument("--jobs", type=int, default=min(16, os.cpu_count() or 1),
                         help="processes compiling ahead (0: compile while timing)")
     options = parser.parse_args()
     started = time.monotonic()
-    cases = _cases(options.smoke, options.all)
+    every_op = options.all or options.smoke  # the smoke run checks every case
+    cases = _cases(options.smoke, every_op)
     indices = [i for i, c in enumerate(cases) if not options.cases or any(s in c.name for s in options.cases)]
     if options.smoke:
         tiles.INTERPRETER_TILES = False  # the GPU's tiles, where the knobs act
     if ON_GPU and options.jobs > 0:
-        _compile_ahead(cases, options.smoke, options.all, options.jobs, indices, 0.6 * options.budget)
+        _compile_ahead(cases, options.smoke, every_op, options.jobs, indices, 0.6 * options.budget)
         print(f"compiled ahead in {time.monotonic() - started:.0f} s")
+    ceiling, same_size = copy_ceiling()
+    print(f"copy ceiling (1 GiB copy, read + write): {ceiling:.0f} GB/s; a 128 MiB copy: {same_size:.0f} GB/s "
+          f"({100 * same_size / ceiling:.0f}%)")
     rows: list[Row] = []
     for i in indices:
-        rows += _time_case(cases[i], started + options.budget)
+        rows += _time_case(cases[i], started + options.budget, ceiling)
     _print(rows)
     _summary(rows)
     wrong = [r for r in rows if r.note.startswith("WRONG")]

@@ -11,8 +11,13 @@ second result) per output:
   style reductions, without any transposing copy.
 
 Both may split the reduced range over several programs (``chunk``), writing partial results that a
-second launch of the same skeleton combines: two passes, no atomics, deterministic. Both pipeline
-their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
+second launch of the same skeleton combines: two passes, no atomics, deterministic. Values-only and
+arg-reductions may instead have the program of each output tile that finishes last combine them in
+split order (``tiles.LAST_PROGRAM_COMBINES``: one launch, a ticket counter per tile, still
+deterministic).
+Both pipeline their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
+Arg-reductions keep a position per lane, or fold each step's extremum and then its first position
+(``tiles.ARG_TILE_MAX``).
 
 What an op does is three compile-time codes: ``PRE`` (elementwise transform of each element), ``OP``
 (how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only. Three
@@ -156,11 +161,48 @@ def _accumulate(acc, acc_i, acc_n, v, second, count, mask, inv, OP: tl.constexpr
 
 
 @triton.jit
+def _accumulate_tile(acc, acc_i, v, pos, mask, AXIS: tl.constexpr, OP: tl.constexpr, TILE: tl.constexpr):
+    """Fold a tile into one (value, position) per output (``acc``, ``acc_i``: size 1 along ``AXIS``): the
+    tile's extremum first, NaN if it holds one; then, where it beats the running value (TILE == 2: only
+    in steps where it does somewhere), the first position holding it. Steps come in increasing position
+    order, so only a strictly better value moves the position, and ties keep the first."""
+    v = tl.where(mask, v, acc)  # masked elements hold the running value: they never beat it
+    if OP == MAX:
+        best = tl.max(v, AXIS, keep_dims=True)
+        better = best > acc
+    else:
+        best = tl.min(v, AXIS, keep_dims=True)
+        better = best < acc
+    if v.dtype.is_floating():
+        has_nan = tl.max((v != v).to(tl.int32), AXIS, keep_dims=True) > 0
+        best = tl.where(has_nan, float("nan"), best)
+        better = (better & (best == best)) | (has_nan & (acc == acc))
+    if TILE == 2:
+        if tl.max(better.to(tl.int32)) > 0:
+            acc, acc_i = _take_first(acc, acc_i, v, pos, mask, best, better, AXIS)
+    else:
+        acc, acc_i = _take_first(acc, acc_i, v, pos, mask, best, better, AXIS)
+    return acc, acc_i
+
+
+@triton.jit
+def _take_first(acc, acc_i, v, pos, mask, best, better, AXIS: tl.constexpr):
+    """``best`` and the first of ``pos`` holding it, where ``better``; ``acc``/``acc_i`` elsewhere."""
+    hit = mask & ((v == best) | ((v != v) & (best != best)))
+    if pos.dtype == tl.int32:
+        first = tl.min(tl.where(hit, pos, 2**31 - 1), AXIS, keep_dims=True)
+    else:
+        first = tl.min(tl.where(hit, pos, 2**62), AXIS, keep_dims=True)
+    return tl.where(better, best, acc), tl.where(better, first, acc_i)
+
+
+@triton.jit
 def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr,
-                 INIT: tl.constexpr):
+                 INIT: tl.constexpr, TILE: tl.constexpr):
     """(second accumulator, lane counts) at the start: the running max of MINMAX; M2 and counts of
     MOMENTS; each lane's first position for arg-reductions (so that a lane whose elements all equal
-    the initial value reports its first one), or "none yet" for partial results; else dummies."""
+    the initial value reports its first one; with TILE, one lane per output starting at ``start``), or
+    "none yet" for partial results; else dummies."""
     acc_n = tl.zeros([1, 1], acc.dtype)
     if OP == MINMAX:
         if acc.dtype.is_floating():
@@ -172,6 +214,8 @@ def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX
         acc_n = tl.zeros(acc.shape, acc.dtype)
     elif INDEX == 2:
         acc_i = tl.zeros(acc.shape, tl.int64) + 2**62
+    elif INDEX == 1 and TILE:
+        acc_i = tl.zeros(acc.shape, lane_r.dtype) + start
     elif INDEX == 1:
         acc_i = tl.zeros(acc.shape, lane_r.dtype) + tl.expand_dims(start + lane_r, 1 - AXIS)
     else:
@@ -182,14 +226,17 @@ def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX
 @triton.jit
 def _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, offs, plane, mask, pos, steps, shift, p,
           OP: tl.constexpr, PRE: tl.constexpr, INDEX: tl.constexpr, CAST: tl.constexpr, ACC: tl.constexpr,
-          DIFF: tl.constexpr):
+          DIFF: tl.constexpr, AXIS: tl.constexpr, TILE: tl.constexpr):
     """Load the elements at ``offs`` and fold them into the accumulators. ``pos``: their positions;
     ``steps``: how many steps came before (MOMENTS); ``plane``: the distance from a partial mean to
-    its count (MOMENTS partials)."""
+    its count (MOMENTS partials); ``TILE``: arg-reductions fold the tile's extremum (``tiles.ARG_TILE_MAX``)."""
     x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST)
     if DIFF:
         x = x.to(ACC) - convert(tl.load(y_ptr + offs, mask=mask, other=0), CAST).to(ACC)
     v = _transform(x, shift, p, PRE, ACC)
+    if TILE:
+        acc, acc_i = _accumulate_tile(acc, acc_i, v, pos, mask, AXIS, OP, TILE)
+        return acc, acc_i, acc_n
     second = pos
     count = acc_n
     inv = 0.0
@@ -288,6 +335,53 @@ def _epilogue(acc, acc_i, acc_n, lane_r, length, shift, p, d, out_ptr, idx_out_p
 
 
 @triton.jit
+def _combine_last(part_ptr, part_i_ptr, count_ptr, final_ptr, final_i_ptr, ticket_at, offs, mask, part_stride,
+                  shift, p, d, OP: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr):
+    """After a program of a split has stored its partial results (``part_ptr``, one plane of
+    ``part_stride`` per split; positions at ``part_i_ptr`` when INDEX), it draws a ticket for its
+    outputs; the program that draws the last one combines every split's partials in split order
+    (deterministic whichever program finishes last), applies ``POST``, stores the results and sets the
+    counter back to zero for the next launch. Positions: splits come in position order and each holds
+    the first position of its extremum, so only a strictly better value (or a first NaN) moves it."""
+    # The barrier orders every thread's stores before the ticket, whose release publishes them to the
+    # program that draws the last ticket (its acquire makes them visible there).
+    tl.debug_barrier()
+    ticket = tl.atomic_add(count_ptr + ticket_at, 1, sem="acq_rel", scope="gpu")
+    parts = tl.num_programs(1)
+    if ticket == parts - 1:
+        # Plain loads, .cg: straight from L2, where the other programs' partials are.
+        acc = tl.load(part_ptr + offs, mask=mask, other=0, cache_modifier=".cg")
+        acc_i = acc
+        if INDEX:
+            acc_i = tl.load(part_i_ptr + offs, mask=mask, other=0, cache_modifier=".cg")
+        for s in tl.range(1, parts, num_stages=1):
+            v = tl.load(part_ptr + s * part_stride + offs, mask=mask, other=0, cache_modifier=".cg")
+            if INDEX:
+                if OP == MAX:
+                    better = v > acc
+                else:
+                    better = v < acc
+                if v.dtype.is_floating():
+                    better = better | ((v != v) & (acc == acc))
+                i = tl.load(part_i_ptr + s * part_stride + offs, mask=mask, other=0, cache_modifier=".cg")
+                acc = tl.where(better, v, acc)
+                acc_i = tl.where(better, i, acc_i)
+            elif OP == SUM:
+                acc = acc + v
+            elif OP == PROD:
+                acc = acc * v
+            elif OP == MAX:
+                acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+            else:
+                acc = tl.minimum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+        value = _finalize(acc, shift, p, d, POST)
+        tl.store(final_ptr + offs, convert(value, final_ptr.dtype.element_ty), mask=mask)
+        if INDEX:
+            tl.store(final_i_ptr + offs, acc_i.to(final_i_ptr.dtype.element_ty), mask=mask)
+        tl.store(count_ptr + ticket_at, 0)
+
+
+@triton.jit
 def _load_shift(ptrs, mask, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.constexpr):
     shift = tl.load(ptrs, mask=mask, other=0).to(ACC)
     if PRE == EXP_SHIFTED or POST == LOG_SHIFTED:
@@ -298,14 +392,16 @@ def _load_shift(ptrs, mask, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.const
 
 @triton.jit
 def _reduce_rows_kernel(
-    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
+    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr,
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, LAST: tl.constexpr,
+    FINAL_POST: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows = output positions (k1, k2); the reduced index r is (r1, r2) when TWO_R. With DIFF the
-    elements are x - y (y laid out like x)."""
+    elements are x - y (y laid out like x). With LAST, the partial results of a split are combined by
+    the program that finishes last (``_combine_last``) into ``final_ptr``."""
     rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     split = tl.program_id(1)
     if INT64:
@@ -321,8 +417,11 @@ def _reduce_rows_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT)
+    if TILE:
+        acc = tl.full([BLOCK_K, 1], INIT, ACC)
+    else:
+        acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
+    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT, TILE)
     for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = row_mask[:, None] & (r < end)[None, :]
@@ -332,18 +431,22 @@ def _reduce_rows_kernel(
             r_off = r * s_r1
         acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[:, None] + r_off[None, :],
                                   R * s_r1, mask, r[None, :], (r0 - start) // BLOCK_R, shift[:, None], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF)
+                                  OP, PRE, INDEX, CAST, ACC, DIFF, 1, TILE)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
               row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
+    if LAST:
+        _combine_last(out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr, tl.program_id(0), rows, row_mask,
+                      part_stride, shift, p, d, OP, FINAL_POST, INDEX)
 
 
 @triton.jit
 def _reduce_cols_kernel(
-    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
+    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr,
     M, N, R, chunk, part_stride, s_m, s_n, s_r, o_m, o_n, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """A program owns BLOCK_N outputs along the kept group n (for one m) and walks r."""
     pid = tl.program_id(0)
@@ -366,16 +469,22 @@ def _reduce_cols_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT)
+    if TILE:
+        acc = tl.full([1, BLOCK_N], INIT, ACC)
+    else:
+        acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
+    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT, TILE)
     for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = (r < end)[:, None] & n_mask[None, :]
         acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[None, :] + r[:, None] * s_r,
                                   R * s_r, mask, r[:, None], (r0 - start) // BLOCK_R, shift[None, :], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF)
+                                  OP, PRE, INDEX, CAST, ACC, DIFF, 0, TILE)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
               split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
+    if LAST:
+        _combine_last(out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr, pid, out_offs, n_mask, part_stride,
+                      shift, p, d, OP, FINAL_POST, INDEX)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -462,13 +571,16 @@ def _start(kind: Kind, acc: torch.dtype):
 class _Plan:
     """A ready launch for one signature: the launch (kernel with constexprs, grid, integer and float
     arguments), the kind it runs, the output shape and dtypes, and the second pass when the reduced
-    range is split. Every tensor's dtype is fixed by the signature (see ``lay.Launch``)."""
+    range is split (or ``last``: the split's partial results are combined by the program that finishes
+    last, in the same launch). Every tensor's dtype is fixed by the signature (see ``lay.Launch``)."""
 
     __slots__ = ("launch", "kind", "kept", "acc", "copy_perm", "second", "out_shape", "out_dtype", "index_dtype",
-                 "direct", "spare")
+                 "direct", "spare", "last", "scratch")
 
-    def __init__(self, launch, kind, kept, acc, copy_perm, second, out_shape, out_dtype, index_dtype):
+    def __init__(self, launch, kind, kept, acc, copy_perm, second, out_shape, out_dtype, index_dtype, last=False):
         self.launch = launch
+        self.last = last
+        self.scratch: dict = {}  # per (device, stream), for ``last``: the partial results and the counters
         self.kind = kind
         self.kept = kept
         self.acc = acc
@@ -478,7 +590,7 @@ class _Plan:
         self.out_dtype = out_dtype
         self.index_dtype = index_dtype  # of the second results the caller gets (None: none)
         # One launch straight from the input into the outputs.
-        self.direct = launch is not None and copy_perm is None and second is None
+        self.direct = launch is not None and copy_perm is None and second is None and not last
         self.spare: dict = {}  # per device: the values of calls that want the second results only
 
     @property
@@ -494,7 +606,7 @@ class _Plan:
         indices = x.new_empty(self.out_shape, dtype=self.index_dtype) if self.index_dtype is not None else None
         if self.direct:
             dest_i = values if indices is None else indices
-            self.launch([x, x, x, x, values, dest_i], x.data_ptr())
+            self.launch([x, x, x, x, values, dest_i, x, x, x], x.data_ptr())
         elif self.launch is not None:
             _launch(self, x, None, values, indices, None, None)
         return values, indices
@@ -504,9 +616,24 @@ class _Plan:
         if not self.direct:
             return self(x)[1]
         indices = x.new_empty(self.out_shape, dtype=self.index_dtype)
-        self.launch([x, x, x, x, lay.spare(self.spare, x.device, self.out_shape, self.out_dtype), indices],
-                    x.data_ptr())
+        self.launch([x, x, x, x, lay.spare(self.spare, x.device, self.out_shape, self.out_dtype), indices, x, x,
+                     x], x.data_ptr())
         return indices
+
+    def partials_and_counters(self, x: torch.Tensor) -> tuple:
+        """The scratch of a ``last`` plan on ``x``'s device and current stream (launches on one stream
+        never overlap): a plane of partial results per split, one of positions (arg-reductions; else
+        None), and a counter per program of a split, which starts at zero and every launch leaves there."""
+        index = x.get_device()
+        key = (index, 0 if device.interpreter else torch._C._cuda_getCurrentRawStream(index))
+        found = self.scratch.get(key)
+        if found is None:
+            programs, splits = self.launch.grid
+            found = self.scratch[key] = (
+                torch.empty((splits, self.kept), dtype=self.acc, device=x.device),
+                torch.empty((splits, self.kept), dtype=torch.int64, device=x.device) if self.kind.index else None,
+                torch.zeros(programs, dtype=torch.int32, device=x.device))
+        return found
 
 
 _plans: dict[tuple, _Plan] = {}
@@ -526,8 +653,10 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if kept_n == 0:
         return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
-    step = tiles.step_elements(itemsize, arg)
-    per_thread = tiles.thread_elements(itemsize, arg)
+    # Arg-reductions fold each step's extremum (one position per output) or keep a position per lane.
+    tile = tiles.ARG_TILE_MAX if arg and kind.index == 1 else 0
+    step = tiles.step_elements(itemsize, arg and not tile)
+    per_thread = tiles.thread_elements(itemsize, arg and not tile)
     groups = list(lo.kept[: lo.num_kept])
     inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
     if lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1:
@@ -548,16 +677,19 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         blocks = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
         ints = [kept_n, k2, length, r2, chunk, kept_n, sk1, sk2, sr1, sr2]
     first = kind.partial() if splits > 1 else kind
+    # Values-only and arg combines of a split may be finished by the last program of each output tile.
+    last = (splits > 1 and tiles.LAST_PROGRAM_COMBINES and (kind.index == 0 or arg)
+            and kind.op in (SUM.value, PROD.value, MAX.value, MIN.value))
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
                       ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, STAGES=tiles.STAGES, **blocks)
+                      INT64=lo.int64, STAGES=tiles.STAGES, TILE=tile, LAST=last, FINAL_POST=kind.post, **blocks)
     second = None
-    if splits > 1:
+    if splits > 1 and not last:
         # The partial results are few: one pass over them, never split again.
         second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted,
                       may_split=False, p=p, d=d)
     launch = lay.Launch(shared_launcher(kernel, constexprs, num_warps=warps), (programs, splits), [*ints, p, d])
-    return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype)
+    return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype, last)
 
 
 def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=False, keepdim=False,
@@ -599,13 +731,17 @@ def _launch(pl: _Plan, x, y, values, indices, idx_in, shift) -> None:
         x = x.permute(pl.copy_perm).contiguous()
         y = y.permute(pl.copy_perm).contiguous() if y is not None else None
     dest, dest_i = values, indices
-    if pl.second is not None:
+    counters = final = final_i = x
+    if pl.last:
+        dest, dest_i, counters = pl.partials_and_counters(x)
+        final, final_i = values, (values if indices is None else indices)
+    elif pl.second is not None:
         dest, dest_i = _partials(pl, x)
     elif pl.kind.index and indices is None:
         # A second result nobody asked for (the mean of a split var): somewhere to write it.
         dest_i = torch.empty(pl.kept, dtype=values.dtype, device=x.device)
     tensors = [x, x if y is None else y, x if idx_in is None else idx_in, x if shift is None else shift, dest,
-               dest if dest_i is None else dest_i]
+               dest if dest_i is None else dest_i, counters, final, final_i]
     ptr = x.data_ptr() | (0 if y is None else y.data_ptr()) | (0 if shift is None else shift.data_ptr())
     pl.launch(tensors, ptr | values.data_ptr() | (0 if indices is None else indices.data_ptr()))
     if pl.second is not None:

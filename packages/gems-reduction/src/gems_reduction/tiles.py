@@ -28,6 +28,16 @@ THREAD_BYTES = 128
 ARG_STEP_ELEMENTS = 4096
 ARG_THREAD_ELEMENTS = 16
 
+#: How arg-reductions (argmax, argmin, max/min along a dim) keep positions while they read:
+#: 0: a position per lane next to its value, updated element by element (``ARG_*`` tile sizes).
+#: 1: per loop step, the tile's extremum first (one lane-crossing max), then the first position that
+#: holds it; one value and one position per output, so the step takes the plain tiles
+#: (``STEP_BYTES``/``THREAD_BYTES``) and each element costs about what it costs amax.
+#: 2: as 1, but the position is looked for only in steps whose extremum beats the running one (after the
+#: first steps, rarely on random data).
+#: All keep ATen's rules: the first position of the extremum, NaN beating every number.
+ARG_TILE_MAX = 0
+
 #: Bytes of the row segment each program of the cols kernel (dim-0 style reductions) owns: 256, so
 #: that each row of a step is two whole 128-byte lines.
 COLS_BYTES = 256
@@ -39,6 +49,17 @@ COLS_BYTES = 256
 #: dim-0 reduction). 1 turns it off; the interpreter ignores it.
 STAGES = 1 if device.interpreter else 3
 
+#: A reduced range that one loop step would cover is read as two half steps, so that the pipelined loop
+#: has the second half's loads in flight while it combines the first. False reads it in one step: twice
+#: as many programs, each one load deep, which keeps as many loads in flight through occupancy instead.
+HALF_STEPS = True
+
+#: How a split reduction combines its partial results: False: a second launch of the skeleton over them;
+#: True: in the same launch, the program of each output tile that finishes last (a ticket counter per
+#: tile; the partials are combined in split order, so the result does not depend on which program is last).
+#: Values-only reductions (sum, mean, amax, ...) and arg-reductions; aminmax and var take two launches.
+LAST_PROGRAM_COMBINES = False
+
 #: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
 #: per SM has its reduced range split (with two steps in flight per program, two programs per SM
 #: already keep the memory busy, and a split costs a second launch). Short rows are packed into
@@ -49,13 +70,13 @@ PROGRAMS_PER_SM = 2
 
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
-    return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES, STAGES,
-            PROGRAMS_PER_SM)
+    return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, ARG_TILE_MAX,
+            COLS_BYTES, STAGES, HALF_STEPS, LAST_PROGRAM_COMBINES, PROGRAMS_PER_SM)
 
 
 def thread_elements(itemsize: int, arg: bool) -> int:
     """Elements each thread takes per loop step (``THREAD_BYTES`` of input, or
-    ``ARG_THREAD_ELEMENTS`` for arg-reductions)."""
+    ``ARG_THREAD_ELEMENTS`` when ``arg``: a position is kept per lane)."""
     return ARG_THREAD_ELEMENTS if arg else max(1, THREAD_BYTES // itemsize)
 
 
@@ -65,7 +86,8 @@ def warps_for(elements: int, per_thread: int) -> int:
 
 
 def step_elements(itemsize: int, arg: bool) -> int:
-    """Elements each program loads per loop step (``STEP_BYTES`` of input, or ``ARG_STEP_ELEMENTS``)."""
+    """Elements each program loads per loop step (``STEP_BYTES`` of input, or ``ARG_STEP_ELEMENTS`` when
+    ``arg``: a position is kept per lane)."""
     if INTERPRETER_TILES:
         return 16384  # few, large programs
     return ARG_STEP_ELEMENTS if arg else max(1, STEP_BYTES // itemsize)
@@ -73,10 +95,11 @@ def step_elements(itemsize: int, arg: bool) -> int:
 
 def reduced_block(length: int, most: int, least: int) -> int:
     """How much of the reduced range a loop step takes: at most ``most``. On the GPU a range that one
-    step would cover takes two half steps (unless they would be shorter than ``least``), so that the
-    pipelined loop has the next step's loads in flight while it combines the current one."""
+    step would cover takes two half steps (unless they would be shorter than ``least``, or
+    ``HALF_STEPS`` is off), so that the pipelined loop has the next step's loads in flight while it
+    combines the current one."""
     block = min(triton.next_power_of_2(max(length, 1)), most)
-    if not INTERPRETER_TILES and block >= length and block >= 2 * least:
+    if HALF_STEPS and not INTERPRETER_TILES and block >= length and block >= 2 * least:
         block //= 2
     return block
 
