@@ -49,7 +49,13 @@ def _readable(x: torch.Tensor) -> torch.Tensor:
 
 
 def _every_value(dtype: torch.dtype) -> torch.Tensor:
-    """Every bit pattern of a half type; for float32 a sample of every magnitude, and the edges."""
+    """Every bit pattern of a half type; for float32 a sample of every magnitude, and the edges (built on
+    the CPU, with a CPU generator, whatever the default device)."""
+    with torch.device("cpu"):
+        return _every_value_on_cpu(dtype)
+
+
+def _every_value_on_cpu(dtype: torch.dtype) -> torch.Tensor:
     edges = torch.tensor(EDGES, dtype=torch.float64).to(dtype)
     if dtype in (F16, BF16):
         return _readable(torch.cat([torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype),
@@ -106,9 +112,9 @@ def test_unary_ulps(name, dtype):
 def test_atan2_ulps(dtype):
     values = _every_value(dtype)
     g = torch.Generator().manual_seed(1)
-    y = values[torch.randperm(len(values), generator=g)]
-    x = values[torch.randperm(len(values), generator=g)]
-    edges = _readable(torch.tensor(EDGES, dtype=torch.float64).to(dtype))
+    y = values[torch.randperm(len(values), generator=g, device="cpu")]
+    x = values[torch.randperm(len(values), generator=g, device="cpu")]
+    edges = _readable(torch.tensor(EDGES, dtype=torch.float64, device="cpu").to(dtype))
     y = torch.cat([y, edges.repeat_interleave(len(edges)), edges]).to(DEVICE)
     x = torch.cat([x, edges.repeat(len(edges)), edges]).to(DEVICE)  # with atan2(v, v)
     with served("atan2"):
@@ -151,7 +157,7 @@ def test_half_formulas_in_float32():
     from gems_pointwise import activation, binary, unary
 
     values = _every_value(F32)
-    y = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(2))]
+    y = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(2), device="cpu")]
     kernels = {"sinh": (unary.sinh_half_kernel, torch.sinh, (values,)),
                "atan": (unary.atan_half_kernel, torch.atan, (values,)),
                "gelu": (activation.gelu_half_kernel, torch.nn.functional.gelu, (values,)),
