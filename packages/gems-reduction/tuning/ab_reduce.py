@@ -46,29 +46,19 @@ SETTINGS = {
     "step=32K": {"tiles.STEP_BYTES": 32768},
     "thread=64B": {"tiles.THREAD_BYTES": 64},
     "cols=128B": {"tiles.COLS_BYTES": 128},
+    "cols=256B": {"tiles.COLS_BYTES": 256},
     "cols=512B": {"tiles.COLS_BYTES": 512},
-    "cols=1024B": {"tiles.COLS_BYTES": 1024},
     "per_sm=4": {"tiles.PROGRAMS_PER_SM": 4},
     "per_sm=8": {"tiles.PROGRAMS_PER_SM": 8},
     "arg_step=8K,thread=32": {"tiles.ARG_STEP_ELEMENTS": 8192, "tiles.ARG_THREAD_ELEMENTS": 32},
     "per_sm=16": {"tiles.PROGRAMS_PER_SM": 16},
-    "one_step": {"tiles.HALF_STEPS": False},
-    "one_step,stages=1": {"tiles.HALF_STEPS": False, "tiles.STAGES": 1},
-    "one_step,thread=64B": {"tiles.HALF_STEPS": False, "tiles.THREAD_BYTES": 64},
+    "stages=1": {"tiles.STAGES": 1},
+    "half_steps": {"tiles.HALF_STEPS": True},
     "last": {"tiles.LAST_PROGRAM_COMBINES": True},
     "last,per_sm=4": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 4},
     "last,per_sm=8": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 8},
     "last,per_sm=16": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 16},
     "last,cols=512B": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.COLS_BYTES": 512},
-    "arg_tile=1": {"tiles.ARG_TILE_MAX": 1},
-    "arg_tile=2": {"tiles.ARG_TILE_MAX": 2},
-    "arg_tile=2,thread=64B": {"tiles.ARG_TILE_MAX": 2, "tiles.THREAD_BYTES": 64},
-    "arg_tile=2,one_step": {"tiles.ARG_TILE_MAX": 2, "tiles.HALF_STEPS": False},
-    "arg_tile=2,per_sm=16": {"tiles.ARG_TILE_MAX": 2, "tiles.PROGRAMS_PER_SM": 16},
-    "arg_tile=2,cols=512B": {"tiles.ARG_TILE_MAX": 2, "tiles.COLS_BYTES": 512},
-    "arg_tile=2,last": {"tiles.ARG_TILE_MAX": 2, "tiles.LAST_PROGRAM_COMBINES": True},
-    "arg_tile=2,last,per_sm=16": {"tiles.ARG_TILE_MAX": 2, "tiles.LAST_PROGRAM_COMBINES": True,
-                                  "tiles.PROGRAMS_PER_SM": 16},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -77,21 +67,17 @@ SETTINGS = {
 _MODULES = {"tiles": tiles, "nll": nll_loss}
 
 # What each kind of case tries besides the defaults. Last dim: loads in flight per SM (stages, bytes a
-# thread, one 16 KB step per program instead of two halves), and a split of few long rows over several
-# programs (per_sm=8: (512, 131072) in 3 parts, per_sm=16: in 4), combined by a second launch or by the
-# last program of each row ("last"). Dim 0: segment width, and how many programs the split of the rows
-# gives ((8192, 8192): 5 parts by default, 9 with per_sm=4, 16 with per_sm=8, 32 with per_sm=16), with
-# either combine. Arg-reductions: the tile's extremum first (tiles.ARG_TILE_MAX), against the per-lane
-# positions and their tile sizes.
-LAST_DIM = ("stages=4", "thread=64B", "step=32K", "one_step", "one_step,stages=1", "one_step,thread=64B",
-            "per_sm=16", "last,per_sm=8", "last,per_sm=16")
-DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=512B", "cols=1024B", "per_sm=8", "per_sm=16", "last",
+# thread, two half steps per program instead of one 16 KB step), and a split of few long rows over
+# several programs (per_sm=8: (512, 131072) in 3 parts, per_sm=16: in 4), combined by a second launch or
+# by the last program of each row ("last"). Dim 0: segment width, and how many programs the split of the
+# rows gives, with either combine. Arg-reductions: their tile sizes, the steps, the split and its combine.
+LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "half_steps", "per_sm=16", "last,per_sm=8",
+            "last,per_sm=16")
+DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16", "last",
         "last,per_sm=4", "last,per_sm=8", "last,per_sm=16", "last,cols=512B")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B")
-ARG = ("arg_tile=1", "arg_tile=2", "arg_tile=2,thread=64B", "arg_tile=2,one_step", "arg_tile=2,per_sm=16",
-       "arg_tile=2,last,per_sm=16", "stages=4", "arg_step=8K,thread=32")
-ARG_DIM0 = ("arg_tile=1", "arg_tile=2", "arg_tile=2,per_sm=16", "arg_tile=2,cols=512B", "arg_tile=2,last", "last",
-            "stages=4", "arg_step=8K,thread=32", "cols=512B")
+ARG = ("stages=4", "arg_step=8K,thread=32", "half_steps", "per_sm=16", "last,per_sm=16")
+ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "cols=256B", "cols=512B", "last")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32

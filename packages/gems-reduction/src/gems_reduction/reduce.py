@@ -16,8 +16,6 @@ arg-reductions may instead have the program of each output tile that finishes la
 split order (``tiles.LAST_PROGRAM_COMBINES``: one launch, a ticket counter per tile, still
 deterministic).
 Both pipeline their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
-Arg-reductions keep a position per lane, or fold each step's extremum and then its first position
-(``tiles.ARG_TILE_MAX``).
 
 What an op does is three compile-time codes: ``PRE`` (elementwise transform of each element), ``OP``
 (how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only. Three
@@ -161,48 +159,11 @@ def _accumulate(acc, acc_i, acc_n, v, second, count, mask, inv, OP: tl.constexpr
 
 
 @triton.jit
-def _accumulate_tile(acc, acc_i, v, pos, mask, AXIS: tl.constexpr, OP: tl.constexpr, TILE: tl.constexpr):
-    """Fold a tile into one (value, position) per output (``acc``, ``acc_i``: size 1 along ``AXIS``): the
-    tile's extremum first, NaN if it holds one; then, where it beats the running value (TILE == 2: only
-    in steps where it does somewhere), the first position holding it. Steps come in increasing position
-    order, so only a strictly better value moves the position, and ties keep the first."""
-    v = tl.where(mask, v, acc)  # masked elements hold the running value: they never beat it
-    if OP == MAX:
-        best = tl.max(v, AXIS, keep_dims=True)
-        better = best > acc
-    else:
-        best = tl.min(v, AXIS, keep_dims=True)
-        better = best < acc
-    if v.dtype.is_floating():
-        has_nan = tl.max((v != v).to(tl.int32), AXIS, keep_dims=True) > 0
-        best = tl.where(has_nan, float("nan"), best)
-        better = (better & (best == best)) | (has_nan & (acc == acc))
-    if TILE == 2:
-        if tl.max(better.to(tl.int32)) > 0:
-            acc, acc_i = _take_first(acc, acc_i, v, pos, mask, best, better, AXIS)
-    else:
-        acc, acc_i = _take_first(acc, acc_i, v, pos, mask, best, better, AXIS)
-    return acc, acc_i
-
-
-@triton.jit
-def _take_first(acc, acc_i, v, pos, mask, best, better, AXIS: tl.constexpr):
-    """``best`` and the first of ``pos`` holding it, where ``better``; ``acc``/``acc_i`` elsewhere."""
-    hit = mask & ((v == best) | ((v != v) & (best != best)))
-    if pos.dtype == tl.int32:
-        first = tl.min(tl.where(hit, pos, 2**31 - 1), AXIS, keep_dims=True)
-    else:
-        first = tl.min(tl.where(hit, pos, 2**62), AXIS, keep_dims=True)
-    return tl.where(better, best, acc), tl.where(better, first, acc_i)
-
-
-@triton.jit
 def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr,
-                 INIT: tl.constexpr, TILE: tl.constexpr):
+                 INIT: tl.constexpr):
     """(second accumulator, lane counts) at the start: the running max of MINMAX; M2 and counts of
     MOMENTS; each lane's first position for arg-reductions (so that a lane whose elements all equal
-    the initial value reports its first one; with TILE, one lane per output starting at ``start``), or
-    "none yet" for partial results; else dummies."""
+    the initial value reports its first one), or "none yet" for partial results; else dummies."""
     acc_n = tl.zeros([1, 1], acc.dtype)
     if OP == MINMAX:
         if acc.dtype.is_floating():
@@ -214,8 +175,6 @@ def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX
         acc_n = tl.zeros(acc.shape, acc.dtype)
     elif INDEX == 2:
         acc_i = tl.zeros(acc.shape, tl.int64) + 2**62
-    elif INDEX == 1 and TILE:
-        acc_i = tl.zeros(acc.shape, lane_r.dtype) + start
     elif INDEX == 1:
         acc_i = tl.zeros(acc.shape, lane_r.dtype) + tl.expand_dims(start + lane_r, 1 - AXIS)
     else:
@@ -226,17 +185,14 @@ def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX
 @triton.jit
 def _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, offs, plane, mask, pos, steps, shift, p,
           OP: tl.constexpr, PRE: tl.constexpr, INDEX: tl.constexpr, CAST: tl.constexpr, ACC: tl.constexpr,
-          DIFF: tl.constexpr, AXIS: tl.constexpr, TILE: tl.constexpr):
+          DIFF: tl.constexpr):
     """Load the elements at ``offs`` and fold them into the accumulators. ``pos``: their positions;
     ``steps``: how many steps came before (MOMENTS); ``plane``: the distance from a partial mean to
-    its count (MOMENTS partials); ``TILE``: arg-reductions fold the tile's extremum (``tiles.ARG_TILE_MAX``)."""
+    its count (MOMENTS partials)."""
     x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST)
     if DIFF:
         x = x.to(ACC) - convert(tl.load(y_ptr + offs, mask=mask, other=0), CAST).to(ACC)
     v = _transform(x, shift, p, PRE, ACC)
-    if TILE:
-        acc, acc_i = _accumulate_tile(acc, acc_i, v, pos, mask, AXIS, OP, TILE)
-        return acc, acc_i, acc_n
     second = pos
     count = acc_n
     inv = 0.0
@@ -396,8 +352,8 @@ def _reduce_rows_kernel(
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, LAST: tl.constexpr,
-    FINAL_POST: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows = output positions (k1, k2); the reduced index r is (r1, r2) when TWO_R. With DIFF the
     elements are x - y (y laid out like x). With LAST, the partial results of a split are combined by
@@ -417,11 +373,8 @@ def _reduce_rows_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    if TILE:
-        acc = tl.full([BLOCK_K, 1], INIT, ACC)
-    else:
-        acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT, TILE)
+    acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
+    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT)
     for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = row_mask[:, None] & (r < end)[None, :]
@@ -431,7 +384,7 @@ def _reduce_rows_kernel(
             r_off = r * s_r1
         acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[:, None] + r_off[None, :],
                                   R * s_r1, mask, r[None, :], (r0 - start) // BLOCK_R, shift[:, None], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF, 1, TILE)
+                                  OP, PRE, INDEX, CAST, ACC, DIFF)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
               row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
     if LAST:
@@ -445,8 +398,8 @@ def _reduce_cols_kernel(
     M, N, R, chunk, part_stride, s_m, s_n, s_r, o_m, o_n, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """A program owns BLOCK_N outputs along the kept group n (for one m) and walks r."""
     pid = tl.program_id(0)
@@ -469,17 +422,14 @@ def _reduce_cols_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    if TILE:
-        acc = tl.full([1, BLOCK_N], INIT, ACC)
-    else:
-        acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT, TILE)
+    acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
+    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT)
     for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
         r = r0 + lane_r
         mask = (r < end)[:, None] & n_mask[None, :]
         acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[None, :] + r[:, None] * s_r,
                                   R * s_r, mask, r[:, None], (r0 - start) // BLOCK_R, shift[None, :], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF, 0, TILE)
+                                  OP, PRE, INDEX, CAST, ACC, DIFF)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
               split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
     if LAST:
@@ -653,10 +603,8 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if kept_n == 0:
         return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
-    # Arg-reductions fold each step's extremum (one position per output) or keep a position per lane.
-    tile = tiles.ARG_TILE_MAX if arg and kind.index == 1 else 0
-    step = tiles.step_elements(itemsize, arg and not tile)
-    per_thread = tiles.thread_elements(itemsize, arg and not tile)
+    step = tiles.step_elements(itemsize, arg)
+    per_thread = tiles.thread_elements(itemsize, arg)
     groups = list(lo.kept[: lo.num_kept])
     inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
     if lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1:
@@ -682,7 +630,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
             and kind.op in (SUM.value, PROD.value, MAX.value, MIN.value))
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
                       ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, STAGES=tiles.STAGES, TILE=tile, LAST=last, FINAL_POST=kind.post, **blocks)
+                      INT64=lo.int64, STAGES=tiles.STAGES, LAST=last, FINAL_POST=kind.post, **blocks)
     second = None
     if splits > 1 and not last:
         # The partial results are few: one pass over them, never split again.
