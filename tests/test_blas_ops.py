@@ -141,12 +141,15 @@ def test_both_kernels(kernel, case, dtype):
 
 
 
+@pytest.mark.parametrize("split_epilogue", [False, True])
 @pytest.mark.parametrize("bias_shape", [(3, 40, 1), (24,)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_persistent_programs_over_several_tiles(bias_shape, dtype):
+def test_persistent_programs_over_several_tiles(bias_shape, dtype, split_epilogue):
     # 16x16 tiles leave 18 output tiles to the Hopper kernel's 16 persistent programs, so some programs run
     # two tiles of different matrices; with fused loops (on the interpreter: the code written for them) the
-    # epilogue finds each tile again from a counter of its own.
+    # epilogue finds each tile again from a counter of its own. A split epilogue writes each tile as two
+    # 16x8 halves, the second past N = 24 in the last column of tiles (N is no multiple of 16: descriptor
+    # stores).
     batch, m, n, k = 3, 40, 24, 48
     a, b = _rand((batch, m, k), dtype), _rand((batch, k, n), dtype, scale=k**-0.5)
     bias = _rand(bias_shape, dtype)
@@ -159,12 +162,39 @@ def test_persistent_programs_over_several_tiles(bias_shape, dtype):
             out = torch.empty((batch, m, n), dtype=dtype, device=a.device)
             layout = mm_module.operand_layout(a.get_device(), a, b, batch, m, n, k, a.stride(), b.stride())
             key = mm_module.plan_key(layout, out, dtype, batch, m, n, k, bias, out.stride(), sd)
-            config = heuristics.MatmulConfig(16, 16, 16, 2, 4, 2, fuse_tiles=fuse_tiles)
+            config = heuristics.MatmulConfig(16, 16, 16, 2, 4, 2, fuse_tiles=fuse_tiles,
+                                             split_epilogue=split_epilogue)
             plan = mm_module.plan_for(key, config)
             assert plan.kind == "tma" and plan.num_programs == 16
+            assert plan.launcher.constexprs["EPILOGUE_N"] == (8 if split_epilogue else 16)
             call = mm_module.layout_call(plan, layout, out, a, b, bias, batch, m, n, k, out.stride(), sd)
             call(out, a, b, bias, 2.0, 0.5)
             _check(out, ref64, ref_aten, dtype, k)
+
+
+@pytest.mark.parametrize("tma_store", [False, True])
+def test_split_epilogue_on_one_matrix(tma_store):
+    # addmm's layout (one matrix, a bias per column) with the epilogue in halves: 32x32 tiles over a 48x80
+    # output leave a last column of tiles whose right half lies wholly past N.
+    m, n, k = 48, 80, 40
+    a, b = _rand((m, k), torch.bfloat16), _rand((k, n), torch.bfloat16, scale=k**-0.5)
+    bias = _rand((n,), torch.bfloat16)
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref64 = torch.addmm(bias64, a64, b64, beta=0.5, alpha=2)
+    ref_aten = torch.addmm(bias, a, b, beta=0.5, alpha=2)
+    sa, sb, sd = (0, *a.stride()), (0, *b.stride()), (0, 0, 1)
+    with mm_module.forced_kernel("tma"):
+        out = torch.empty((m, n), dtype=torch.bfloat16, device=a.device)
+        so = (0, *out.stride())
+        layout = mm_module.operand_layout(a.get_device(), a, b, 1, m, n, k, sa, sb)
+        key = mm_module.plan_key(layout, out, torch.bfloat16, 1, m, n, k, bias, so, sd)
+        config = heuristics.MatmulConfig(32, 32, 16, 8, 4, 2, tma_store=tma_store, fuse_tiles=True,
+                                         split_epilogue=True)
+        plan = mm_module.plan_for(key, config)
+        assert plan.kind == "tma" and plan.launcher.constexprs["C_DESC"] == tma_store
+        call = mm_module.layout_call(plan, layout, out, a, b, bias, 1, m, n, k, so, sd)
+        call(out, a, b, bias, 2.0, 0.5)
+    _check(out, ref64, ref_aten, torch.bfloat16, k)
 
 
 def test_fused_tile_loop_planning(monkeypatch):
@@ -180,6 +210,14 @@ def test_fused_tile_loop_planning(monkeypatch):
     assert not mm_module.plan_for(key, dataclasses.replace(fused, fuse_tiles=False)).launcher.constexprs["FLATTEN"]
     with_ws = dataclasses.replace(fused, warp_specialize=True)
     assert not mm_module.plan_for(key, with_ws).launcher.constexprs["FLATTEN"]
+    # Descriptor stores of 128x256 bf16 tiles stage 64 KB, which leaves room for 3 operand stages; stored in
+    # halves they stage 32 KB and keep 4.
+    desc_key = key[:10] + (True,) + key[11:]  # an output that takes descriptor stores
+    stored = heuristics.MatmulConfig(128, 256, 64, 8, 8, 4, tma_store=True, fuse_tiles=True)
+    whole = mm_module.plan_for(desc_key, stored).launcher
+    halves = mm_module.plan_for(desc_key, dataclasses.replace(stored, split_epilogue=True)).launcher
+    assert (whole.options["num_stages"], whole.constexprs["EPILOGUE_N"]) == (3, 256)
+    assert (halves.options["num_stages"], halves.constexprs["EPILOGUE_N"]) == (4, 128)
 
 def test_split_k_is_deterministic():
     # Skinny products split K; the slices are summed in a fixed order, so repeated calls agree bitwise.
@@ -698,6 +736,9 @@ def test_config_options_round_trip_through_the_table_form():
     fused = heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 4, 1, "fuse_tiles", "tma_store"])
     assert fused == heuristics.MatmulConfig(128, 256, 64, 8, 8, 4, 1, tma_store=True, fuse_tiles=True)
     assert fused.label() == "128x256x64 w8 s4 tma_store fuse_tiles"
+    halves = heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 4, 1, "split_epilogue", "fuse_tiles"])
+    assert halves.to_json() == [128, 256, 64, 8, 8, 4, 1, "fuse_tiles", "split_epilogue"]
+    assert halves.label() == "128x256x64 w8 s4 fuse_tiles split_epilogue"
     assert heuristics.MatmulConfig.from_json(config.to_json()) == config
     assert heuristics.MatmulConfig.from_json([128, 256, 64, 8, 8, 3, 1]).to_json() == [128, 256, 64, 8, 8, 3, 1]
     with pytest.raises(ValueError, match="unknown"):

@@ -18,7 +18,8 @@ Matrix-vector products: each candidate is a ``GemvRule``; the winner is the rule
 mean over the bf16 cases, written to the table's "gemv" entry.
 Rows marked "info" (3xTF32 for fp32) are experiments that change numerics: printed, never written.
 Candidates marked ``fuse_tiles`` run the Hopper kernel with its tile and K loops fused into one pipeline; a
-winning one is written with the option, and ``heuristics.matmul_config`` serves it for that table entry.
+winning one is written with the option, and ``heuristics.matmul_config`` serves it for that table entry;
+so are those marked ``split_epilogue`` (each output tile scaled and stored in two halves along N).
 
 All candidates compile in parallel threads before anything is timed; the timing stops at ``--budget``
 seconds (default 170) and skips what is left, saying so. Speeds are cuBLAS time / ours (higher is better);
@@ -71,7 +72,7 @@ def config(text: str) -> MatmulConfig:
     values = {"num_warps": 4, "num_stages": 3, "split_k": 1, "group_m": 8}
     options = {}
     for word in words[1:]:
-        if word.startswith("split"):
+        if word.startswith("split") and word[5:].isdigit():
             values["split_k"] = int(word[5:])
         elif word[0] in "wsg" and word[1:].isdigit():
             values[{"w": "num_warps", "s": "num_stages", "g": "group_m"}[word[0]]] = int(word[1:])
@@ -126,6 +127,18 @@ _BIG = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_st
                 "128x128x64 w4 s4 warp_specialize", "128x256x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles",
                 "128x256x64 w8 s3 tma_store fuse_tiles", "256x128x64 w8 s3 fuse_tiles",
                 "128x128x64 w8 s3 fuse_tiles")
+# 4096^3 (addmm and its plain-mm guard): 512 tiles of 128x256 are 3.9 waves of one program a SM whatever the
+# grid, so the knobs left are the tile order (GROUP_M 4 or 16 row tiles per band of B), the pipeline depth
+# with fused loops, and the epilogue: "split_epilogue" scales and stores each 128x256 tile as two 128x128
+# halves (half the descriptor staging, so descriptor stores keep 4 stages). Compiled for sm_90 with the bias,
+# 256x128 tiles with fused loops spill (1 KB with 4 stages), so they get no more candidates here.
+_SQUARE = _BIG + _configs("128x256x64 w8 s3 g4 fuse_tiles", "128x256x64 w8 s3 g16 fuse_tiles",
+                          "128x256x64 w8 s4 g4 fuse_tiles", "128x256x64 w8 s4 g16 fuse_tiles",
+                          "128x256x64 w8 s4 g16", "128x256x64 w8 s4 split_epilogue",
+                          "128x256x64 w8 s3 fuse_tiles split_epilogue", "128x256x64 w8 s4 fuse_tiles split_epilogue",
+                          "128x256x64 w8 s3 tma_store split_epilogue",
+                          "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue",
+                          "128x256x64 w8 s3 g16 fuse_tiles split_epilogue")
 # 32 products of 1024^3: 16 K steps a tile, so each tile's pipeline fill and epilogue weigh four times what they
 # do at 4096^3 unless the tile loop is fused.
 _BMM = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_store", "256x128x64 w8 s4",
@@ -133,7 +146,13 @@ _BMM = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_st
                 "128x256x64 w4 s3 warp_specialize", "128x256x64 w4 s4 warp_specialize",
                 "128x128x64 w4 s4 warp_specialize", "128x256x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles",
                 "128x256x64 w8 s3 tma_store fuse_tiles", "256x128x64 w8 s3 fuse_tiles",
-                "128x128x64 w8 s3 fuse_tiles", "128x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s3 fuse_tiles")
+                "128x128x64 w8 s3 fuse_tiles", "128x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s3 fuse_tiles",
+                # A matrix is 8 row tiles by 4 (128x256): GROUP_M 8 already walks it whole, 4 and 2 walk it in
+                # bands; then the split epilogue and 4-warp 128x128 tiles with deeper pipelines.
+                "128x256x64 w8 s4 g4 fuse_tiles", "128x256x64 w8 s4 g2 fuse_tiles",
+                "128x256x64 w8 s4 fuse_tiles split_epilogue", "128x256x64 w8 s3 fuse_tiles split_epilogue",
+                "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue", "128x256x64 w8 s4 split_epilogue",
+                "256x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s4 fuse_tiles", "128x128x64 w4 s5 fuse_tiles")
 # K = 128: the output dominates the bytes (34 of 50 MB); stores and programs in flight matter most, and with
 # two K steps a tile only a fused loop keeps operand loads going during the stores.
 _BMM_SHORT_K = _configs("128x128x64 w4 s3", "128x128x64 w4 s3 tma_store", "128x128x64 w8 s3",
@@ -156,14 +175,22 @@ _F32 = _configs("128x128x32 w8 s5", "128x128x32 w8 s3", "128x128x16 w8 s4", "128
                 "128x128x32 w8 s4 pointer_kernel", "128x128x16 w8 s4 pointer_kernel",
                 "128x128x16 w8 s5 pointer_kernel", "64x128x32 w4 s4 pointer_kernel",
                 "128x64x32 w4 s4 pointer_kernel", "128x128x32 w8 s3 g16 pointer_kernel",
-                "128x128x32 w8 s5 fuse_tiles", "128x128x32 w8 s3 fuse_tiles")
+                "128x128x32 w8 s5 fuse_tiles", "128x128x32 w8 s3 fuse_tiles",
+                # Compiled for sm_90, every one of these runs its fp32 dot as FFMA fed by 128-bit shared loads
+                # without spills (128x128x32 w8: 170 registers, 2048 FFMA to 160 LDS.128 a K step): 8x8
+                # accumulators a thread with 4 or 8 warps, 4x8 with 16 warps (96 registers). 16 warps on
+                # 256-wide tiles and 4 warps on 128x128 tiles spill; they are left out.
+                "128x128x32 w8 s4", "128x128x16 w8 s3", "128x128x16 w8 s6", "128x128x64 w8 s3",
+                "128x64x32 w4 s4", "64x128x32 w4 s4", "128x64x32 w4 s6", "256x64x32 w8 s4", "64x256x32 w8 s4",
+                "128x128x32 w16 s4", "128x128x32 w8 s5 g4", "128x128x32 w8 s5 g16", "128x128x32 w8 s4 fuse_tiles",
+                "128x64x32 w4 s4 fuse_tiles")
 
 PRODUCTS = [
     ProductCase("mm-odd bf16 1000x3000x777", "mm", (1, 1000, 3000, 777), BF16, _ODD),
     ProductCase("bmm bf16 32x1024x1024x1024", "bmm", (32, 1024, 1024, 1024), BF16, _BMM),
     ProductCase("bmm bf16 64x512x512x128", "bmm", (64, 512, 512, 128), BF16, _BMM_SHORT_K),
-    ProductCase("addmm bf16 4096^3", "addmm", (1, 4096, 4096, 4096), BF16, _BIG),
-    ProductCase("mm-guard bf16 4096^3", "mm", (1, 4096, 4096, 4096), BF16, _BIG, guard=True),
+    ProductCase("addmm bf16 4096^3", "addmm", (1, 4096, 4096, 4096), BF16, _SQUARE),
+    ProductCase("mm-guard bf16 4096^3", "mm", (1, 4096, 4096, 4096), BF16, _SQUARE, guard=True),
     ProductCase("addmm bf16 8192x14336x4096", "addmm", (1, 8192, 14336, 4096), BF16, _BIG),
     ProductCase("linear bf16 8192x14336x4096", "linear", (1, 8192, 14336, 4096), BF16, _BIG),
     ProductCase("mm-guard bf16 8192x14336x4096", "mm", (1, 8192, 14336, 4096), BF16, _BIG, guard=True),
@@ -187,7 +214,8 @@ GEMVS = [GemvCase("mv bf16 14336x4096", 14336, 4096, BF16), GemvCase("mv bf16 40
 def smoke_cases() -> tuple[list[ProductCase], list[GemvCase], list[GemvRule]]:
     """Tiny shapes through the same paths, with small tiles (the interpreter's cost grows with programs)."""
     small = _configs("32x32x32 w4 s2", "16x32x16 w4 s2 tma_store", "32x16x32 w4 s2 warp_specialize",
-                     "32x32x16 w4 s2 pointer_kernel", "16x16x16 w4 s2 fuse_tiles")
+                     "32x32x16 w4 s2 pointer_kernel", "16x16x16 w4 s2 fuse_tiles", "32x32x16 w4 s2 split_epilogue",
+                     "16x32x16 w4 s2 tma_store fuse_tiles split_epilogue")
     products = [
         ProductCase("mm-odd bf16 40x72x37", "mm", (1, 40, 72, 37), BF16, small),
         ProductCase("bmm bf16 3x40x24x32", "bmm", (3, 40, 24, 32), BF16, small),

@@ -31,20 +31,22 @@ _INTERPRETER_SMS = 8
 
 
 # The on/off options of a matrix-product configuration, as the table names them.
-_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel", "fuse_tiles")
+_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel", "fuse_tiles", "split_epilogue")
 
 
 @dataclass(frozen=True)
 class MatmulConfig:
     """Tile sizes and launch options of one matrix-product kernel launch.
 
-    Four options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
+    Five options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
     (otherwise only where N is not a multiple of 16, which masked stores cannot vectorise),
     ``warp_specialize`` lets Triton give the operand loads and the products their own warps,
     ``pointer_kernel`` runs the pointer kernel instead of the descriptor one (whose operand tiles full fp32
     products must copy from one shared-memory layout to another), and ``fuse_tiles`` lets Triton fuse the
     descriptor kernel's tile loop with its K loop, so that one pipeline runs across a program's tiles and the
-    next tile's operands load while this one's epilogue runs (products whose K is split keep two loops).
+    next tile's operands load while this one's epilogue runs (products whose K is split keep two loops), and
+    ``split_epilogue`` has the descriptor kernel scale, add the bias to and store each output tile in two
+    halves along N, one after the other (half the epilogue's registers and descriptor staging at a time).
     """
 
     block_m: int
@@ -58,6 +60,7 @@ class MatmulConfig:
     warp_specialize: bool = False
     pointer_kernel: bool = False
     fuse_tiles: bool = False
+    split_epilogue: bool = False
 
     def to_json(self) -> list:
         """The table's form: seven integers, then the names of the options that are on."""

@@ -4,7 +4,8 @@ Both kernels compute out[b] = alpha * a[b] @ b[b] + beta * bias[b] one output ti
 accumulation (fp16/bf16 on the tensor cores; fp32 as full fp32, or tf32 when torch allows it):
 - ``mm_tma_kernel`` (Hopper): persistent programs walk the tiles in grouped order and load operand tiles
   through tensor descriptors (the tensor memory accelerator), so address arithmetic leaves the main loop;
-  with the ``fuse_tiles`` option one software pipeline runs across a program's tiles.
+  with the ``fuse_tiles`` option one software pipeline runs across a program's tiles, with
+  ``split_epilogue`` each tile's epilogue runs on its two halves in turn.
 - ``mm_tiled_kernel`` (the interpreter, older GPUs, operands a descriptor cannot address): one program per
   tile, pointer arithmetic over any strides.
 Either may split K over programs (few output tiles, long K): each slice then writes an fp32 partial
@@ -152,6 +153,25 @@ def _load_operand(desc, mat, r0, c0, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexp
     return tile
 
 
+@triton.jit
+def _write_tile(acc, c_out, c_ptr, d_ptr, mat, off_m, off_n, M, N, stride_cb, stride_cm, stride_cn,
+                stride_dm, stride_dn, alpha, beta, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                C_DESC: tl.constexpr, C_3D: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr):
+    # The epilogue of the descriptor kernel for the (BLOCK_M x BLOCK_N) block at (off_m, off_n) of matrix
+    # ``mat``: ``c_out`` is the output's descriptor (C_DESC) or ``c_ptr`` itself.
+    offs_m = off_m + tl.arange(0, BLOCK_M)
+    offs_n = off_n + tl.arange(0, BLOCK_N)
+    acc = _finished(acc, d_ptr, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta, SCALE, BIAS)
+    if C_DESC:
+        values = acc.to(c_ptr.dtype.element_ty)
+        if C_3D:
+            c_out.store([mat, off_m, off_n], values.reshape(1, BLOCK_M, BLOCK_N))
+        else:
+            c_out.store([off_m, off_n], values)
+    else:
+        _store_tile(acc, c_ptr + mat.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
+
+
 @triton.jit(do_not_specialize=_NO_SPECIALIZE_TMA)
 def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                   stride_ab, stride_am, stride_ak, stride_bb, stride_bk, stride_bn,
@@ -160,7 +180,8 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                   A_ROW_MAJOR: tl.constexpr, B_ROW_MAJOR: tl.constexpr, BATCHED: tl.constexpr,
                   C_DESC: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr, PRECISION: tl.constexpr,
-                  UPCAST: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+                  UPCAST: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+                  EPILOGUE_N: tl.constexpr):
     # Descriptors see each operand in its storage order; the tile loads transpose column-major ones back.
     if BATCHED:
         if A_ROW_MAJOR:
@@ -182,13 +203,16 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
             b_desc = tl.make_tensor_descriptor(b_ptr, [N, K], [stride_bn, 1], [BLOCK_N, BLOCK_K])
     # Output tiles (or fp32 partials: one matrix per K slice) also go out through a descriptor when rows
     # are contiguous and 16-byte aligned; the hardware clips the edges.
+    # The epilogue handles EPILOGUE_N columns at a time: the whole tile, or each half of it in turn.
     C_3D: tl.constexpr = BATCHED or not SCALE
     if C_DESC:
         if C_3D:
-            c_desc = tl.make_tensor_descriptor(c_ptr, [B * SPLITS, M, N], [stride_cb, stride_cm, 1],
-                                               [1, BLOCK_M, BLOCK_N])
+            c_out = tl.make_tensor_descriptor(c_ptr, [B * SPLITS, M, N], [stride_cb, stride_cm, 1],
+                                              [1, BLOCK_M, EPILOGUE_N])
         else:
-            c_desc = tl.make_tensor_descriptor(c_ptr, [M, N], [stride_cm, 1], [BLOCK_M, BLOCK_N])
+            c_out = tl.make_tensor_descriptor(c_ptr, [M, N], [stride_cm, 1], [BLOCK_M, EPILOGUE_N])
+    else:
+        c_out = c_ptr
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tiles_m * tiles_n
@@ -228,18 +252,17 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
             batch = mat // SPLITS
             off_m = pid_m * BLOCK_M
             off_n = pid_n * BLOCK_N
-        offs_m = off_m + tl.arange(0, BLOCK_M)
-        offs_n = off_n + tl.arange(0, BLOCK_N)
-        acc = _finished(acc, d_ptr + batch.to(tl.int64) * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn,
-                        alpha, beta, SCALE, BIAS)
-        if C_DESC:
-            values = acc.to(c_ptr.dtype.element_ty)
-            if C_3D:
-                c_desc.store([mat, off_m, off_n], values.reshape(1, BLOCK_M, BLOCK_N))
-            else:
-                c_desc.store([off_m, off_n], values)
+        d_mat = d_ptr + batch.to(tl.int64) * stride_db
+        if EPILOGUE_N < BLOCK_N:
+            left, right = acc.reshape(BLOCK_M, 2, EPILOGUE_N).permute(0, 2, 1).split()
+            _write_tile(left, c_out, c_ptr, d_mat, mat, off_m, off_n, M, N, stride_cb, stride_cm, stride_cn,
+                        stride_dm, stride_dn, alpha, beta, BLOCK_M, EPILOGUE_N, C_DESC, C_3D, SCALE, BIAS)
+            _write_tile(right, c_out, c_ptr, d_mat, mat, off_m, off_n + EPILOGUE_N, M, N, stride_cb, stride_cm,
+                        stride_cn, stride_dm, stride_dn, alpha, beta, BLOCK_M, EPILOGUE_N, C_DESC, C_3D, SCALE,
+                        BIAS)
         else:
-            _store_tile(acc, c_ptr + mat.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
+            _write_tile(acc, c_out, c_ptr, d_mat, mat, off_m, off_n, M, N, stride_cb, stride_cm, stride_cn,
+                        stride_dm, stride_dn, alpha, beta, BLOCK_M, BLOCK_N, C_DESC, C_3D, SCALE, BIAS)
 
 
 # -- launcher ---------------------------------------------------------------------------------------------
@@ -440,13 +463,15 @@ def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch
         # Split partials are contiguous fp32, with aligned rows when N is a multiple of 4.
         c_desc = (config.tma_store or n % 16 != 0) and (out_desc if scale else n % 4 == 0)
         elem = dtype.itemsize
-        staging = config.block_m * config.block_n * (elem if scale else 4) if c_desc else 0
+        epilogue_n = config.block_n // 2 if config.split_epilogue else config.block_n
+        staging = config.block_m * epilogue_n * (elem if scale else 4) if c_desc else 0
         if c_desc:
             config = _fit_stages(config, elem, staging)
         constexprs.update(A_ROW_MAJOR=a_row_major, B_ROW_MAJOR=b_row_major, BATCHED=batch > 1, C_DESC=c_desc,
                           SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter,
                           FLATTEN=config.fuse_tiles and not config.warp_specialize,
-                          WARP_SPECIALIZE=config.warp_specialize and not device.interpreter)
+                          WARP_SPECIALIZE=config.warp_specialize and not device.interpreter,
+                          EPILOGUE_N=epilogue_n)
         total = tiles * batch * splits
         programs = max(1, min(total, facts.num_sms * config.programs_per_sm(elem, staging)))
         launcher = _launcher(mm_tma_kernel, constexprs, config)
