@@ -201,6 +201,24 @@ def test_long_rows_and_int64_go_to_aten():
     assert_equal(b.indices, torch.sort(i, dim=1, stable=True).indices)
 
 
+@pytest.mark.parametrize("length", [1500, 4096])
+def test_rows_up_to_the_longest_sorted_in_registers(length):
+    # The longest rows our kernel sorts, many of them on a GPU (a (4096, 4096) kthvalue once came back
+    # wrong there); two on the interpreter, whose sort of such rows is slow.
+    x = _spread((4096 if DEVICE == "cuda" else 2, length), torch.float32)
+    ref = to_reference(x)
+    with served("sort", "topk", "kthvalue"):
+        up = torch.sort(x, dim=1, stable=True)
+        top = torch.topk(x, 50, 1)
+        kth = torch.kthvalue(x, length // 2, 1)
+    expected = torch.sort(ref, dim=1, stable=True)
+    assert_equal(up.values, expected.values)
+    assert_equal(up.indices, expected.indices)
+    assert_equal(top.values, torch.topk(ref, 50, 1).values)
+    assert_equal(kth.values, torch.kthvalue(ref, length // 2, 1).values)
+    assert_equal(torch.gather(x, 1, kth.indices[:, None]).squeeze(1), kth.values)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
 def test_rows_sorted_as_merged_chunks(monkeypatch, dtype):
     from gems_reduction import sort as sort_module

@@ -5,10 +5,10 @@
     python packages/gems-reduction/tuning/ab_sort_probe.py --smoke    # tiny rows, runs on CPU too
 
 Each line checks one (what, dtype, R, warps, chunk) against ``torch.sort`` / ATen:
-- ``tl.sort`` with dtype int64, int32 or float32: a probe kernel loads a [BLOCK_L, R] tile the way the
+- ``tl.sort`` with dtype int64 or int32: a probe kernel loads a [BLOCK_L, R] tile the way the
   production kernel does (runtime strides), sorts each row with ``tl.sort`` and stores it. int64 keys
-  are built like the production keys (value bits << 32 | position); int32 and float32 are plain values,
-  to tell a 64-bit fault from a fault of the sort network.
+  are built like the production keys (value bits << 32 | position); int32 are plain values, to tell a
+  64-bit fault from a fault of the sort network. (The production kernel sorts integer keys only.)
 - ``chunked`` (int64 keys): the same tile sorted by ``sort._sorted_keys`` with ``CHUNK`` keys a chunk.
 - ``sort``, ``kthvalue``, ``topk``: the production kernel through ``torch.*`` under ``flag_gems.use_gems()``
   with ``GPU_MAX_ROW`` raised to R, ``MAX_WARPS`` set to the warps column (the warps shown are those
@@ -33,7 +33,7 @@ import flag_gems
 from gems_reduction import sort
 
 ON_GPU = flag_gems.device == "cuda"
-KEY_DTYPES = {"int64": torch.int64, "int32": torch.int32, "float32": torch.float32}
+KEY_DTYPES = {"int64": torch.int64, "int32": torch.int32}
 OP_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int32": torch.int32}
 
 
@@ -64,8 +64,6 @@ def _keys(dtype: str, rows: int, length: int) -> torch.Tensor:
     if dtype == "int64":
         position = torch.arange(length, device=values.device, dtype=torch.int64)
         return (values.to(torch.int64) << 32) | position
-    if dtype == "float32":
-        return values.to(torch.float32) * 0.25
     return values
 
 
