@@ -315,12 +315,14 @@ class PointwiseDynamic:
                 if len(plan.layouts) >= _MAX_LAYOUTS:  # shapes that keep changing (a growing cache)
                     plan.layouts.clear()
                 plan.layouts[key] = layout
-        device_ = tensors[0].device
+        # new_empty takes the first operand's device without building a torch.device: the cheapest
+        # allocation Python has on the GPU.
+        first = tensors[0]
         results = []
         for o, dt in zip(outs, plan.out_dtypes):
             if o is None:
-                o = (torch.empty(layout.shape, dtype=dt, device=device_) if layout.out_strides is None
-                     else torch.empty_strided(layout.shape, layout.out_strides, dtype=dt, device=device_))
+                o = (first.new_empty(layout.shape, dtype=dt) if layout.out_strides is None
+                     else first.new_empty_strided(layout.shape, layout.out_strides, dtype=dt))
             results.append(o)
         if layout.n:
             launch_args = [*values, *results, *layout.tail]
