@@ -221,8 +221,9 @@ def dtype_of(t: torch.Tensor | None) -> torch.dtype | None:
 
 
 def signature(t: torch.Tensor | None) -> tuple | None:
-    """What a plan may depend on of a tensor argument: shape, strides, dtype and device (None for None)."""
-    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+    """What a plan may depend on of a tensor argument: shape, strides, dtype and device (None for None).
+    The device as ``get_device()``'s index (-1 off the GPU), cheaper to read than a ``torch.device``."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.get_device())
 
 
 def launch(kernel, grid: tuple, args: list, num_warps: int, **constexprs) -> None:

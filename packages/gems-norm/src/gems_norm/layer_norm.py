@@ -141,9 +141,9 @@ _backward_plans = Plans(backward_op_plan)
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
     # ``signature`` of each tensor, spelled out: this key is built on every call.
-    key = ((input.shape, input.stride(), input.dtype, input.device), tuple(normalized_shape),
-           None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.device),
-           None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device))
+    key = ((input.shape, input.stride(), input.dtype, input.get_device()), tuple(normalized_shape),
+           None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.get_device()),
+           None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.get_device()))
     plan = _forward_plans.get(key) or _forward_plans.add(key, input, normalized_shape, weight, bias)
     if plan is TO_ATEN:
         return _aten_forward(input, normalized_shape, weight, bias, eps)
