@@ -224,9 +224,9 @@ def fits_out(out: torch.Tensor | None, shape, dtype: torch.dtype) -> bool:
 
 def new_output(out: torch.Tensor | None, shape, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
     """``out`` itself when a kernel can write into it, else a fresh contiguous tensor."""
-    if fits_out(out, shape, dtype):
+    if out is not None and fits_out(out, shape, dtype):
         return out
-    return torch.empty(shape, dtype=dtype, device=like.device)
+    return like.new_empty(shape, dtype=dtype)  # no torch.device built: the cheapest allocation from Python
 
 
 def deliver(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:

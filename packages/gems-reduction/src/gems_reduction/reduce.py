@@ -666,11 +666,10 @@ def _partials(pl: _Plan, like: torch.Tensor):
     shape = (pl.launch.grid[1], pl.kept)
     kind = pl.kind
     if kind.index == 0:
-        return torch.empty(shape, dtype=pl.acc, device=like.device), None
+        return like.new_empty(shape, dtype=pl.acc), None
     if kind.second_dtype(pl.acc) == torch.int64:
-        return (torch.empty(shape, dtype=pl.acc, device=like.device),
-                torch.empty(shape, dtype=torch.int64, device=like.device))
-    planes = torch.empty((3 if kind.op == MOMENTS.value else 2, *shape), dtype=pl.acc, device=like.device)
+        return like.new_empty(shape, dtype=pl.acc), like.new_empty(shape, dtype=torch.int64)
+    planes = like.new_empty((3 if kind.op == MOMENTS.value else 2, *shape), dtype=pl.acc)
     return planes[0], planes[1]
 
 
