@@ -120,6 +120,40 @@ def test_launch_wants_the_constexprs_last_and_orders_them():
     torch.testing.assert_close(out, x * 3)
 
 
+def test_the_direct_launch_passes_tensors_as_their_addresses(monkeypatch):
+    # The GPU's direct path: Triton compiles on the first launch, which records where the tensors sit among
+    # the arguments; later launches hand the compiled launcher those tensors' addresses, in a list of
+    # their own (the caller's arguments stay as they were). Checked on any device with a recording launcher.
+    from flag_gems import launch as launch_module
+
+    calls = []
+
+    def triton_path(*args, **constexprs):
+        calls.append(("triton", args))
+
+    def compiled_launcher(*args):
+        calls.append(("direct", args))
+
+    class Kernel:
+        arg_names = ["x_ptr", "out_ptr", "n", "BLOCK"]
+
+        def __getitem__(self, grid):
+            return triton_path
+
+    monkeypatch.setattr(launch_module, "_direct_call", lambda kernel, constexprs: (compiled_launcher, "fn", ("h",),
+                                                                                   constexprs))
+    monkeypatch.setattr(launch_module, "_current_stream", lambda: 7)
+    launcher = launch_module.Launcher(Kernel(), {"BLOCK": 16})
+    launcher._direct = True
+    x, out = torch.randn(4), torch.empty(4)
+    args = [x, out, 4]
+    launcher((1,), args, ("key",))
+    launcher((2, 3), args, ("key",))
+    assert calls[0][0] == "triton" and calls[0][1][0] is x and calls[0][1][1] is out
+    assert calls[1] == ("direct", (2, 3, 1, 7, "fn", "h", x.data_ptr(), out.data_ptr(), 4, 16))
+    assert args[0] is x and args[1] is out
+
+
 def test_launch_helper_compiles_per_dtype():
     from flag_gems.launch import launch, specialization
 

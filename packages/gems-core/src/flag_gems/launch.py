@@ -84,14 +84,23 @@ class Launcher:
                 # Profilers install launch hooks; with any present, launches go through Triton so they see them.
                 hooks = _runtime_knobs.launch_enter_hook
                 if not getattr(hooks, "calls", hooks):
-                    launch, function, head, tail = compiled
+                    launch, function, head, tail, pointers = compiled
+                    # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and
+                    # then the driver whether it is a device pointer (the dispatcher already put them there).
+                    # (A launch key fixes which arguments are tensors; None is Triton's null pointer.)
+                    args = [*args]
+                    for i in pointers:
+                        a = args[i]
+                        if a is not None:
+                            args[i] = a.data_ptr()
                     size = len(grid)
                     launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
                            function, *head, *args, *tail)
                     return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
-            self._compiled[spec_key] = _direct_call(kernel, tuple(self.constexprs.values()))
+            pointers = tuple([i for i, a in enumerate(args) if isinstance(a, _Tensor)])
+            self._compiled[spec_key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers)
 
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:
