@@ -54,11 +54,6 @@ SETTINGS = {
     "per_sm=16": {"tiles.PROGRAMS_PER_SM": 16},
     "stages=1": {"tiles.STAGES": 1},
     "half_steps": {"tiles.HALF_STEPS": True},
-    "last": {"tiles.LAST_PROGRAM_COMBINES": True},
-    "last,per_sm=4": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 4},
-    "last,per_sm=8": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 8},
-    "last,per_sm=16": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.PROGRAMS_PER_SM": 16},
-    "last,cols=512B": {"tiles.LAST_PROGRAM_COMBINES": True, "tiles.COLS_BYTES": 512},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -68,16 +63,13 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 
 # What each kind of case tries besides the defaults. Last dim: loads in flight per SM (stages, bytes a
 # thread, two half steps per program instead of one 16 KB step), and a split of few long rows over
-# several programs (per_sm=8: (512, 131072) in 3 parts, per_sm=16: in 4), combined by a second launch or
-# by the last program of each row ("last"). Dim 0: segment width, and how many programs the split of the
-# rows gives, with either combine. Arg-reductions: their tile sizes, the steps, the split and its combine.
-LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "half_steps", "per_sm=16", "last,per_sm=8",
-            "last,per_sm=16")
-DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16", "last",
-        "last,per_sm=4", "last,per_sm=8", "last,per_sm=16", "last,cols=512B")
+# several programs (per_sm=16: (512, 131072) in 4 parts). Dim 0: segment width, and how many programs
+# the split of the rows gives. Arg-reductions: their tile sizes, the steps and the split.
+LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "half_steps", "per_sm=16")
+DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B")
-ARG = ("stages=4", "arg_step=8K,thread=32", "half_steps", "per_sm=16", "last,per_sm=16")
-ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "cols=256B", "cols=512B", "last")
+ARG = ("stages=4", "arg_step=8K,thread=32", "half_steps", "per_sm=16")
+ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "cols=256B", "cols=512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32

@@ -11,11 +11,8 @@ second result) per output:
   style reductions, without any transposing copy.
 
 Both may split the reduced range over several programs (``chunk``), writing partial results that a
-second launch of the same skeleton combines: two passes, no atomics, deterministic. Values-only and
-arg-reductions may instead have the program of each output tile that finishes last combine them in
-split order (``tiles.LAST_PROGRAM_COMBINES``: one launch, a ticket counter per tile, still
-deterministic).
-Both pipeline their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
+second launch of the same skeleton combines: two passes, no atomics, deterministic. Both pipeline
+their loop (``tiles.STAGES``), so that each program keeps its next steps' loads in flight.
 
 What an op does is three compile-time codes: ``PRE`` (elementwise transform of each element), ``OP``
 (how elements combine) and ``POST`` (transform of the result). Ops differ in those codes only. Three
@@ -291,53 +288,6 @@ def _epilogue(acc, acc_i, acc_n, lane_r, length, shift, p, d, out_ptr, idx_out_p
 
 
 @triton.jit
-def _combine_last(part_ptr, part_i_ptr, count_ptr, final_ptr, final_i_ptr, ticket_at, offs, mask, part_stride,
-                  shift, p, d, OP: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr):
-    """After a program of a split has stored its partial results (``part_ptr``, one plane of
-    ``part_stride`` per split; positions at ``part_i_ptr`` when INDEX), it draws a ticket for its
-    outputs; the program that draws the last one combines every split's partials in split order
-    (deterministic whichever program finishes last), applies ``POST``, stores the results and sets the
-    counter back to zero for the next launch. Positions: splits come in position order and each holds
-    the first position of its extremum, so only a strictly better value (or a first NaN) moves it."""
-    # The barrier orders every thread's stores before the ticket, whose release publishes them to the
-    # program that draws the last ticket (its acquire makes them visible there).
-    tl.debug_barrier()
-    ticket = tl.atomic_add(count_ptr + ticket_at, 1, sem="acq_rel", scope="gpu")
-    parts = tl.num_programs(1)
-    if ticket == parts - 1:
-        # Plain loads, .cg: straight from L2, where the other programs' partials are.
-        acc = tl.load(part_ptr + offs, mask=mask, other=0, cache_modifier=".cg")
-        acc_i = acc
-        if INDEX:
-            acc_i = tl.load(part_i_ptr + offs, mask=mask, other=0, cache_modifier=".cg")
-        for s in tl.range(1, parts, num_stages=1):
-            v = tl.load(part_ptr + s * part_stride + offs, mask=mask, other=0, cache_modifier=".cg")
-            if INDEX:
-                if OP == MAX:
-                    better = v > acc
-                else:
-                    better = v < acc
-                if v.dtype.is_floating():
-                    better = better | ((v != v) & (acc == acc))
-                i = tl.load(part_i_ptr + s * part_stride + offs, mask=mask, other=0, cache_modifier=".cg")
-                acc = tl.where(better, v, acc)
-                acc_i = tl.where(better, i, acc_i)
-            elif OP == SUM:
-                acc = acc + v
-            elif OP == PROD:
-                acc = acc * v
-            elif OP == MAX:
-                acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
-            else:
-                acc = tl.minimum(acc, v, propagate_nan=tl.PropagateNan.ALL)
-        value = _finalize(acc, shift, p, d, POST)
-        tl.store(final_ptr + offs, convert(value, final_ptr.dtype.element_ty), mask=mask)
-        if INDEX:
-            tl.store(final_i_ptr + offs, acc_i.to(final_i_ptr.dtype.element_ty), mask=mask)
-        tl.store(count_ptr + ticket_at, 0)
-
-
-@triton.jit
 def _load_shift(ptrs, mask, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.constexpr):
     shift = tl.load(ptrs, mask=mask, other=0).to(ACC)
     if PRE == EXP_SHIFTED or POST == LOG_SHIFTED:
@@ -348,16 +298,14 @@ def _load_shift(ptrs, mask, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.const
 
 @triton.jit
 def _reduce_rows_kernel(
-    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr,
+    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows = output positions (k1, k2); the reduced index r is (r1, r2) when TWO_R. With DIFF the
-    elements are x - y (y laid out like x). With LAST, the partial results of a split are combined by
-    the program that finishes last (``_combine_last``) into ``final_ptr``."""
+    elements are x - y (y laid out like x)."""
     rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     split = tl.program_id(1)
     if INT64:
@@ -387,19 +335,15 @@ def _reduce_rows_kernel(
                                   OP, PRE, INDEX, CAST, ACC, DIFF)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
               row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
-    if LAST:
-        _combine_last(out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr, tl.program_id(0), rows, row_mask,
-                      part_stride, shift, p, d, OP, FINAL_POST, INDEX)
 
 
 @triton.jit
 def _reduce_cols_kernel(
-    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr,
+    x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
     M, N, R, chunk, part_stride, s_m, s_n, s_r, o_m, o_n, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    INT64: tl.constexpr, STAGES: tl.constexpr, LAST: tl.constexpr, FINAL_POST: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """A program owns BLOCK_N outputs along the kept group n (for one m) and walks r."""
     pid = tl.program_id(0)
@@ -432,9 +376,6 @@ def _reduce_cols_kernel(
                                   OP, PRE, INDEX, CAST, ACC, DIFF)
     _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
               split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
-    if LAST:
-        _combine_last(out_ptr, idx_out_ptr, count_ptr, final_ptr, final_i_ptr, pid, out_offs, n_mask, part_stride,
-                      shift, p, d, OP, FINAL_POST, INDEX)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -521,16 +462,13 @@ def _start(kind: Kind, acc: torch.dtype):
 class _Plan:
     """A ready launch for one signature: the launch (kernel with constexprs, grid, integer and float
     arguments), the kind it runs, the output shape and dtypes, and the second pass when the reduced
-    range is split (or ``last``: the split's partial results are combined by the program that finishes
-    last, in the same launch). Every tensor's dtype is fixed by the signature (see ``lay.Launch``)."""
+    range is split. Every tensor's dtype is fixed by the signature (see ``lay.Launch``)."""
 
     __slots__ = ("launch", "kind", "kept", "acc", "copy_perm", "second", "out_shape", "out_dtype", "index_dtype",
-                 "direct", "spare", "last", "scratch")
+                 "direct", "spare")
 
-    def __init__(self, launch, kind, kept, acc, copy_perm, second, out_shape, out_dtype, index_dtype, last=False):
+    def __init__(self, launch, kind, kept, acc, copy_perm, second, out_shape, out_dtype, index_dtype):
         self.launch = launch
-        self.last = last
-        self.scratch: dict = {}  # per (device, stream), for ``last``: the partial results and the counters
         self.kind = kind
         self.kept = kept
         self.acc = acc
@@ -540,7 +478,7 @@ class _Plan:
         self.out_dtype = out_dtype
         self.index_dtype = index_dtype  # of the second results the caller gets (None: none)
         # One launch straight from the input into the outputs.
-        self.direct = launch is not None and copy_perm is None and second is None and not last
+        self.direct = launch is not None and copy_perm is None and second is None
         self.spare: dict = {}  # per device: the values of calls that want the second results only
 
     @property
@@ -556,7 +494,7 @@ class _Plan:
         indices = x.new_empty(self.out_shape, dtype=self.index_dtype) if self.index_dtype is not None else None
         if self.direct:
             dest_i = values if indices is None else indices
-            self.launch([x, x, x, x, values, dest_i, x, x, x], x.data_ptr())
+            self.launch([x, x, x, x, values, dest_i], x.data_ptr())
         elif self.launch is not None:
             _launch(self, x, None, values, indices, None, None)
         return values, indices
@@ -566,24 +504,9 @@ class _Plan:
         if not self.direct:
             return self(x)[1]
         indices = x.new_empty(self.out_shape, dtype=self.index_dtype)
-        self.launch([x, x, x, x, lay.spare(self.spare, x.device, self.out_shape, self.out_dtype), indices, x, x,
-                     x], x.data_ptr())
+        self.launch([x, x, x, x, lay.spare(self.spare, x.device, self.out_shape, self.out_dtype), indices],
+                    x.data_ptr())
         return indices
-
-    def partials_and_counters(self, x: torch.Tensor) -> tuple:
-        """The scratch of a ``last`` plan on ``x``'s device and current stream (launches on one stream
-        never overlap): a plane of partial results per split, one of positions (arg-reductions; else
-        None), and a counter per program of a split, which starts at zero and every launch leaves there."""
-        index = x.get_device()
-        key = (index, 0 if device.interpreter else torch._C._cuda_getCurrentRawStream(index))
-        found = self.scratch.get(key)
-        if found is None:
-            programs, splits = self.launch.grid
-            found = self.scratch[key] = (
-                torch.empty((splits, self.kept), dtype=self.acc, device=x.device),
-                torch.empty((splits, self.kept), dtype=torch.int64, device=x.device) if self.kind.index else None,
-                torch.zeros(programs, dtype=torch.int32, device=x.device))
-        return found
 
 
 _plans: dict[tuple, _Plan] = {}
@@ -625,19 +548,16 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         blocks = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
         ints = [kept_n, k2, length, r2, chunk, kept_n, sk1, sk2, sr1, sr2]
     first = kind.partial() if splits > 1 else kind
-    # Values-only and arg combines of a split may be finished by the last program of each output tile.
-    last = (splits > 1 and tiles.LAST_PROGRAM_COMBINES and (kind.index == 0 or arg)
-            and kind.op in (SUM.value, PROD.value, MAX.value, MIN.value))
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
                       ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, STAGES=tiles.STAGES, LAST=last, FINAL_POST=kind.post, **blocks)
+                      INT64=lo.int64, STAGES=tiles.STAGES, **blocks)
     second = None
-    if splits > 1 and not last:
+    if splits > 1:
         # The partial results are few: one pass over them, never split again.
         second = plan((splits, kept_n), (kept_n, 1), (0,), kind.combine(), acc, acc, out_dtype, shifted,
                       may_split=False, p=p, d=d)
     launch = lay.Launch(shared_launcher(kernel, constexprs, num_warps=warps), (programs, splits), [*ints, p, d])
-    return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype, last)
+    return _Plan(launch, first, kept_n, acc, lo.copy_perm, second, out_shape, out_dtype, index_dtype)
 
 
 def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=False, keepdim=False,
@@ -678,17 +598,13 @@ def _launch(pl: _Plan, x, y, values, indices, idx_in, shift) -> None:
         x = x.permute(pl.copy_perm).contiguous()
         y = y.permute(pl.copy_perm).contiguous() if y is not None else None
     dest, dest_i = values, indices
-    counters = final = final_i = x
-    if pl.last:
-        dest, dest_i, counters = pl.partials_and_counters(x)
-        final, final_i = values, (values if indices is None else indices)
-    elif pl.second is not None:
+    if pl.second is not None:
         dest, dest_i = _partials(pl, x)
     elif pl.kind.index and indices is None:
         # A second result nobody asked for (the mean of a split var): somewhere to write it.
         dest_i = torch.empty(pl.kept, dtype=values.dtype, device=x.device)
     tensors = [x, x if y is None else y, x if idx_in is None else idx_in, x if shift is None else shift, dest,
-               dest if dest_i is None else dest_i, counters, final, final_i]
+               dest if dest_i is None else dest_i]
     ptr = x.data_ptr() | (0 if y is None else y.data_ptr()) | (0 if shift is None else shift.data_ptr())
     pl.launch(tensors, ptr | values.data_ptr() | (0 if indices is None else indices.data_ptr()))
     if pl.second is not None:

@@ -47,12 +47,6 @@ STAGES = 1 if device.interpreter else 3
 #: half steps.
 HALF_STEPS = False
 
-#: How a split reduction combines its partial results: False: a second launch of the skeleton over them;
-#: True: in the same launch, the program of each output tile that finishes last (a ticket counter per
-#: tile; the partials are combined in split order, so the result does not depend on which program is last).
-#: Values-only reductions (sum, mean, amax, ...) and arg-reductions; aminmax and var take two launches.
-LAST_PROGRAM_COMBINES = False
-
 #: Programs per SM a split reduction is given. A reduction with fewer than half that many programs
 #: per SM has its reduced range split (with two steps in flight per program, two programs per SM
 #: already keep the memory busy, and a split costs a second launch). Short rows are packed into
@@ -64,7 +58,7 @@ PROGRAMS_PER_SM = 2
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
-            STAGES, HALF_STEPS, LAST_PROGRAM_COMBINES, PROGRAMS_PER_SM)
+            STAGES, HALF_STEPS, PROGRAMS_PER_SM)
 
 
 def thread_elements(itemsize: int, arg: bool) -> int:
