@@ -152,20 +152,21 @@ def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
     return AtenKernel(name, autograd)
 
 
-# Overload -> (entry, record, callable): use_gems() in a loop registers the same callables again.
-_wrappers: dict[str, tuple[Entry, bool, Callable]] = {}
+# Overload -> (entry, record, whether its function was imported, callable): use_gems() in a loop
+# registers the same callables again; a lazy function's is made again once it has been imported.
+_wrappers: dict[str, tuple[Entry, bool, bool, Callable]] = {}
 
 
 def _wrapped(entry: Entry, record: bool) -> Callable:
     """The callable handed to the dispatcher: the family's function, plus only what this run needs.
     Made (and ATen's kernel captured) before the overload is first served."""
     cached = _wrappers.get(entry.name)
-    if cached is not None and cached[1] == record and _same(cached[0], entry):
-        return cached[2]
+    imported = not (isinstance(entry.fn, lazy) and entry.fn.loaded is None)
+    if cached is not None and cached[1] == record and cached[2] == imported and _same(cached[0], entry):
+        return cached[3]
     _capture_aten_kernel(entry.name, entry.key)
     wrapper = _wrap(entry, record)
-    if not (isinstance(entry.fn, lazy) and entry.fn.loaded is None):
-        _wrappers[entry.name] = (entry, record, wrapper)  # else made again once the function is imported
+    _wrappers[entry.name] = (entry, record, imported, wrapper)
     return wrapper
 
 
