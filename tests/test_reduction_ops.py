@@ -214,7 +214,7 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
 TILE_SETTINGS = [
     {}, {"STEP_BYTES": 32768, "THREAD_BYTES": 128}, {"THREAD_BYTES": 32}, {"COLS_BYTES": 256},
     {"PROGRAMS_PER_SM": 64, "STAGES": 4}, {"ARG_STEP_ELEMENTS": 8192, "ARG_THREAD_ELEMENTS": 32},
-    {"HALF_STEPS": True},
+    {"HALF_STEPS": False}, {"ARG_COLS_BYTES": 1024},
 ]
 
 

@@ -53,7 +53,9 @@ SETTINGS = {
     "arg_step=8K,thread=32": {"tiles.ARG_STEP_ELEMENTS": 8192, "tiles.ARG_THREAD_ELEMENTS": 32},
     "per_sm=16": {"tiles.PROGRAMS_PER_SM": 16},
     "stages=1": {"tiles.STAGES": 1},
-    "half_steps": {"tiles.HALF_STEPS": True},
+    "one_step": {"tiles.HALF_STEPS": False},
+    "argcols=512B": {"tiles.ARG_COLS_BYTES": 512},
+    "argcols=1024B": {"tiles.ARG_COLS_BYTES": 1024},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -62,14 +64,14 @@ SETTINGS = {
 _MODULES = {"tiles": tiles, "nll": nll_loss}
 
 # What each kind of case tries besides the defaults. Last dim: loads in flight per SM (stages, bytes a
-# thread, two half steps per program instead of one 16 KB step), and a split of few long rows over
+# thread, one 16 KB step per program instead of two half steps), and a split of few long rows over
 # several programs (per_sm=16: (512, 131072) in 4 parts). Dim 0: segment width, and how many programs
 # the split of the rows gives. Arg-reductions: their tile sizes, the steps and the split.
-LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "half_steps", "per_sm=16")
+LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
 DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16")
-EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B")
-ARG = ("stages=4", "arg_step=8K,thread=32", "half_steps", "per_sm=16")
-ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "cols=256B", "cols=512B")
+EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
+ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16")
+ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32

@@ -535,7 +535,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         n, s_n = groups[inner]
         m, s_m = groups[1 - inner] if len(groups) == 2 else (1, 0)
         o_n, o_m = (1, n) if inner == len(groups) - 1 else (m, 1)
-        block_r, block_n, warps = tiles.cols_tiles(n, length, step, itemsize, per_thread)
+        block_r, block_n, warps = tiles.cols_tiles(n, length, step, itemsize, per_thread, arg)
         programs = m * triton.cdiv(n, block_n)
         splits, chunk = tiles.split_count(programs, length, block_r) if may_split else (1, max(length, 1))
         kernel, blocks = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)

@@ -5,9 +5,10 @@ int64 key, (order-preserving value bits << 32) | position, so that one sort orde
 breaks ties by position (a stable sort; NaN after +inf, -0.0 equal to 0.0, as ATen). Values are then
 read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen.
 
-On the GPU rows stop at ``GPU_MAX_ROW``. A (4096, 4096) float32 kthvalue once came back wrong there;
-``tuning/ab_sort_probe.py`` later found one ``tl.sort`` a row right for every length up to 4096 and
-every warp count, and the tests check such rows on the GPU. ``SORT_CHUNK`` and ``MAX_WARPS`` are the
+On the GPU rows stop at ``GPU_MAX_ROW``, for speed: longer rows sort right there (a (4096, 4096) float32
+kthvalue once came back wrong; ``tuning/ab_sort_probe.py`` later found one ``tl.sort`` a row right for
+every length up to 4096 and every warp count, and the tests check such rows on the GPU) but take several
+times ATen's time. ``SORT_CHUNK`` and ``MAX_WARPS`` are the
 two other ways of sorting long rows that the probe checks: chunks of one proven length merged across
 chunks by a bitonic network, and fewer warps per row.
 ``mode`` counts runs of equal values with a scan and no ``tl.gather``: with neighbours fetched by
@@ -30,8 +31,10 @@ from gems_reduction.rows import lanes
 
 #: Longest row sorted in registers; longer ones go to ATen.
 MAX_ROW = 4096
-#: The same on a GPU (tuning/ab_sort_probe.py found rows up to 4096 right on an H100, with one sort a row).
-GPU_MAX_ROW = 4096
+#: The same on a GPU: longer rows are right there (tuning/ab_sort_probe.py, and the tests raise this limit to
+#: check them) but slower than ATen's radix sort: (4096, 4096) sort, kthvalue and median took 4-7x ATen's
+#: time on an H100.
+GPU_MAX_ROW = 1024
 #: Rows longer than this are sorted as chunks of this many keys, then merged across chunks (see
 #: ``_sorted_keys``); 0 sorts each row with one ``tl.sort``.
 SORT_CHUNK = 0
