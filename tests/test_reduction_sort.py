@@ -221,23 +221,3 @@ def test_rows_up_to_the_longest_sorted_in_registers(monkeypatch, length):
     assert_equal(top.values, torch.topk(ref, 50, 1).values)
     assert_equal(kth.values, torch.kthvalue(ref, length // 2, 1).values)
     assert_equal(torch.gather(x, 1, kth.indices[:, None]).squeeze(1), kth.values)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
-def test_rows_sorted_as_merged_chunks(monkeypatch, dtype):
-    from gems_reduction import sort as sort_module
-
-    monkeypatch.setattr(sort_module, "SORT_CHUNK", 16)  # a row of 100 becomes 8 chunks: three merge levels
-    x = _spread((3, 100), dtype)
-    ref = to_reference(x)
-    with served("sort", "topk", "kthvalue"):
-        up = torch.sort(x, dim=1, stable=True)
-        down = torch.sort(x, dim=1, descending=True, stable=True)
-        top = torch.topk(x, 20, 1)
-        kth = torch.kthvalue(x, 37, 1)
-    for res, descending in ((up, False), (down, True)):
-        expected = torch.sort(ref, dim=1, descending=descending, stable=True)
-        assert_equal(res.values, expected.values)
-        assert_equal(res.indices, expected.indices)
-    assert_equal(top.values, torch.topk(ref, 20, 1).values)
-    assert_equal(kth.values, torch.kthvalue(ref, 37, 1).values)

@@ -1,18 +1,16 @@
 """Which part of the register sort (``gems_reduction.sort``) goes wrong on long rows, on a GPU.
 
     python packages/gems-reduction/tuning/ab_sort_probe.py            # on a CUDA machine: < 60 s
-    python packages/gems-reduction/tuning/ab_sort_probe.py --full     # also 4 warps and 8192 in the ops
+    python packages/gems-reduction/tuning/ab_sort_probe.py --full     # also rows of 8192 in the ops
     python packages/gems-reduction/tuning/ab_sort_probe.py --smoke    # tiny rows, runs on CPU too
 
-Each line checks one (what, dtype, R, warps, chunk) against ``torch.sort`` / ATen:
+Each line checks one (what, dtype, R, warps) against ``torch.sort`` / ATen:
 - ``tl.sort`` with dtype int64 or int32: a probe kernel loads a [BLOCK_L, R] tile the way the
   production kernel does (runtime strides), sorts each row with ``tl.sort`` and stores it. int64 keys
   are built like the production keys (value bits << 32 | position); int32 are plain values, to tell a
   64-bit fault from a fault of the sort network. (The production kernel sorts integer keys only.)
-- ``chunked`` (int64 keys): the same tile sorted by ``sort._sorted_keys`` with ``CHUNK`` keys a chunk.
 - ``sort``, ``kthvalue``, ``topk``: the production kernel through ``torch.*`` under ``flag_gems.use_gems()``
-  with ``GPU_MAX_ROW`` raised to R, ``MAX_WARPS`` set to the warps column (the warps shown are those
-  ``sort_tiles`` then gives) and ``SORT_CHUNK`` to the chunk column (0: one ``tl.sort`` a row).
+  with ``GPU_MAX_ROW`` raised to R (the warps shown are those ``sort_tiles`` gives).
 The verdict is ``OK`` or ``WRONG: n/m rows, first (row, col) got g want w``. Every case runs in a pool
 of processes (compile and check); the table comes out sorted by case.
 """
@@ -45,15 +43,14 @@ def _probe_sort():
     import triton.language as tl
 
     @triton.jit
-    def probe_sort(x_ptr, out_ptr, rows, row_stride, col_stride, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
-                   CHUNK: tl.constexpr):
+    def probe_sort(x_ptr, out_ptr, rows, row_stride, col_stride, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr):
         """Rows of ``BLOCK_R`` keys sorted as the production kernel sorts them, a tile of BLOCK_L rows."""
         lane = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
         r = tl.arange(0, BLOCK_R)
         mask = (lane < rows)[:, None] & (r < BLOCK_R)[None, :]
         offsets = lane[:, None] * row_stride + r[None, :] * col_stride
         keys = tl.load(x_ptr + offsets, mask=mask, other=0)
-        tl.store(out_ptr + offsets, sort._sorted_keys(keys, BLOCK_L, BLOCK_R, CHUNK), mask=mask)
+        tl.store(out_ptr + offsets, tl.sort(keys, 1), mask=mask)
 
     return probe_sort
 
@@ -79,12 +76,12 @@ def _verdict(got: torch.Tensor, want: torch.Tensor) -> str:
     return f"WRONG: {int(rows.sum())}/{rows.numel()} rows, first ({row}, {col}) got {g} want {w}"
 
 
-def _probe_tl_sort(what: str, dtype: str, length: int, warps: int, chunk: int, rows: int) -> tuple[str, int]:
+def _probe_tl_sort(what: str, dtype: str, length: int, warps: int, rows: int) -> tuple[str, int]:
     keys = _keys(dtype, rows, length)
     out = torch.empty_like(keys)
     block_l = max(1, min(rows, 4096 // length))
     _probe_sort()[(-(-rows // block_l),)](keys, out, rows, keys.stride(0), keys.stride(1), BLOCK_L=block_l,
-                                          BLOCK_R=length, CHUNK=chunk or length, num_warps=warps)
+                                          BLOCK_R=length, num_warps=warps)
     return _verdict(out, torch.sort(keys, dim=1).values), warps
 
 
@@ -97,10 +94,8 @@ def _op_input(dtype: str, rows: int, length: int) -> torch.Tensor:
     return x.to(OP_DTYPES[dtype])
 
 
-def _probe_op(what: str, dtype: str, length: int, warps: int, chunk: int, rows: int) -> tuple[str, int]:
+def _probe_op(what: str, dtype: str, length: int, warps: int, rows: int) -> tuple[str, int]:
     sort.GPU_MAX_ROW = sort.MAX_ROW = max(length, sort.MAX_ROW)
-    sort.MAX_WARPS, sort.SORT_CHUNK = warps, chunk
-    sort._plans.clear()
     x = _op_input(dtype, rows, length)
     k = length // 2 + 1 if what == "kthvalue" else min(length, sort.SELECT_UP_TO + 16)
     if what == "sort":
@@ -122,50 +117,44 @@ def _probe_op(what: str, dtype: str, length: int, warps: int, chunk: int, rows: 
     return verdict, used
 
 
-def _cases(smoke: bool, full: bool) -> list[tuple[str, str, int, int, int]]:
-    """(what, dtype, R, warps, chunk); chunk 0: one tl.sort a row."""
+def _cases(smoke: bool, full: bool) -> list[tuple[str, str, int, int]]:
+    """(what, dtype, R, warps); the ops' warps are their own (0 here)."""
     lengths = (16, 32, 64) if smoke else (1024, 2048, 4096, 8192)
-    chunk = 8 if smoke else 1024
     warps = (4, 16) if smoke else (4, 8, 16, 32)
     cases = []
     for dtype in KEY_DTYPES:
         for length in lengths:
-            cases += [("tl.sort", dtype, length, w, 0) for w in warps]
-    for length in lengths[1:]:
-        cases += [("chunked", "int64", length, w, chunk) for w in warps]
+            cases += [("tl.sort", dtype, length, w) for w in warps]
     op_lengths = lengths if full or smoke else lengths[:3]
-    op_warps = warps[:3] if full else ((4, 16) if smoke else (8, 16))
     for dtype in OP_DTYPES:
         for what in ("sort", "kthvalue", "topk") if dtype == "float32" else ("sort", "kthvalue"):
-            for length in op_lengths:
-                for c in (0, chunk) if length > chunk else (0,):
-                    cases += [(what, dtype, length, w, c) for w in op_warps]
+            cases += [(what, dtype, length, 0) for length in op_lengths]
     return cases
 
 
-def _run_case(case: tuple[str, str, int, int, int], smoke: bool) -> str:
-    what, dtype, length, warps, chunk = case
+def _run_case(case: tuple[str, str, int, int], smoke: bool) -> str:
+    what, dtype, length, warps = case
     torch.manual_seed(length * 131 + warps)
     rows = 4 if smoke else 64
     try:
-        probe = _probe_tl_sort if what in ("tl.sort", "chunked") else _probe_op
-        verdict, used = probe(what, dtype, length, warps, chunk, rows)
+        probe = _probe_tl_sort if what == "tl.sort" else _probe_op
+        verdict, used = probe(what, dtype, length, warps, rows)
         if ON_GPU:
             torch.cuda.synchronize()
     except Exception as error:  # a compile or launch failure is a result too
         verdict, used = f"ERROR: {type(error).__name__}: {str(error).splitlines()[0][:80]}", warps
-    return f"{what:9} {dtype:9} {length:6} {used:5} {chunk:6}  {verdict}"
+    return f"{what:9} {dtype:9} {length:6} {used:5}  {verdict}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny rows, runs on CPU through the interpreter")
-    parser.add_argument("--full", action="store_true", help="also 4 warps and rows of 8192 in the ops")
+    parser.add_argument("--full", action="store_true", help="also rows of 8192 in the ops")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes compiling and checking")
     options = parser.parse_args()
     cases = _cases(options.smoke, options.full)
     start = time.perf_counter()
-    print(f"{'what':9} {'dtype':9} {'R':>6} {'warps':>5} {'chunk':>6}  verdict")
+    print(f"{'what':9} {'dtype':9} {'R':>6} {'warps':>5}  verdict")
     if options.smoke or options.jobs <= 1:
         lines = [_run_case(case, options.smoke) for case in cases]
     else:

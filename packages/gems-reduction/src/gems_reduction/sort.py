@@ -8,9 +8,7 @@ read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and t
 On the GPU rows stop at ``GPU_MAX_ROW``, for speed: longer rows sort right there (a (4096, 4096) float32
 kthvalue once came back wrong; ``tuning/ab_sort_probe.py`` later found one ``tl.sort`` a row right for
 every length up to 4096 and every warp count, and the tests check such rows on the GPU) but take several
-times ATen's time. ``SORT_CHUNK`` and ``MAX_WARPS`` are the
-two other ways of sorting long rows that the probe checks: chunks of one proven length merged across
-chunks by a bitonic network, and fewer warps per row.
+times ATen's time.
 ``mode`` counts runs of equal values with a scan and no ``tl.gather``: with neighbours fetched by
 ``tl.gather`` its values were wrong on the GPU for rows whose sort was right (kthvalue of the same
 rows), the known weak spot being gathers of tensors smaller than the program's threads.
@@ -35,11 +33,6 @@ MAX_ROW = 4096
 #: check them) but slower than ATen's radix sort: (4096, 4096) sort, kthvalue and median took 4-7x ATen's
 #: time on an H100.
 GPU_MAX_ROW = 1024
-#: Rows longer than this are sorted as chunks of this many keys, then merged across chunks (see
-#: ``_sorted_keys``); 0 sorts each row with one ``tl.sort``.
-SORT_CHUNK = 0
-#: The most warps a sort program gets.
-MAX_WARPS = 16
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
 _SORTABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.uint8, torch.int8, torch.int16,
@@ -80,41 +73,6 @@ def _keys(x, r, R, DESCENDING: tl.constexpr):
 def _at(tile, r, pos):
     """tile[i, pos[i]] for each row i."""
     return tl.sum(tl.where(r[None, :] == pos[:, None], tile, 0), 1)
-
-
-@triton.jit
-def _sorted_keys(keys, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr, CHUNK: tl.constexpr):
-    """Each row of ``keys`` in ascending order: one ``tl.sort`` when ``CHUNK`` covers the row, else a
-    bitonic sort whose elements are chunks of ``CHUNK`` keys.
-
-    The chunks are sorted by ``tl.sort`` (rows of ``CHUNK``, the length proven on the GPU); each merge
-    level compares whole chunks element by element (half-cleaners across chunks), after which every
-    chunk is bitonic and ``tl.bitonic_merge`` finishes it. A chunk that must come out descending is
-    complemented (``~`` reverses the order of int64 keys) around an ascending step."""
-    if CHUNK >= BLOCK_R:
-        return tl.sort(keys, 1)
-    CHUNKS: tl.constexpr = BLOCK_R // CHUNK
-    c = tl.arange(0, BLOCK_L * CHUNKS)[:, None] % CHUNKS  # chunk of each row of the [rows, CHUNK] view
-    k = tl.reshape(keys, [BLOCK_L * CHUNKS, CHUNK])
-    flip = (c & 1) == 1  # first level: pairs of chunks, ascending then descending
-    k = tl.sort(tl.where(flip, ~k, k), 1)
-    k = tl.where(flip, ~k, k)
-    right = tl.arange(0, 2)[None, :, None] == 1
-    for level in tl.static_range(1, 16):
-        if (1 << level) <= CHUNKS:
-            if (2 << level) <= CHUNKS:
-                flip = ((c >> level) & 1) == 1  # groups of 2**level chunks alternate direction
-            else:
-                flip = c < 0  # the last level sorts ascending
-            k = tl.where(flip, ~k, k)
-            for apart in tl.static_range(level - 1, -1, -1):  # 2**apart chunks between compared keys
-                h = tl.reshape(k, [BLOCK_L * CHUNKS // (2 << apart), 2, CHUNK << apart])
-                other = h ^ tl.xor_sum(h, 1, keep_dims=True)
-                h = tl.where((h > other) != right, other, h)
-                k = tl.reshape(h, [BLOCK_L * CHUNKS, CHUNK])
-            k = tl.bitonic_merge(k, 1)
-            k = tl.where(flip, ~k, k)
-    return tl.reshape(k, [BLOCK_L, BLOCK_R])
 
 
 @triton.jit
@@ -167,7 +125,7 @@ def _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, keys, mask, lane_off, lan
 def _sort_kernel(
     x_ptr, values_ptr, indices_ptr, R, K, L, lane_blocks, lane_stride, r_stride, outer_stride, out_lane_stride,
     out_outer_stride, WHAT: tl.constexpr, WHICH: tl.constexpr, DESCENDING: tl.constexpr, SELECT: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr, CHUNK: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid = tl.program_id(0)
     lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
@@ -191,8 +149,7 @@ def _sort_kernel(
             values_at += r_stride
             indices_at += r_stride
     else:
-        ordered = _sorted_keys(keys, BLOCK_L, BLOCK_R, CHUNK)
-        _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, ordered, mask, lane_off, lane_mask, out_off,
+        _sorted_outputs(x_ptr, values_ptr, indices_ptr, x, tl.sort(keys, 1), mask, lane_off, lane_mask, out_off,
                         r, R, K, r_stride, WHAT, WHICH, BLOCK_L, BLOCK_R)
 
 
@@ -202,7 +159,7 @@ def sort_tiles(lane_count: int, length: int) -> tuple[int, int, int]:
     block_l = min(triton.next_power_of_2(lane_count), max(1, 4096 // block_r))
     if not device.interpreter:
         block_l = min(block_l, max(1, triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))))
-    return block_l, block_r, max(4, min(MAX_WARPS, block_l * block_r // 256))
+    return block_l, block_r, max(4, min(16, block_l * block_r // 256))
 
 
 _plans: dict[tuple, tuple] = {}
@@ -228,7 +185,7 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
     vals = torch.empty(out_shape, dtype=x.dtype, device=x.device)
     idx = torch.empty(out_shape, dtype=torch.int64, device=x.device)
     if vals.numel():
-        key = (source.shape, d, x.dtype, what, which, descending, count, k, lay.force_int64, SORT_CHUNK, MAX_WARPS)
+        key = (source.shape, d, x.dtype, what, which, descending, count, k, lay.force_int64)
         plan = _plans.get(key)
         if plan is None:
             if len(_plans) >= MAX_PLANS:
@@ -237,12 +194,10 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
             lane_count = inner if columns else outer
             block_l, block_r, warps = sort_tiles(lane_count, length)
             lane_blocks = triton.cdiv(lane_count, block_l)
-            chunk = SORT_CHUNK if 0 < SORT_CHUNK < block_r else block_r
             launcher = Launcher(_sort_kernel, dict(WHAT=what, WHICH=which, DESCENDING=descending,
                                                    SELECT=what == HEAD and count <= SELECT_UP_TO,
                                                    INT64=lay.force_int64 or x.numel() > lay.INT32_MAX,
-                                                   BLOCK_L=block_l, BLOCK_R=block_r, CHUNK=chunk),
-                                num_warps=warps)
+                                                   BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)
             if columns:  # lanes along the inner dim of one outer index
                 strides = [1, inner, length * inner, 1, count * inner]
             else:  # lanes are whole rows
