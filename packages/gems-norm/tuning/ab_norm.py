@@ -62,17 +62,14 @@ PER_CHANNEL = {
     "rev st3 shift": dict(_REVERSED, sums_stages=3, sums_shifted=True),
 }
 
-#: Row forward (layer and RMS norm, rows of 4096): warps of a one-row program, two rows a program, or a grid of
-#: a few programs an SM looping over the rows with the weight and bias loaded once and the next rows loaded ahead.
+#: Row forward (layer and RMS norm, rows of 4096): warps of a one-row program, or two rows a program. (A grid of
+#: a few programs an SM looping over the rows, weight and bias loaded once, lost 1-10% on an H100:
+#: benchmark/results/2026-11-27-h100-3/logs/ab_norm.txt.)
 ROW_FORWARD = {
     "default": {},
     "4w": dict(row_fwd_warps=4),
     "16w": dict(row_fwd_warps=16),
     "2rows 8w": dict(row_fwd_tile=8192, row_fwd_warps=8),
-    "loop 2/sm": dict(row_fwd_programs_per_sm=2),
-    "loop 3/sm": dict(row_fwd_programs_per_sm=3),
-    "loop 2/sm 16w": dict(row_fwd_programs_per_sm=2, row_fwd_warps=16),
-    "loop 4/sm 4w": dict(row_fwd_programs_per_sm=4, row_fwd_warps=4),
 }
 #: Batch norm training: the merge of the statistics folded into the normalising kernel whatever the splits (one
 #: launch less), with the sums' variants that won elsewhere (shifted sums, 2 stages, 4 programs an SM) and larger

@@ -66,12 +66,9 @@ class Knobs:
     #: eight splits, 118.4 -> 118.0 us.
     merge_in_apply: int = 64
     #: Row norm forward (layer and RMS norm, N <= MAX_ROW_BLOCK): elements of a tile (None: the tile rule's 4K,
-    #: one row of 4096), warps (None: 16 values a thread), and programs per SM of a grid whose programs loop
-    #: over row blocks, with the weight and bias loaded once and the next block's rows loaded while this one
-    #: is normalised (None: one program per row block, weight and bias loaded by each).
+    #: one row of 4096) and warps (None: 16 values a thread).
     row_fwd_tile: int | None = None
     row_fwd_warps: int | None = None
-    row_fwd_programs_per_sm: int | None = None
 
 
 #: The knobs every plan reads.

@@ -2,12 +2,11 @@
 statistics (mean and variance, or only the mean square when ``CENTER`` is off), then scaled and shifted.
 
 A row that fits in registers (N <= MAX_ROW_BLOCK forward, MAX_ROW_BLOCK_BACKWARD backward) is read
-once: one program holds whole rows (several when rows are narrow); forward, optionally
-(``KNOBS.row_fwd_programs_per_sm``), a few programs an SM loop over the row blocks instead. A wider row
-takes two kernels: one computes its statistics (or, for the backward, its two row sums) in a loop, then a
-2-d grid of (row block, column chunk) programs applies them. The backward writes dx and, per program of a
-fixed grid, partial sums of the weight and bias gradients over its rows; a second small kernel sums those
-partials in a fixed order (no atomics)."""
+once: one program holds whole rows (several when rows are narrow). A wider row takes two kernels: one
+computes its statistics (or, for the backward, its two row sums) in a loop, then a 2-d grid of (row
+block, column chunk) programs applies them. The backward writes dx and, per program of a fixed grid,
+partial sums of the weight and bias gradients over its rows; a second small kernel sums those partials
+in a fixed order (no atomics)."""
 
 from __future__ import annotations
 
@@ -86,73 +85,20 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
         if CENTER:
             x = x - tl.load(MEAN + rows, mask=row_ok, other=0.0)
     else:
-        x, rstd = _centred_rows(x, mask, rows, row_ok, MEAN, RSTD, N, eps, CENTER, SAVE_STATS)
+        if CENTER:
+            mean = tl.sum(x, 1, keep_dims=True) / N
+            x = tl.where(mask, x - mean, 0.0)
+            if SAVE_STATS:
+                tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
+        rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
+        if SAVE_STATS:
+            tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
     y = x * rstd
     if HAS_W:
         y = y * tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
     if HAS_B:
         y = y + tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _centred_rows(x, mask, rows, row_ok, MEAN, RSTD, N, eps, CENTER: tl.constexpr, SAVE_STATS: tl.constexpr):
-    """(x less its row's mean (as it is without CENTER), the row's rstd) of whole rows held in registers, the
-    statistics saved at ``rows`` of MEAN and RSTD with SAVE_STATS. Two passes over registers: the variance of
-    the centred values does not cancel."""
-    if CENTER:
-        mean = tl.sum(x, 1, keep_dims=True) / N
-        x = tl.where(mask, x - mean, 0.0)
-        if SAVE_STATS:
-            tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
-    rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
-    if SAVE_STATS:
-        tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
-    return x, rstd
-
-
-@triton.jit
-def _row_norm_fwd_loop_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
-                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
-                              HAS_RES: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                              SAVE_STATS: tl.constexpr):
-    # _row_norm_fwd_kernel over whole rows, for a grid of a few programs an SM: program p takes row blocks
-    # p, p + P, ... (all programs sweep the matrix together), loads the weight and bias once, and loads the
-    # next block's rows before it normalises this one, so their latency hides behind the reductions.
-    cols = tl.arange(0, BLOCK_N)[None, :]
-    col_ok = cols < N
-    if HAS_W:
-        w = tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
-    if HAS_B:
-        b = tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
-    first = tl.program_id(0) * BLOCK_M
-    step = tl.num_programs(0) * BLOCK_M
-    rows = first + tl.arange(0, BLOCK_M)[:, None]
-    offs = rows.to(tl.int64) * N + cols
-    x_next = tl.load(X + offs, mask=(rows < M) & col_ok, other=0.0)
-    if HAS_RES:
-        r_next = tl.load(RES + offs, mask=(rows < M) & col_ok, other=0.0)
-    for r0 in range(first, M, step):
-        rows = r0 + tl.arange(0, BLOCK_M)[:, None]
-        row_ok = rows < M
-        mask = row_ok & col_ok
-        offs = rows.to(tl.int64) * N + cols
-        x = x_next.to(tl.float32)
-        ahead = (rows + step < M) & col_ok
-        ahead_offs = offs + step.to(tl.int64) * N
-        x_next = tl.load(X + ahead_offs, mask=ahead, other=0.0)
-        if HAS_RES:
-            h = (x + r_next.to(tl.float32)).to(H.dtype.element_ty)
-            r_next = tl.load(RES + ahead_offs, mask=ahead, other=0.0)
-            tl.store(H + offs, h, mask=mask)
-            x = h.to(tl.float32)
-        x, rstd = _centred_rows(x, mask, rows, row_ok, MEAN, RSTD, N, eps, CENTER, SAVE_STATS)
-        y = x * rstd
-        if HAS_W:
-            y = y * w
-        if HAS_B:
-            y = y + b
-        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -273,19 +219,12 @@ def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtyp
             return _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, residual)
         return wide
     block_m, block_n = row_tile(m, n, KNOBS.row_fwd_tile)
-    num_warps = KNOBS.row_fwd_warps or warps(block_m * block_n)
-    row_blocks = cdiv(m, block_m)
     # Absent tensors are passed as x (never read), unsaved statistics as y (never written).
     dtypes = (x_dtype, res_dtype or x_dtype, w_dtype or x_dtype, b_dtype or x_dtype, x_dtype, x_dtype,
               stats_dtype if save else x_dtype, stats_dtype if save else x_dtype)
-    flags = dict(BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center)
-    last = dict(HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save)
-    if KNOBS.row_fwd_programs_per_sm:
-        ready = ReadyLaunch(_row_norm_fwd_loop_kernel, (programs(row_blocks, KNOBS.row_fwd_programs_per_sm),),
-                            num_warps, dtypes, (m, n), **flags, **last)
-    else:
-        ready = ReadyLaunch(_row_norm_fwd_kernel, (row_blocks,), num_warps, dtypes, (m, n), **flags,
-                            STATS_GIVEN=False, **last)
+    ready = ReadyLaunch(_row_norm_fwd_kernel, (cdiv(m, block_m),), KNOBS.row_fwd_warps or warps(block_m * block_n),
+                        dtypes, (m, n), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
+                        HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save)
 
     def run(x, residual, weight, bias, eps):
         y = torch.empty_like(x)
