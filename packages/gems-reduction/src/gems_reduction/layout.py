@@ -224,7 +224,7 @@ def fits_out(out: torch.Tensor | None, shape, dtype: torch.dtype) -> bool:
 
 def new_output(out: torch.Tensor | None, shape, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
     """``out`` itself when a kernel can write into it, else a fresh contiguous tensor."""
-    if out is not None and fits_out(out, shape, dtype):
+    if fits_out(out, shape, dtype):
         return out
     return like.new_empty(shape, dtype=dtype)  # no torch.device built: the cheapest allocation from Python
 
