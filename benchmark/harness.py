@@ -485,6 +485,22 @@ def measure_copy_ceiling(warmup_ms: float = 10, rep_ms: float = 50) -> float | N
     return 2 * src.nbytes / (ms * 1e-3) / 1e9
 
 
+def measure_read_ceiling(warmup_ms: float = 10, rep_ms: float = 50) -> float | None:
+    """Rate in GB/s of a minimal kernel that only reads (each program sums 16 KiB to one float): the
+    ceiling of an op that reads much and writes little, which on an H100 sits well below the copy's
+    (HBM reads alone do not reach the read + write rate). None off the GPU."""
+    if not ON_GPU:
+        return None
+    import triton.testing
+
+    from benchmark.read_probe import read_everything
+
+    src = torch.randn(2**28, device=DEVICE, dtype=BF16)  # 512 MiB, as the copy reads
+    ms = triton.testing.do_bench(lambda: read_everything(src), warmup=warmup_ms, rep=rep_ms,
+                                 return_mode="median")
+    return src.nbytes / (ms * 1e-3) / 1e9
+
+
 def measure_matmul_peak(warmup_ms: float = 10, rep_ms: float = 50) -> float | None:
     """cuBLAS bf16 8192^3 through torch.mm in TFLOP/s: the ceiling of the matmul family."""
     if not ON_GPU:
@@ -511,6 +527,8 @@ class Session:
         self._ceiling_done = False
         self._matmul_peak: float | None = None
         self._matmul_done = False
+        self._read_ceiling: float | None = None
+        self._read_done = False
 
     # what is served ---------------------------------------------------------------------------
     def served(self) -> dict:
@@ -539,6 +557,15 @@ class Session:
                 self.write({"kind": "env"})
         return self._ceiling
 
+    def read_ceiling(self) -> float | None:
+        if not self._read_done and not self.settings.quick:
+            self._read_done = True
+            self._read_ceiling = measure_read_ceiling()
+            if self._read_ceiling:
+                emit(f"read ceiling: {self._read_ceiling:.0f} GB/s (a kernel that only reads)")
+                self.write({"kind": "env"})
+        return self._read_ceiling
+
     def matmul_peak(self) -> float | None:
         if not self._matmul_done and not self.settings.quick:
             self._matmul_done = True
@@ -555,6 +582,7 @@ class Session:
                              warmup_ms=self.settings.warmup_ms, rep_ms=self.settings.rep_ms)
         self._env["copy_ceiling_gbps"] = self._ceiling
         self._env["matmul_peak_tflops"] = self._matmul_peak
+        self._env["read_ceiling_gbps"] = self._read_ceiling
         return self._env
 
     # budget -----------------------------------------------------------------------------------
@@ -805,6 +833,12 @@ def _rotation(case: Case, point: Point, args: tuple, bytes_moved: int, settings:
     return sets
 
 
+def _mostly_read(args, out, nbytes: int) -> bool:
+    """Whether an op's bytes are nearly all reads (a reduction to a row or less): then its rate is
+    also set against the read ceiling."""
+    return 0 < 32 * addressed_bytes(out) <= nbytes
+
+
 def _metrics(record: dict, case: Case, args: tuple, out, aten_us: float, gems_us: float,
              session: Session) -> None:
     nbytes = (case.bytes or default_bytes)(args, out)
@@ -817,6 +851,10 @@ def _metrics(record: dict, case: Case, args: tuple, out, aten_us: float, gems_us
             record["ceiling_gbps"] = ceiling
             record["ceiling_frac"] = record["gems_gbps"] / ceiling
             record["aten_ceiling_frac"] = record["aten_gbps"] / ceiling
+        read_ceiling = session.read_ceiling() if _mostly_read(args, out, nbytes) else None
+        if read_ceiling:
+            record["read_ceiling_frac"] = record["gems_gbps"] / read_ceiling
+            record["aten_read_ceiling_frac"] = record["aten_gbps"] / read_ceiling
     if case.flops is not None and gems_us > 0:
         flops = case.flops(args, out)
         record["flops"] = int(flops)
