@@ -1,12 +1,15 @@
-"""Accuracy in ulps of the elementwise ops whose kernels evaluate formulas of their own (sinh, atan, atan2,
-gelu), against float64: every value of the half types, a float32 sample spread over the whole range,
-and the points where the formulas switch branch, overflow or meet zeros, infinities and NaN.
+"""Accuracy in ulps of the elementwise ops whose kernels evaluate formulas of their own (sinh, atan, atan2, gelu)
+or may divide approximately (silu, sigmoid, with the knob on and off), against float64: every value of the
+half types, a float32 sample spread over the whole range, and the points where the formulas switch branch,
+overflow or meet zeros, infinities and NaN.
 
 Results rounded to a half type must stay within 0.6 ulp of the exact value (the rounding's 0.5, and
 0.1 for the float32 formula, which is what lets the half-type kernels use shorter ones); float32 results
 within 2 ulp (sinh 3.5: libdevice's expf alone is 2 ulp on the GPU, and the interpreter does not fuse
 multiply-adds). gelu keeps ATen's formula ``x / 2 (1 + erf)``, whose sum cancels as x -> -inf: there
-it may be off by float32's step of 1 + erf, ``2**-24 |x|``, as ATen's is.
+it may be off by float32's step of 1 + erf, ``2**-24 |x|``, as ATen's is. silu and sigmoid keep ATen's
+``x / (1 + exp(-x))``, whose exp overflows float32 below -88.7 (the results are 0 there): they are
+measured against that formula's exact value with float32's overflow.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
 INF, NAN = math.inf, math.nan
 MANTISSA = {F16: 10, BF16: 7, F32: 23}
 LIMIT = {F16: 0.6, BF16: 0.6}
-LIMIT_F32 = {"sinh": 3.5, "atan": 2.0, "atan2": 2.0, "gelu": 2.0}
+# silu, sigmoid: libdevice's expf (2 ulp), the sum and the IEEE division, as in ATen.
+LIMIT_F32 = {"sinh": 3.5, "atan": 2.0, "atan2": 2.0, "gelu": 2.0, "silu": 3.0, "sigmoid": 3.0}
 # The switch points of the formulas (unary.py, activation.py), with their neighbours.
 EDGES = [0.0, 1e-45, 1e-40, 2**-126, 1e-30, 1e-8, 1e-3, 0.1249, 0.125, 0.1251, 0.5, 0.999, 1.0, 1.001, 2.0,
          5.6568, 5.6569, 5.657, 10.0, 11.09, 11.1, 88.7, 89.0, 89.4, 89.5, 100.0, 65504.0, 1e10, 8.5e37,
@@ -94,6 +98,26 @@ def _check_ulps(name, res, x, exact, dtype):
 UNARY = {"sinh": torch.sinh, "atan": torch.atan, "gelu": torch.nn.functional.gelu}
 
 
+def _exp_in_float32_range(z: torch.Tensor) -> torch.Tensor:
+    """float64 ``exp(z)``, infinite where float32's exp overflows (as it does in ATen's formulas)."""
+    e = torch.exp(z)
+    return torch.where(e.to(F32).isinf(), INF, e)
+
+
+# ATen's formulas, exact but for their exp's overflow in float32.
+DIVIDING = {"silu": (torch.nn.functional.silu, lambda x: x / (1.0 + _exp_in_float32_range(-x))),
+            "sigmoid": (torch.sigmoid, lambda x: 1.0 / (1.0 + _exp_in_float32_range(-x)))}
+
+
+@pytest.fixture(params=[False, True], ids=["ieee_division", "approx_division"])
+def half_approx_division(request, monkeypatch):
+    """Both settings of ``KNOBS.half_approx_division``."""
+    from gems_pointwise.knobs import KNOBS
+
+    monkeypatch.setattr(KNOBS, "half_approx_division", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary_ulps(name, dtype):
@@ -106,6 +130,31 @@ def test_unary_ulps(name, dtype):
         res = call(x)
     assert res.dtype == dtype
     _check_ulps(name, res, x, call(x.cpu().double()), dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16, F32])
+@pytest.mark.parametrize("name", sorted(DIVIDING))
+def test_dividing_ulps(name, dtype, half_approx_division):
+    call, formula = DIVIDING[name]
+    x = _every_value(dtype).to(DEVICE)
+    with served(name):
+        res = call(x)
+    assert res.dtype == dtype
+    _check_ulps(name, res, x, formula(x.cpu().double()), dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_silu_backward_half_types(dtype, half_approx_division):
+    """silu_backward over every value of a half type, with a gradient of 1 (its float32 formula cancels
+    in ``1 - s``, as ATen's does): within a half-type ulp of ATen's result computed in float32."""
+    x = _every_value(dtype)
+    x = x[x.float().abs() < 88.0].to(DEVICE)  # where float32's exp neither overflows nor flushes
+    grad = torch.ones_like(x)
+    with served("silu_backward"):
+        res = torch.ops.aten.silu_backward(grad, x)
+    ref = torch.ops.aten.silu_backward(grad.cpu().float(), x.cpu().float()).double()
+    error = (res.cpu().double() - ref).abs()
+    assert (error <= _ulp(ref, dtype)).all(), f"{int((error > _ulp(ref, dtype)).sum())} results off"
 
 
 @pytest.mark.parametrize("dtype", [F16, BF16, F32])
@@ -171,3 +220,131 @@ def test_half_formulas_in_float32():
             allowed = allowed + 2.0**-24 * values.double().abs()
         fine = (error <= allowed) | (res == exact) | exact.isnan() | (exact.abs() > torch.finfo(F32).max)
         assert fine.all(), f"{name}: {int((~fine).sum())} results off, e.g. at {args[0][~fine][0].item()!r}"
+
+
+# -- softplus, erfc and pow: the half-type formulas of KNOBS.half_fast_softplus, half_fast_erfc and
+# half_fast_pow, checked with the knobs on and off (off: the float32-accurate kernels, or pow's own).
+FAST_KNOBS = ("half_fast_softplus", "half_fast_erfc", "half_fast_pow")
+
+
+@pytest.fixture(params=[False, True], ids=["float32_formulas", "fast_formulas"])
+def fast_formulas(request, monkeypatch):
+    """Both settings of the half-type formula knobs of softplus, erfc and pow."""
+    from gems_pointwise.knobs import KNOBS
+
+    for knob in FAST_KNOBS:
+        monkeypatch.setattr(KNOBS, knob, request.param)
+    return request.param
+
+
+# (beta, threshold): ATen's defaults, a scaled one, a negative beta, a negative threshold; the last
+# (threshold past exp's overflow) keeps the float32 kernel with the knob on.
+SOFTPLUS_ARGS = [(1.0, 20.0), (2.0, 5.0), (-0.5, 20.0), (0.3, -1.0), (1.0, 100.0)]
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("beta, threshold", SOFTPLUS_ARGS)
+def test_softplus_ulps(dtype, beta, threshold, fast_formulas):
+    x = _every_value(dtype)
+    x = x[~x.isinf() | (x * beta > 0)]  # ATen's e**(beta x) at -inf: log1p(0) / beta
+    x = x.to(DEVICE)
+    with served("softplus"):
+        res = torch.nn.functional.softplus(x, beta, threshold)
+    assert res.dtype == dtype
+    # ATen's rule: beta x in float32 (beta as float32) against the threshold; its exp overflows from 88.72.
+    beta32 = torch.tensor(beta, dtype=F32).double()
+    z = (x.cpu().float() * beta32.float()).double()
+    exact = torch.where(z > threshold, x.cpu().double(), torch.log1p(_exp_in_float32_range(z)) / beta32)
+    _check_ulps("softplus", res, x, exact, dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_erfc_ulps(dtype, fast_formulas):
+    x = _every_value(dtype).to(DEVICE)
+    with served("erfc"):
+        res = torch.erfc(x)
+    assert res.dtype == dtype
+    _check_ulps("erfc", res, x, torch.special.erfc(x.cpu().double()), dtype)
+
+
+def _half(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype``, as ATen converts pow's scalar operand."""
+    return torch.tensor(value, dtype=dtype).item()
+
+
+# Fractions, ATen's own formulas (0.5, -0.5, -1, 2, 3, -2), small powers multiplied out (4..7), large
+# and negative integers, 0, 1, infinities and NaN.
+POW_EXPONENTS = [2.5, 0.3, -1.7, 1e-3, 0.5, -0.5, -1.0, 2.0, 3.0, -2.0, 4.0, 7.0, 9.0, 40.0, -3.0, 0.0, 1.0,
+                 INF, -INF, NAN]
+# The exponents ATen computes by formulas (sqrt, 1 / sqrt, 1 / x, x * x, x * x * x, 1 / (x * x)) in float32.
+ATEN_POW_FORMULAS = {0.5, -0.5, -1.0, 2.0, 3.0, -2.0}
+# Not -0.0: a scalar -0.0 reaches kernels as +0.0 (any kernel's scalar, with the knob on or off); tensor
+# bases of -0.0 are in test_pow_tensors_ulps.
+POW_BASES = [2.0, 0.5, 3.0, 1.0625, 10.0, 1.0, 0.0, -2.0, -1.0, INF, -INF, NAN]
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("exponent", POW_EXPONENTS)
+def test_pow_scalar_exponent_ulps(dtype, exponent, fast_formulas):
+    x = _every_value(dtype).to(DEVICE)
+    with served("pow"):
+        res = torch.pow(x, exponent)
+    assert res.dtype == dtype
+    if exponent in ATEN_POW_FORMULAS:  # float32 products that may overflow where the power does not
+        exact = torch.pow(x.cpu().float(), exponent).double()
+    else:
+        exact = torch.pow(x.cpu().double(), _half(exponent, dtype))
+    _check_ulps("pow", res, x, exact, dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("base", POW_BASES)
+def test_pow_scalar_base_ulps(dtype, base, fast_formulas):
+    y = _every_value(dtype).to(DEVICE)
+    with served("pow"):
+        res = torch.pow(base, y)
+    assert res.dtype == dtype
+    _check_ulps("pow", res, y, torch.pow(_half(base, dtype), y.cpu().double()), dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_pow_tensors_ulps(dtype, fast_formulas):
+    """Shuffled pairs of every value, then every pair of the special values (signed zeros, +-1, negative
+    bases with integer and fractional exponents, 0**0, 1**nan, (-1)**inf, x**0.5), then exact ties
+    (1.0625**2 lies halfway between two half-type numbers)."""
+    values = _every_value(dtype)
+    g = torch.Generator().manual_seed(3)
+    x = values[torch.randperm(len(values), generator=g, device="cpu")]
+    y = values[torch.randperm(len(values), generator=g, device="cpu")]
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 2.5, 7.0, 8.0, 1.0625, 1e4,
+                            INF, -INF, NAN], dtype=dtype)
+    count = len(special)
+    ties = torch.tensor([1.0625, -1.0625, 1.0078125, 3.0, 5.0], dtype=dtype)
+    x = torch.cat([x, special.repeat_interleave(count), ties.repeat_interleave(6)]).to(DEVICE)
+    y = torch.cat([y, special.repeat(count), torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=dtype).repeat(5)])
+    y = y.to(DEVICE)
+    with served("pow"):
+        res = torch.pow(x, y)
+    assert res.dtype == dtype
+    _check_ulps("pow", res, x, torch.pow(x.cpu().double(), y.cpu().double()), dtype)
+
+
+def test_fast_formulas_in_float32():
+    """The float32 results of the softplus and erfc half-type kernels, before their rounding to the half
+    type, stay within 3e-6 of the exact value on a float32 sample (1e-5 past 4, where float16's results
+    are 0 and a**2's rounding enters erfc's exponent): the fits' own error; ex2.approx adds 2**-21 on the
+    GPU (squared)."""
+    from gems_pointwise import activation, unary
+
+    values = _every_value(F32)
+    x = values.to(DEVICE)
+    beta, threshold = 1.0, 20.0
+    softplus = activation.softplus_half_kernel(x, beta, threshold, 1.0 / beta).cpu().double()
+    exact = torch.nn.functional.softplus(values.double(), beta, threshold)
+    erfc = unary.erfc_half_kernel(x).cpu().double()
+    erfc_exact = torch.special.erfc(values.double())
+    allowed = torch.where(values.abs() > 4, 1e-5, 3e-6).double()
+    for name, res, ref in (("softplus", softplus, exact), ("erfc", erfc, erfc_exact)):
+        error = (res - ref).abs()
+        fine = (error <= allowed * ref.abs() + 1e-37) | (res == ref) | ref.isnan()
+        assert fine.all(), f"{name}: {int((~fine).sum())} results off, e.g. at {values[~fine][0].item()!r}"

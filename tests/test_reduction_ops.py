@@ -214,7 +214,7 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
 TILE_SETTINGS = [
     {}, {"STEP_BYTES": 32768, "THREAD_BYTES": 128}, {"THREAD_BYTES": 32}, {"COLS_BYTES": 256},
     {"PROGRAMS_PER_SM": 64, "STAGES": 4}, {"ARG_STEP_ELEMENTS": 8192, "ARG_THREAD_ELEMENTS": 32},
-    {"HALF_STEPS": False}, {"ARG_COLS_BYTES": 1024},
+    {"HALF_STEPS": False}, {"ARG_COLS_BYTES": 1024}, {"ARG_TILE": 1}, {"ARG_TILE": 2, "COLS_BYTES": 256},
 ]
 
 
@@ -339,6 +339,93 @@ def test_argmax_argmin_ties_and_nan(dtype):
         else:
             assert a.shape == b.shape
             assert_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("tile", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int32])
+def test_arg_tile_modes(monkeypatch, fresh_plans, tile, dtype):
+    # One (value, position) per output, folded step by step (tiles.ARG_TILE), on the GPU's tiles: ties
+    # keep the first position, the first NaN wins, rows of -inf report 0, split ranges combine.
+    from gems_reduction import tiles
+
+    monkeypatch.setattr(tiles, "ARG_TILE", tile)
+    monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
+    monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 16)
+    x = torch.randint(0, 3, (9, 600), device=DEVICE).to(dtype)
+    if dtype.is_floating_point:
+        x[2, 5] = float("nan")
+        x[2, 520] = float("nan")
+        x[4, :] = float("-inf")
+        x[:, 7] = float("nan")
+    y = torch.randint(0, 3, (1500, 3), device=DEVICE).to(dtype)
+    ref, ref_y = to_reference(x), to_reference(y)
+    with served("argmax", "argmin", "max"):
+        res = (x.argmax(1), x.argmin(1), x.argmax(0), x.t().argmin(0), x.argmax(), x.max(1), y.argmax(0), y.argmin(0))
+    ref_res = (ref.argmax(1), ref.argmin(1), ref.argmax(0), ref.t().argmin(0), ref.argmax(), ref.max(1),
+               ref_y.argmax(0), ref_y.argmin(0))
+    for a, b in zip(res, ref_res):
+        if isinstance(a, tuple):
+            assert_equal(a[0], b[0], equal_nan=True)
+            assert_equal(a[1], b[1])
+        else:
+            assert a.shape == b.shape
+            assert_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on -inf columns
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_softmax_split_over_dim0(monkeypatch, fresh_plans, dtype):
+    # Softmax over a non-last dim too long for one pass, split into chunks (tiles.SOFTMAX_SPLIT_PER_SM):
+    # chunk statistics, then each chunk written from its columns' combined statistics. Columns of
+    # -inf (NaN, or 0 for _safe_softmax) and NaN as in ATen; the last chunk is the shortest. The
+    # backward likewise (tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM), against its formulas in float64.
+    from gems_reduction import layout, softmax, tiles
+
+    monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "SOFTMAX_BACKWARD_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
+    x = torch.randn(1500, 40, dtype=dtype, device=DEVICE) * 3
+    x[:, 3] = float("-inf")
+    x[:700, 4] = float("-inf")
+    x[1234, 5] = float("nan")
+    x[1499, 6] = 80.0
+    z = torch.randn(2, 1100, 20, dtype=dtype, device=DEVICE)
+    assert softmax.split_tiles(40, 1500, 1, x.element_size(), 4)[3] > 2
+    ref, ref_z = to_reference(x, upcast=True), to_reference(z, upcast=True)
+    with served("_softmax", "_log_softmax", "_safe_softmax"):
+        res = (torch.softmax(x, 0), torch.log_softmax(x, 0), torch.ops.aten._safe_softmax(x, 0), torch.softmax(z, 1),
+               torch.log_softmax(z, 1))
+    assert any(isinstance(c, softmax._Call) and isinstance(c.launch, softmax._SplitLaunch)
+               for c in layout.calls.values())
+    ref_res = (torch.softmax(ref, 0), torch.log_softmax(ref, 0), torch.ops.aten._safe_softmax(ref, 0),
+               torch.softmax(ref_z, 1), torch.log_softmax(ref_z, 1))
+    for a, b in zip(res, ref_res):
+        assert a.dtype == dtype and a.shape == b.shape
+        assert_close(a, b, dtype, equal_nan=True)
+    g, y, lsm = torch.randn_like(z), torch.softmax(z, 1), torch.log_softmax(z, 1)
+    with served("_softmax_backward_data", "_log_softmax_backward_data"):
+        gy = torch.ops.aten._softmax_backward_data(g, y, 1, dtype)
+        gl = torch.ops.aten._log_softmax_backward_data(g, lsm, 1, dtype)
+    g64, y64, l64 = (to_reference(t, upcast=True) for t in (g, y, lsm))
+    assert_close(gy, y64 * (g64 - (g64 * y64).sum(1, keepdim=True)), dtype, reduce_dim=1100)
+    assert_close(gl, g64 - l64.exp() * g64.sum(1, keepdim=True), dtype, reduce_dim=1100)
+
+
+def test_softmax_split_int64_index_path(monkeypatch, fresh_plans):
+    from gems_reduction import layout, tiles
+
+    monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "SOFTMAX_BACKWARD_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
+    monkeypatch.setattr(layout, "force_int64", True)
+    x = torch.randn(1200, 3, 5, device=DEVICE)
+    g = torch.randn(1200, 3, 5, device=DEVICE)
+    ref, g64 = to_reference(x, upcast=True), to_reference(g, upcast=True)
+    with served("_softmax", "_log_softmax_backward_data"):
+        res = torch.softmax(x, 0)
+        grad = torch.ops.aten._log_softmax_backward_data(g, torch.log_softmax(x, 0), 0, torch.float32)
+    assert_close(res, torch.softmax(ref, 0), torch.float32)
+    assert_close(grad, g64 - torch.softmax(ref, 0) * g64.sum(0, keepdim=True), torch.float32, reduce_dim=1200)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8, torch.bool, torch.int32])

@@ -19,7 +19,10 @@ mean over the bf16 cases, written to the table's "gemv" entry.
 Rows marked "info" (3xTF32 for fp32) are experiments that change numerics: printed, never written.
 Candidates marked ``fuse_tiles`` run the Hopper kernel with its tile and K loops fused into one pipeline; a
 winning one is written with the option, and ``heuristics.matmul_config`` serves it for that table entry;
-so are those marked ``split_epilogue`` (each output tile scaled and stored in two halves along N).
+so are those marked ``split_epilogue`` (each output tile scaled and stored in two halves along N), ``tile_bias``
+(a bias vector loaded once per tile and added before the halves are stored) and ``prefetch_bias`` (the bias
+vector loaded when the tile starts). A guard may stand for another shape that the same table entry serves
+(the 8192^3 entry serves the 8192x14336x4096 and 8192x4096x14336 products).
 
 All candidates compile in parallel threads before anything is timed; the timing stops at ``--budget``
 seconds (default 170) and skips what is left, saying so. Speeds are cuBLAS time / ours (higher is better);
@@ -93,6 +96,7 @@ class ProductCase:
     candidates: list[MatmulConfig]
     guard: bool = False  # timed only for its shape-table entry, which other ops of this shape share
     tf32x3: bool = False  # add the 3xTF32 experiment (fp32 only)
+    entry: tuple[int, int, int, int] | None = None  # the table shape serving this case, when not its own
 
     @property
     def pclass(self) -> str:
@@ -100,7 +104,7 @@ class ProductCase:
 
     @property
     def table_key(self) -> tuple:
-        return (self.pclass, *self.shape)
+        return (self.pclass, *(self.entry or self.shape))
 
 
 @dataclasses.dataclass
@@ -139,6 +143,44 @@ _SQUARE = _BIG + _configs("128x256x64 w8 s3 g4 fuse_tiles", "128x256x64 w8 s3 g1
                           "128x256x64 w8 s3 tma_store split_epilogue",
                           "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue",
                           "128x256x64 w8 s3 g16 fuse_tiles split_epilogue")
+# Two 128x128 programs of 8 warps resident on each SM, so that one's epilogue runs while the other's products
+# do. Compiled for sm_90, each of these fits twice in an SM's shared memory (at most 112 KB with the fused
+# loops' epilogue scratch) and registers (at most 108 a thread); "128x128x64 w8 s3 fuse_tiles" does not (128 KB:
+# the epilogue's layout change needs 32 KB beside the live pipeline), so half of its 2 programs an SM wait
+# for the other half to finish: likely why it ran at 0.63-0.70x cuBLAS.
+_TWO_A_SM = _configs("128x128x64 w8 s3 fuse_tiles split_epilogue", "128x128x64 w8 s2 fuse_tiles",
+                     "128x128x64 w8 s2 fuse_tiles split_epilogue", "128x128x32 w8 s5 fuse_tiles split_epilogue")
+# The bias vector's load (addmm's, nn.Linear's): compiled for sm_90 with 128x256 tiles, fused loops and the
+# split epilogue, the table's 4096^3 choice loads it per half as 16 four-byte loads a thread, the second
+# half's only after the first half is stored (205 registers against mm's 166); "tile_bias" loads it once a
+# tile as one vector (198), "prefetch_bias" when the tile starts, its latency under the K loop (239 registers
+# with that choice's loops, 186 with 4 stages unfused; fused with 4 stages and the split epilogue it spills
+# 192 bytes, so that one is left out).
+_SQUARE_BIAS = _configs("128x256x64 w8 s3 fuse_tiles split_epilogue tile_bias",
+                        "128x256x64 w8 s3 fuse_tiles split_epilogue prefetch_bias",
+                        "128x256x64 w8 s4 fuse_tiles split_epilogue tile_bias",
+                        "128x256x64 w8 s3 g16 fuse_tiles split_epilogue tile_bias",
+                        "128x256x64 w8 s3 g16 fuse_tiles prefetch_bias", "128x256x64 w8 s3 fuse_tiles prefetch_bias",
+                        "128x256x64 w8 s4 prefetch_bias", "128x256x64 w8 s4 split_epilogue tile_bias",
+                        "128x256x64 w8 s3 tma_store split_epilogue tile_bias",
+                        "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue tile_bias")
+# With a bias, two 128x128 programs an SM still fit with the bias loaded per half (112-114 registers), not with
+# it prefetched (154: one program an SM), so only the first two of those candidates join the 4096^3 group.
+_SQUARE_ADDMM = _SQUARE + _SQUARE_BIAS + _TWO_A_SM[:2]
+# The same bias options at 8192x14336x4096 (addmm and nn.Linear at 0.90x cuBLAS, its mm at 0.97x).
+_BIG_BIAS = _configs("128x256x64 w8 s3 fuse_tiles split_epilogue tile_bias", "128x256x64 w8 s4 prefetch_bias",
+                     "128x256x64 w8 s3 fuse_tiles prefetch_bias", "128x256x64 w8 s4 split_epilogue tile_bias")
+# 8192^3 (its entry also serves 8192x14336x4096 and 8192x4096x14336, timed as guards): 2048 tiles of 128x256
+# are 15.5 waves, so the tile loop's fill and drain weigh less than at 4096^3 and the epilogue and the tile
+# order (how much of A and B the concurrent tiles share in L2) more. The table's choice is the first.
+_SQUARE_8K = _configs("128x256x64 w8 s3", "128x256x64 w8 s4", "128x256x64 w8 s3 fuse_tiles",
+                      "128x256x64 w8 s4 fuse_tiles", "128x256x64 w8 s3 fuse_tiles split_epilogue",
+                      "128x256x64 w8 s4 fuse_tiles split_epilogue", "128x256x64 w8 s4 split_epilogue",
+                      "128x256x64 w8 s3 tma_store split_epilogue", "128x256x64 w8 s4 tma_store split_epilogue",
+                      "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue",
+                      "128x256x64 w8 s3 g16 fuse_tiles split_epilogue", "128x256x64 w8 s4 g16 fuse_tiles",
+                      "128x256x64 w8 s4 g16 split_epilogue", "128x256x64 w8 s3 g4 fuse_tiles split_epilogue",
+                      "256x128x64 w8 s4 fuse_tiles") + _TWO_A_SM[:2]
 # 32 products of 1024^3: 16 K steps a tile, so each tile's pipeline fill and epilogue weigh four times what they
 # do at 4096^3 unless the tile loop is fused.
 _BMM = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_store", "256x128x64 w8 s4",
@@ -152,7 +194,14 @@ _BMM = _configs("128x256x64 w8 s4", "128x256x64 w8 s3", "128x256x64 w8 s3 tma_st
                 "128x256x64 w8 s4 g4 fuse_tiles", "128x256x64 w8 s4 g2 fuse_tiles",
                 "128x256x64 w8 s4 fuse_tiles split_epilogue", "128x256x64 w8 s3 fuse_tiles split_epilogue",
                 "128x256x64 w8 s4 tma_store fuse_tiles split_epilogue", "128x256x64 w8 s4 split_epilogue",
-                "256x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s4 fuse_tiles", "128x128x64 w4 s5 fuse_tiles")
+                "256x128x64 w8 s4 fuse_tiles", "128x128x64 w4 s4 fuse_tiles", "128x128x64 w4 s5 fuse_tiles",
+                # Around the best so far (s4 fused, split epilogue: 0.94x): descriptor stores, row-major tile
+                # order, the split along N of 256x128 tiles, and half-depth K steps with twice the stages
+                # (the same bytes in flight, a shorter wait for the first step of each tile).
+                "128x256x64 w8 s4 g1 fuse_tiles split_epilogue", "128x256x64 w8 s4 g16 fuse_tiles split_epilogue",
+                "256x128x64 w8 s4 fuse_tiles split_epilogue", "128x256x32 w8 s6 fuse_tiles",
+                "128x256x32 w8 s8 fuse_tiles split_epilogue",
+                "128x256x32 w8 s6 tma_store fuse_tiles split_epilogue") + _TWO_A_SM
 # K = 128: the output dominates the bytes (34 of 50 MB); stores and programs in flight matter most, and with
 # two K steps a tile only a fused loop keeps operand loads going during the stores.
 _BMM_SHORT_K = _configs("128x128x64 w4 s3", "128x128x64 w4 s3 tma_store", "128x128x64 w8 s3",
@@ -189,11 +238,16 @@ PRODUCTS = [
     ProductCase("mm-odd bf16 1000x3000x777", "mm", (1, 1000, 3000, 777), BF16, _ODD),
     ProductCase("bmm bf16 32x1024x1024x1024", "bmm", (32, 1024, 1024, 1024), BF16, _BMM),
     ProductCase("bmm bf16 64x512x512x128", "bmm", (64, 512, 512, 128), BF16, _BMM_SHORT_K),
-    ProductCase("addmm bf16 4096^3", "addmm", (1, 4096, 4096, 4096), BF16, _SQUARE),
-    ProductCase("mm-guard bf16 4096^3", "mm", (1, 4096, 4096, 4096), BF16, _SQUARE, guard=True),
-    ProductCase("addmm bf16 8192x14336x4096", "addmm", (1, 8192, 14336, 4096), BF16, _BIG),
-    ProductCase("linear bf16 8192x14336x4096", "linear", (1, 8192, 14336, 4096), BF16, _BIG),
-    ProductCase("mm-guard bf16 8192x14336x4096", "mm", (1, 8192, 14336, 4096), BF16, _BIG, guard=True),
+    ProductCase("addmm bf16 4096^3", "addmm", (1, 4096, 4096, 4096), BF16, _SQUARE_ADDMM),
+    ProductCase("mm-guard bf16 4096^3", "mm", (1, 4096, 4096, 4096), BF16, _SQUARE_ADDMM, guard=True),
+    ProductCase("mm bf16 8192^3", "mm", (1, 8192, 8192, 8192), BF16, _SQUARE_8K),
+    ProductCase("mm-guard bf16 8192x14336x4096 (8192^3 entry)", "mm", (1, 8192, 14336, 4096), BF16, _SQUARE_8K,
+                guard=True, entry=(1, 8192, 8192, 8192)),
+    ProductCase("mm-guard bf16 8192x4096x14336 (8192^3 entry)", "mm", (1, 8192, 4096, 14336), BF16, _SQUARE_8K,
+                guard=True, entry=(1, 8192, 8192, 8192)),
+    ProductCase("addmm bf16 8192x14336x4096", "addmm", (1, 8192, 14336, 4096), BF16, _BIG + _BIG_BIAS),
+    ProductCase("linear bf16 8192x14336x4096", "linear", (1, 8192, 14336, 4096), BF16, _BIG + _BIG_BIAS),
+    ProductCase("mm-guard bf16 8192x14336x4096", "mm", (1, 8192, 14336, 4096), BF16, _BIG + _BIG_BIAS, guard=True),
     ProductCase("mm-f32 fp32 4096^3 (tf32 off)", "mm", (1, 4096, 4096, 4096), FP32, _F32, tf32x3=True),
 ]
 
@@ -215,13 +269,16 @@ def smoke_cases() -> tuple[list[ProductCase], list[GemvCase], list[GemvRule]]:
     """Tiny shapes through the same paths, with small tiles (the interpreter's cost grows with programs)."""
     small = _configs("32x32x32 w4 s2", "16x32x16 w4 s2 tma_store", "32x16x32 w4 s2 warp_specialize",
                      "32x32x16 w4 s2 pointer_kernel", "16x16x16 w4 s2 fuse_tiles", "32x32x16 w4 s2 split_epilogue",
-                     "16x32x16 w4 s2 tma_store fuse_tiles split_epilogue")
+                     "16x32x16 w4 s2 tma_store fuse_tiles split_epilogue", "32x32x16 w4 s2 split_epilogue tile_bias",
+                     "16x32x16 w4 s2 fuse_tiles split_epilogue prefetch_bias", "16x16x16 w4 s2 g1 prefetch_bias")
     products = [
         ProductCase("mm-odd bf16 40x72x37", "mm", (1, 40, 72, 37), BF16, small),
         ProductCase("bmm bf16 3x40x24x32", "bmm", (3, 40, 24, 32), BF16, small),
         ProductCase("addmm bf16 48x40x56", "addmm", (1, 48, 40, 56), BF16, small),
         ProductCase("linear bf16 48x40x56", "linear", (1, 48, 40, 56), BF16, small),
         ProductCase("mm-guard bf16 48x40x56", "mm", (1, 48, 40, 56), BF16, small, guard=True),
+        ProductCase("mm-guard bf16 40x48x40 (48x40x56 entry)", "mm", (1, 40, 48, 40), BF16, small, guard=True,
+                    entry=(1, 48, 40, 56)),
         ProductCase("mm-f32 fp32 32x48x64", "mm", (1, 32, 48, 64), FP32, small, tf32x3=True),
     ]
     gemvs = [GemvCase("mv bf16 200x300", 200, 300, BF16), GemvCase("addmv bf16 100x520", 100, 520, BF16, bias=True)]
@@ -427,8 +484,8 @@ def _op_text(cublas: float, op: Row) -> str:
 
 
 def print_product(case: ProductCase, cublas: float, op: Row, rows: list[Row]) -> None:
-    batch, m, n, k = case.shape
-    print(f"\n== {case.name}   cuBLAS {cublas:8.1f} us   {_op_text(cublas, op)}   table key {case.pclass} "
+    pclass, batch, m, n, k = case.table_key
+    print(f"\n== {case.name}   cuBLAS {cublas:8.1f} us   {_op_text(cublas, op)}   table key {pclass} "
           f"{batch}x{m}x{n}x{k}", flush=True)
     for row in rows:
         mark = "*" if row.current else ("i" if row.info else " ")

@@ -62,14 +62,33 @@ PER_CHANNEL = {
     "rev st3 shift": dict(_REVERSED, sums_stages=3, sums_shifted=True),
 }
 
-#: Row forward (layer and RMS norm, rows of 4096): warps of a one-row program, or two rows a program. (A grid of
-#: a few programs an SM looping over the rows, weight and bias loaded once, lost 1-10% on an H100:
-#: benchmark/results/2026-11-27-h100-3/logs/ab_norm.txt.)
-ROW_FORWARD = {
+#: Row forward (layer and RMS norm, rows of 4096). Lost on an H100 (benchmark/results/2026-11-27-h100-3/logs/
+#: ab_norm.txt): 4 or 16 warps, two rows a program at 8 warps, and a grid of a few programs an SM looping over
+#: the rows (weight and bias loaded once), by 1-10%. Then (benchmark/results/2026-11-27-h100-4/logs/
+#: ab_norm_fwd.txt): a register cap of 32 (8 programs of 8 warps an SM instead of 6; 3 registers spilled) lost
+#: 4% on layer norm, streaming cache hints 2%, one-pass moments and 4 warps capped at 48 registers tied or lost;
+#: RMS norm with the weight loaded first won 2% (50.9 -> 49.9 us). Loading layer norm's weight and bias first
+#: needs 48 registers (5 programs an SM), which only timing settles.
+_32R = dict(row_fwd_maxnreg=32)
+_PF = dict(row_fwd_params_first=True)
+LN_FORWARD = {
     "default": {},
-    "4w": dict(row_fwd_warps=4),
+    "pf": _PF,
+    "pf 1pass": dict(_PF, row_fwd_one_pass=True),
+    "pf 16w": dict(_PF, row_fwd_warps=16),
+    "pf 4w": dict(_PF, row_fwd_warps=4),
+    "1pass": dict(row_fwd_one_pass=True),
     "16w": dict(row_fwd_warps=16),
-    "2rows 8w": dict(row_fwd_tile=8192, row_fwd_warps=8),
+    "pf 56r": dict(_PF, row_fwd_maxnreg=56),
+}
+#: RMS norm has one reduction already (no mean) and 8 programs an SM at 32 registers; the weight loaded first
+#: takes 40 (or 32 with 8 spill instructions, which lost 4%).
+RMS_FORWARD = {
+    "default": {},
+    "pf": _PF,
+    "pf 16w": dict(_PF, row_fwd_warps=16),
+    "pf stream": dict(_PF, row_fwd_stream=True),
+    "pf 4w": dict(_PF, row_fwd_warps=4),
 }
 #: Batch norm training: the merge of the statistics folded into the normalising kernel whatever the splits (one
 #: launch less), with the sums' variants that won elsewhere (shifted sums, 2 stages, 4 programs an SM) and larger
@@ -190,8 +209,8 @@ def sums_layout(x, *_) -> str:
 
 ROWS, SMOKE_ROWS = (8192, 4096), (48, 256)
 CASES = [
-    Case("ln_fwd", layer_norm_forward, ln_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_FORWARD),
-    Case("rms_fwd", rms_norm_forward, rms_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_FORWARD),
+    Case("ln_fwd", layer_norm_forward, ln_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, LN_FORWARD),
+    Case("rms_fwd", rms_norm_forward, rms_forward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, RMS_FORWARD),
     Case("ln_bwd", ln_backward, ln_backward_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_BACKWARD),
     Case("ln_bwd", ln_backward, ln_backward_inputs, ROWS, SMOKE_ROWS, torch.float32, ROW_BACKWARD),
     Case("rms_fwd_bwd", rms_norm_grads, rms_grad_inputs, ROWS, SMOKE_ROWS, torch.bfloat16, ROW_BACKWARD),
@@ -368,7 +387,8 @@ def main(argv=None) -> int:
     cases = [c for label in wanted for c in CASES if c.label == label] if wanted else CASES  # in the order asked
     for text in opts.extra:
         knobs = parse_setting(text)
-        by_prefix = (("row_bwd_", [ROW_BACKWARD]), ("row_fwd_", [ROW_FORWARD]), ("", [PER_CHANNEL, BN_TRAIN]))
+        by_prefix = (("row_bwd_", [ROW_BACKWARD]), ("row_fwd_", [LN_FORWARD, RMS_FORWARD]),
+                     ("", [PER_CHANNEL, BN_TRAIN]))
         for prefix, groups in by_prefix:
             if all(k.startswith(prefix) for k in knobs):
                 for group in groups:
@@ -379,7 +399,7 @@ def main(argv=None) -> int:
     import triton
 
     print(f"{card}; torch {torch.__version__}, triton {triton.__version__}; copy ceiling {ceiling:.0f} GB/s")
-    for group in (ROW_FORWARD, ROW_BACKWARD, PER_CHANNEL, BN_TRAIN):
+    for group in (LN_FORWARD, RMS_FORWARD, ROW_BACKWARD, PER_CHANNEL, BN_TRAIN):
         for label, knobs in group.items():
             print(f"  {label:14} {knobs or 'the shipped kernels'}")
     print(f"{'case':34} {'setting':14} {'us':>9} {'copy%':>7} {'vs ATen':>7}")

@@ -1,18 +1,31 @@
-"""A/B timing of the compute-heavy elementwise kernels (sinh, atan, atan2, gelu) against ATen, on the GPU.
+"""A/B timing of the compute-heavy elementwise kernels (sinh, atan, atan2, gelu, silu, sigmoid) against ATen.
 
-    python packages/gems-pointwise/tuning/ab_pointwise.py                # every case, < 90 s on an H100
+    python packages/gems-pointwise/tuning/ab_pointwise.py                # every case, < 120 s on an H100
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases gelu   # cases whose name contains "gelu"
+    python packages/gems-pointwise/tuning/ab_pointwise.py --cases silu sigmoid   # the division knob, ~30 s
+    python packages/gems-pointwise/tuning/ab_pointwise.py --cases softplus erfc pow   # the half_fast_* knobs
     python packages/gems-pointwise/tuning/ab_pointwise.py --smoke        # tiny shapes; runs anywhere (CPU: interpreter)
 
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
 kernel: "default" is what the library runs; "float32" is the float32-accurate kernel, which half types took
 before they had formulas of their own (sinh, atan and gelu's previous formulas); "libdevice" is atan2 through
-libdevice's atan2f, the previous kernel. Kernel time is ``triton.testing.do_bench`` (median, L2 flushed before
-each run); ATen is timed before and after the variants and the lower time kept. Every variant's result is
-checked against ATen's before it is timed: within 1 ulp of the half type (float32: ATen's tolerance, 4 ulp),
-with an absolute slack of 1e-6 for results rounded from float32 sums that cancel (gelu's tail); a variant
-outside it is reported as a mismatch. The ceiling is a device-to-device copy of the case's bytes (read +
-written), measured here beside each case. ``--smoke`` checks results on tiny shapes; its times mean nothing.
+libdevice's atan2f, the previous kernel; "approx div" is silu, sigmoid and silu_backward with
+``KNOBS.half_approx_division`` on (Triton's approximate ``/`` instead of the IEEE division for half-type results);
+"fast" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with ``KNOBS.half_fast_softplus``,
+``half_fast_erfc`` or ``half_fast_pow`` on (their half-type formulas; "default" is then the current kernel).
+
+Inputs are standard normal (but pow's base, uniform on [0.5, 2], and x ** 2.5's x, uniform on [0.1, 4], as in the
+pointwise benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
+ATen's in-place silu_, which halve small values, so that most are subnormal. In-place cases (``silu_``) time the
+op applied again and again to one tensor, as the pointwise benchmark does: its values keep decaying while timed
+(to zeros within ~150 calls); each timing starts from the same values.
+
+Kernel time is ``triton.testing.do_bench`` (median, L2 flushed before each run); ATen is timed before and
+after the variants and the lower time kept. Every variant's result is checked against ATen's before it is
+timed: within 1 ulp of the half type (float32: ATen's tolerance, 4 ulp), with an absolute slack of 1e-6 for
+results rounded from float32 sums that cancel (gelu's tail); a variant outside it is reported as a mismatch.
+The ceiling is a device-to-device copy of the case's bytes (read + written), measured here beside each case.
+``--smoke`` checks results on tiny shapes; its times mean nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +34,20 @@ import argparse
 import time
 from dataclasses import dataclass
 
+# isort: split
+# Without a GPU flag_gems switches Triton's interpreter on, which must come before Triton decorates any
+# kernel (its own library's included, such as tl.zeros_like): flag_gems is imported before triton.
+import flag_gems
+
+# isort: split
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-import flag_gems
 from flag_gems import pointwise_dynamic
-from gems_pointwise import activation, binary, unary
+from gems_pointwise import activation, activation_backward, binary, unary
+from gems_pointwise.knobs import KNOBS
 
 ON_GPU = flag_gems.device == "cuda"
 DEVICE = flag_gems.device
@@ -50,14 +69,73 @@ def _gelu_float32_kernel(x):
     return activation.gelu_kernel(x)
 
 
-# op: (ATen's call, the variants besides the default: name -> call)
+def _knob_on(knob: str, fn):
+    """``fn`` run with the boolean ``KNOBS.<knob>`` on."""
+    def call(*args):
+        before = getattr(KNOBS, knob)
+        setattr(KNOBS, knob, True)
+        try:
+            return fn(*args)
+        finally:
+            setattr(KNOBS, knob, before)
+    return call
+
+
+def _approx_division(fn):
+    return _knob_on("half_approx_division", fn)
+
+
+def _routed(route):
+    """A call of the kernel a route (``binary.pow``) picks for its arguments, knobs read at each call."""
+    def call(*args):
+        kernel, kernel_args = route(*args)
+        return kernel(*kernel_args)
+    return call
+
+
+# The pointwise benchmark's pow cases: Tensor ** Tensor, x ** 2.5, 2 ** x.
+_pow = _routed(binary.pow)
+POW_EXPONENT, POW_BASE = 2.5, 2.0
+
+
+def _pow_scalar_exponent(x):
+    return _pow(x, POW_EXPONENT)
+
+
+def _pow_scalar_base(x):
+    return _pow(POW_BASE, x)
+
+
+def _silu_inplace(x):
+    return activation.silu(x, out0=x)
+
+
+# op: (ATen's call, the variants besides the default: name -> call); an op ending in "_" works in place.
 OPS = {
     "sinh": (torch.sinh, unary.sinh, {"float32": unary.sinh_kernel}),
     "atan": (torch.atan, unary.atan, {"float32": unary.atan_kernel}),
     "atan2": (torch.atan2, lambda y, x: binary.atan2(y, x)[0](y, x),
               {"float32": binary.atan2_kernel, "libdevice": atan2_libdevice_kernel}),
     "gelu": (torch.nn.functional.gelu, activation.gelu, {"float32": _gelu_float32_kernel}),
+    "silu": (torch.nn.functional.silu, activation.silu, {"approx div": _approx_division(activation.silu)}),
+    "silu_": (torch.ops.aten.silu_, _silu_inplace, {"approx div": _approx_division(_silu_inplace)}),
+    "sigmoid": (torch.sigmoid, unary.sigmoid, {"approx div": _approx_division(unary.sigmoid)}),
+    "silu_backward": (torch.ops.aten.silu_backward, activation_backward.silu_backward,
+                      {"approx div": _approx_division(activation_backward.silu_backward)}),
+    "softplus": (torch.nn.functional.softplus, activation.softplus,
+                 {"fast": _knob_on("half_fast_softplus", activation.softplus)}),
+    "erfc": (torch.erfc, unary.erfc, {"fast": _knob_on("half_fast_erfc", unary.erfc)}),
+    "pow": (torch.pow, _pow, {"fast": _knob_on("half_fast_pow", _pow)}),
+    "pow_scalar_exponent": (lambda x: torch.pow(x, POW_EXPONENT), _pow_scalar_exponent,
+                            {"fast": _knob_on("half_fast_pow", _pow_scalar_exponent)}),
+    "pow_scalar_base": (lambda x: torch.pow(POW_BASE, x), _pow_scalar_base,
+                        {"fast": _knob_on("half_fast_pow", _pow_scalar_base)}),
 }
+# Inputs drawn uniformly from a range instead of a standard normal, as in the pointwise benchmark: pow's
+# base (its exponent stays normal), and the tensor raised to 2.5.
+UNIFORM = {"pow": (0.5, 2.0), "pow_scalar_exponent": (0.1, 4.0)}
+# How many of ATen's silu_ turn a standard normal tensor into mostly subnormal values ("decayed").
+DECAY_STEPS = 130
 
 
 @dataclass(frozen=True)
@@ -65,10 +143,13 @@ class Case:
     op: str
     dtype: torch.dtype
     shape: tuple
+    values: str = "randn"  # or "subnormal", "zeros", "decayed"
 
     @property
     def name(self) -> str:
-        return f"{self.op} {str(self.dtype).removeprefix('torch.')} {'x'.join(map(str, self.shape))}"
+        shape = "x".join(map(str, self.shape))
+        values = "" if self.values == "randn" else f" {self.values}"
+        return f"{self.op} {str(self.dtype).removeprefix('torch.')} {shape}{values}"
 
 
 def _cases(smoke: bool) -> list[Case]:
@@ -77,14 +158,40 @@ def _cases(smoke: bool) -> list[Case]:
     for op in ("sinh", "atan", "atan2", "gelu"):
         cases += [Case(op, dtype, big) for dtype in (BF16, F16, F32)]
     cases += [Case("gelu", dtype, activation_shape) for dtype in (BF16, F16)]
+    # The interpreter misreads bfloat16 subnormals: the smoke run checks those cases in float16.
+    tiny = F16 if smoke else BF16
+    cases += [Case("silu_", BF16, big), Case("silu_", tiny, big, "decayed"), Case("silu", tiny, big, "subnormal"),
+              Case("silu", BF16, big, "zeros"), Case("silu", BF16, big), Case("silu", F16, big),
+              Case("sigmoid", BF16, big), Case("silu_backward", BF16, big)]
+    for op in ("softplus", "erfc", "pow", "pow_scalar_exponent", "pow_scalar_base"):
+        cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
     return cases
+
+
+def _values(case: Case) -> torch.Tensor:
+    """A tensor of the case's values (see the module's docstring)."""
+    if case.values == "zeros":
+        return torch.zeros(case.shape, device=DEVICE, dtype=case.dtype)
+    if case.values == "subnormal":  # random signs and subnormal magnitudes: exponent bits 0, mantissa not 0
+        bits = 7 if case.dtype == BF16 else 10
+        magnitude = torch.randint(1, 1 << bits, case.shape, device=DEVICE, dtype=torch.int16)
+        sign = torch.randint(0, 2, case.shape, device=DEVICE, dtype=torch.int16) << 15
+        return (magnitude | sign).view(case.dtype)
+    x = torch.randn(case.shape, device=DEVICE, dtype=case.dtype)
+    if case.values == "decayed":
+        for _ in range(DECAY_STEPS):
+            torch.ops.aten.silu_(x)
+    return x
 
 
 def _inputs(case: Case) -> tuple:
     """The benchmark's inputs (standard normal), with zeros, infinities and NaN in the smoke run."""
-    count = 2 if case.op == "atan2" else 1
-    args = [torch.randn(case.shape, device=DEVICE, dtype=case.dtype) for _ in range(count)]
-    if not ON_GPU:
+    count = 2 if case.op in ("atan2", "silu_backward", "pow") else 1
+    args = [_values(case) for _ in range(count)]
+    if case.op in UNIFORM:
+        low, high = UNIFORM[case.op]
+        args[0] = torch.empty(case.shape, device=DEVICE, dtype=case.dtype).uniform_(low, high)
+    if not ON_GPU and case.values == "randn":
         specials = [0.0, -0.0, float("nan"), 1e-6, 30.0, -30.0]
         if case.op != "gelu":  # ATen's CPU gelu gives NaN at inf (its CUDA one, like ours, inf)
             specials += [float("inf"), float("-inf")]
@@ -125,33 +232,52 @@ def _copy_us(nbytes: int, rep_ms: float) -> float:
     return _time_us(lambda: dst.copy_(src), rep_ms)
 
 
+def _timer(fn, args: tuple, inplace: bool, rep_ms: float):
+    """A timing of ``fn(*args)``; in place on a copy of ``args[0]`` reset to its values first, so that every
+    timing of the case starts from the same values (they then change while timed, as in the benchmark)."""
+    if not inplace:
+        return lambda: _time_us(lambda: fn(*args), rep_ms)
+    work = args[0].clone()
+
+    def timing() -> float:
+        work.copy_(args[0])
+        return _time_us(lambda: fn(work, *args[1:]), rep_ms)
+
+    return timing
+
+
 def run_case(case: Case, rep_ms: float, deadline: float) -> list[str]:
     aten_fn, default, variants = OPS[case.op]
     args = _inputs(case)
-    ref = aten_fn(*args)
-    nbytes = sum(a.nbytes for a in args) + ref.nbytes
+    inplace = case.op.endswith("_")
+    fresh = (lambda: (args[0].clone(), *args[1:])) if inplace else (lambda: args)
+    ref = aten_fn(*fresh())
+    nbytes = sum(a.nbytes for a in args) + (0 if inplace else ref.nbytes)
+    if inplace:
+        nbytes += args[0].nbytes  # read and written
     copy_us = _copy_us(nbytes, rep_ms)
-    aten_us = _time_us(lambda: aten_fn(*args), rep_ms)
+    aten_timing = _timer(aten_fn, args, inplace, rep_ms)
+    aten_us = aten_timing()
     lines = []
     rows = [("default", default)] + list(variants.items())
     for setting, fn in rows:
         if time.time() > deadline:
-            lines.append(f"{case.name:28} {setting:10} skipped (time budget spent)")
+            lines.append(f"{case.name:36} {setting:10} skipped (time budget spent)")
             continue
-        wrong = _mismatch(fn(*args), ref)
+        wrong = _mismatch(fn(*fresh()), ref)
         if wrong:
-            lines.append(f"{case.name:28} {setting:10} mismatch: {wrong}")
+            lines.append(f"{case.name:36} {setting:10} mismatch: {wrong}")
             continue
-        us = _time_us(lambda: fn(*args), rep_ms)
+        us = _timer(fn, args, inplace, rep_ms)()
         lines.append((case.name, setting, us))
-    aten_us = min(aten_us, _time_us(lambda: aten_fn(*args), rep_ms))
-    out = [f"{case.name:28} {'ATen':10} {aten_us:9.1f} {100 * copy_us / aten_us:6.1f}%"]
+    aten_us = min(aten_us, aten_timing())
+    out = [f"{case.name:36} {'ATen':10} {aten_us:9.1f} {100 * copy_us / aten_us:6.1f}%"]
     for line in lines:
         if isinstance(line, str):
             out.append(line)
         else:
             name, setting, us = line
-            out.append(f"{name:28} {setting:10} {us:9.1f} {100 * copy_us / us:6.1f}% {aten_us / us:7.2f}x")
+            out.append(f"{name:36} {setting:10} {us:9.1f} {100 * copy_us / us:6.1f}% {aten_us / us:7.2f}x")
     return out
 
 
@@ -160,12 +286,12 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; checks results, times mean nothing")
     parser.add_argument("--cases", nargs="*", default=(), help="only cases whose name contains one of these")
     parser.add_argument("--rep-ms", type=float, default=30.0, help="do_bench's measuring time per timing")
-    parser.add_argument("--budget-s", type=float, default=80.0, help="seconds after which variants are skipped")
+    parser.add_argument("--budget-s", type=float, default=100.0, help="seconds after which variants are skipped")
     opts = parser.parse_args(argv)
     cases = [c for c in _cases(opts.smoke) if not opts.cases or any(s in c.name for s in opts.cases)]
     card = torch.cuda.get_device_name() if ON_GPU else "CPU (Triton interpreter, times mean nothing)"
     print(f"{card}; torch {torch.__version__}, triton {triton.__version__}")
-    print(f"{'case':28} {'variant':10} {'us':>9} {'%copy':>7} {'vs ATen':>7}")
+    print(f"{'case':36} {'variant':10} {'us':>9} {'%copy':>7} {'vs ATen':>7}")
     torch.manual_seed(0)
     deadline = time.time() + opts.budget_s
     for case in cases:

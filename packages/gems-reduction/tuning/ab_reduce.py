@@ -56,6 +56,22 @@ SETTINGS = {
     "one_step": {"tiles.HALF_STEPS": False},
     "argcols=512B": {"tiles.ARG_COLS_BYTES": 512},
     "argcols=1024B": {"tiles.ARG_COLS_BYTES": 1024},
+    "cols=256B,per_sm=8": {"tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8},
+    "cols=256B,per_sm=8,step=8K": {"tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8, "tiles.STEP_BYTES": 8192},
+    "arg_tile": {"tiles.ARG_TILE": 1},
+    "arg_tile=2": {"tiles.ARG_TILE": 2},
+    "arg_tile,cols=256B": {"tiles.ARG_TILE": 1, "tiles.COLS_BYTES": 256},
+    "arg_tile,cols=256B,per_sm=8": {"tiles.ARG_TILE": 1, "tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8},
+    "arg_tile,thread=64B": {"tiles.ARG_TILE": 1, "tiles.THREAD_BYTES": 64},
+    "sm_split=2": {"tiles.SOFTMAX_SPLIT_PER_SM": 2},
+    "sm_split=4": {"tiles.SOFTMAX_SPLIT_PER_SM": 4},
+    "sm_split=8": {"tiles.SOFTMAX_SPLIT_PER_SM": 8},
+    "sm_split=4,128B": {"tiles.SOFTMAX_SPLIT_PER_SM": 4, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 128},
+    "sm_split=4,512B": {"tiles.SOFTMAX_SPLIT_PER_SM": 4, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 512},
+    "bwd_split=2": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 2},
+    "bwd_split=4": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 4},
+    "bwd_split=8": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 8},
+    "bwd_split=4,512B": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 4, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 512},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -66,12 +82,18 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # What each kind of case tries besides the defaults. Last dim: loads in flight per SM (stages, bytes a
 # thread, one 16 KB step per program instead of two half steps), and a split of few long rows over
 # several programs (per_sm=16: (512, 131072) in 4 parts). Dim 0: segment width, and how many programs
-# the split of the rows gives. Arg-reductions: their tile sizes, the steps and the split.
+# the split of the rows gives (also both: 128 columns a program, the rows split over ~16 programs).
+# Arg-reductions: their tile sizes, the steps and the split, and one (value, position) per output
+# (arg_tile). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
-DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16")
+DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16",
+        "cols=256B,per_sm=8", "cols=256B,per_sm=8,step=8K")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
-ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16")
-ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B")
+ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_tile", "arg_tile=2", "arg_tile,thread=64B")
+ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B", "arg_tile", "arg_tile=2",
+            "arg_tile,cols=256B", "arg_tile,cols=256B,per_sm=8")
+SOFTMAX_DIM0 = ("sm_split=2", "sm_split=4", "sm_split=8", "sm_split=4,128B", "sm_split=4,512B")
+SOFTMAX_BWD_DIM0 = ("bwd_split=2", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -85,6 +107,7 @@ class Case:
     settings: tuple
     fn: object  # the call as a user writes it, on the inputs ``_inputs`` makes
     check: str = "close"  # "close", "equal", or "argmax<dim>" (the selected values must match)
+    inputs: int = 1  # tensors of ``shape`` the call takes
 
     @property
     def name(self) -> str:
@@ -108,6 +131,13 @@ def _cases(smoke: bool, every_op: bool) -> list[Case]:
                   ("nansum_last", lambda x: x.nansum(-1), LAST_DIM, "close")]
     cases = [Case(op, BF16, shape, settings, fn, check) for shape in (square, wide)
              for op, fn, settings, check in plain]
+    # Softmax over dim 0: the smoke run's columns long enough for the split (on the GPU's tiles).
+    softmax = (("softmax_dim0", lambda x: torch.softmax(x, 0)), ("log_softmax_dim0", lambda x: torch.log_softmax(x, 0)))
+    cases += [Case(op, BF16, shape, SOFTMAX_DIM0, fn) for shape in (((4096, 64),) if smoke else (square,)) + (wide,)
+              for op, fn in softmax]
+    # Its backward (given the gradient and the output): the split of pass 1's sums.
+    cases.append(Case("softmax_bwd_dim0", BF16, (4096, 64) if smoke else square, SOFTMAX_BWD_DIM0,
+                      lambda g, y: torch.ops.aten._softmax_backward_data(g, y, 0, g.dtype), inputs=2))
     # float32 controls: a default that helps bf16 must not hurt them.
     cases += [Case("sum_last", FP32, square, LAST_DIM, lambda x: x.sum(-1)),
               Case("sum_dim0", FP32, square, DIM0, lambda x: x.sum(0)),
@@ -130,8 +160,8 @@ def _inputs(case: Case, random: bool = True) -> tuple:
         logp = torch.log_softmax(torch.randn(case.shape, device=device), dim=-1)
         return logp, torch.randint(0, classes, (rows,), device=device)
     if not random:
-        return (torch.empty(case.shape, dtype=case.dtype, device=device),)
-    return (torch.randn(case.shape, dtype=case.dtype, device=device),)
+        return tuple(torch.empty(case.shape, dtype=case.dtype, device=device) for _ in range(case.inputs))
+    return tuple(torch.randn(case.shape, dtype=case.dtype, device=device) for _ in range(case.inputs))
 
 
 def _bytes(args: tuple, out: torch.Tensor, case: Case) -> int:
@@ -328,6 +358,10 @@ def _group(case: Case) -> str:
         return "float32 controls"
     if case.op.startswith("argmax"):
         return "bf16 argmax"
+    if "softmax_bwd" in case.op:
+        return "bf16 softmax backward dim 0"
+    if "softmax" in case.op:
+        return "bf16 softmax dim 0"
     if case.op.endswith("_last"):
         return "bf16 last dim"
     if case.op.endswith("_dim0"):

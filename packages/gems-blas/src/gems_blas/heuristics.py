@@ -31,14 +31,15 @@ _INTERPRETER_SMS = 8
 
 
 # The on/off options of a matrix-product configuration, as the table names them.
-_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel", "fuse_tiles", "split_epilogue")
+_OPTIONS = ("tma_store", "warp_specialize", "pointer_kernel", "fuse_tiles", "split_epilogue", "tile_bias",
+            "prefetch_bias")
 
 
 @dataclass(frozen=True)
 class MatmulConfig:
     """Tile sizes and launch options of one matrix-product kernel launch.
 
-    Five options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
+    Seven options concern Hopper only: ``tma_store`` writes every output tile through a tensor descriptor
     (otherwise only where N is not a multiple of 16, which masked stores cannot vectorise),
     ``warp_specialize`` lets Triton give the operand loads and the products their own warps,
     ``pointer_kernel`` runs the pointer kernel instead of the descriptor one (whose operand tiles full fp32
@@ -47,6 +48,10 @@ class MatmulConfig:
     next tile's operands load while this one's epilogue runs (products whose K is split keep two loops), and
     ``split_epilogue`` has the descriptor kernel scale, add the bias to and store each output tile in two
     halves along N, one after the other (half the epilogue's registers and descriptor staging at a time).
+    Two more place the load of a bias vector (addmm's, nn.Linear's: one value per column or per row) in the
+    descriptor kernel: ``tile_bias`` loads it once per tile and adds it to the whole tile before the
+    epilogue's parts are stored (a split epilogue otherwise loads the second half's after storing the first),
+    ``prefetch_bias`` loads it when the tile starts, so that the load's latency hides under the products.
     """
 
     block_m: int
@@ -61,6 +66,8 @@ class MatmulConfig:
     pointer_kernel: bool = False
     fuse_tiles: bool = False
     split_epilogue: bool = False
+    tile_bias: bool = False
+    prefetch_bias: bool = False
 
     def to_json(self) -> list:
         """The table's form: seven integers, then the names of the options that are on."""

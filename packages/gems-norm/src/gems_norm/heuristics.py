@@ -69,6 +69,17 @@ class Knobs:
     #: one row of 4096) and warps (None: 16 values a thread).
     row_fwd_tile: int | None = None
     row_fwd_warps: int | None = None
+    #: Row norm forward, rows held in registers (the shipped kernel when all four are off): weight and bias loaded
+    #: with the row, their latency hidden behind its loads, rather than after the reductions (48 registers for
+    #: layer norm at 8 warps, rows of 4096); layer norm's mean and variance from one reduction of shifted sums
+    #: rather than two in a row (2 barriers instead of 5); cache hints (x and y evict-first / streaming, the
+    #: parameters evict-last); a cap on registers a thread (None: ptxas decides). Compiled for sm_90, layer norm's
+    #: kernel takes 40 registers there, 6 programs of 8 warps an SM; RMS norm's 32, the full 8, which a cap of 32
+    #: gives layer norm too (3 registers spilled).
+    row_fwd_params_first: bool = False
+    row_fwd_one_pass: bool = False
+    row_fwd_stream: bool = False
+    row_fwd_maxnreg: int | None = None
 
 
 #: The knobs every plan reads.
@@ -246,9 +257,11 @@ class ReadyLaunch:
 
     __slots__ = ("launcher", "grid", "tensors", "spec")
 
-    def __init__(self, kernel, grid: tuple, num_warps: int, dtypes: tuple, ints: tuple, **constexprs) -> None:
-        # Kept per dtypes: the key below names the integers only.
-        self.launcher = shared_launcher(kernel, constexprs, dtypes, num_warps=num_warps)
+    def __init__(self, kernel, grid: tuple, num_warps: int, dtypes: tuple, ints: tuple, maxnreg: int | None = None,
+                 **constexprs) -> None:
+        # Kept per dtypes: the key below names the integers only. ``maxnreg`` caps registers a thread.
+        options = {"num_warps": num_warps} if maxnreg is None else {"num_warps": num_warps, "maxnreg": maxnreg}
+        self.launcher = shared_launcher(kernel, constexprs, dtypes, **options)
         self.grid = grid
         self.tensors = len(dtypes)
         # Triton's key for the ints (1, divisible by 16, width); the tag keeps it apart from the full

@@ -64,17 +64,64 @@ def _row_stats_kernel(X, RES, H, MEAN, RSTD, M, N, eps,
 
 
 @triton.jit
-def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
-                         STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
-                         HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr):
+def _shifted_moments(x, pivot, mask, N):
+    """Each row's mean and variance from the sums of x - pivot and of its square, taken in one reduction
+    (one round through shared memory instead of two in a row). The pivot, an element of the row, keeps
+    the square sum from cancelling where the mean is large against the spread."""
+    d = tl.where(mask, x - pivot, 0.0)
+    # Both sums as one reduction of a pair a lane (two tl.sum calls would each take their own barriers).
+    s1, s2 = tl.split(tl.sum(tl.join(d, d * d), 1, keep_dims=True))
+    shift = s1 / N
+    return pivot + shift, tl.maximum(s2 / N - shift * shift, 0.0)
+
+
+@triton.jit
+def _row_pivot(X, RES, rows, row_ok, N, BLOCK_M: tl.constexpr, HAS_RES: tl.constexpr):
+    """The first element of each row (of x + residual, unrounded: any value near the row's serves as the shift
+    of ``_shifted_moments``)."""
+    if BLOCK_M == 1:
+        # One row a program (the grid has one per row): a scalar load, rather than one per element a thread
+        # holds of the broadcast column.
+        first = tl.program_id(0).to(tl.int64) * N
+        pivot = tl.load(X + first).to(tl.float32)
+        if HAS_RES:
+            pivot += tl.load(RES + first).to(tl.float32)
+    else:
+        first = rows.to(tl.int64) * N
+        pivot = tl.load(X + first, mask=row_ok, other=0.0).to(tl.float32)
+        if HAS_RES:
+            pivot += tl.load(RES + first, mask=row_ok, other=0.0).to(tl.float32)
+    return pivot
+
+
+@triton.jit
+def _param(P, cols, col_ok, policy: tl.constexpr):
+    """A weight or bias vector's columns ``cols`` in float32."""
+    return tl.load(P + cols, mask=col_ok, other=0.0, eviction_policy=policy).to(tl.float32)
+
+
+@triton.jit
+def _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                  STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
+                  HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+                  ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = rows < M
     col_ok = cols < N
     mask = row_ok & col_ok
     offs = rows.to(tl.int64) * N + cols
-    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    # STREAM: x and y pass through once, so L2 may drop them first; the parameters, read by every row, stay.
+    once: tl.constexpr = "evict_first" if STREAM else ""
+    kept: tl.constexpr = "evict_last" if STREAM else ""
+    if PARAMS_FIRST:
+        # Issued with the row's loads: their latency then overlaps the row's instead of following the reductions.
+        if HAS_W:
+            w = _param(W, cols, col_ok, kept)
+        if HAS_B:
+            b = _param(B, cols, col_ok, kept)
+    x = tl.load(X + offs, mask=mask, other=0.0, eviction_policy=once).to(tl.float32)
     if HAS_RES:
         # Normalise the sum as stored (rounded to its dtype), as the unfused add would.
         h = (x + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(H.dtype.element_ty)
@@ -85,20 +132,53 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
         if CENTER:
             x = x - tl.load(MEAN + rows, mask=row_ok, other=0.0)
     else:
-        if CENTER:
-            mean = tl.sum(x, 1, keep_dims=True) / N
+        if CENTER and ONE_PASS:
+            pivot = _row_pivot(X, RES, rows, row_ok, N, BLOCK_M, HAS_RES)
+            mean, var = _shifted_moments(x, pivot, mask, N)
             x = tl.where(mask, x - mean, 0.0)
             if SAVE_STATS:
                 tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
-        rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
+            rstd = tl.rsqrt(var + eps)
+        else:
+            if CENTER:
+                mean = tl.sum(x, 1, keep_dims=True) / N
+                x = tl.where(mask, x - mean, 0.0)
+                if SAVE_STATS:
+                    tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
+            rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
         if SAVE_STATS:
             tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
     y = x * rstd
     if HAS_W:
-        y = y * tl.load(W + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if not PARAMS_FIRST:
+            w = _param(W, cols, col_ok, kept)
+        y = y * w
     if HAS_B:
-        y = y + tl.load(B + cols, mask=col_ok, other=0.0).to(tl.float32)
-    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+        if not PARAMS_FIRST:
+            b = _param(B, cols, col_ok, kept)
+        y = y + b
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, cache_modifier=".cs" if STREAM else "")
+
+
+@triton.jit
+def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                         STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
+                         HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr):
+    _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps, BLOCK_M, BLOCK_N, CENTER, STATS_GIVEN, HAS_RES, HAS_W,
+                  HAS_B, SAVE_STATS, False, False, False)
+
+
+@triton.jit
+def _row_norm_fwd_variant_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
+                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                                 STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
+                                 HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+                                 ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
+    # The forward under the row_fwd_* knobs (heuristics.Knobs) that change its code, timed against the shipped
+    # kernel above.
+    _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps, BLOCK_M, BLOCK_N, CENTER, STATS_GIVEN, HAS_RES, HAS_W,
+                  HAS_B, SAVE_STATS, PARAMS_FIRST, ONE_PASS, STREAM)
 
 
 @triton.jit
@@ -222,9 +302,13 @@ def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtyp
     # Absent tensors are passed as x (never read), unsaved statistics as y (never written).
     dtypes = (x_dtype, res_dtype or x_dtype, w_dtype or x_dtype, b_dtype or x_dtype, x_dtype, x_dtype,
               stats_dtype if save else x_dtype, stats_dtype if save else x_dtype)
-    ready = ReadyLaunch(_row_norm_fwd_kernel, (cdiv(m, block_m),), KNOBS.row_fwd_warps or warps(block_m * block_n),
-                        dtypes, (m, n), BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
-                        HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save)
+    variant = dict(PARAMS_FIRST=KNOBS.row_fwd_params_first, ONE_PASS=KNOBS.row_fwd_one_pass,
+                   STREAM=KNOBS.row_fwd_stream)
+    kernel = _row_norm_fwd_variant_kernel if any(variant.values()) else _row_norm_fwd_kernel
+    ready = ReadyLaunch(kernel, (cdiv(m, block_m),), KNOBS.row_fwd_warps or warps(block_m * block_n), dtypes, (m, n),
+                        KNOBS.row_fwd_maxnreg, BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
+                        HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save,
+                        **(variant if kernel is _row_norm_fwd_variant_kernel else {}))
 
     def run(x, residual, weight, bias, eps):
         y = torch.empty_like(x)

@@ -16,7 +16,18 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
-from gems_pointwise.unary import div_rn, fast_exp2, fast_rcp, opmath_scalars, rounds_to_half, sigmoid, storage_scalars
+from gems_pointwise.knobs import KNOBS
+from gems_pointwise.unary import (
+    div_rn,
+    exp2_with_subnormals,
+    fast_exp2,
+    fast_rcp,
+    half_or_full,
+    opmath_scalars,
+    rounds_to_half,
+    sigmoid_rn,
+    storage_scalars,
+)
 
 
 def _with_scalars(count: int):
@@ -80,6 +91,14 @@ def silu_kernel(x):
 
 @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
 @triton.jit
+def silu_approx_kernel(x):
+    # Results rounded to a half type (KNOBS.half_approx_division): ATen's formula with Triton's
+    # approximate `/`, which has no slow path for the subnormal x that repeated silu_ leaves.
+    return x / (1.0 + libdevice.exp(-x))
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
 def mish_kernel(x):
     if x.dtype == tl.float64:
         r = x * libdevice.tanh(libdevice.log1p(libdevice.exp(x)))
@@ -105,6 +124,35 @@ def elu_kernel(x, alpha, scale, input_scale):
 def softplus_kernel(x, beta, threshold):
     z = x * beta
     return tl.where(z > threshold, x, div_rn(libdevice.log1p(libdevice.exp(z)), tl.zeros_like(x) + beta))
+
+
+@triton.jit
+def log1p_of_unit(w):
+    """log1p(w) for w in [0, 1]: w P(w), P a fit within 1.5e-6 relative (w subnormal included)."""
+    p = 1.4140972e-2 * w - 6.6401668e-2
+    p = p * w + 1.4922376e-1
+    p = p * w - 2.3503856e-1
+    p = p * w + 3.3109451e-1
+    p = p * w - 4.9986964e-1
+    p = p * w + 9.9999875e-1
+    return w * p
+
+
+@_with_scalars(3)
+@triton.jit
+def softplus_half_kernel(x, beta, threshold, inv_beta):
+    # Results rounded to a half type (KNOBS.half_fast_softplus): log1p(e**z) = max(z, 0) + log1p(e**-|z|),
+    # whose log1p argument lies in [0, 1]; e**-|z| keeps float32's subnormals, which bfloat16 has too.
+    # The launcher passes 1 / beta and thresholds where ATen's e**z is finite.
+    z = x * beta
+    w = exp2_with_subnormals(tl.abs(z) * -1.4426950408889634)
+    r = tl.maximum(z, 0.0) + log1p_of_unit(w)
+    # Near z = 0, where half types hold many inputs whose results crowd around ln 2, a series to z**4
+    # (within 2e-12 there), so that their float32 results stay within an ulp, as ATen's do.
+    q = z * z
+    near_zero = (q * (-5.2083333e-3) + 0.125) * q + z * 0.5 - 1.9046542e-9  # ln 2's float32 remainder
+    r = tl.where(q < 1.5625e-2, near_zero + 0.6931471824645996, r) * inv_beta
+    return tl.where(z > threshold, x, r)
 
 
 @_with_scalars(1)
@@ -176,7 +224,7 @@ def log_sigmoid_buffered_kernel(x):
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def glu_kernel(a, b):
-    return a * sigmoid(b)
+    return a * sigmoid_rn(b)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
@@ -192,6 +240,11 @@ def hardtanh(x, min_val=-1, max_val=1, out0=None):
     if bounds is None:
         return NotImplemented
     return hardtanh_kernel(x, *bounds, out0=out0)
+
+
+silu = half_or_full(silu_kernel, silu_approx_kernel,
+                    "``silu``; results rounded to a half type may divide approximately (see the knob).",
+                    "half_approx_division")
 
 
 def gelu(x, *, approximate="none", out0=None):
@@ -223,7 +276,15 @@ def softplus(x, beta=1, threshold=20, out0=None):
     scalars = opmath_scalars(x.dtype, beta, threshold)
     if scalars is None:
         return NotImplemented
+    if KNOBS.half_fast_softplus and rounds_to_half(x, out0) and _fast_softplus_fits(*scalars):
+        return softplus_half_kernel(x, *scalars, 1.0 / scalars[0], out0=out0)
     return softplus_kernel(x, *scalars, out0=out0)
+
+
+def _fast_softplus_fits(beta: float, threshold: float) -> bool:
+    # 1 / beta a normal float32 number; below the threshold ATen's exp(beta x) finite (it overflows from
+    # 88.72), where the half-type formula would give x instead of ATen's inf.
+    return 2.0**-126 <= abs(beta) <= 2.0**126 and threshold <= 88.0
 
 
 def softshrink(x, lambd=0.5, out0=None):

@@ -14,7 +14,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from gems_pointwise.activation import ONE_SIXTH, glu_halves
-from gems_pointwise.unary import div_rn, opmath_scalars, sigmoid, storage_scalars
+from gems_pointwise.unary import approx_division, div_rn, opmath_scalars, sigmoid_approx, sigmoid_rn, storage_scalars
 
 
 def _grad_kernel(scalars: int = 0):
@@ -50,7 +50,15 @@ def gelu_tanh_backward_kernel(dy, x):
 @_grad_kernel()
 @triton.jit
 def silu_backward_kernel(dy, x):
-    s = sigmoid(x)
+    s = sigmoid_rn(x)
+    return dy * s * (1.0 + x * (1.0 - s))
+
+
+@_grad_kernel()
+@triton.jit
+def silu_backward_approx_kernel(dy, x):
+    # Results rounded to a half type (KNOBS.half_approx_division): sigmoid through Triton's `/`.
+    s = sigmoid_approx(x)
     return dy * s * (1.0 + x * (1.0 - s))
 
 
@@ -151,7 +159,7 @@ def logit_backward_eps_kernel(dy, x, eps):
 @pointwise_dynamic(promotion_methods=[(0, 1, 2, "DEFAULT"), (0, 1, 2, "DEFAULT")], num_outputs=2)
 @triton.jit
 def glu_backward_kernel(dy, a, b):
-    s = sigmoid(b)
+    s = sigmoid_rn(b)
     return s * dy, (1.0 - s) * s * dy * a
 
 
@@ -174,6 +182,13 @@ def gelu_backward(grad_output, x, *, approximate="none", out0=None):
     if approximate == "tanh":
         return gelu_tanh_backward_kernel(grad_output, x, out0=out0)
     return NotImplemented
+
+
+def silu_backward(grad_output, x, out0=None):
+    """``silu_backward``; results rounded to a half type may divide approximately (see the knob)."""
+    result = out0.dtype if out0 is not None else _common_dtype(grad_output, x)
+    kernel = silu_backward_approx_kernel if approx_division(result) else silu_backward_kernel
+    return kernel(grad_output, x, out0=out0)
 
 
 def threshold_backward(grad_output, x, threshold, out0=None):

@@ -11,6 +11,8 @@ where an integer-only operation would not compile for a float.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -18,6 +20,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic, promote
 from flag_gems.runtime import device
+from gems_pointwise.knobs import KNOBS
 from gems_pointwise.overloads import (
     AtenFallback,
     binary_route,
@@ -35,6 +38,7 @@ from gems_pointwise.unary import (
     PI,
     PI_LO,
     atan_tail,
+    exp2_with_subnormals,
     fast_log2,
     fast_rcp,
     reciprocal_of_normal,
@@ -341,6 +345,78 @@ def pow_float16_kernel(x, y):
 @triton.jit
 def pow_bfloat16_kernel(x, y):
     return _pow(x, y, tl.bfloat16)
+
+
+# -- pow for half-type results, KNOBS.half_fast_pow: _pow_of_half_types' formulas and special cases with
+# integrality tested by additions instead of roundings (trunc and float-to-integer conversions share the
+# slow pipe of the two approximate functions), and 2**(y log2|x|) keeping float32's subnormal results.
+# (1.5 * 2**23 + y) - 1.5 * 2**23 rounds y to an integer for |y| <= 2**22, and the low bits of the
+# sum hold that integer's low bits; larger half-type exponents are all even integers.
+ROUNDER = tl.constexpr(12582912.0)
+
+
+@triton.jit
+def _exponent_classes(y):
+    # (integral, odd, small, n): y an integer (infinities count as even ones), an odd one, one of 2..7;
+    # n holds y's low three bits where it is small.
+    shifted = y + ROUNDER
+    whole = (shifted - ROUNDER) == y
+    bits = shifted.to(tl.int32, bitcast=True)
+    odd = whole & ((bits & 1) != 0) & (tl.abs(y) < 4194304.0)
+    small = whole & (y >= 2.0) & (y <= 7.0)
+    return whole | (tl.abs(y) > 4194304.0), odd, small, bits & 7
+
+
+@triton.jit
+def _pow_special_cases(x, y, r):
+    # r = |x| ** y with pow's rules applied: the base's sign for odd exponents, NaN for finite negative
+    # bases to other than integers, and 1 for x ** 0, 1 ** y and (-1) ** +-inf.
+    integral, odd, _, _ = _exponent_classes(y)
+    r = tl.where(odd, libdevice.copysign(r, x), r)
+    one = (y == 0) | (x == 1) | ((tl.abs(x) == 1) & (tl.abs(y) == float("inf")))
+    undefined = (x < 0) & (x > float("-inf")) & ~integral
+    return tl.where(one, 1.0, tl.where(undefined, float("nan"), r))
+
+
+@triton.jit
+def _magnitude_of_power(a, y, small, n):
+    # |x| ** y as _pow_of_half_types computes it for a = |x|: multiplied out for 2..7, else by logarithm.
+    return tl.where(small, _small_power(a, n), exp2_with_subnormals(y * fast_log2(a)))
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_half_kernel(x, y):
+    # Two tensors. A finite base > 0 and a finite exponent need no more than the magnitude (and 1 for
+    # base 1, which the benchmark's bases hold), and then y log2(x) is finite: a block whose sum of
+    # y log2(x) - y log2(x) is not 0 holds another base or exponent (lg2 gives NaN below 0), and only such
+    # blocks apply pow's other rules, whose comparisons and selections would otherwise bound the kernel.
+    _, _, small, n = _exponent_classes(y)
+    exponent = y * fast_log2(x)
+    r = tl.where(small, _small_power(x, n), exp2_with_subnormals(exponent))
+    r = tl.where(x == 1, 1.0, r)
+    if tl.sum(exponent - exponent, axis=0) != 0:
+        r = _pow_special_cases(x, y, _magnitude_of_power(tl.abs(x), y, small, n))
+    return r
+
+
+@pointwise_dynamic(is_tensor=[False, True, False], promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_positive_base_half_kernel(base, y, log2_base):
+    # base ** y for a finite base > 0, not 1: 2**(y log2(base)), log2(base) from the host (rounded once,
+    # where lg2.approx is within 2**-22), but for the integers 2..7, multiplied out as in _small_power.
+    # Infinite exponents give 0 or inf, NaN gives NaN, and 0 gives 1.
+    _, _, small, n = _exponent_classes(y)
+    r = tl.where(small, _small_power(base, n), exp2_with_subnormals(y * log2_base))
+    return tl.where(y == 0, 1.0, r)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_fractional_half_kernel(x, y):
+    # x ** y for a finite scalar y that is no integer: NaN for finite negative bases, 1 for base 1.
+    r = exp2_with_subnormals(y * fast_log2(tl.abs(x)))
+    return tl.where(x == 1, 1.0, tl.where((x < 0) & (x > float("-inf")), float("nan"), r))
 
 
 # pow(x, <scalar>) for the exponents ATen computes without pow (the exponent only promotes).
@@ -719,6 +795,19 @@ _POW_BY_CONVERTED = {2: pow_square_kernel, 3: pow_cube_kernel, -2: pow_inverse_s
 _POW = {None: pow_kernel, torch.float16: pow_float16_kernel, torch.bfloat16: pow_bfloat16_kernel}
 
 
+def _fast_half_pow(self, exponent):
+    """The kernel and arguments of ``KNOBS.half_fast_pow`` for a half-type result, or None."""
+    if not isinstance(self, torch.Tensor):
+        if 0 < self < math.inf and self != 1:
+            return pow_positive_base_half_kernel, (self, exponent, math.log2(self))
+        return None
+    if isinstance(exponent, torch.Tensor):
+        return pow_half_kernel, (self, exponent)
+    if math.isfinite(exponent) and exponent != int(exponent):
+        return pow_fractional_half_kernel, (self, exponent)
+    return None
+
+
 def pow(self, exponent):
     """self ** exponent, for a Tensor or a scalar on either side."""
     if both_bool(self, exponent):
@@ -729,7 +818,8 @@ def pow(self, exponent):
             self = storage_scalar(self, half)  # ATen converts a scalar base to the result dtype
             if self is None:
                 return None
-        return _POW[half], (self, exponent)
+        fast = _fast_half_pow(self, exponent) if half is not None and KNOBS.half_fast_pow else None
+        return fast or (_POW[half], (self, exponent))
     if type(exponent) not in (int, float, bool) or not fits_result(exponent, self):
         return None
     if type(exponent) is int and exponent < 0 and is_integral(self):
@@ -741,7 +831,12 @@ def pow(self, exponent):
         return kernel, (self, exponent)
     if self.dtype in _HALVES or self.dtype is torch.float32:
         exponent = storage_scalar(exponent, self.dtype)  # ATen's exp_scalar.to<scalar_t>()
-    return (_POW_BY_CONVERTED.get(exponent) or _POW[_half_result(self, exponent)]), (self, exponent)
+    kernel = _POW_BY_CONVERTED.get(exponent)
+    if kernel is not None:
+        return kernel, (self, exponent)
+    half = _half_result(self, exponent)
+    fast = _fast_half_pow(self, exponent) if half is not None and KNOBS.half_fast_pow else None
+    return fast or (_POW[half], (self, exponent))
 
 
 mul = binary_route(mul_kernel, "self * other.")

@@ -114,8 +114,8 @@ def _out(name, launch, accepts, out_args):
 def _rows():
     float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
         "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
-        "tan", "asin", "acos", "cosh", "tanh", "acosh", "atanh", "erf", "erfc",
-        "erfinv", "sigmoid", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg",
+        "tan", "asin", "acos", "cosh", "tanh", "acosh", "atanh", "erf",
+        "erfinv", "lgamma", "digamma", "i0", "sinc", "deg2rad", "rad2deg",
     ]
     on_cuda = not device.interpreter
     rows = [(name, f"unary:{name}_kernel", REAL, {}) for name in float_ops]
@@ -126,6 +126,8 @@ def _rows():
         ("asinh", "unary:asinh", REAL, {}),
         ("atan", "unary:atan", REAL, {}),
         ("sinh", "unary:sinh", REAL, {}),
+        ("erfc", "unary:erfc", REAL, {}),
+        ("sigmoid", "unary:sigmoid", REAL, {}),
         ("neg", "unary:neg_kernel", FLOAT | INT, {}),
         ("sign", "unary:sign_kernel", REAL, {}),
         ("sgn", "unary:sign_kernel", REAL, {}),
@@ -148,7 +150,7 @@ def _rows():
         ("relu", "activation:relu_kernel", FLOAT | INT, {}),
         ("hardtanh", "activation:hardtanh", FLOAT | (INT - {torch.uint8}), {}),  # ATen refuses uint8 and bool
         ("gelu", "activation:gelu", FLOAT, {}),
-        ("silu", "activation:silu_kernel", FLOAT, {}),
+        ("silu", "activation:silu", FLOAT, {}),
         ("mish", "activation:mish_kernel", FLOAT, {}),
         ("elu", "activation:elu", FLOAT, {}),
         ("celu", "activation:celu", FLOAT, {}),
@@ -168,7 +170,7 @@ def _rows():
     grad = dict(out_overload="grad_input", out_args=("grad_input",), tensors=(0, 1), inplace=False)
     rows += [
         ("gelu_backward", "activation_backward:gelu_backward", FLOAT, grad),
-        ("silu_backward", "activation_backward:silu_backward_kernel", FLOAT, grad),
+        ("silu_backward", "activation_backward:silu_backward", FLOAT, grad),
         ("sigmoid_backward", "activation_backward:sigmoid_backward_kernel", FLOAT, grad),
         ("tanh_backward", "activation_backward:tanh_backward_kernel", FLOAT, grad),
         ("threshold_backward", "activation_backward:threshold_backward", FLOAT | INT, grad),

@@ -19,6 +19,7 @@ from triton.language.extra import libdevice
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
+from gems_pointwise.knobs import KNOBS
 
 
 # -- shared device helpers -------------------------------------------------------------------------
@@ -80,6 +81,15 @@ def fast_exp2(x):
 
 
 @triton.jit
+def exp2_with_subnormals(s):
+    """2**s within 2**-21 relative, float32's subnormal results kept (bfloat16 has them too): (2**(s/2))**2,
+    whose ex2.approx stays normal, and whose product rounds once. Two multiplications where a test for
+    the subnormal range and its selections would load the slower pipe of comparisons and selections."""
+    h = fast_exp2(s * 0.5)
+    return h * h
+
+
+@triton.jit
 def fast_rcp(x):
     """1 / x: for float32 within 1 ulp, subnormal inputs and results flushed to zero (rcp.approx.ftz.f32,
     one instruction where Triton's ``/`` takes 8 and an IEEE division 20); for float64 exact."""
@@ -92,9 +102,16 @@ def fast_rcp(x):
 
 
 @triton.jit
-def sigmoid(x):
+def sigmoid_rn(x):
     """``1 / (1 + exp(-x))``, ATen's formula."""
     return div_rn(1.0, 1.0 + libdevice.exp(-x))
+
+
+@triton.jit
+def sigmoid_approx(x):
+    """ATen's formula with Triton's approximate ``/`` (``KNOBS.half_approx_division``): for results
+    rounded to a half type. Not rcp.approx.ftz: bfloat16 keeps float32's subnormal results (x < -87)."""
+    return 1.0 / (1.0 + libdevice.exp(-x))
 
 
 # -- kernels ---------------------------------------------------------------------------------------
@@ -397,6 +414,35 @@ def erfc_kernel(x):
 
 @_unary("INT_TO_FLOAT")
 @triton.jit
+def erfc_half_kernel(x):
+    # Results rounded to a half type (KNOBS.half_fast_erfc). Below 1/4, 1 - erf by its series to x**7
+    # (within 2e-8): half types hold many inputs there whose results crowd around 1. Above, erfc(a) =
+    # t 2**(P(t) - a**2 log2(e)) with t = 1 / (1 + a / 2), P a fit within 8e-7 relative for a up to 10.5
+    # (past 10.1 the result is below float32's subnormals); a**2's rounding error enters the exponent,
+    # which then rounds at most 4e-6 relative (at 9.2, where bfloat16's results turn subnormal).
+    # erfc(-a) = 2 - erfc(a). libdevice's erfcf takes an IEEE division, an expf and longer fits.
+    # a stops at 16 (erfc is 0 in float32 from 10.1), so that a**2's rounding error stays finite.
+    a = tl.minimum(tl.abs(x), 16.0, propagate_nan=tl.PropagateNan.ALL)
+    s = a * a
+    series = -2.6866171e-2 * s + 1.1283792e-1
+    series = series * s - 3.7612639e-1
+    series = series * s + 1.1283792
+    t = fast_rcp(a * 0.5 + 1.0)
+    p = -2.6628259e-1 * t + 1.0646924
+    p = p * t - 1.4100708
+    p = p * t + 4.7317031e-1
+    p = p * t - 4.0585272e-2
+    p = p * t + 5.6339908e-1
+    p = p * t + 1.4414198
+    p = p * t - 1.8257438
+    exponent = tl.fma(tl.fma(a, a, -s), -1.4426950408889634, tl.fma(s, -1.4426950408889634, p))
+    h = fast_exp2(exponent * 0.5)  # as in exp2_with_subnormals, t multiplied in before the last rounding
+    e = t * h * h
+    return tl.where(a < 0.25, 1.0 - x * series, tl.where(x < 0, 2.0 - e, e))
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
 def erfinv_kernel(x):
     return libdevice.erfinv(x)
 
@@ -417,7 +463,13 @@ def i0_kernel(x):
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def sigmoid_kernel(x):
-    return sigmoid(x)
+    return sigmoid_rn(x)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def sigmoid_approx_kernel(x):
+    return sigmoid_approx(x)
 
 
 @triton.jit
@@ -819,17 +871,30 @@ def rounds_to_half(x: torch.Tensor, out0=None) -> bool:
     return (out0 if out0 is not None else x).dtype in _HALF_TYPES
 
 
-def _half_or_full(full, half, doc: str):
+def approx_division(result_dtype: torch.dtype) -> bool:
+    """Whether a result of ``result_dtype`` takes the approximate division (``KNOBS.half_approx_division``)."""
+    return KNOBS.half_approx_division and result_dtype in _HALF_TYPES
+
+
+def half_or_full(full, half, doc: str, knob: str | None = None):
+    """A launcher taking ``half`` for results rounded to a half type (where ``knob``, when named, is on)."""
     def launch(x, out0=None):
-        return (half if rounds_to_half(x, out0) else full)(x, out0=out0)
+        fast = rounds_to_half(x, out0) and (knob is None or getattr(KNOBS, knob))
+        return (half if fast else full)(x, out0=out0)
 
     launch.__doc__ = doc
     return launch
 
 
-asinh = _half_or_full(asinh_kernel, asinh_half_kernel, "``asinh``; results rounded to a half type take a faster log.")
-atan = _half_or_full(atan_kernel, atan_half_kernel, "``atan``; results rounded to a half type: a shorter polynomial.")
-sinh = _half_or_full(sinh_kernel, sinh_half_kernel, "``sinh``; results rounded to a half type take ex2.approx.")
+asinh = half_or_full(asinh_kernel, asinh_half_kernel, "``asinh``; results rounded to a half type take a faster log.")
+atan = half_or_full(atan_kernel, atan_half_kernel, "``atan``; results rounded to a half type: a shorter polynomial.")
+sinh = half_or_full(sinh_kernel, sinh_half_kernel, "``sinh``; results rounded to a half type take ex2.approx.")
+erfc = half_or_full(erfc_kernel, erfc_half_kernel,
+                    "``erfc``; results rounded to a half type may take ex2.approx and a shorter fit (see the knob).",
+                    "half_fast_erfc")
+sigmoid = half_or_full(sigmoid_kernel, sigmoid_approx_kernel,
+                       "``sigmoid``; results rounded to a half type may divide approximately (see the knob).",
+                       "half_approx_division")
 
 
 def logit(x, eps=None, out0=None):

@@ -156,6 +156,59 @@ def _accumulate(acc, acc_i, acc_n, v, second, count, mask, inv, OP: tl.constexpr
 
 
 @triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min_nan(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _fold_tile(best, first, v, pos, mask, AXIS: tl.constexpr, OP: tl.constexpr, INIT: tl.constexpr,
+               TILE: tl.constexpr):
+    """Arg-reductions with one (value, position) per output (``tiles.ARG_TILE``): fold in a tile's
+    extremum (NaN if it holds one) and, where that beats ``best``, its first position (TILE == 2:
+    searched only in steps where some output improves). Tiles come in increasing position order, so
+    only a strictly better value moves ``first``: ties keep the first position, as in ATen."""
+    v = tl.where(mask, v, INIT)  # never better than the running value, which starts at INIT
+    floating: tl.constexpr = v.dtype.is_floating()
+    if floating and OP == MAX:
+        t = tl.reduce(v, AXIS, _max_nan)
+    elif floating:
+        t = tl.reduce(v, AXIS, _min_nan)
+    elif OP == MAX:
+        t = tl.max(v, AXIS)
+    else:
+        t = tl.min(v, AXIS)
+    if OP == MAX:
+        better = t > best
+    else:
+        better = t < best
+    hit = v == tl.expand_dims(t, AXIS)
+    if floating:
+        better = better | ((t != t) & (best == best))
+        hit = hit | (v != v)  # only a tile whose extremum is NaN holds NaN
+    if TILE == 2:
+        if tl.max(better.to(tl.int32), 0) > 0:
+            best, first = _take_first(best, first, t, hit, pos, better, AXIS)
+    else:
+        best, first = _take_first(best, first, t, hit, pos, better, AXIS)
+    return best, first
+
+
+@triton.jit
+def _take_first(best, first, t, hit, pos, better, AXIS: tl.constexpr):
+    """(``t``, the first of ``pos`` where ``hit``) where ``better``, else (``best``, ``first``)."""
+    if pos.dtype == tl.int32:
+        found = tl.min(tl.where(hit, pos, 2**31 - 1), AXIS)
+    else:
+        found = tl.min(tl.where(hit, pos, 2**62), AXIS)
+    return tl.where(better, t, best), tl.where(better, found, first)
+
+
+@triton.jit
 def _second_init(acc, lane_r, start, AXIS: tl.constexpr, OP: tl.constexpr, INDEX: tl.constexpr,
                  INIT: tl.constexpr):
     """(second accumulator, lane counts) at the start: the running max of MINMAX; M2 and counts of
@@ -297,12 +350,30 @@ def _load_shift(ptrs, mask, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.const
 
 
 @triton.jit
+def _r_offsets(r, R2, s_r1, s_r2, TWO_R: tl.constexpr):
+    """Element offsets of reduced positions ``r`` (made of two groups when TWO_R)."""
+    if TWO_R:
+        r_off = (r // R2) * s_r1 + (r % R2) * s_r2
+    else:
+        r_off = r * s_r1
+    return r_off
+
+
+@triton.jit
+def _store_tile(best, first, out_ptr, idx_out_ptr, out_offs, mask):
+    """The results of an arg-reduction folded tile by tile (``_fold_tile``)."""
+    tl.store(out_ptr + out_offs, convert(best, out_ptr.dtype.element_ty), mask=mask)
+    tl.store(idx_out_ptr + out_offs, convert(first, idx_out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _reduce_rows_kernel(
     x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    TWO_R: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):
     """Rows = output positions (k1, k2); the reduced index r is (r1, r2) when TWO_R. With DIFF the
     elements are x - y (y laid out like x)."""
@@ -321,20 +392,28 @@ def _reduce_rows_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT)
-    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
-        r = r0 + lane_r
-        mask = row_mask[:, None] & (r < end)[None, :]
-        if TWO_R:
-            r_off = (r // R2) * s_r1 + (r % R2) * s_r2
-        else:
-            r_off = r * s_r1
-        acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[:, None] + r_off[None, :],
-                                  R * s_r1, mask, r[None, :], (r0 - start) // BLOCK_R, shift[:, None], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF)
-    _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
-              row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
+    if TILE:
+        best = tl.full([BLOCK_K], INIT, ACC)
+        first = tl.zeros([BLOCK_K], lane_r.dtype) + start
+        for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+            r = r0 + lane_r
+            mask = row_mask[:, None] & (r < end)[None, :]
+            offs = base[:, None] + _r_offsets(r, R2, s_r1, s_r2, TWO_R)[None, :]
+            v = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST).to(ACC)
+            best, first = _fold_tile(best, first, v, r[None, :], mask, 1, OP, INIT, TILE)
+        _store_tile(best, first, out_ptr, idx_out_ptr, split * part_stride + rows, row_mask)
+    else:
+        acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
+        acc_i, acc_n = _second_init(acc, lane_r, start, 1, OP, INDEX, INIT)
+        for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+            r = r0 + lane_r
+            mask = row_mask[:, None] & (r < end)[None, :]
+            r_off = _r_offsets(r, R2, s_r1, s_r2, TWO_R)
+            acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[:, None] + r_off[None, :],
+                                      R * s_r1, mask, r[None, :], (r0 - start) // BLOCK_R, shift[:, None], p,
+                                      OP, PRE, INDEX, CAST, ACC, DIFF)
+        _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr, split * part_stride + rows,
+                  row_mask, tl.num_programs(1) * part_stride, 1, OP, POST, INDEX, BLOCK_R)
 
 
 @triton.jit
@@ -343,7 +422,7 @@ def _reduce_cols_kernel(
     M, N, R, chunk, part_stride, s_m, s_n, s_r, o_m, o_n, p, d,
     OP: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, INDEX: tl.constexpr,
     CAST: tl.constexpr, ACC: tl.constexpr, INIT: tl.constexpr, SHIFT: tl.constexpr, DIFF: tl.constexpr,
-    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, TILE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """A program owns BLOCK_N outputs along the kept group n (for one m) and walks r."""
     pid = tl.program_id(0)
@@ -366,16 +445,26 @@ def _reduce_cols_kernel(
         lane_r = lane_r.to(tl.int64)
     start = split * chunk
     end = tl.minimum(start + chunk, R)
-    acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
-    acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT)
-    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
-        r = r0 + lane_r
-        mask = (r < end)[:, None] & n_mask[None, :]
-        acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[None, :] + r[:, None] * s_r,
-                                  R * s_r, mask, r[:, None], (r0 - start) // BLOCK_R, shift[None, :], p,
-                                  OP, PRE, INDEX, CAST, ACC, DIFF)
-    _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
-              split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
+    if TILE:
+        best = tl.full([BLOCK_N], INIT, ACC)
+        first = tl.zeros([BLOCK_N], lane_r.dtype) + start
+        for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+            r = r0 + lane_r
+            mask = (r < end)[:, None] & n_mask[None, :]
+            v = convert(tl.load(x_ptr + base[None, :] + r[:, None] * s_r, mask=mask, other=0), CAST).to(ACC)
+            best, first = _fold_tile(best, first, v, r[:, None], mask, 0, OP, INIT, TILE)
+        _store_tile(best, first, out_ptr, idx_out_ptr, split * part_stride + out_offs, n_mask)
+    else:
+        acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)
+        acc_i, acc_n = _second_init(acc, lane_r, start, 0, OP, INDEX, INIT)
+        for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+            r = r0 + lane_r
+            mask = (r < end)[:, None] & n_mask[None, :]
+            acc, acc_i, acc_n = _step(acc, acc_i, acc_n, x_ptr, y_ptr, idx_in_ptr, base[None, :] + r[:, None] * s_r,
+                                      R * s_r, mask, r[:, None], (r0 - start) // BLOCK_R, shift[None, :], p,
+                                      OP, PRE, INDEX, CAST, ACC, DIFF)
+        _epilogue(acc, acc_i, acc_n, lane_r, end - start, shift, p, d, out_ptr, idx_out_ptr,
+                  split * part_stride + out_offs, n_mask, tl.num_programs(1) * part_stride, 0, OP, POST, INDEX, BLOCK_R)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -526,6 +615,9 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if kept_n == 0:
         return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
+    # Arg-reductions keep a position per lane, or one per output (``tiles.ARG_TILE``: plain tiles then).
+    tile = tiles.ARG_TILE if arg and kind.index == 1 else 0
+    arg = arg and not tile
     step = tiles.step_elements(itemsize, arg)
     per_thread = tiles.thread_elements(itemsize, arg)
     groups = list(lo.kept[: lo.num_kept])
@@ -550,7 +642,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     first = kind.partial() if splits > 1 else kind
     constexprs = dict(OP=first.op, PRE=first.pre, POST=first.post, INDEX=first.index, CAST=tl_dtype(cast),
                       ACC=tl_dtype(acc), INIT=_start(kind, acc), SHIFT=shifted, DIFF=first.diff,
-                      INT64=lo.int64, STAGES=tiles.STAGES, **blocks)
+                      INT64=lo.int64, STAGES=tiles.STAGES, TILE=tile, **blocks)
     second = None
     if splits > 1:
         # The partial results are few: one pass over them, never split again.

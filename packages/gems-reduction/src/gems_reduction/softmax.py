@@ -4,6 +4,11 @@ Along the softmax dim R (see ``rows``):
 - R fits a block: one load, the statistics, one store (1 read + 1 write);
 - longer: a first loop keeps a running (max, sum of exp) per lane (online softmax), a second loop,
   walking back so that the most recently read blocks are still in L2, writes.
+
+Over a non-last dim, columns too long for one pass may instead be split into chunks of R over many
+programs (``tiles.SOFTMAX_SPLIT_PER_SM``): a program owning a few columns over R has too little to
+read at once for (8192, 8192). Pass 1 stores each (chunk, column)'s (max, sum of exp); pass 2 combines
+its columns' chunks and writes its chunk. The backward splits the same way (per-chunk sums).
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
-from gems_reduction import rows
+from gems_reduction import rows, tiles
 from gems_reduction.reduce import convert, tl_dtype
 from gems_reduction.rows import lanes, online_update, safe_shift, tile, tile_mask
 
@@ -64,6 +70,84 @@ def _softmax_fwd_kernel(
             x = tl.load(x_ptr + offs, mask=mask, other=0).to(ACC)
             y = _softmax_value(x, m, s, LOG, SAFE, AXIS)
             tl.store(y_ptr + offs, convert(y, y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _column_block(pid, R, L, col_blocks, INT64: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(offsets of row 0, index among all columns, mask) of the BLOCK_N columns program ``pid`` owns, in
+    a contiguous (outer, R, L) tensor."""
+    outer = pid // col_blocks
+    col = (pid % col_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if INT64:
+        outer = outer.to(tl.int64)
+        col = col.to(tl.int64)
+    return outer * R * L + col, outer * L + col, col < L
+
+
+@triton.jit
+def _chunk(R, L, col_blocks, chunk, INT64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What a program of the split owns: (offsets of row 0, index among all columns, mask) of its columns
+    (see ``_column_block``), its chunk (index, first row, end), and the row offsets of a step."""
+    base, lane, col_mask = _column_block(tl.program_id(0), R, L, col_blocks, INT64, BLOCK_N)
+    part = tl.program_id(1)
+    r = tl.arange(0, BLOCK_R)
+    if INT64:
+        part = part.to(tl.int64)
+        r = r.to(tl.int64)
+    start = part * chunk
+    return base, lane, col_mask, part, start, tl.minimum(start + chunk, R), r
+
+
+@triton.jit
+def _chunk_stats_kernel(
+    x_ptr, m_ptr, s_ptr, R, L, col_blocks, chunk, columns,
+    ACC: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Split softmax, pass 1: (max, sum of exp(x - max)) of each column over one chunk of R."""
+    base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
+    m = tl.full([BLOCK_N], float("-inf"), ACC)
+    s = tl.zeros([BLOCK_N], ACC)
+    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+        mask = ((r0 + r) < end)[:, None] & col_mask[None, :]
+        x = tl.load(x_ptr + base[None, :] + (r0 + r)[:, None] * L, mask=mask, other=0).to(ACC)
+        m, s = online_update(m, s, tl.where(mask, x, float("-inf")), 0)
+    tl.store(m_ptr + part * columns + lane, m, mask=col_mask)
+    tl.store(s_ptr + part * columns + lane, s, mask=col_mask)
+
+
+@triton.jit
+def _chunk_apply_kernel(
+    x_ptr, y_ptr, m_ptr, s_ptr, R, L, col_blocks, chunk, columns, parts,
+    LOG: tl.constexpr, SAFE: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr,
+    PARTS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Split softmax, pass 2: combine the chunks' statistics of the program's columns, then write its
+    chunk, walking back so that the rows pass 1 read last (still in L2) come first."""
+    base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
+    p = tl.arange(0, PARTS)
+    stat = p[:, None] * columns + lane[None, :]
+    stat_mask = (p < parts)[:, None] & col_mask[None, :]
+    m_parts = tl.load(m_ptr + stat, mask=stat_mask, other=float("-inf"))
+    m = tl.max(m_parts, 0)
+    s = tl.sum(tl.load(s_ptr + stat, mask=stat_mask, other=0) * tl.exp(m_parts - safe_shift(m)[None, :]), 0)
+    # Per column, so that an element costs one exp and one multiply (not a division).
+    scale = 1.0 / s
+    if LOG:
+        m = m + tl.log(s)
+    elif SAFE:
+        scale = tl.where(m == float("-inf"), 0.0, scale)
+        m = safe_shift(m)
+    blocks = tl.cdiv(end - start, BLOCK_R)
+    for i in tl.range(0, blocks, num_stages=STAGES):
+        rows = start + (blocks - 1 - i) * BLOCK_R + r
+        offs = base[None, :] + rows[:, None] * L
+        mask = (rows < end)[:, None] & col_mask[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0).to(ACC)
+        if LOG:
+            y = x - m[None, :]
+        else:
+            y = tl.exp(x - m[None, :]) * scale[None, :]
+        tl.store(y_ptr + offs, convert(y, y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -119,8 +203,57 @@ def _softmax_bwd_kernel(
             tl.store(gi_ptr + offs, convert(gi, gi_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _chunk_sums_kernel(
+    g_ptr, y_ptr, t_ptr, R, L, col_blocks, chunk, columns,
+    LOG: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Split backward, pass 1: each column's sum over one chunk of R of g * y (softmax) or g (log)."""
+    base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
+    acc = tl.zeros([BLOCK_R, BLOCK_N], ACC)
+    for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
+        offs = base[None, :] + (r0 + r)[:, None] * L
+        mask = ((r0 + r) < end)[:, None] & col_mask[None, :]
+        g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
+        if LOG:
+            acc += g
+        else:
+            acc += g * tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
+    tl.store(t_ptr + part * columns + lane, tl.sum(acc, 0), mask=col_mask)
+
+
+@triton.jit
+def _chunk_backward_kernel(
+    g_ptr, y_ptr, gi_ptr, t_ptr, R, L, col_blocks, chunk, columns, parts,
+    LOG: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, PARTS: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Split backward, pass 2: add up the chunks' sums of the program's columns, then write its chunk
+    (walking back, as the forward does)."""
+    base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
+    p = tl.arange(0, PARTS)
+    stat_mask = (p < parts)[:, None] & col_mask[None, :]
+    total = tl.sum(tl.load(t_ptr + p[:, None] * columns + lane[None, :], mask=stat_mask, other=0), 0)
+    blocks = tl.cdiv(end - start, BLOCK_R)
+    for i in tl.range(0, blocks, num_stages=STAGES):
+        rows = start + (blocks - 1 - i) * BLOCK_R + r
+        offs = base[None, :] + rows[:, None] * L
+        mask = (rows < end)[:, None] & col_mask[None, :]
+        g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
+        y = tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
+        gi = _backward_value(g, y, total, LOG, 0)
+        tl.store(gi_ptr + offs, convert(gi, gi_ptr.dtype.element_ty), mask=mask)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Launching
+
+
+def _columns_fit(lane_count: int, length: int, outer: int) -> bool:
+    """Whether whole columns go in registers on the GPU: when 16 lanes of them fit (one pass beats wider
+    lanes)."""
+    return triton.next_power_of_2(length) * min(rows.lane_width(lane_count, outer), 16) <= 16384
 
 
 def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, itemsize: int):
@@ -134,9 +267,8 @@ def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, items
         return block_l, block_r, dict(ONE_PASS=block_r >= length), 4
     hold = 16384
     if columns:
-        # Whole columns in registers when 16 lanes of them fit (one pass beats wider lanes).
         block_l = rows.lane_width(lane_count, outer)
-        one_pass = padded * min(block_l, 16) <= hold
+        one_pass = _columns_fit(lane_count, length, outer)
         if one_pass:
             block_l = min(block_l, hold // padded)
         block_r = padded if one_pass else max(1, (16384 // itemsize) // block_l)
@@ -146,6 +278,73 @@ def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, items
         spread = triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))
         block_l = max(1, min(4096 // block_r if one_pass else 1, spread))
     return block_l, block_r, dict(ONE_PASS=one_pass), max(4, min(16, block_l * block_r // 512))
+
+
+def split_tiles(columns: int, length: int, outer: int, itemsize: int, per_sm: int):
+    """(BLOCK_R, BLOCK_N, chunk, parts, num_warps) of the split softmax (or its backward) over a non-last
+    dim, or None where it is off (``per_sm`` 0) or whole columns fit one pass: row segments of
+    ``tiles.SOFTMAX_SPLIT_COLS_BYTES``, 16 KB steps, and the reduced dim cut into whole-step chunks
+    until about ``per_sm`` programs per SM exist."""
+    if not per_sm:
+        return None
+    if tiles.INTERPRETER_TILES and softmax_tiles(columns, length, outer, True, itemsize)[2]["ONE_PASS"]:
+        return None
+    if not tiles.INTERPRETER_TILES and _columns_fit(columns, length, outer):
+        return None
+    block_n = min(triton.next_power_of_2(columns), max(16, tiles.SOFTMAX_SPLIT_COLS_BYTES // itemsize))
+    block_r = min(triton.next_power_of_2(length), max(1, tiles.STEP_BYTES // (block_n * itemsize)))
+    col_programs = outer * triton.cdiv(columns, block_n)
+    wanted = triton.cdiv(per_sm * lay.sm_count(), col_programs)
+    splits = max(1, min(wanted, triton.cdiv(length, block_r)))
+    chunk = triton.cdiv(triton.cdiv(length, splits), block_r) * block_r
+    per_thread = max(1, tiles.THREAD_BYTES // itemsize)
+    return block_r, block_n, chunk, triton.cdiv(length, chunk), tiles.warps_for(block_r * block_n, per_thread)
+
+
+class _SplitLaunch:
+    """The two launches of a split over a non-last dim and the buffer of chunk statistics between them:
+    the first reads the inputs, the second the inputs and writes the result."""
+
+    __slots__ = ("stats", "apply", "inputs", "shape", "dtype")
+
+    def __init__(self, stats: lay.Launch, apply: lay.Launch, inputs: int, shape: tuple, dtype: torch.dtype):
+        self.stats = stats
+        self.apply = apply
+        self.inputs = inputs
+        self.shape = shape  # of the statistics: (kinds, parts, columns)
+        self.dtype = dtype
+
+    def __call__(self, tensors: list, ptr: int = 0) -> None:
+        """Run over ``tensors``: the inputs, then the result."""
+        planes = tensors[0].new_empty(self.shape, dtype=self.dtype).unbind(0)
+        for plane in planes:
+            ptr |= plane.data_ptr()
+        self.stats([*tensors[: self.inputs], *planes], ptr)
+        self.apply([*tensors, *planes], ptr)
+
+
+def _split_plan(shape, dim: int, itemsize: int, acc, per_sm: int, kernels: tuple, inputs: int, stats: int,
+                **constexprs) -> _SplitLaunch | None:
+    """The split launches of ``kernels`` (pass 1, pass 2) over contiguous tensors of ``shape`` along
+    ``dim`` (``inputs`` of them read), keeping ``stats`` values per (chunk, column); None where the split
+    does not apply. ``constexprs`` go to pass 2, those it shares with pass 1 (``LOG``) to both."""
+    outer, length, inner = rows.geometry(shape, dim)
+    found = split_tiles(inner, length, outer, itemsize, per_sm) if inner > 1 else None
+    if found is None:
+        return None
+    block_r, block_n, chunk, parts, warps = found
+    col_blocks = triton.cdiv(inner, block_n)
+    int64 = lay.force_int64 or outer * length * inner > lay.INT32_MAX
+    common = dict(ACC=tl_dtype(acc), INT64=int64, STAGES=tiles.STAGES)
+    blocks = dict(BLOCK_R=block_r, BLOCK_N=block_n)
+    first, second = kernels
+    shared = {"LOG": constexprs["LOG"]} if first is _chunk_sums_kernel else {}
+    grid = (outer * col_blocks, parts)
+    ints = [length, inner, col_blocks, chunk, outer * inner]
+    stats_launch = lay.Launch(shared_launcher(first, dict(shared, **common, **blocks), num_warps=warps), grid, ints)
+    apply = lay.Launch(shared_launcher(second, dict(constexprs, **common, PARTS=triton.next_power_of_2(parts),
+                                                    **blocks), num_warps=warps), grid, [*ints, parts])
+    return _SplitLaunch(stats_launch, apply, inputs, (stats, parts, outer * inner), acc)
 
 
 class _Call:
@@ -178,9 +377,12 @@ def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
     if dims is None or x.dtype not in lay.FLOATING or out_dtype not in lay.FLOATING:
         return None
     launch = None
+    d = dims[0] if dims else 0
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.numel():
-        d = dims[0] if dims else 0
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        launch = _split_plan(x.shape, d, x.element_size(), acc, tiles.SOFTMAX_SPLIT_PER_SM,
+                             (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, LOG=log, SAFE=safe)
+    if x.numel() and launch is None:
         key = (_softmax_fwd_kernel, tuple(x.shape), d, x.dtype, out_dtype, log, safe, lay.force_int64)
         launch = rows.plan(_softmax_fwd_kernel, key, x.shape, d, x.element_size(), softmax_tiles, LOG=log,
                            SAFE=safe, ACC=tl_dtype(acc))
@@ -219,6 +421,17 @@ def safe_softmax(x, dim, dtype=None):
     return _forward(x, dim, False, None, False, True)
 
 
+def _backward_split(grad, d: int, input_dtype, acc, log: bool) -> _SplitLaunch | None:
+    """The split backward of this signature (``tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM``), or None."""
+    key = (_backward_split, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
+    found = lay.calls.get(key)
+    if found is None:
+        found = _split_plan(grad.shape, d, grad.element_size(), acc, tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM,
+                            (_chunk_sums_kernel, _chunk_backward_kernel), 2, 1, LOG=log)
+        lay.remember(key, found or False)
+    return found or None
+
+
 def _backward(grad, output, dim, input_dtype, grad_input, log):
     dims = lay.wrap_dims(dim, output.dim())
     widened = grad.dtype == torch.float32 and input_dtype == torch.float16
@@ -231,9 +444,13 @@ def _backward(grad, output, dim, input_dtype, grad_input, log):
     if grad.numel():
         d = dims[0] if dims else 0
         acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-        key = (_softmax_bwd_kernel, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
-        rows.launch(_softmax_bwd_kernel, key, (grad, output, result), grad.shape, d, softmax_tiles, LOG=log,
-                    ACC=tl_dtype(acc))
+        split = _backward_split(grad, d, input_dtype, acc, log)
+        if split is not None:
+            split([grad, output, result], grad.data_ptr() | output.data_ptr() | result.data_ptr())
+        else:
+            key = (_softmax_bwd_kernel, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
+            rows.launch(_softmax_bwd_kernel, key, (grad, output, result), grad.shape, d, softmax_tiles, LOG=log,
+                        ACC=tl_dtype(acc))
     return lay.deliver(result, grad_input)
 
 

@@ -36,6 +36,13 @@ COLS_BYTES = 1024
 #: bytes bfloat16 argmax over dim 0 of (8192, 8192) took 93 us on an H100 against 76 us with 256.
 ARG_COLS_BYTES = 256
 
+#: How arg-reductions (argmax, max.dim, ...) fold a loop step. 0: a (value, position) pair per element of
+#: the tile, compared element by element, combined at the end. 1: one pair per output: the step's
+#: extremum (one NaN-propagating max per element), then the first position holding it (a compare and a
+#: min per element); no position registers per element, so the plain reductions' tiles (16 KB steps,
+#: ``COLS_BYTES`` segments) apply. 2: as 1, the position searched only in steps where some output improves.
+ARG_TILE = 0
+
 #: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
 #: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
 #: so every program keeps two steps in flight. Without it ptxas often places each load right before
@@ -58,10 +65,24 @@ HALF_STEPS = True
 PROGRAMS_PER_SM = 2
 
 
+#: Softmax over a non-last dim whose columns are too long for one pass (see ``softmax.py``): 0 keeps the
+#: strip programs (each owns whole columns, reads them twice); N > 0 splits the reduced dim into chunks
+#: over about N programs per SM: a first pass stores each chunk's (max, sum of exp) per column, a second
+#: combines its columns' chunks and writes its own chunk. For (8192, 8192) the strips of 16 columns give
+#: 512 programs reading 32 bytes a row, twice.
+SOFTMAX_SPLIT_PER_SM = 0
+#: Bytes of the row segment each program of that split owns (256: two 128-byte lines per row).
+SOFTMAX_SPLIT_COLS_BYTES = 256
+#: The same split for the softmax backward over a non-last dim (pass 1: per-chunk sums of g * y, or g
+#: for log_softmax); 0 keeps the strip programs, which read g and y twice.
+SOFTMAX_BACKWARD_SPLIT_PER_SM = 0
+
+
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
-            ARG_COLS_BYTES, STAGES, HALF_STEPS, PROGRAMS_PER_SM)
+            ARG_COLS_BYTES, ARG_TILE, STAGES, HALF_STEPS, PROGRAMS_PER_SM, SOFTMAX_SPLIT_PER_SM,
+            SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM)
 
 
 def thread_elements(itemsize: int, arg: bool) -> int:
