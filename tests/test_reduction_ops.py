@@ -214,7 +214,8 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
 TILE_SETTINGS = [
     {}, {"STEP_BYTES": 32768, "THREAD_BYTES": 128}, {"THREAD_BYTES": 32}, {"COLS_BYTES": 256},
     {"PROGRAMS_PER_SM": 64, "STAGES": 4}, {"ARG_STEP_ELEMENTS": 8192, "ARG_THREAD_ELEMENTS": 32},
-    {"HALF_STEPS": False}, {"ARG_COLS_BYTES": 1024}, {"ARG_TILE": 1}, {"ARG_TILE": 2, "COLS_BYTES": 256},
+    {"HALF_STEPS": False}, {"ARG_COLS_BYTES": 1024}, {"ARG_TILE": 0}, {"ARG_TILE": 2, "COLS_BYTES": 256},
+    {"ARG_TILE_COLS": 1},
 ]
 
 
@@ -341,14 +342,16 @@ def test_argmax_argmin_ties_and_nan(dtype):
             assert_equal(a, b, equal_nan=True)
 
 
-@pytest.mark.parametrize("tile", [1, 2])
+@pytest.mark.parametrize("tile", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int32])
 def test_arg_tile_modes(monkeypatch, fresh_plans, tile, dtype):
-    # One (value, position) per output, folded step by step (tiles.ARG_TILE), on the GPU's tiles: ties
-    # keep the first position, the first NaN wins, rows of -inf report 0, split ranges combine.
+    # One (value, position) per output, folded step by step (tiles.ARG_TILE, ARG_TILE_COLS), or a pair per
+    # element (0), on the GPU's tiles: ties keep the first position, the first NaN wins, rows of -inf
+    # report 0, split ranges combine.
     from gems_reduction import tiles
 
     monkeypatch.setattr(tiles, "ARG_TILE", tile)
+    monkeypatch.setattr(tiles, "ARG_TILE_COLS", tile)
     monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
     monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 16)
     x = torch.randint(0, 3, (9, 600), device=DEVICE).to(dtype)
@@ -383,6 +386,7 @@ def test_softmax_split_over_dim0(monkeypatch, fresh_plans, dtype):
 
     monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_PER_SM", 4)
     monkeypatch.setattr(tiles, "SOFTMAX_BACKWARD_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_COLS_BYTES", 256)  # so that these small columns take > 2 chunks
     monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
     x = torch.randn(1500, 40, dtype=dtype, device=DEVICE) * 3
     x[:, 3] = float("-inf")
@@ -390,7 +394,7 @@ def test_softmax_split_over_dim0(monkeypatch, fresh_plans, dtype):
     x[1234, 5] = float("nan")
     x[1499, 6] = 80.0
     z = torch.randn(2, 1100, 20, dtype=dtype, device=DEVICE)
-    assert softmax.split_tiles(40, 1500, 1, x.element_size(), 4)[3] > 2
+    assert softmax.split_tiles(40, 1500, 1, x.element_size(), 4, tiles.SOFTMAX_SPLIT_COLS_BYTES)[3] > 2
     ref, ref_z = to_reference(x, upcast=True), to_reference(z, upcast=True)
     with served("_softmax", "_log_softmax", "_safe_softmax"):
         res = (torch.softmax(x, 0), torch.log_softmax(x, 0), torch.ops.aten._safe_softmax(x, 0), torch.softmax(z, 1),
@@ -416,6 +420,7 @@ def test_softmax_split_int64_index_path(monkeypatch, fresh_plans):
 
     monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_PER_SM", 4)
     monkeypatch.setattr(tiles, "SOFTMAX_BACKWARD_SPLIT_PER_SM", 4)
+    monkeypatch.setattr(tiles, "SOFTMAX_SPLIT_COLS_BYTES", 256)  # so that these small columns take > 2 chunks
     monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
     monkeypatch.setattr(layout, "force_int64", True)
     x = torch.randn(1200, 3, 5, device=DEVICE)

@@ -65,30 +65,24 @@ PER_CHANNEL = {
 #: Row forward (layer and RMS norm, rows of 4096). Lost on an H100 (benchmark/results/2026-11-27-h100-3/logs/
 #: ab_norm.txt): 4 or 16 warps, two rows a program at 8 warps, and a grid of a few programs an SM looping over
 #: the rows (weight and bias loaded once), by 1-10%. Then (benchmark/results/2026-11-27-h100-4/logs/
-#: ab_norm_fwd.txt): a register cap of 32 (8 programs of 8 warps an SM instead of 6; 3 registers spilled) lost
-#: 4% on layer norm, streaming cache hints 2%, one-pass moments and 4 warps capped at 48 registers tied or lost;
-#: RMS norm with the weight loaded first won 2% (50.9 -> 49.9 us). Loading layer norm's weight and bias first
-#: needs 48 registers (5 programs an SM), which only timing settles.
-_32R = dict(row_fwd_maxnreg=32)
-_PF = dict(row_fwd_params_first=True)
+#: ab_norm_fwd*.txt): a register cap of 32 (8 programs of 8 warps an SM instead of 6; 3 registers spilled) lost
+#: 4% on layer norm, streaming cache hints 2%, one-pass moments and 4 warps tied or lost; the weight (and bias)
+#: loaded first won 1-2% on both and is the default: "weight last" is the kernel before it.
+_LAST = dict(row_fwd_params_first=False)
 LN_FORWARD = {
     "default": {},
-    "pf": _PF,
-    "pf 1pass": dict(_PF, row_fwd_one_pass=True),
-    "pf 16w": dict(_PF, row_fwd_warps=16),
-    "pf 4w": dict(_PF, row_fwd_warps=4),
+    "weight last": _LAST,
     "1pass": dict(row_fwd_one_pass=True),
     "16w": dict(row_fwd_warps=16),
-    "pf 56r": dict(_PF, row_fwd_maxnreg=56),
+    "4w": dict(row_fwd_warps=4),
+    "56r": dict(row_fwd_maxnreg=56),
 }
-#: RMS norm has one reduction already (no mean) and 8 programs an SM at 32 registers; the weight loaded first
-#: takes 40 (or 32 with 8 spill instructions, which lost 4%).
 RMS_FORWARD = {
     "default": {},
-    "pf": _PF,
-    "pf 16w": dict(_PF, row_fwd_warps=16),
-    "pf stream": dict(_PF, row_fwd_stream=True),
-    "pf 4w": dict(_PF, row_fwd_warps=4),
+    "weight last": _LAST,
+    "16w": dict(row_fwd_warps=16),
+    "stream": dict(row_fwd_stream=True),
+    "4w": dict(row_fwd_warps=4),
 }
 #: Batch norm training: the merge of the statistics folded into the normalising kernel whatever the splits (one
 #: launch less), with the sums' variants that won elsewhere (shifted sums, 2 stages, 4 programs an SM) and larger

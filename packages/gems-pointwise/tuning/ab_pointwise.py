@@ -9,10 +9,11 @@
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
 kernel: "default" is what the library runs; "float32" is the float32-accurate kernel, which half types took
 before they had formulas of their own (sinh, atan and gelu's previous formulas); "libdevice" is atan2 through
-libdevice's atan2f, the previous kernel; "approx div" is silu, sigmoid and silu_backward with
-``KNOBS.half_approx_division`` on (Triton's approximate ``/`` instead of the IEEE division for half-type results);
-"fast" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with ``KNOBS.half_fast_softplus``,
-``half_fast_erfc`` or ``half_fast_pow`` on (their half-type formulas; "default" is then the current kernel).
+libdevice's atan2f, the previous kernel; "ieee div" is silu, sigmoid and silu_backward with
+``KNOBS.half_approx_division`` off (the IEEE division for half-type results, which the default replaces by
+Triton's approximate ``/``); "float32 math" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with
+``KNOBS.half_fast_softplus``, ``half_fast_erfc`` or ``half_fast_pow`` off (the kernels their half-type formulas
+replaced; Tensor ** Tensor has none of its own).
 
 Inputs are standard normal (but pow's base, uniform on [0.5, 2], and x ** 2.5's x, uniform on [0.1, 4], as in the
 pointwise benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
@@ -69,11 +70,11 @@ def _gelu_float32_kernel(x):
     return activation.gelu_kernel(x)
 
 
-def _knob_on(knob: str, fn):
-    """``fn`` run with the boolean ``KNOBS.<knob>`` on."""
+def _knob_off(knob: str, fn):
+    """``fn`` run with the boolean ``KNOBS.<knob>`` off: the kernel the knob replaced."""
     def call(*args):
         before = getattr(KNOBS, knob)
-        setattr(KNOBS, knob, True)
+        setattr(KNOBS, knob, False)
         try:
             return fn(*args)
         finally:
@@ -81,8 +82,8 @@ def _knob_on(knob: str, fn):
     return call
 
 
-def _approx_division(fn):
-    return _knob_on("half_approx_division", fn)
+def _ieee_division(fn):
+    return _knob_off("half_approx_division", fn)
 
 
 def _routed(route):
@@ -117,19 +118,19 @@ OPS = {
     "atan2": (torch.atan2, lambda y, x: binary.atan2(y, x)[0](y, x),
               {"float32": binary.atan2_kernel, "libdevice": atan2_libdevice_kernel}),
     "gelu": (torch.nn.functional.gelu, activation.gelu, {"float32": _gelu_float32_kernel}),
-    "silu": (torch.nn.functional.silu, activation.silu, {"approx div": _approx_division(activation.silu)}),
-    "silu_": (torch.ops.aten.silu_, _silu_inplace, {"approx div": _approx_division(_silu_inplace)}),
-    "sigmoid": (torch.sigmoid, unary.sigmoid, {"approx div": _approx_division(unary.sigmoid)}),
+    "silu": (torch.nn.functional.silu, activation.silu, {"ieee div": _ieee_division(activation.silu)}),
+    "silu_": (torch.ops.aten.silu_, _silu_inplace, {"ieee div": _ieee_division(_silu_inplace)}),
+    "sigmoid": (torch.sigmoid, unary.sigmoid, {"ieee div": _ieee_division(unary.sigmoid)}),
     "silu_backward": (torch.ops.aten.silu_backward, activation_backward.silu_backward,
-                      {"approx div": _approx_division(activation_backward.silu_backward)}),
+                      {"ieee div": _ieee_division(activation_backward.silu_backward)}),
     "softplus": (torch.nn.functional.softplus, activation.softplus,
-                 {"fast": _knob_on("half_fast_softplus", activation.softplus)}),
-    "erfc": (torch.erfc, unary.erfc, {"fast": _knob_on("half_fast_erfc", unary.erfc)}),
-    "pow": (torch.pow, _pow, {"fast": _knob_on("half_fast_pow", _pow)}),
+                 {"float32 math": _knob_off("half_fast_softplus", activation.softplus)}),
+    "erfc": (torch.erfc, unary.erfc, {"float32 math": _knob_off("half_fast_erfc", unary.erfc)}),
+    "pow": (torch.pow, _pow, {}),
     "pow_scalar_exponent": (lambda x: torch.pow(x, POW_EXPONENT), _pow_scalar_exponent,
-                            {"fast": _knob_on("half_fast_pow", _pow_scalar_exponent)}),
+                            {"float32 math": _knob_off("half_fast_pow", _pow_scalar_exponent)}),
     "pow_scalar_base": (lambda x: torch.pow(POW_BASE, x), _pow_scalar_base,
-                        {"fast": _knob_on("half_fast_pow", _pow_scalar_base)}),
+                        {"float32 math": _knob_off("half_fast_pow", _pow_scalar_base)}),
 }
 # Inputs drawn uniformly from a range instead of a standard normal, as in the pointwise benchmark: pow's
 # base (its exponent stays normal), and the tensor raised to 2.5.

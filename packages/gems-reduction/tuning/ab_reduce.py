@@ -58,11 +58,12 @@ SETTINGS = {
     "argcols=1024B": {"tiles.ARG_COLS_BYTES": 1024},
     "cols=256B,per_sm=8": {"tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8},
     "cols=256B,per_sm=8,step=8K": {"tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8, "tiles.STEP_BYTES": 8192},
-    "arg_tile": {"tiles.ARG_TILE": 1},
+    "arg_pairs": {"tiles.ARG_TILE": 0},
     "arg_tile=2": {"tiles.ARG_TILE": 2},
-    "arg_tile,cols=256B": {"tiles.ARG_TILE": 1, "tiles.COLS_BYTES": 256},
-    "arg_tile,cols=256B,per_sm=8": {"tiles.ARG_TILE": 1, "tiles.COLS_BYTES": 256, "tiles.PROGRAMS_PER_SM": 8},
-    "arg_tile,thread=64B": {"tiles.ARG_TILE": 1, "tiles.THREAD_BYTES": 64},
+    "arg_tile,thread=64B": {"tiles.THREAD_BYTES": 64},
+    "arg_tile_cols": {"tiles.ARG_TILE_COLS": 1},
+    "arg_tile_cols,cols=256B,per_sm=8": {"tiles.ARG_TILE_COLS": 1, "tiles.COLS_BYTES": 256,
+                                         "tiles.PROGRAMS_PER_SM": 8},
     "sm_split=2": {"tiles.SOFTMAX_SPLIT_PER_SM": 2},
     "sm_split=4": {"tiles.SOFTMAX_SPLIT_PER_SM": 4},
     "sm_split=8": {"tiles.SOFTMAX_SPLIT_PER_SM": 8},
@@ -71,7 +72,10 @@ SETTINGS = {
     "bwd_split=2": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 2},
     "bwd_split=4": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 4},
     "bwd_split=8": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 8},
-    "bwd_split=4,512B": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 4, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 512},
+    "bwd_split=4,512B": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 4, "tiles.SOFTMAX_BACKWARD_SPLIT_COLS_BYTES": 512},
+    "bwd_strips": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 0},
+    "sm_strips": {"tiles.SOFTMAX_SPLIT_PER_SM": 0},
+    "sm_split=8,128B": {"tiles.SOFTMAX_SPLIT_PER_SM": 8, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 128},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -89,11 +93,11 @@ LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_s
 DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16",
         "cols=256B,per_sm=8", "cols=256B,per_sm=8,step=8K")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
-ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_tile", "arg_tile=2", "arg_tile,thread=64B")
-ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B", "arg_tile", "arg_tile=2",
-            "arg_tile,cols=256B", "arg_tile,cols=256B,per_sm=8")
-SOFTMAX_DIM0 = ("sm_split=2", "sm_split=4", "sm_split=8", "sm_split=4,128B", "sm_split=4,512B")
-SOFTMAX_BWD_DIM0 = ("bwd_split=2", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
+ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_pairs", "arg_tile=2", "arg_tile,thread=64B")
+ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B", "arg_tile_cols",
+            "arg_tile_cols,cols=256B,per_sm=8")
+SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=8", "sm_split=8,128B", "sm_split=4,512B")
+SOFTMAX_BWD_DIM0 = ("bwd_strips", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32

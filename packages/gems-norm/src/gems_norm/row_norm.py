@@ -101,11 +101,12 @@ def _param(P, cols, col_ok, policy: tl.constexpr):
 
 
 @triton.jit
-def _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
-                  STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
-                  HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
-                  ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
+def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
+                         STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
+                         HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
+                         ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
+    # PARAMS_FIRST, ONE_PASS and STREAM: the row_fwd_* knobs of heuristics.Knobs.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = rows < M
@@ -158,27 +159,6 @@ def _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
             b = _param(B, cols, col_ok, kept)
         y = y + b
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, cache_modifier=".cs" if STREAM else "")
-
-
-@triton.jit
-def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
-                         STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
-                         HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr):
-    _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps, BLOCK_M, BLOCK_N, CENTER, STATS_GIVEN, HAS_RES, HAS_W,
-                  HAS_B, SAVE_STATS, False, False, False)
-
-
-@triton.jit
-def _row_norm_fwd_variant_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
-                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
-                                 STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
-                                 HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
-                                 ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
-    # The forward under the row_fwd_* knobs (heuristics.Knobs) that change its code, timed against the shipped
-    # kernel above.
-    _row_norm_fwd(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps, BLOCK_M, BLOCK_N, CENTER, STATS_GIVEN, HAS_RES, HAS_W,
-                  HAS_B, SAVE_STATS, PARAMS_FIRST, ONE_PASS, STREAM)
 
 
 @triton.jit
@@ -302,13 +282,11 @@ def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtyp
     # Absent tensors are passed as x (never read), unsaved statistics as y (never written).
     dtypes = (x_dtype, res_dtype or x_dtype, w_dtype or x_dtype, b_dtype or x_dtype, x_dtype, x_dtype,
               stats_dtype if save else x_dtype, stats_dtype if save else x_dtype)
-    variant = dict(PARAMS_FIRST=KNOBS.row_fwd_params_first, ONE_PASS=KNOBS.row_fwd_one_pass,
-                   STREAM=KNOBS.row_fwd_stream)
-    kernel = _row_norm_fwd_variant_kernel if any(variant.values()) else _row_norm_fwd_kernel
-    ready = ReadyLaunch(kernel, (cdiv(m, block_m),), KNOBS.row_fwd_warps or warps(block_m * block_n), dtypes, (m, n),
-                        KNOBS.row_fwd_maxnreg, BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=False,
-                        HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save,
-                        **(variant if kernel is _row_norm_fwd_variant_kernel else {}))
+    ready = ReadyLaunch(_row_norm_fwd_kernel, (cdiv(m, block_m),), KNOBS.row_fwd_warps or warps(block_m * block_n),
+                        dtypes, (m, n), KNOBS.row_fwd_maxnreg, BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
+                        STATS_GIVEN=False, HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save,
+                        PARAMS_FIRST=KNOBS.row_fwd_params_first, ONE_PASS=KNOBS.row_fwd_one_pass,
+                        STREAM=KNOBS.row_fwd_stream)
 
     def run(x, residual, weight, bias, eps):
         y = torch.empty_like(x)
@@ -378,7 +356,8 @@ def _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, 
            [src, dummy, weight if weight is not None else dummy, bias if bias is not None else dummy, y,
             dummy, mean if center else rstd, rstd, *args_tail],
            warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=True, HAS_RES=False,
-           HAS_W=weight is not None, HAS_B=bias is not None, SAVE_STATS=False)
+           HAS_W=weight is not None, HAS_B=bias is not None, SAVE_STATS=False, PARAMS_FIRST=False, ONE_PASS=False,
+           STREAM=False)
     if stats_shape is None:
         return y, None, None, h
     mean = mean.to(stats_dtype).view(stats_shape) if center else None

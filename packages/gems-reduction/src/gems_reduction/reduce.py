@@ -615,14 +615,15 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     if kept_n == 0:
         return _Plan(None, kind, 0, acc, None, None, out_shape, out_dtype, index_dtype)
     itemsize = torch.empty((), dtype=in_dtype).element_size()
+    groups = list(lo.kept[: lo.num_kept])
+    inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
+    by_cols = lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1
     # Arg-reductions keep a position per lane, or one per output (``tiles.ARG_TILE``: plain tiles then).
-    tile = tiles.ARG_TILE if arg and kind.index == 1 else 0
+    tile = (tiles.ARG_TILE_COLS if by_cols else tiles.ARG_TILE) if arg and kind.index == 1 else 0
     arg = arg and not tile
     step = tiles.step_elements(itemsize, arg)
     per_thread = tiles.thread_elements(itemsize, arg)
-    groups = list(lo.kept[: lo.num_kept])
-    inner = min(range(len(groups)), key=lambda i: groups[i][1], default=None)
-    if lo.num_reduced <= 1 and inner is not None and groups[inner][1] < sr1:
+    if by_cols:
         # Tile the kept group nearest in memory; outputs sit at k1 * K2 + k2 (logical order).
         n, s_n = groups[inner]
         m, s_m = groups[1 - inner] if len(groups) == 2 else (1, 0)

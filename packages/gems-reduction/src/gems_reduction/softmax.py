@@ -280,10 +280,10 @@ def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, items
     return block_l, block_r, dict(ONE_PASS=one_pass), max(4, min(16, block_l * block_r // 512))
 
 
-def split_tiles(columns: int, length: int, outer: int, itemsize: int, per_sm: int):
+def split_tiles(columns: int, length: int, outer: int, itemsize: int, per_sm: int, cols_bytes: int):
     """(BLOCK_R, BLOCK_N, chunk, parts, num_warps) of the split softmax (or its backward) over a non-last
     dim, or None where it is off (``per_sm`` 0) or whole columns fit one pass: row segments of
-    ``tiles.SOFTMAX_SPLIT_COLS_BYTES``, 16 KB steps, and the reduced dim cut into whole-step chunks
+    ``cols_bytes``, 16 KB steps, and the reduced dim cut into whole-step chunks
     until about ``per_sm`` programs per SM exist."""
     if not per_sm:
         return None
@@ -291,7 +291,7 @@ def split_tiles(columns: int, length: int, outer: int, itemsize: int, per_sm: in
         return None
     if not tiles.INTERPRETER_TILES and _columns_fit(columns, length, outer):
         return None
-    block_n = min(triton.next_power_of_2(columns), max(16, tiles.SOFTMAX_SPLIT_COLS_BYTES // itemsize))
+    block_n = min(triton.next_power_of_2(columns), max(16, cols_bytes // itemsize))
     block_r = min(triton.next_power_of_2(length), max(1, tiles.STEP_BYTES // (block_n * itemsize)))
     col_programs = outer * triton.cdiv(columns, block_n)
     wanted = triton.cdiv(per_sm * lay.sm_count(), col_programs)
@@ -323,13 +323,13 @@ class _SplitLaunch:
         self.apply([*tensors, *planes], ptr)
 
 
-def _split_plan(shape, dim: int, itemsize: int, acc, per_sm: int, kernels: tuple, inputs: int, stats: int,
-                **constexprs) -> _SplitLaunch | None:
+def _split_plan(shape, dim: int, itemsize: int, acc, split: tuple[int, int], kernels: tuple, inputs: int,
+                stats: int, **constexprs) -> _SplitLaunch | None:
     """The split launches of ``kernels`` (pass 1, pass 2) over contiguous tensors of ``shape`` along
     ``dim`` (``inputs`` of them read), keeping ``stats`` values per (chunk, column); None where the split
     does not apply. ``constexprs`` go to pass 2, those it shares with pass 1 (``LOG``) to both."""
     outer, length, inner = rows.geometry(shape, dim)
-    found = split_tiles(inner, length, outer, itemsize, per_sm) if inner > 1 else None
+    found = split_tiles(inner, length, outer, itemsize, *split) if inner > 1 else None
     if found is None:
         return None
     block_r, block_n, chunk, parts, warps = found
@@ -380,7 +380,8 @@ def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
     d = dims[0] if dims else 0
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.numel():
-        launch = _split_plan(x.shape, d, x.element_size(), acc, tiles.SOFTMAX_SPLIT_PER_SM,
+        launch = _split_plan(x.shape, d, x.element_size(), acc,
+                             (tiles.SOFTMAX_SPLIT_PER_SM, tiles.SOFTMAX_SPLIT_COLS_BYTES),
                              (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, LOG=log, SAFE=safe)
     if x.numel() and launch is None:
         key = (_softmax_fwd_kernel, tuple(x.shape), d, x.dtype, out_dtype, log, safe, lay.force_int64)
@@ -426,7 +427,8 @@ def _backward_split(grad, d: int, input_dtype, acc, log: bool) -> _SplitLaunch |
     key = (_backward_split, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
     found = lay.calls.get(key)
     if found is None:
-        found = _split_plan(grad.shape, d, grad.element_size(), acc, tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM,
+        found = _split_plan(grad.shape, d, grad.element_size(), acc,
+                            (tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM, tiles.SOFTMAX_BACKWARD_SPLIT_COLS_BYTES),
                             (_chunk_sums_kernel, _chunk_backward_kernel), 2, 1, LOG=log)
         lay.remember(key, found or False)
     return found or None

@@ -41,7 +41,12 @@ ARG_COLS_BYTES = 256
 #: extremum (one NaN-propagating max per element), then the first position holding it (a compare and a
 #: min per element); no position registers per element, so the plain reductions' tiles (16 KB steps,
 #: ``COLS_BYTES`` segments) apply. 2: as 1, the position searched only in steps where some output improves.
-ARG_TILE = 0
+#: ``ARG_TILE`` is for reductions over rows (the last dim), ``ARG_TILE_COLS`` over columns (dim 0). On an H100
+#: (benchmark/results/2026-11-27-h100-4/logs/ab_reduce.txt), bfloat16 argmax over the last dim took 59.1
+#: instead of 71.3 us with 1 at (8192, 8192) and 63.0 instead of 66.7 at (512, 131072); 2 lost. Over dim 0,
+#: 1 lost 34% at (8192, 8192) (101.8 against 75.8 us): the columns keep a position per element.
+ARG_TILE = 1
+ARG_TILE_COLS = 0
 
 #: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
 #: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
@@ -70,19 +75,25 @@ PROGRAMS_PER_SM = 2
 #: over about N programs per SM: a first pass stores each chunk's (max, sum of exp) per column, a second
 #: combines its columns' chunks and writes its own chunk. For (8192, 8192) the strips of 16 columns give
 #: 512 programs reading 32 bytes a row, twice.
-SOFTMAX_SPLIT_PER_SM = 0
-#: Bytes of the row segment each program of that split owns (256: two 128-byte lines per row).
-SOFTMAX_SPLIT_COLS_BYTES = 256
+#: On an H100, bfloat16 softmax over dim 0 of (8192, 8192): 210.8 us with the strips, 202.3 with 4 programs an
+#: SM and 256-byte segments, 186.1 with 4 and 128-byte ones (log_softmax 217.0 -> 183.8); (512, 131072)
+#: takes one pass either way (117 us).
+SOFTMAX_SPLIT_PER_SM = 4
+#: Bytes of the row segment each program of that split owns (128: one 128-byte line per row).
+SOFTMAX_SPLIT_COLS_BYTES = 128
 #: The same split for the softmax backward over a non-last dim (pass 1: per-chunk sums of g * y, or g
-#: for log_softmax); 0 keeps the strip programs, which read g and y twice.
-SOFTMAX_BACKWARD_SPLIT_PER_SM = 0
+#: for log_softmax); 0 keeps the strip programs, which read g and y twice. (8192, 8192) bfloat16 on an
+#: H100: 306.6 us with the strips, 235.7 with 2 programs an SM, 237-239 with 4 or 8.
+SOFTMAX_BACKWARD_SPLIT_PER_SM = 2
+#: Bytes of the row segment each program of the backward's split owns (measured with 256).
+SOFTMAX_BACKWARD_SPLIT_COLS_BYTES = 256
 
 
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
-            ARG_COLS_BYTES, ARG_TILE, STAGES, HALF_STEPS, PROGRAMS_PER_SM, SOFTMAX_SPLIT_PER_SM,
-            SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM)
+            ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, STAGES, HALF_STEPS, PROGRAMS_PER_SM, SOFTMAX_SPLIT_PER_SM,
+            SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES)
 
 
 def thread_elements(itemsize: int, arg: bool) -> int:
