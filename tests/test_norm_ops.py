@@ -320,7 +320,8 @@ def test_ready_launch_key_names_triton_specialisation(monkeypatch):
         ready = heuristics.ReadyLaunch(row_norm._row_norm_fwd_kernel, (1,), 4, (torch.float32,) * 8, (m, n),
                                        BLOCK_M=1, BLOCK_N=64, CENTER=True, STATS_GIVEN=False, HAS_RES=False,
                                        HAS_W=False, HAS_B=False, SAVE_STATS=True, PARAMS_FIRST=True,
-                                       ONE_PASS=False, STREAM=False)
+                                       ONE_PASS=False, STREAM=False, PARAMS_NARROW=False, X_NARROW=False,
+                                       FOLD_SCALE=False)
         assert ready.spec == ("aligned", *specialization((m, n)))
         ready.launcher = lambda grid, args, spec_key: keys.append(spec_key)
         aligned = (x,) * 8 + (m, n, 1e-5)
@@ -876,3 +877,49 @@ def test_tuning_knobs_keep_results(use_knobs, call, shape, dtype):
         results = call(*args)
     for r, ref in zip(results, call(*args)):  # ATen's
         _close_scaled(r, ref, dtype, reduce_dim=args[0].numel())
+
+
+def _add_rms_norm_grads(x, r, w, dy, dh, fused):
+    """(y, h, grads of x, r, w) of rms_norm(x + r) with h = x + r an output too: ``fused_add_rms_norm`` or ATen's
+    composition; dh None backpropagates h.sum() instead (an expanded gradient)."""
+    leaves = [t for t in (x, r, w) if t is not None]
+    n = x.shape[-1]
+    if fused:
+        y, h = flag_gems.fused_add_rms_norm(x, r, (n,), w, 1e-5)
+    else:
+        h = x + r
+        y = F.rms_norm(h, (n,), w, 1e-5)
+    if dh is None:
+        grads = torch.autograd.grad([y, h.sum()], leaves, [dy, None])
+    else:
+        grads = torch.autograd.grad([y, h], leaves, [dy, dh])
+    return (y, h, *grads)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 77), (2, 12000), (2, 20000)])  # odd N; looped backward; looped both
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_add_rms_norm_grad_of_the_sum_in_the_kernel(use_knobs, shape, dtype, affine, kernel_calls):
+    """The gradient of the sum output added to dx in the backward kernel (``row_bwd_fold_dh``) gives ATen's
+    composition's gradients, and in float32 and float16 those of the separate add bit for bit (the same
+    roundings: dx in x's dtype, then the sum)."""
+    n = shape[-1]
+    x, r = _rand(shape, dtype, True), _rand(shape, dtype, True)
+    w = _rand(n, dtype, True, shift=1.0) if affine else None
+    dy, dh = _rand(shape, dtype), _rand(shape, dtype)
+    ref = _add_rms_norm_grads(x, r, w, dy, dh, fused=False)  # ATen's
+    results = {}
+    for fold in (False, True):
+        use_knobs(row_bwd_fold_dh=fold)
+        with served():
+            results[fold] = _add_rms_norm_grads(x, r, w, dy, dh, fused=True)
+            expanded = _add_rms_norm_grads(x, r, w, dy, None, fused=True)
+    assert kernel_calls["backward"] == 4
+    for res, aten_ref in zip(results[True], ref):
+        assert res.dtype == aten_ref.dtype and res.shape == aten_ref.shape
+        _close_scaled(res, aten_ref, dtype, reduce_dim=x.numel() // n if res.dim() == 1 else 1)
+    for res, aten_ref in zip(expanded, _add_rms_norm_grads(x, r, w, dy, None, fused=False)):
+        _close_scaled(res, aten_ref, dtype, reduce_dim=x.numel() // n if res.dim() == 1 else 1)
+    if dtype != torch.bfloat16:  # the interpreter truncates bfloat16 stores; ATen's add rounds
+        for folded, separate in zip(results[True], results[False]):
+            assert_equal(folded, separate)

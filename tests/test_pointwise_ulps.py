@@ -1,5 +1,6 @@
-"""Accuracy in ulps of the elementwise ops whose kernels evaluate formulas of their own (sinh, atan, atan2, gelu)
-or may divide approximately (silu, sigmoid, with the knob on and off), against float64: every value of the
+"""Accuracy in ulps of the elementwise ops whose kernels evaluate formulas of their own (sinh, atan, atan2, gelu,
+softplus, erfc, pow, digamma, lgamma) or may divide approximately (silu, sigmoid, with the knob on and off), and
+the identity of floor division's shortcut for half types, against float64: every value of the
 half types, a float32 sample spread over the whole range, and the points where the formulas switch branch,
 overflow or meet zeros, infinities and NaN.
 
@@ -21,6 +22,14 @@ import torch
 
 import flag_gems
 from flag_gems.testing import served
+
+# isort: split
+# after flag_gems, which turns Triton's interpreter on where there is no GPU
+import triton
+import triton.language as tl
+
+from flag_gems import pointwise_dynamic
+from gems_pointwise import binary
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 DEVICE = flag_gems.device
@@ -348,3 +357,98 @@ def test_fast_formulas_in_float32():
         error = (res - ref).abs()
         fine = (error <= allowed * ref.abs() + 1e-37) | (res == ref) | ref.isnan()
         assert fine.all(), f"{name}: {int((~fine).sum())} results off, e.g. at {values[~fine][0].item()!r}"
+
+
+# -- digamma and lgamma: the half-type formulas of KNOBS.half_fast_digamma and half_fast_lgamma (bfloat16
+# results only), with the knobs on and off. ATen's float32 digamma cancels near its zeros (x = 1.4616, one
+# in each interval of the negative axis), where even its result misses float16's 0.6 ulp (1.5 ulp at
+# -16.73): there results may be as far off as ATen's float32 result before rounding, plus 0.1 ulp.
+GAMMA_KNOBS = ("half_fast_digamma", "half_fast_lgamma")
+
+
+@pytest.fixture(params=[False, True], ids=["float32_gamma", "fast_gamma"])
+def fast_gamma(request, monkeypatch):
+    """Both settings of the half-type formula knobs of digamma and lgamma."""
+    from gems_pointwise.knobs import KNOBS
+
+    for knob in GAMMA_KNOBS:
+        monkeypatch.setattr(KNOBS, knob, request.param)
+    return request.param
+
+
+def _check_near_float32(name, res, x, exact, float32_result, dtype):
+    """``res`` within 0.6 ulp of ``exact``, or within ``float32_result``'s own error plus 0.1 ulp;
+    zeros, infinities and NaN exactly."""
+    res, exact = res.cpu(), exact.cpu()
+    float32_error = (float32_result.cpu().double() - exact).abs() / _ulp(exact, dtype)
+    rounded = exact.to(dtype)
+    special = (rounded == 0) | rounded.isinf() | rounded.isnan()
+    assert torch.equal(res[special].isnan(), rounded[special].isnan()), name
+    numbers = special & ~rounded.isnan()
+    assert torch.equal(res[numbers], rounded[numbers]), name
+    assert torch.equal(res[numbers].signbit(), rounded[numbers].signbit()), name
+    error = (res.double() - exact).abs() / _ulp(exact, dtype)
+    bad = ~special & ~(error <= torch.clamp(float32_error + 0.1, min=LIMIT[dtype]))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise AssertionError(f"{name} {dtype}: {int(bad.sum())} results off, e.g. at {x.view(-1)[i].item()!r}: "
+                             f"{res[i].item()!r}, exact {exact[i].item()!r}")
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("name", ["digamma", "lgamma"])
+def test_gamma_ulps(name, dtype, fast_gamma):
+    call = getattr(torch, name)
+    x = _every_value(dtype).to(DEVICE)
+    with served(name):
+        res = call(x)
+    assert res.dtype == dtype
+    x_cpu = x.cpu()
+    _check_near_float32(name, res, x, call(x_cpu.double()), call(x_cpu.float()), dtype)
+
+
+# -- floor division of half types with KNOBS.half_exact_floor_div: the CUDA kernels' steps (the ones ATen's
+# CUDA kernels take: float32 throughout, float16 rounding the floor) with and without the shortcut, run here
+# on the interpreter, must agree to the bit.
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def _float16_floor_div_steps(x, y, EXACT: tl.constexpr):
+    return binary._floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False, EXACT)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def _bfloat16_floor_div_steps(x, y, EXACT: tl.constexpr):
+    return binary._floor_div_steps(x, y, tl.bfloat16, tl.float32, tl.float32, False, EXACT)
+
+
+CUDA_FLOOR_DIV = {F16: _float16_floor_div_steps, BF16: _bfloat16_floor_div_steps}
+
+
+FLOOR_DIVISORS = [1.0, -1.0, 3.0, -3.0, 0.1, -0.1, 7.0, 1e-3, 1e4, -2.5, 1.5, 0.75, 2.0**-14, 0.0, -0.0, INF, -INF,
+                  NAN]
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_exact_floor_div_identical(dtype):
+    """Every value divided by each of FLOOR_DIVISORS (and each of those by every value), and shuffled pairs
+    of every value, sorted by the quotient's magnitude so that most blocks take the shortcut (its limit:
+    |x / y| < 2**14 for bfloat16, 2**11 for float16) and the others ATen's steps; bfloat16's results also
+    against ATen's float32 floor division on the CPU."""
+    values = _every_value(dtype)
+    divisors = _readable(torch.tensor(FLOOR_DIVISORS, dtype=dtype))
+    g = torch.Generator().manual_seed(4)
+    shuffled = values[torch.randperm(len(values), generator=g)]
+    x = torch.cat([values.repeat(len(divisors)), divisors.repeat_interleave(len(values)), values])
+    y = torch.cat([divisors.repeat_interleave(len(values)), values.repeat(len(divisors)), shuffled])
+    order = (x.double() / y.double()).abs().nan_to_num(nan=INF).argsort(stable=True)
+    x, y = x[order].to(DEVICE), y[order].to(DEVICE)
+    kernel = CUDA_FLOOR_DIV[dtype]
+    steps = kernel(x, y, False).cpu()
+    exact = kernel(x, y, True).cpu()
+    same = (steps.view(torch.int16) == exact.view(torch.int16)) | (steps.isnan() & exact.isnan())
+    assert same.all(), f"{int((~same).sum())} differ, e.g. {x[~same][:4].tolist()} / {y[~same][:4].tolist()}"
+    if dtype is BF16:
+        ref = torch.div(x.cpu().float(), y.cpu().float(), rounding_mode="floor").to(dtype)
+        same = (ref.view(torch.int16) == exact.view(torch.int16)) | (ref.isnan() & exact.isnan())
+        assert same.all(), f"{int((~same).sum())} differ from ATen, e.g. {x[~same][:4].tolist()} / {y[~same][:4]}"

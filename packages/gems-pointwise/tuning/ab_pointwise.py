@@ -1,9 +1,10 @@
-"""A/B timing of the compute-heavy elementwise kernels (sinh, atan, atan2, gelu, silu, sigmoid) against ATen.
+"""A/B timing of the compute-heavy elementwise kernels (sinh, atan, atan2, gelu, silu, sigmoid, ...) against ATen.
 
     python packages/gems-pointwise/tuning/ab_pointwise.py                # every case, < 120 s on an H100
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases gelu   # cases whose name contains "gelu"
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases silu sigmoid   # the division knob, ~30 s
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases softplus erfc pow   # the half_fast_* knobs
+    python packages/gems-pointwise/tuning/ab_pointwise.py --cases gamma floor   # knobs still off: "knob on" rows
     python packages/gems-pointwise/tuning/ab_pointwise.py --smoke        # tiny shapes; runs anywhere (CPU: interpreter)
 
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
@@ -13,7 +14,9 @@ libdevice's atan2f, the previous kernel; "ieee div" is silu, sigmoid and silu_ba
 ``KNOBS.half_approx_division`` off (the IEEE division for half-type results, which the default replaces by
 Triton's approximate ``/``); "float32 math" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with
 ``KNOBS.half_fast_softplus``, ``half_fast_erfc`` or ``half_fast_pow`` off (the kernels their half-type formulas
-replaced; Tensor ** Tensor has none of its own).
+replaced; Tensor ** Tensor has none of its own); "knob on" is digamma, lgamma and floor_divide with
+``KNOBS.half_fast_digamma``, ``half_fast_lgamma`` (bfloat16 results only) or ``half_exact_floor_div`` on: new
+formulas, off by default until timed.
 
 Inputs are standard normal (but pow's base, uniform on [0.5, 2], and x ** 2.5's x, uniform on [0.1, 4], as in the
 pointwise benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
@@ -70,16 +73,26 @@ def _gelu_float32_kernel(x):
     return activation.gelu_kernel(x)
 
 
-def _knob_off(knob: str, fn):
-    """``fn`` run with the boolean ``KNOBS.<knob>`` off: the kernel the knob replaced."""
+def _knob_set(knob: str, value: bool, fn):
+    """``fn`` run with the boolean ``KNOBS.<knob>`` set to ``value``."""
     def call(*args):
         before = getattr(KNOBS, knob)
-        setattr(KNOBS, knob, False)
+        setattr(KNOBS, knob, value)
         try:
             return fn(*args)
         finally:
             setattr(KNOBS, knob, before)
     return call
+
+
+def _knob_off(knob: str, fn):
+    """``fn`` run with ``KNOBS.<knob>`` off: the kernel the knob replaced."""
+    return _knob_set(knob, False, fn)
+
+
+def _knob_on(knob: str, fn):
+    """``fn`` run with ``KNOBS.<knob>`` on: a variant not yet the default."""
+    return _knob_set(knob, True, fn)
 
 
 def _ieee_division(fn):
@@ -107,6 +120,10 @@ def _pow_scalar_base(x):
     return _pow(POW_BASE, x)
 
 
+def _floor_divide(x, y):
+    return _routed(binary.div)(x, y, "floor")
+
+
 def _silu_inplace(x):
     return activation.silu(x, out0=x)
 
@@ -131,6 +148,9 @@ OPS = {
                             {"float32 math": _knob_off("half_fast_pow", _pow_scalar_exponent)}),
     "pow_scalar_base": (lambda x: torch.pow(POW_BASE, x), _pow_scalar_base,
                         {"float32 math": _knob_off("half_fast_pow", _pow_scalar_base)}),
+    "digamma": (torch.digamma, unary.digamma, {"knob on": _knob_on("half_fast_digamma", unary.digamma)}),
+    "lgamma": (torch.lgamma, unary.lgamma, {"knob on": _knob_on("half_fast_lgamma", unary.lgamma)}),
+    "floor_divide": (torch.floor_divide, _floor_divide, {"knob on": _knob_on("half_exact_floor_div", _floor_divide)}),
 }
 # Inputs drawn uniformly from a range instead of a standard normal, as in the pointwise benchmark: pow's
 # base (its exponent stays normal), and the tensor raised to 2.5.
@@ -164,7 +184,8 @@ def _cases(smoke: bool) -> list[Case]:
     cases += [Case("silu_", BF16, big), Case("silu_", tiny, big, "decayed"), Case("silu", tiny, big, "subnormal"),
               Case("silu", BF16, big, "zeros"), Case("silu", BF16, big), Case("silu", F16, big),
               Case("sigmoid", BF16, big), Case("silu_backward", BF16, big)]
-    for op in ("softplus", "erfc", "pow", "pow_scalar_exponent", "pow_scalar_base"):
+    for op in ("softplus", "erfc", "pow", "pow_scalar_exponent", "pow_scalar_base", "digamma", "lgamma",
+               "floor_divide"):
         cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
     return cases
 
@@ -187,7 +208,7 @@ def _values(case: Case) -> torch.Tensor:
 
 def _inputs(case: Case) -> tuple:
     """The benchmark's inputs (standard normal), with zeros, infinities and NaN in the smoke run."""
-    count = 2 if case.op in ("atan2", "silu_backward", "pow") else 1
+    count = 2 if case.op in ("atan2", "silu_backward", "pow", "floor_divide") else 1
     args = [_values(case) for _ in range(count)]
     if case.op in UNIFORM:
         low, high = UNIFORM[case.op]

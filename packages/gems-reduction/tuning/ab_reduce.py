@@ -64,6 +64,21 @@ SETTINGS = {
     "arg_tile_cols": {"tiles.ARG_TILE_COLS": 1},
     "arg_tile_cols,cols=256B,per_sm=8": {"tiles.ARG_TILE_COLS": 1, "tiles.COLS_BYTES": 256,
                                          "tiles.PROGRAMS_PER_SM": 8},
+    "split_floor": {"tiles.SPLIT_FLOOR": True},
+    "cols_per_sm=3,floor": {"tiles.COLS_PROGRAMS_PER_SM": 3, "tiles.SPLIT_FLOOR": True},
+    "cols_per_sm=4": {"tiles.COLS_PROGRAMS_PER_SM": 4},
+    "cols=256B,cols_per_sm=8,floor": {"tiles.COLS_BYTES": 256, "tiles.COLS_PROGRAMS_PER_SM": 8,
+                                      "tiles.SPLIT_FLOOR": True},
+    "cols=256B,cols_per_sm=8,step=8K,floor": {"tiles.COLS_BYTES": 256, "tiles.COLS_PROGRAMS_PER_SM": 8,
+                                              "tiles.STEP_BYTES": 8192, "tiles.SPLIT_FLOOR": True},
+    "cols=512B,cols_per_sm=4,floor": {"tiles.COLS_BYTES": 512, "tiles.COLS_PROGRAMS_PER_SM": 4,
+                                      "tiles.SPLIT_FLOOR": True},
+    "argcols=1024B,floor": {"tiles.ARG_COLS_BYTES": 1024, "tiles.SPLIT_FLOOR": True},
+    "arg_tile_cols=3": {"tiles.ARG_TILE_COLS": 3},
+    "arg_tile_cols,in_thread,cols_per_sm=4": {"tiles.ARG_TILE_COLS": 1, "tiles.ARG_TILE_COLS_IN_THREAD": True,
+                                              "tiles.COLS_PROGRAMS_PER_SM": 4},
+    "arg_tile_cols,in_thread,cols_per_sm=8,step=8K": {"tiles.ARG_TILE_COLS": 1, "tiles.ARG_TILE_COLS_IN_THREAD": True,
+                                                      "tiles.COLS_PROGRAMS_PER_SM": 8, "tiles.STEP_BYTES": 8192},
     "sm_split=2": {"tiles.SOFTMAX_SPLIT_PER_SM": 2},
     "sm_split=4": {"tiles.SOFTMAX_SPLIT_PER_SM": 4},
     "sm_split=8": {"tiles.SOFTMAX_SPLIT_PER_SM": 8},
@@ -87,15 +102,18 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # thread, one 16 KB step per program instead of two half steps), and a split of few long rows over
 # several programs (per_sm=16: (512, 131072) in 4 parts). Dim 0: segment width, and how many programs
 # the split of the rows gives (also both: 128 columns a program, the rows split over ~16 programs).
-# Arg-reductions: their tile sizes, the steps and the split, and one (value, position) per output
-# (arg_tile). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
+# Dim 0 also: the split's own programs per SM (cols_per_sm) and a grid that never passes its target
+# (floor). Arg-reductions: their tile sizes, the steps and the split, and one (value, position) per output
+# (arg_tile; over dim 0 also with one combined reduction a step, =3, or with each thread owning whole
+# columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
-DIM0 = ("stages=2", "stages=4", "cols=128B", "cols=256B", "cols=512B", "per_sm=8", "per_sm=16",
-        "cols=256B,per_sm=8", "cols=256B,per_sm=8,step=8K")
+DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols=256B,per_sm=8,step=8K", "cols_per_sm=4", "split_floor",
+        "cols=256B,cols_per_sm=8,floor", "cols=256B,cols_per_sm=8,step=8K,floor", "cols=512B,cols_per_sm=4,floor")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
 ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_pairs", "arg_tile=2", "arg_tile,thread=64B")
-ARG_DIM0 = ("stages=4", "arg_step=8K,thread=32", "argcols=512B", "argcols=1024B", "arg_tile_cols",
-            "arg_tile_cols,cols=256B,per_sm=8")
+ARG_DIM0 = ("argcols=1024B", "split_floor", "cols_per_sm=3,floor", "cols_per_sm=4", "argcols=1024B,floor",
+            "arg_tile_cols", "arg_tile_cols=3", "arg_tile_cols,in_thread,cols_per_sm=4",
+            "arg_tile_cols,in_thread,cols_per_sm=8,step=8K")
 SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=8", "sm_split=8,128B", "sm_split=4,512B")
 SOFTMAX_BWD_DIM0 = ("bwd_strips", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")
@@ -333,14 +351,14 @@ def _time_case(case: Case, deadline: float, ceiling: float) -> list[Row]:
 
 
 def _print(rows: list[Row]) -> None:
-    print(f"{'case':<28} {'setting':<26} {'us':>8} {'%copy':>6} {'vs ATen':>8}")
+    print(f"{'case':<28} {'setting':<44} {'us':>8} {'%copy':>6} {'vs ATen':>8}")
     last = None
     for row in rows:
         name = row.case.name if row.case is not last else ""
         last = row.case
         numbers = (f"{row.us:8.1f} {100 * row.rate:5.0f}% {row.speedup:7.2f}x" if row.us is not None
                    else f"{'-':>8} {'-':>6} {'-':>8}")
-        print(f"{name:<28} {row.setting:<26} {numbers}  {row.note}".rstrip())
+        print(f"{name:<28} {row.setting:<44} {numbers}  {row.note}".rstrip())
 
 
 #: The targets of a memory-bound reduction: this share of the copy ceiling, and never slower than ATen.
@@ -394,7 +412,7 @@ def _summary(rows: list[Row]) -> None:
         default = next((r for r in found if r.setting == "default"), None)
         met = "meets target" if best.rate >= TARGET_RATE and best.speedup >= TARGET_SPEEDUP else "below target"
         base = f"default {default.us:.1f} us {100 * default.rate:.0f}%" if default else "default failed"
-        print(f"  {case.name:<28} {best.setting:<26} {best.us:7.1f} us {100 * best.rate:4.0f}% "
+        print(f"  {case.name:<28} {best.setting:<44} {best.us:7.1f} us {100 * best.rate:4.0f}% "
               f"{best.speedup:5.2f}x  [{base}]  {met}")
         if default is None:
             continue
@@ -406,13 +424,13 @@ def _summary(rows: list[Row]) -> None:
     print("\nspeedup of each setting over the default (geometric mean over the cases that ran it):")
     for setting, values in ratios.items():
         if setting != "default":
-            print(f"  {setting:<26} {_geomean(values):5.3f}x over {len(values)} cases")
+            print(f"  {setting:<44} {_geomean(values):5.3f}x over {len(values)} cases")
     print("\nwinner per group (right on every case of the group; to apply, set the knobs named):")
     for group, settings in groups.items():
         complete = {s: v for s, v in settings.items() if len(v) == group_size[group]}
         winner = max(complete, key=lambda s: _geomean(complete[s]))
         mean = _geomean(complete[winner])
-        print(f"  {group:<18} {winner:<26} {mean:5.3f}x over the default, {len(complete[winner])} cases: "
+        print(f"  {group:<18} {winner:<44} {mean:5.3f}x over the default, {len(complete[winner])} cases: "
               f"{_knobs(winner)}")
 
 

@@ -42,6 +42,9 @@ class Knobs:
     row_bwd_warps: int | None = None
     row_bwd_programs_per_sm: int = 1
     row_bwd_prefetch_stats: bool = True
+    #: ``fused_add_rms_norm``'s backward: the gradient of the sum output added to dx by the backward kernel (it
+    #: reads each element once) rather than by a second elementwise pass over dx (read twice, written twice).
+    row_bwd_fold_dh: bool = False
     #: Per-channel sums (batch norm's statistics and backward sums, weight norm): elements of a tile (None:
     #: the strip rule), programs per SM, pipeline stages of the loop's loads (None: Triton does not pipeline
     #: a loop without a dot), whether split s takes steps s, s + S, ... (all splits sweep the tensor
@@ -80,6 +83,13 @@ class Knobs:
     row_fwd_one_pass: bool = False
     row_fwd_stream: bool = False
     row_fwd_maxnreg: int | None = None
+    #: Row norm forward, fewer registers a thread (48 at 8 warps for layer norm with weight and bias first, 5
+    #: programs an SM): the weight and bias held in their own dtype until used (half the registers in bf16);
+    #: the row held in its own dtype across the reductions and converted to float32 again for the output;
+    #: the output as one FMA an element, x * (w * rstd) + (b - mean * w * rstd).
+    row_fwd_params_narrow: bool = False
+    row_fwd_x_narrow: bool = False
+    row_fwd_fold_scale: bool = False
 
 
 #: The knobs every plan reads.

@@ -19,7 +19,7 @@ import torch
 from flag_gems import aten_kernel, aten_names
 from flag_gems.runtime import device
 from gems_norm import row_norm
-from gems_norm.heuristics import TO_ATEN, Plans, signature
+from gems_norm.heuristics import KNOBS, TO_ATEN, Plans, signature
 from gems_norm.layer_norm import (
     backward_op_plan,
     flat,
@@ -82,16 +82,23 @@ class _AddRMSNorm(torch.autograd.Function):
         y, _, rstd, h = row_norm.forward(x.contiguous(), m, n, flat(weight), None, eps, False, torch.float32, (m,),
                                          residual=residual.contiguous())
         ctx.save_for_backward(h, weight, rstd)
+        # An unused output's gradient stays None rather than a zero tensor read by the backward.
+        ctx.set_materialize_grads(False)
         return y, h
 
     @staticmethod
     def backward(ctx, dy, dh_out):
         h, weight, rstd = ctx.saved_tensors
         need_dh = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        dh, dw = _backward(dy, h, rstd, weight, need_dh, ctx.needs_input_grad[2])
-        if dh is not None:
+        if dy is None:
+            return dh_out, dh_out, None, None, None, None
+        m = rstd.numel()
+        fold = dh_out is not None and KNOBS.row_bwd_fold_dh
+        dh, dw, _ = row_norm.backward(dy, h, m, h.numel() // m, None, rstd, flat(weight), False, need_dh,
+                                      ctx.needs_input_grad[2], False, h.dtype, dh_out if fold else None)
+        if dh is not None and dh_out is not None and not fold:
             dh = dh + dh_out
-        return dh, dh, dw, None, None, None
+        return dh, dh, param_shaped(dw, weight), None, None, None
 
 
 def _forward_plan(x, normalized_shape, weight, save_rstd):

@@ -95,9 +95,30 @@ def _row_pivot(X, RES, rows, row_ok, N, BLOCK_M: tl.constexpr, HAS_RES: tl.const
 
 
 @triton.jit
-def _param(P, cols, col_ok, policy: tl.constexpr):
-    """A weight or bias vector's columns ``cols`` in float32."""
-    return tl.load(P + cols, mask=col_ok, other=0.0, eviction_policy=policy).to(tl.float32)
+def _param(P, cols, col_ok, policy: tl.constexpr, NARROW: tl.constexpr):
+    """A weight or bias vector's columns ``cols``: in float32, or with NARROW as stored (half the registers
+    of a half dtype while they wait for the reductions; converted where used)."""
+    p = tl.load(P + cols, mask=col_ok, other=0.0, eviction_policy=policy)
+    if not NARROW:
+        p = p.to(tl.float32)
+    return p
+
+
+@triton.jit
+def _param_float32(p, NARROW: tl.constexpr):
+    """A parameter from ``_param`` in float32, converted here when it was held narrow."""
+    if NARROW:
+        p = _float32_anew(p)
+    return p
+
+
+@triton.jit
+def _float32_anew(v):
+    """``v`` in float32 by a conversion the compiler cannot merge with ``v.to(tl.float32)`` elsewhere (for
+    bfloat16, by its bits): ``v`` stays live in its own dtype across the reductions, not in float32."""
+    if v.dtype == tl.bfloat16:
+        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    return v.to(tl.float32)
 
 
 @triton.jit
@@ -105,8 +126,10 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
                          HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
-                         ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
-    # PARAMS_FIRST, ONE_PASS and STREAM: the row_fwd_* knobs of heuristics.Knobs.
+                         ONE_PASS: tl.constexpr, STREAM: tl.constexpr, PARAMS_NARROW: tl.constexpr,
+                         X_NARROW: tl.constexpr, FOLD_SCALE: tl.constexpr):
+    # PARAMS_FIRST, ONE_PASS, STREAM, PARAMS_NARROW, X_NARROW and FOLD_SCALE: the row_fwd_* knobs of
+    # heuristics.Knobs. X_NARROW and FOLD_SCALE apply where the kernel computes the statistics.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = rows < M
@@ -119,26 +142,24 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
     if PARAMS_FIRST:
         # Issued with the row's loads: their latency then overlaps the row's instead of following the reductions.
         if HAS_W:
-            w = _param(W, cols, col_ok, kept)
+            w = _param(W, cols, col_ok, kept, PARAMS_NARROW)
         if HAS_B:
-            b = _param(B, cols, col_ok, kept)
-    x = tl.load(X + offs, mask=mask, other=0.0, eviction_policy=once).to(tl.float32)
+            b = _param(B, cols, col_ok, kept, PARAMS_NARROW)
+    stored = tl.load(X + offs, mask=mask, other=0.0, eviction_policy=once)
     if HAS_RES:
         # Normalise the sum as stored (rounded to its dtype), as the unfused add would.
-        h = (x + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(H.dtype.element_ty)
-        tl.store(H + offs, h, mask=mask)
-        x = h.to(tl.float32)
+        stored = (stored.to(tl.float32) + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(
+            H.dtype.element_ty)
+        tl.store(H + offs, stored, mask=mask)
+    x = stored.to(tl.float32)
     if STATS_GIVEN:
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
         if CENTER:
-            x = x - tl.load(MEAN + rows, mask=row_ok, other=0.0)
+            mean = tl.load(MEAN + rows, mask=row_ok, other=0.0)
     else:
         if CENTER and ONE_PASS:
             pivot = _row_pivot(X, RES, rows, row_ok, N, BLOCK_M, HAS_RES)
             mean, var = _shifted_moments(x, pivot, mask, N)
-            x = tl.where(mask, x - mean, 0.0)
-            if SAVE_STATS:
-                tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
             rstd = tl.rsqrt(var + eps)
         else:
             if CENTER:
@@ -148,16 +169,41 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
                     tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
             rstd = tl.rsqrt(tl.sum(x * x, 1, keep_dims=True) / N + eps)
         if SAVE_STATS:
+            if CENTER and ONE_PASS:
+                tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
             tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
-    y = x * rstd
-    if HAS_W:
-        if not PARAMS_FIRST:
-            w = _param(W, cols, col_ok, kept)
-        y = y * w
-    if HAS_B:
-        if not PARAMS_FIRST:
-            b = _param(B, cols, col_ok, kept)
-        y = y + b
+        if X_NARROW:
+            # The float32 row rebuilt here rather than kept across the reductions.
+            x = _float32_anew(stored)
+    # Whether x is centred already (the two-pass variance's), else the mean is still to subtract.
+    centred: tl.constexpr = CENTER and not (STATS_GIVEN or ONE_PASS or X_NARROW)
+    if not PARAMS_FIRST:
+        if HAS_W:
+            w = _param(W, cols, col_ok, kept, PARAMS_NARROW)
+        if HAS_B:
+            b = _param(B, cols, col_ok, kept, PARAMS_NARROW)
+    if FOLD_SCALE:
+        # y = x * scale + shift, one FMA an element: scale = w * rstd, shift = b - mean * scale.
+        scale = rstd
+        if HAS_W:
+            scale = _param_float32(w, PARAMS_NARROW) * rstd
+        if CENTER and not centred:
+            shift = -mean * scale
+            if HAS_B:
+                shift = shift + _param_float32(b, PARAMS_NARROW)
+            y = x * scale + shift
+        elif HAS_B:
+            y = x * scale + _param_float32(b, PARAMS_NARROW)
+        else:
+            y = x * scale
+    else:
+        if CENTER and not centred:
+            x = x - mean
+        y = x * rstd
+        if HAS_W:
+            y = y * _param_float32(w, PARAMS_NARROW)
+        if HAS_B:
+            y = y + _param_float32(b, PARAMS_NARROW)
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, cache_modifier=".cs" if STREAM else "")
 
 
@@ -191,10 +237,14 @@ def _row_sums_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, M, N, dy_sm, dy_sn,
 
 
 @triton.jit
-def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, rows_per_program, dy_sm, dy_sn, b_plane,
+def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, DH, M, N, rows_per_program, dy_sm, dy_sn,
+                         dh_sm, dh_sn, b_plane,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          SUMS_GIVEN: tl.constexpr, HAS_W: tl.constexpr, NEED_DX: tl.constexpr,
-                         NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, PREFETCH_STATS: tl.constexpr):
+                         NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, PREFETCH_STATS: tl.constexpr,
+                         ADD_DH: tl.constexpr):
+    # ADD_DH: dx also takes DH (read through its strides), the gradient x receives from elsewhere (the sum
+    # output of a fused residual add), so that no second pass adds the two.
     split = tl.program_id(1)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     col_ok = cols < N
@@ -223,6 +273,9 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, row
         offs = rows.to(tl.int64) * N + cols
         x = x_next.to(tl.float32)
         dy = dy_next.to(tl.float32)
+        if ADD_DH:
+            # Issued before the row sums, which its latency then overlaps.
+            dh = tl.load(DH + rows.to(tl.int64) * dh_sm + cols.to(tl.int64) * dh_sn, mask=mask, other=0.0)
         ahead = (rows + BLOCK_M < last) & col_ok
         x_next = tl.load(X + offs + BLOCK_M * N, mask=ahead, other=0.0)
         dy_next = tl.load(DY + (rows + BLOCK_M).to(tl.int64) * dy_sm + dy_cols, mask=ahead, other=0.0)
@@ -253,7 +306,11 @@ def _row_norm_bwd_kernel(DY, X, W, MEAN, RSTD, SUMS, DX, PART, PART_B, M, N, row
                 dx = (wdy - xhat * c_xhat - c_dy) * rstd
             else:
                 dx = (wdy - xhat * c_xhat) * rstd
-            tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+            dx = dx.to(DX.dtype.element_ty)
+            if ADD_DH:
+                # Rounded as autograd sums x's two gradients: each in x's dtype, then their sum.
+                dx = (dx.to(tl.float32) + dh.to(tl.float32)).to(DX.dtype.element_ty)
+            tl.store(DX + offs, dx, mask=mask)
         if NEED_DW:
             dw += dy * xhat
         if NEED_DB:
@@ -286,7 +343,8 @@ def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtyp
                         dtypes, (m, n), KNOBS.row_fwd_maxnreg, BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
                         STATS_GIVEN=False, HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save,
                         PARAMS_FIRST=KNOBS.row_fwd_params_first, ONE_PASS=KNOBS.row_fwd_one_pass,
-                        STREAM=KNOBS.row_fwd_stream)
+                        STREAM=KNOBS.row_fwd_stream, PARAMS_NARROW=KNOBS.row_fwd_params_narrow,
+                        X_NARROW=KNOBS.row_fwd_x_narrow, FOLD_SCALE=KNOBS.row_fwd_fold_scale)
 
     def run(x, residual, weight, bias, eps):
         y = torch.empty_like(x)
@@ -357,7 +415,7 @@ def _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, 
             dummy, mean if center else rstd, rstd, *args_tail],
            warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=True, HAS_RES=False,
            HAS_W=weight is not None, HAS_B=bias is not None, SAVE_STATS=False, PARAMS_FIRST=False, ONE_PASS=False,
-           STREAM=False)
+           STREAM=False, PARAMS_NARROW=False, X_NARROW=False, FOLD_SCALE=False)
     if stats_shape is None:
         return y, None, None, h
     mean = mean.to(stats_dtype).view(stats_shape) if center else None
@@ -366,13 +424,15 @@ def _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, 
 
 def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_dtype, mean_dtype,
                    rstd_dtype: torch.dtype, m: int, n: int, dy_sm: int, dy_sn: int, need_dx: bool, need_dw: bool,
-                   need_db: bool, param_dtype: torch.dtype):
-    """The backward of this signature: a function (dy as rows, x, mean, rstd, weight) -> (dx, dw, db)."""
+                   need_db: bool, param_dtype: torch.dtype, dh_dtype=None, dh_sm: int = 0, dh_sn: int = 0):
+    """The backward of this signature: a function (dy as rows, x, mean, rstd, weight, dh as rows or None) ->
+    (dx, dw, db). With ``dh_dtype`` (dx asked for), dh is added to dx in the kernel."""
     planes = int(need_dw) + int(need_db)
+    add_dh = need_dx and dh_dtype is not None
     if n > MAX_ROW_BLOCK_BACKWARD:
-        def wide(dy, x, mean, rstd, weight):
+        def wide(dy, x, mean, rstd, weight, dh=None):
             return _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype,
-                                  dy_sm, dy_sn)
+                                  dy_sm, dy_sn, dh if add_dh else None, dh_sm, dh_sn)
         return wide
     block_m, block_n = row_tile(m, n, row_backward_tile(x_dtype.itemsize))
     col_blocks = cdiv(n, block_n)
@@ -386,14 +446,15 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
     b_plane = splits * n if need_dw and not whole else 0
     # Absent tensors are passed as x (never read or written).
     dtypes = (dy_dtype, x_dtype, w_dtype or x_dtype, mean_dtype or rstd_dtype, rstd_dtype, x_dtype, x_dtype,
-              part_dtype if planes else x_dtype, part_dtype if planes else x_dtype)
+              part_dtype if planes else x_dtype, part_dtype if planes else x_dtype, dh_dtype if add_dh else x_dtype)
     num_warps = KNOBS.row_bwd_warps or warps(block_m * block_n, per_thread=8)
     ready = ReadyLaunch(_row_norm_bwd_kernel, (col_blocks, splits), num_warps, dtypes,
-                        (m, n, rows_per_program, dy_sm, dy_sn, b_plane), BLOCK_M=block_m, BLOCK_N=block_n,
-                        CENTER=center, SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx, NEED_DW=need_dw,
-                        NEED_DB=need_db, PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats)
+                        (m, n, rows_per_program, dy_sm, dy_sn, dh_sm, dh_sn, b_plane), BLOCK_M=block_m,
+                        BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=False, HAS_W=w_dtype is not None, NEED_DX=need_dx,
+                        NEED_DW=need_dw, NEED_DB=need_db, PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats,
+                        ADD_DH=add_dh)
 
-    def run(dy, x, mean, rstd, weight):
+    def run(dy, x, mean, rstd, weight, dh=None):
         dx = torch.empty_like(x) if need_dx else None
         if whole:
             dw = x.new_empty(n, dtype=param_dtype) if need_dw else None
@@ -402,9 +463,11 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
             part_b = db if need_db else part
         else:
             part = part_b = x.new_empty((planes, splits, n), dtype=torch.float32) if planes else x
+        dh = dh if add_dh else None
         ready((dy, x, x if weight is None else weight, rstd if mean is None else mean, rstd, x,
-               x if dx is None else dx, part, part_b, m, n, rows_per_program, dy_sm, dy_sn, b_plane),
-              caller_aligned(dy, x, weight, mean, rstd))
+               x if dx is None else dx, part, part_b, x if dh is None else dh, m, n, rows_per_program, dy_sm, dy_sn,
+               dh_sm, dh_sn, b_plane),
+              caller_aligned(dy, x, weight, mean, rstd, dh))
         if whole:
             return dx, dw, db
         return (dx, *parameter_grads(part, param_dtype, need_dw, need_db))
@@ -412,17 +475,19 @@ def _backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_
     return run
 
 
-#: Backward plans by (center, dtypes, M, N, dy's strides, gradients asked for, the parameters' dtype).
+#: Backward plans by (center, dtypes, M, N, dy's strides, gradients asked for, the parameters' dtype, dh's dtype
+#: and strides).
 _backward_plans = Plans(_backward_plan)
 
 
 def backward_plan(center: bool, dy_dtype: torch.dtype, x_dtype: torch.dtype, w_dtype, mean_dtype,
                   rstd_dtype: torch.dtype, m: int, n: int, dy_sm: int, dy_sn: int, need_dx: bool, need_dw: bool,
-                  need_db: bool, param_dtype: torch.dtype):
-    """The function (dy as rows, x, mean, rstd, weight) -> (dx, dw, db) that ``backward`` calls for this
-    signature (``grad_rows`` gives dy's rows and strides), for callers that keep it in plans of their own."""
+                  need_db: bool, param_dtype: torch.dtype, dh_dtype=None, dh_sm: int = 0, dh_sn: int = 0):
+    """The function (dy as rows, x, mean, rstd, weight, dh as rows) -> (dx, dw, db) that ``backward`` calls for
+    this signature (``grad_rows`` gives dy's and dh's rows and strides; ``dh_dtype`` None: no dh), for callers
+    that keep it in plans of their own."""
     key = (center, dy_dtype, x_dtype, w_dtype, mean_dtype, rstd_dtype, m, n, dy_sm, dy_sn, need_dx, need_dw,
-           need_db, param_dtype)
+           need_db, param_dtype, dh_dtype, dh_sm, dh_sn)
     return _backward_plans.get(key) or _backward_plans.add(key, *key)
 
 
@@ -438,18 +503,23 @@ def grad_rows(dy: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, int, int]
 
 def backward(dy: torch.Tensor, x: torch.Tensor, m: int, n: int, mean: torch.Tensor | None, rstd: torch.Tensor,
              weight: torch.Tensor | None, center: bool, need_dx: bool, need_dw: bool, need_db: bool,
-             param_dtype: torch.dtype):
+             param_dtype: torch.dtype, dh: torch.Tensor | None = None):
     """Gradients of the row norm of contiguous ``x`` (M rows of N) given ``dy`` of x's shape (any strides)
     and the contiguous statistics: (dx like x, dw (N,), db (N,)), each None unless asked for; dw, db in
-    ``param_dtype``."""
+    ``param_dtype``. ``dh`` (x's shape and dtype, any strides), where given, is added to dx in the kernel,
+    rounded as ``dx + dh`` would be."""
     dy, dy_sm, dy_sn = grad_rows(dy, m, n)
+    dh_sm = dh_sn = 0
+    if dh is not None:
+        dh, dh_sm, dh_sn = grad_rows(dh, m, n)
     plan = backward_plan(center, dy.dtype, x.dtype, None if weight is None else weight.dtype,
                          mean.dtype if center else None, rstd.dtype, m, n, dy_sm, dy_sn, need_dx, need_dw, need_db,
-                         param_dtype)
-    return plan(dy, x, mean if center else None, rstd, weight)
+                         param_dtype, None if dh is None else dh.dtype, dh_sm, dh_sn)
+    return plan(dy, x, mean if center else None, rstd, weight, dh)
 
 
-def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype, dy_sm, dy_sn):
+def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, need_db, param_dtype, dy_sm, dy_sn,
+                   dh, dh_sm, dh_sn):
     # Rows too wide for registers: their two row sums first, then (row, column chunk) programs.
     dummy = x
     dx = torch.empty_like(x) if need_dx else dummy
@@ -468,9 +538,10 @@ def _wide_backward(dy, x, m, n, mean, rstd, weight, center, need_dx, need_dw, ne
     splits = cdiv(m, rows_per_program)
     part = x.new_empty((planes, splits, n), dtype=torch.float32) if planes else dummy
     launch(_row_norm_bwd_kernel, (col_blocks, splits),
-           [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, part, m, n, rows_per_program,
-            dy_sm, dy_sn, splits * n if need_dw else 0],
+           [dy, x, dummy if weight is None else weight, *stats, sums, dx, part, part,
+            dummy if dh is None else dh, m, n, rows_per_program, dy_sm, dy_sn, dh_sm, dh_sn,
+            splits * n if need_dw else 0],
            warps(block_n, per_thread=8), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, SUMS_GIVEN=need_dx,
            HAS_W=weight is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db,
-           PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats)
+           PREFETCH_STATS=KNOBS.row_bwd_prefetch_stats, ADD_DH=dh is not None)
     return (dx if need_dx else None, *parameter_grads(part, param_dtype, need_dw, need_db))

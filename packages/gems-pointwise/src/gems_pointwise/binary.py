@@ -98,14 +98,45 @@ def _fmod_of_small_quotient(x, y, quotient):
 
 
 @triton.jit
-def _floor_div_steps(x, y, INPUT: tl.constexpr, STEP: tl.constexpr, FLOOR: tl.constexpr, RECIPROCAL: tl.constexpr):
-    # Python's float floor division as ATen computes it: fmod, the quotient of x - fmod (exact where
-    # floor(x / y) is not), floored and adjusted. STEP: the type each step rounds to; FLOOR: the type
-    # the floor rounds to; RECIPROCAL: the quotient as a product with 1 / y. INPUT: the operands' type.
+def _floor_of_small_quotient(x, y, quotient):
+    # ATen's floor division where _fmod_of_small_quotient applies (KNOBS.half_exact_floor_div): its n,
+    # corrected, is trunc(x / y), and ATen's (x - fmod) / y is exactly n (x - fmod = n y is exact, at most
+    # 24 bits, and so is the quotient), so neither its IEEE division nor its floor changes anything: the
+    # result is n, less 1 where the remainder's sign differs from y's, and a zero takes x / y's sign.
+    n = libdevice.trunc(quotient)
+    r = tl.where(n == 0, x, x - n * y)
+    over = tl.abs(r) >= tl.abs(y)
+    n = tl.where(over, tl.where((r < 0) == (y < 0), n + 1.0, n - 1.0), n)
+    r = tl.where(over, r - libdevice.copysign(y, r), r)
+    div = tl.where((r != 0) & ((y < 0) != (r < 0)), n - 1.0, n)
+    return tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), div)
+
+
+@triton.jit
+def _floor_from_mod(x, y, quotient, mod, STEP: tl.constexpr, FLOOR: tl.constexpr, RECIPROCAL: tl.constexpr):
+    # ATen's steps after the fmod: the quotient of x - fmod (exact where floor(x / y) is not), floored
+    # and adjusted.
+    if RECIPROCAL:
+        div = (x - mod) * ieee_div(1.0, y)
+    else:
+        div = rounded_to(ieee_div(rounded_to(x - mod, STEP), y), STEP)
+    div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, STEP), div)
+    floored = rounded_to(libdevice.floor(div), FLOOR)
+    floored = tl.where(rounded_to(div - floored, STEP) > 0.5, rounded_to(floored + 1, FLOOR), floored)
+    return tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), floored)
+
+
+@triton.jit
+def _floor_div_steps(x, y, INPUT: tl.constexpr, STEP: tl.constexpr, FLOOR: tl.constexpr, RECIPROCAL: tl.constexpr,
+                     EXACT: tl.constexpr):
+    # Python's float floor division as ATen computes it: fmod, then _floor_from_mod. STEP: the type each
+    # step rounds to; FLOOR: the type the floor rounds to; RECIPROCAL: the quotient as a product with
+    # 1 / y. INPUT: the operands' type. EXACT: blocks of small quotients skip the steps after the fmod
+    # (_floor_of_small_quotient; for STEP float32 only).
     x, y = _broadcast(x, y)
     quotient = x / y  # approximate: used for its sign, for y == 0 (inf or nan) and to pick the fmod
     if INPUT == tl.float32:
-        mod = libdevice.fmod(x, y)
+        floored = _floor_from_mod(x, y, quotient, libdevice.fmod(x, y), STEP, FLOOR, RECIPROCAL)
     else:
         # libdevice's fmod loops over the exponent difference; blocks of small quotients (the
         # usual case) get it exactly from the quotient instead.
@@ -114,38 +145,34 @@ def _floor_div_steps(x, y, INPUT: tl.constexpr, STEP: tl.constexpr, FLOOR: tl.co
         else:
             limit = 2048.0
         if tl.max(tl.abs(quotient), axis=0) < limit:  # a NaN quotient may go either way
-            mod = _fmod_of_small_quotient(x, y, quotient)
+            if EXACT:
+                floored = _floor_of_small_quotient(x, y, quotient)
+            else:
+                mod = _fmod_of_small_quotient(x, y, quotient)
+                floored = _floor_from_mod(x, y, quotient, mod, STEP, FLOOR, RECIPROCAL)
         else:
-            mod = libdevice.fmod(x, y)
-    if RECIPROCAL:
-        div = (x - mod) * ieee_div(1.0, y)
-    else:
-        div = rounded_to(ieee_div(rounded_to(x - mod, STEP), y), STEP)
-    div = tl.where((mod != 0) & ((y < 0) != (mod < 0)), rounded_to(div - 1, STEP), div)
-    floored = rounded_to(libdevice.floor(div), FLOOR)
-    floored = tl.where(rounded_to(div - floored, STEP) > 0.5, rounded_to(floored + 1, FLOOR), floored)
-    floored = tl.where(div == 0, libdevice.copysign(tl.zeros_like(div), quotient), floored)
+            floored = _floor_from_mod(x, y, quotient, libdevice.fmod(x, y), STEP, FLOOR, RECIPROCAL)
     return tl.where(y == 0, quotient, floored)
 
 
 @triton.jit
-def _floor_div(x, y, DTYPE: tl.constexpr):
+def _floor_div(x, y, DTYPE: tl.constexpr, EXACT: tl.constexpr):
     if x.dtype.is_floating():
         # ATen's CPU kernels round each step of a half-type division to the type, and divide by a
         # scalar in float32, rounding the result only. Its CUDA kernels (measured on an H100) work in
         # float32, float16 rounding the floor too; a half-type tensor's scalar divisor goes by its
-        # reciprocal, the floor rounded to the type.
+        # reciprocal, the floor rounded to the type. EXACT applies to the CUDA kernels' half-type tensors.
         if len(y.shape) == 0:  # a scalar divisor, not rounded to the type
             if ON_GPU and DTYPE != tl.float32:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, DTYPE, True)
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, DTYPE, True, False)
             else:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False)
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False, False)
         elif ON_GPU and DTYPE == tl.float16:
-            q = _floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False)
+            q = _floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False, EXACT)
         elif ON_GPU:
-            q = _floor_div_steps(x, y, DTYPE, tl.float32, tl.float32, False)
+            q = _floor_div_steps(x, y, DTYPE, tl.float32, tl.float32, False, EXACT)
         else:
-            q = _floor_div_steps(x, y, DTYPE, DTYPE, DTYPE, False)
+            q = _floor_div_steps(x, y, DTYPE, DTYPE, DTYPE, False, False)
     else:
         quot = x // y
         rem = x % y
@@ -243,19 +270,31 @@ def trunc_div_bfloat16_kernel(x, y):
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def floor_div_kernel(x, y):
-    return _floor_div(x, y, tl.float32)
+    return _floor_div(x, y, tl.float32, False)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def floor_div_float16_kernel(x, y):
-    return _floor_div(x, y, tl.float16)
+    return _floor_div(x, y, tl.float16, False)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def floor_div_bfloat16_kernel(x, y):
-    return _floor_div(x, y, tl.bfloat16)
+    return _floor_div(x, y, tl.bfloat16, False)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def floor_div_float16_exact_kernel(x, y):
+    return _floor_div(x, y, tl.float16, True)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def floor_div_bfloat16_exact_kernel(x, y):
+    return _floor_div(x, y, tl.bfloat16, True)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
@@ -728,6 +767,7 @@ _ROUNDED_DIV = {
     ("trunc", torch.bfloat16): trunc_div_bfloat16_kernel, ("floor", None): floor_div_kernel,
     ("floor", torch.float16): floor_div_float16_kernel, ("floor", torch.bfloat16): floor_div_bfloat16_kernel,
 }
+_EXACT_FLOOR_DIV = {torch.float16: floor_div_float16_exact_kernel, torch.bfloat16: floor_div_bfloat16_exact_kernel}
 
 
 def _half_result(x, y):
@@ -744,7 +784,10 @@ def div(self, other, rounding_mode=None):
         return true_div_kernel, (self, other)
     if rounding_mode not in ("trunc", "floor") or _integer_division_refused(self, other):
         return None
-    return _ROUNDED_DIV[rounding_mode, _half_result(self, other)], (self, other)
+    half = _half_result(self, other)
+    if rounding_mode == "floor" and half is not None and KNOBS.half_exact_floor_div:
+        return _EXACT_FLOOR_DIV[half], (self, other)
+    return _ROUNDED_DIV[rounding_mode, half], (self, other)
 
 
 def floor_divide(self, other):

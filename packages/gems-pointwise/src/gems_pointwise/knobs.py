@@ -37,6 +37,20 @@ class Knobs:
     #: within 3e-6 relative up to 4 and 1e-5 beyond, where only bfloat16's results are not 0. H100, (16384,
     #: 4096): bfloat16 120.2 -> 94.0 us, float16 119.6 -> 94.2 (ATen 122-124).
     half_fast_erfc: bool = True
+    #: digamma with a half-type result: the reflection's pi / tan(pi x) from Taylor polynomials of cos and
+    #: sin on the exact reduced argument and one rcp.approx (libdevice's cospi, sinpi and a division before),
+    #: and the asymptotic series stopped at w**-8 (below 8e-9 left out at w >= 4); bfloat16 results take
+    #: lg2.approx's log too (float16's need the accurate one near digamma's zeros). Off until timed on a GPU.
+    half_fast_digamma: bool = False
+    #: lgamma with a bfloat16 result: (1 - x) (x - 2) times a fit near 1 and 2, elsewhere a shift to 8 and
+    #: Stirling's series with lg2.approx's logs, the reflection's sine from a polynomial (libdevice's
+    #: lgammaf before). float16 results keep lgammaf (see ``unary.lgamma``). Off until timed on a GPU.
+    half_fast_lgamma: bool = False
+    #: floor division (div rounding_mode="floor", floor_divide) of half-type tensors on the GPU: in blocks
+    #: whose quotients are below 2**14 (bfloat16; float16 2**11), where the remainder already comes from the
+    #: quotient, ATen's (x - fmod) / y is exactly the corrected trunc(x / y): its IEEE division and floor
+    #: are left out, the result identical. Off until timed on a GPU.
+    half_exact_floor_div: bool = False
 
 
 #: The knobs every launcher reads.

@@ -453,6 +453,94 @@ def lgamma_kernel(x):
     return libdevice.lgamma(x)
 
 
+@triton.jit
+def cos_pi_short(d):
+    """cos(pi d) for d in [-1/2, 1/2]: Taylor's polynomial, truncated within 1e-8."""
+    t = d * d
+    c = 1.9295743e-3 * t - 2.5806891e-2
+    c = c * t + 2.3533063e-1
+    c = c * t - 1.3352628
+    c = c * t + 4.0587121
+    c = c * t - 4.9348022
+    return c * t + 1.0
+
+
+@triton.jit
+def sin_pi_over_pi_short(d):
+    """sin(pi d) / pi for d in [-1/2, 1/2]: Taylor's polynomial, truncated within 1e-9 (relative)."""
+    t = d * d
+    s = 1.4842879e-4 * t - 2.3460810e-3
+    s = s * t + 2.6147848e-2
+    s = s * t - 1.9075182e-1
+    s = s * t + 8.1174243e-1
+    s = s * t - 1.6449341
+    return d * (s * t + 1.0)
+
+
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def fast_ln(x):
+    """float32 log from lg2.approx (see fast_log2)."""
+    return fast_log2(x) * LN2
+
+
+@triton.jit
+def lgamma_of_positive_short(y):
+    """lgamma(y) for y > 0 (NaN for inf and NaN), for results rounded to a half type.
+    Near lgamma's zeros at 1 and 2, (1 - y) (y - 2) g(y), g a fit within 5e-7 relative on [0.875, 2.25]
+    (products of exact differences: relative error everywhere). Elsewhere lgamma(y + 8) - log(y (y + 1)
+    ... (y + 7)) below 8 (the product a normal number for every positive half-type y), and Stirling's
+    series to w**-5 from 8 on (2.5e-8 left out), with lg2.approx's logs."""
+    t = y - 1.5
+    g = -2.03659083e-03 * t + 4.53089504e-03
+    g = g * t - 5.73499780e-03
+    g = g * t + 9.00026225e-03
+    g = g * t - 1.66930482e-02
+    g = g * t + 3.13581191e-02
+    g = g * t - 6.29208013e-02
+    g = g * t + 1.45958319e-01
+    g = g * t - 4.83128816e-01
+    near = (1.0 - y) * (y - 2.0) * g  # a product that is +0 at 1 and 2, as lgamma there
+    shift = y < 8.0
+    w = tl.where(shift, y, 8.0)  # lanes that need no shift run the loop on a harmless value
+    product = w
+    for _ in tl.static_range(7):
+        w = w + 1.0
+        product = product * w
+    w = tl.where(shift, w + 1.0, y)
+    r = fast_rcp(w)
+    z = r * r
+    series = (7.9365079e-4 * z - 2.7777778e-3) * z + 8.3333333e-2
+    # (w - 1/2) (log w - 1) + log(2 pi) / 2 - 1/2: finite wherever lgamma is
+    stirling = (w - 0.5) * (fast_ln(w) - 1.0) + (0.41893853320467274 + r * series)
+    far = stirling - tl.where(shift, fast_ln(product), 0.0)
+    return tl.where((y > 0.875) & (y < 2.25), near, far)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def lgamma_bfloat16_kernel(x):
+    # Results rounded to bfloat16 (KNOBS.half_fast_lgamma): within 0.42 bfloat16 ulp before the rounding
+    # with lg2.approx's error, at -2.75, next to a zero. Negative x by the reflection
+    # lgamma(x) = -log|sin(pi x) / pi| - lgamma(1 - x), sin(pi x) from the exact d = x - rint(x), so that
+    # its zeros (the poles, inf) are exact; 1 - x is exact wherever d is not 0. libdevice's lgammaf takes
+    # an accurate log, more polynomials and the reflection's sinpi with branches.
+    negative = x < 0
+    y = tl.where(negative, 1.0 - x, x)
+    r = lgamma_of_positive_short(y)
+    if tl.max(negative.to(tl.int32), axis=0) > 0:
+        d = x - libdevice.rint(x)
+        # a subnormal sine scaled by 2**24 first: lg2.approx may flush it to zero
+        tiny = tl.abs(d) < 1e-30
+        sine = tl.abs(sin_pi_over_pi_short(d)) * tl.where(tiny, 16777216.0, 1.0)
+        reflection = (tl.where(tiny, 24.0, 0.0) - fast_log2(sine)) * LN2
+        # at the poles (d == 0) inf, where lgamma(1 - x) may overflow too
+        r = tl.where(negative, tl.where(d == 0, float("inf"), reflection - r), r)
+    return tl.where(tl.abs(x) == float("inf"), float("inf"), r)  # Stirling's w log w - w would be NaN
+
+
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def i0_kernel(x):
@@ -473,20 +561,35 @@ def sigmoid_approx_kernel(x):
 
 
 @triton.jit
-def _digamma(x, SHIFT: tl.constexpr):
+def pi_cot_pi(d, HALF: tl.constexpr):
+    """pi / tan(pi d) for the exact reduced argument d in [-1/2, 1/2]; +-inf at +-0. For results rounded
+    to a half type the short polynomials and one rcp.approx, where libdevice's cospi and sinpi each reduce
+    their argument again and branch."""
+    if HALF:
+        r = cos_pi_short(d) * fast_rcp(sin_pi_over_pi_short(d))
+    else:
+        r = 3.141592653589793 * libdevice.cospi(d) / libdevice.sinpi(d)
+    return r
+
+
+@triton.jit
+def _digamma(x, SHIFT: tl.constexpr, HALF: tl.constexpr, FAST_LOG: tl.constexpr):
     # ATen's calc_digamma, reorganised so that no IEEE division is left outside the reflection:
-    # - x < 0: psi(x) = psi(1 - x) - pi / tan(pi x), written pi * cospi(d) / sinpi(d) with the exact
-    #   d = x - rint(x), so that the poles and zeros of tan are exact (ATen evaluates tan in float64);
-    #   computed only by blocks that hold a negative input;
+    # - x < 0: psi(x) = psi(1 - x) - pi / tan(pi x), written with the exact d = x - rint(x), so that
+    #   the poles and zeros of tan are exact (ATen evaluates tan in float64); computed only by blocks
+    #   that hold a negative input;
     # - y < SHIFT: psi(y) = psi(y + SHIFT) - sum_k 1 / (y + k), the sum kept as one fraction num / den
     #   (SHIFT multiply-adds instead of SHIFT divisions; den is a normal number unless 1 / y overflows);
     # - ATen's asymptotic series at w >= SHIFT: its first omitted term is below 4.5e-1 / w**16, 1e-10
-    #   for float32 at w >= 4 and 5e-17 for float64 at w >= 10 (ATen's own threshold).
+    #   for float32 at w >= 4 and 5e-17 for float64 at w >= 10 (ATen's own threshold). For results
+    #   rounded to a half type the series stops at w**-8: the next term is below 8e-9 at w >= 4.
+    # FAST_LOG (results rounded to bfloat16): log w from lg2.approx, within 0.13 bfloat16 ulp of the exact
+    # result before the rounding even next to digamma's zero at 1.4616 (float16's finer steps there and
+    # near the negative zeros need the accurate log).
     negative = x < 0
     reflection = tl.zeros_like(x)
     if tl.max(negative.to(tl.int32), axis=0) > 0:
-        d = x - libdevice.rint(x)
-        reflection = tl.where(negative, -3.141592653589793 * libdevice.cospi(d) / libdevice.sinpi(d), 0.0)
+        reflection = tl.where(negative, -pi_cot_pi(x - libdevice.rint(x), HALF), 0.0)
     y = tl.where(negative, 1.0 - x, x)
     shift = y < SHIFT
     w = tl.where(shift, y, 1.0)  # lanes that need no shift run the loop on a harmless value
@@ -499,13 +602,21 @@ def _digamma(x, SHIFT: tl.constexpr):
     w = tl.where(shift, w, y)
     r = fast_rcp(w)
     z = r * r
-    poly = 8.33333333333333333333e-2 * z - 2.10927960927960927961e-2
-    poly = poly * z + 7.57575757575757575758e-3
-    poly = poly * z - 4.16666666666666666667e-3
-    poly = poly * z + 3.96825396825396825397e-3
-    poly = poly * z - 8.33333333333333333333e-3
+    if HALF:
+        poly = -4.16666666666666666667e-3 * z + 3.96825396825396825397e-3
+        poly = poly * z - 8.33333333333333333333e-3
+    else:
+        poly = 8.33333333333333333333e-2 * z - 2.10927960927960927961e-2
+        poly = poly * z + 7.57575757575757575758e-3
+        poly = poly * z - 4.16666666666666666667e-3
+        poly = poly * z + 3.96825396825396825397e-3
+        poly = poly * z - 8.33333333333333333333e-3
     poly = poly * z + 8.33333333333333333333e-2
-    out = libdevice.log(w) - 0.5 * r - z * poly - tl.where(shift, num * fast_rcp(den), 0.0) + reflection
+    if FAST_LOG:
+        log_w = fast_ln(w)
+    else:
+        log_w = libdevice.log(w)
+    out = log_w - 0.5 * r - z * poly - tl.where(shift, num * fast_rcp(den), 0.0) + reflection
     out = tl.where(negative & (x == libdevice.trunc(x)), float("nan"), out)  # poles, and -inf
     # digamma(+-0) = -+inf
     return tl.where(x == 0, tl.where(libdevice.signbit(x) != 0, float("inf"), float("-inf")), out)
@@ -515,10 +626,22 @@ def _digamma(x, SHIFT: tl.constexpr):
 @triton.jit
 def digamma_kernel(x):
     if x.dtype == tl.float64:
-        r = _digamma(x, 10)
+        r = _digamma(x, 10, False, False)
     else:
-        r = _digamma(x, 4)
+        r = _digamma(x, 4, False, False)
     return r
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def digamma_half_kernel(x):
+    return _digamma(x, 4, True, False)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def digamma_bfloat16_kernel(x):
+    return _digamma(x, 4, True, True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -895,6 +1018,24 @@ erfc = half_or_full(erfc_kernel, erfc_half_kernel,
 sigmoid = half_or_full(sigmoid_kernel, sigmoid_approx_kernel,
                        "``sigmoid``; results rounded to a half type may divide approximately (see the knob).",
                        "half_approx_division")
+
+
+def lgamma(x, out0=None):
+    """``lgamma``; bfloat16 results may take short fits and lg2.approx (see the knob). float16's finer
+    steps near lgamma's negative zeros (-2.457, -2.748, -3.144) need the float32 kernel's accurate logs."""
+    result_dtype = (out0 if out0 is not None else x).dtype
+    fast = KNOBS.half_fast_lgamma and result_dtype is torch.bfloat16
+    return (lgamma_bfloat16_kernel if fast else lgamma_kernel)(x, out0=out0)
+
+
+def digamma(x, out0=None):
+    """``digamma``; results rounded to a half type may take a shorter reflection and series, bfloat16
+    results lg2.approx's log too (see the knob)."""
+    result_dtype = (out0 if out0 is not None else x).dtype
+    kernel = digamma_kernel
+    if KNOBS.half_fast_digamma and result_dtype in _HALF_TYPES:
+        kernel = digamma_bfloat16_kernel if result_dtype is torch.bfloat16 else digamma_half_kernel
+    return kernel(x, out0=out0)
 
 
 def logit(x, eps=None, out0=None):

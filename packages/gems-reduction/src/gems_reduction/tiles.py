@@ -47,6 +47,19 @@ ARG_COLS_BYTES = 256
 #: 1 lost 34% at (8192, 8192) (101.8 against 75.8 us): the columns keep a position per element.
 ARG_TILE = 1
 ARG_TILE_COLS = 0
+#: 3 (either knob): as 1, the step's extremum and its first position found by one combined (value,
+#: position) reduction instead of a reduction, then a search of the tile for the extremum. Its sm_90 PTX
+#: has more instructions per element: 17.7 against 11.9 (plain tiles), 15.1 against 9.8 (in_thread).
+#:
+#: ``ARG_TILE_COLS_IN_THREAD``: True gives the cols kernel of ``ARG_TILE_COLS`` only the warps that cover a
+#: row segment side by side (a warp loads 32 16-byte vectors of a row), so each thread owns whole columns
+#: and the per-step reductions over rows stay inside threads. The plain tiles stack warps along the rows
+#: (bfloat16, 1024-byte segments: warps [2, 2]), and each step's two reductions then cross warps through
+#: shared memory: the sm_90 PTX of that loop has, a step, 4 bar.sync, 16 shuffles and 64 shared-memory
+#: accesses more than the pipeline needs, which in_thread removes (9.8 PTX instructions per element,
+#: against 12.5 for the pairs). It has few warps a program (2 for 1024-byte segments): pair it with more
+#: programs (``COLS_PROGRAMS_PER_SM``).
+ARG_TILE_COLS_IN_THREAD = False
 
 #: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
 #: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
@@ -68,6 +81,14 @@ HALF_STEPS = True
 #: programs only while ~this many programs per SM remain. Two per SM: on an H200 dim-0 and whole-tensor
 #: reductions took 4-9% less time than with four. Tests raise it to run the split path on small tensors.
 PROGRAMS_PER_SM = 2
+#: The same for the cols kernel (dim-0 style reductions); 0 uses ``PROGRAMS_PER_SM``. A standalone column
+#: sum of bfloat16 (8192, 8192) with 1024-byte segments took 59.1 us on an H100 with its rows in 32 chunks
+#: (~4 programs an SM) against 66.8 with 16.
+COLS_PROGRAMS_PER_SM = 0
+#: How a split rounds the programs it aims at: False rounds the splits per range up (the grid may pass
+#: the target by up to a range's programs: 5 x 64 = 320 programs where 264 fit in one wave of argmax's
+#: 8-warp programs), True rounds down, so the grid never exceeds ~the target.
+SPLIT_FLOOR = False
 
 
 #: Softmax over a non-last dim whose columns are too long for one pass (see ``softmax.py``): 0 keeps the
@@ -92,7 +113,8 @@ SOFTMAX_BACKWARD_SPLIT_COLS_BYTES = 256
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
-            ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, STAGES, HALF_STEPS, PROGRAMS_PER_SM, SOFTMAX_SPLIT_PER_SM,
+            ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, ARG_TILE_COLS_IN_THREAD, STAGES, HALF_STEPS, PROGRAMS_PER_SM,
+            COLS_PROGRAMS_PER_SM, SPLIT_FLOOR, SOFTMAX_SPLIT_PER_SM,
             SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES)
 
 
@@ -139,24 +161,29 @@ def rows_tiles(rows: int, length: int, step: int, per_thread: int) -> tuple[int,
 
 
 def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int,
-               arg: bool = False) -> tuple[int, int, int]:
+               arg: bool = False, in_thread: bool = False) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_N, num_warps) for the cols kernel: ``COLS_BYTES`` row segments (``ARG_COLS_BYTES``
-    for arg-reductions; coalesced), ``step`` elements per loop step, warps stacked along the reduced dim."""
+    for arg-reductions; coalesced), ``step`` elements per loop step, warps stacked along the reduced dim
+    (``in_thread``: only the warps that cover a segment side by side, none along the reduced dim)."""
     segment = 256 if INTERPRETER_TILES else max(16, (ARG_COLS_BYTES if arg else COLS_BYTES) // itemsize)
     block_n = min(triton.next_power_of_2(cols), segment)
     block_r = reduced_block(length, max(1, step // block_n), 1)
+    if in_thread:
+        return block_r, block_n, max(1, min(16, block_n * itemsize // (32 * 16)))
     return block_r, block_n, warps_for(block_r * block_n, per_thread)
 
 
-def split_count(programs: int, length: int, block: int) -> tuple[int, int]:
+def split_count(programs: int, length: int, block: int, cols: bool = False) -> tuple[int, int]:
     """(splits, chunk): how many programs share one reduced range, and the length each takes.
 
-    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM; a split always covers
-    whole blocks.
+    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM (``COLS_PROGRAMS_PER_SM``
+    for the cols kernel when set); a split always covers whole blocks.
     """
     splits = 1
-    target = PROGRAMS_PER_SM * lay.sm_count()
+    per_sm = COLS_PROGRAMS_PER_SM if cols and COLS_PROGRAMS_PER_SM else PROGRAMS_PER_SM
+    target = per_sm * lay.sm_count()
     if 2 * programs < target and length > 2 * block:
-        splits = min(triton.cdiv(target, programs), triton.cdiv(length, block))
+        ways = target // programs if SPLIT_FLOOR else triton.cdiv(target, programs)
+        splits = min(ways, triton.cdiv(length, block))
     chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
     return max(triton.cdiv(length, chunk), 1), chunk
