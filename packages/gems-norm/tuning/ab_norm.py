@@ -98,7 +98,7 @@ RMS_FORWARD = {
 #: fused_add_rms_norm forward and backward: the gradient of its sum output added in the backward kernel.
 ADD_RMS = {
     "default": {},
-    "fold dh": dict(row_bwd_fold_dh=True),
+    "second pass": dict(row_bwd_fold_dh=False),
 }
 #: Batch norm training: the merge of the statistics folded into the normalising kernel whatever the splits (one
 #: launch less), with the sums' variants that won elsewhere (shifted sums, 2 stages, 4 programs an SM) and larger

@@ -4,7 +4,7 @@
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases gelu   # cases whose name contains "gelu"
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases silu sigmoid   # the division knob, ~30 s
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases softplus erfc pow   # the half_fast_* knobs
-    python packages/gems-pointwise/tuning/ab_pointwise.py --cases gamma floor   # knobs still off: "knob on" rows
+    python packages/gems-pointwise/tuning/ab_pointwise.py --cases gamma floor   # lgamma, digamma, floor_divide
     python packages/gems-pointwise/tuning/ab_pointwise.py --smoke        # tiny shapes; runs anywhere (CPU: interpreter)
 
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
@@ -14,9 +14,9 @@ libdevice's atan2f, the previous kernel; "ieee div" is silu, sigmoid and silu_ba
 ``KNOBS.half_approx_division`` off (the IEEE division for half-type results, which the default replaces by
 Triton's approximate ``/``); "float32 math" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with
 ``KNOBS.half_fast_softplus``, ``half_fast_erfc`` or ``half_fast_pow`` off (the kernels their half-type formulas
-replaced; Tensor ** Tensor has none of its own); "knob on" is digamma, lgamma and floor_divide with
-``KNOBS.half_fast_digamma``, ``half_fast_lgamma`` (bfloat16 results only) or ``half_exact_floor_div`` on: new
-formulas, off by default until timed.
+replaced; Tensor ** Tensor has none of its own); "knob off" is digamma, lgamma and floor_divide with
+``KNOBS.half_fast_digamma``, ``half_fast_lgamma`` (bfloat16 results only) or ``half_exact_floor_div`` off:
+the kernels their half-type formulas replaced.
 
 Inputs are standard normal (but pow's base, uniform on [0.5, 2], and x ** 2.5's x, uniform on [0.1, 4], as in the
 pointwise benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
@@ -90,11 +90,6 @@ def _knob_off(knob: str, fn):
     return _knob_set(knob, False, fn)
 
 
-def _knob_on(knob: str, fn):
-    """``fn`` run with ``KNOBS.<knob>`` on: a variant not yet the default."""
-    return _knob_set(knob, True, fn)
-
-
 def _ieee_division(fn):
     return _knob_off("half_approx_division", fn)
 
@@ -148,9 +143,9 @@ OPS = {
                             {"float32 math": _knob_off("half_fast_pow", _pow_scalar_exponent)}),
     "pow_scalar_base": (lambda x: torch.pow(POW_BASE, x), _pow_scalar_base,
                         {"float32 math": _knob_off("half_fast_pow", _pow_scalar_base)}),
-    "digamma": (torch.digamma, unary.digamma, {"knob on": _knob_on("half_fast_digamma", unary.digamma)}),
-    "lgamma": (torch.lgamma, unary.lgamma, {"knob on": _knob_on("half_fast_lgamma", unary.lgamma)}),
-    "floor_divide": (torch.floor_divide, _floor_divide, {"knob on": _knob_on("half_exact_floor_div", _floor_divide)}),
+    "digamma": (torch.digamma, unary.digamma, {"knob off": _knob_off("half_fast_digamma", unary.digamma)}),
+    "lgamma": (torch.lgamma, unary.lgamma, {"knob off": _knob_off("half_fast_lgamma", unary.lgamma)}),
+    "floor_divide": (torch.floor_divide, _floor_divide, {"knob off": _knob_off("half_exact_floor_div", _floor_divide)}),
 }
 # Inputs drawn uniformly from a range instead of a standard normal, as in the pointwise benchmark: pow's
 # base (its exponent stays normal), and the tensor raised to 2.5.

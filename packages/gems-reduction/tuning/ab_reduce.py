@@ -64,7 +64,7 @@ SETTINGS = {
     "arg_tile_cols": {"tiles.ARG_TILE_COLS": 1},
     "arg_tile_cols,cols=256B,per_sm=8": {"tiles.ARG_TILE_COLS": 1, "tiles.COLS_BYTES": 256,
                                          "tiles.PROGRAMS_PER_SM": 8},
-    "split_floor": {"tiles.SPLIT_FLOOR": True},
+    "split_ceil": {"tiles.SPLIT_FLOOR": False},
     "cols_per_sm=3,floor": {"tiles.COLS_PROGRAMS_PER_SM": 3, "tiles.SPLIT_FLOOR": True},
     "cols_per_sm=4": {"tiles.COLS_PROGRAMS_PER_SM": 4},
     "cols=256B,cols_per_sm=8,floor": {"tiles.COLS_BYTES": 256, "tiles.COLS_PROGRAMS_PER_SM": 8,
@@ -75,10 +75,10 @@ SETTINGS = {
                                       "tiles.SPLIT_FLOOR": True},
     "argcols=1024B,floor": {"tiles.ARG_COLS_BYTES": 1024, "tiles.SPLIT_FLOOR": True},
     "arg_tile_cols=3": {"tiles.ARG_TILE_COLS": 3},
-    "arg_tile_cols,in_thread,cols_per_sm=4": {"tiles.ARG_TILE_COLS": 1, "tiles.ARG_TILE_COLS_IN_THREAD": True,
-                                              "tiles.COLS_PROGRAMS_PER_SM": 4},
-    "arg_tile_cols,in_thread,cols_per_sm=8,step=8K": {"tiles.ARG_TILE_COLS": 1, "tiles.ARG_TILE_COLS_IN_THREAD": True,
-                                                      "tiles.COLS_PROGRAMS_PER_SM": 8, "tiles.STEP_BYTES": 8192},
+    "arg_pairs_cols": {"tiles.ARG_TILE_COLS": 0},
+    "in_thread_per_sm=8": {"tiles.IN_THREAD_PROGRAMS_PER_SM": 8},
+    "in_thread_per_sm=3": {"tiles.IN_THREAD_PROGRAMS_PER_SM": 3},
+    "arg_tile_cols,warps": {"tiles.ARG_TILE_COLS_IN_THREAD": False},
     "sm_split=2": {"tiles.SOFTMAX_SPLIT_PER_SM": 2},
     "sm_split=4": {"tiles.SOFTMAX_SPLIT_PER_SM": 4},
     "sm_split=8": {"tiles.SOFTMAX_SPLIT_PER_SM": 8},
@@ -107,13 +107,10 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # (arg_tile; over dim 0 also with one combined reduction a step, =3, or with each thread owning whole
 # columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
-DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols=256B,per_sm=8,step=8K", "cols_per_sm=4", "split_floor",
-        "cols=256B,cols_per_sm=8,floor", "cols=256B,cols_per_sm=8,step=8K,floor", "cols=512B,cols_per_sm=4,floor")
+DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols_per_sm=4", "split_ceil", "cols=256B,cols_per_sm=8,floor")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
 ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_pairs", "arg_tile=2", "arg_tile,thread=64B")
-ARG_DIM0 = ("argcols=1024B", "split_floor", "cols_per_sm=3,floor", "cols_per_sm=4", "argcols=1024B,floor",
-            "arg_tile_cols", "arg_tile_cols=3", "arg_tile_cols,in_thread,cols_per_sm=4",
-            "arg_tile_cols,in_thread,cols_per_sm=8,step=8K")
+ARG_DIM0 = ("arg_pairs_cols", "in_thread_per_sm=8", "in_thread_per_sm=3", "arg_tile_cols,warps", "split_ceil")
 SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=8", "sm_split=8,128B", "sm_split=4,512B")
 SOFTMAX_BWD_DIM0 = ("bwd_strips", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
 NLL = ("part=128", "part=512", "part=1024", "one_program")

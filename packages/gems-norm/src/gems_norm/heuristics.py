@@ -44,7 +44,8 @@ class Knobs:
     row_bwd_prefetch_stats: bool = True
     #: ``fused_add_rms_norm``'s backward: the gradient of the sum output added to dx by the backward kernel (it
     #: reads each element once) rather than by a second elementwise pass over dx (read twice, written twice).
-    row_bwd_fold_dh: bool = False
+    #: H100, bf16 (8192, 4096) forward and backward: 318.4 -> 300.5 us (ATen's composition 364.9).
+    row_bwd_fold_dh: bool = True
     #: Per-channel sums (batch norm's statistics and backward sums, weight norm): elements of a tile (None:
     #: the strip rule), programs per SM, pipeline stages of the loop's loads (None: Triton does not pipeline
     #: a loop without a dot), whether split s takes steps s, s + S, ... (all splits sweep the tensor

@@ -673,7 +673,12 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         in_thread = bool(tile) and tiles.ARG_TILE_COLS_IN_THREAD
         block_r, block_n, warps = tiles.cols_tiles(n, length, step, itemsize, per_thread, arg, in_thread)
         programs = m * triton.cdiv(n, block_n)
-        splits, chunk = tiles.split_count(programs, length, block_r, True) if may_split else (1, max(length, 1))
+        if not may_split:
+            splits, chunk = 1, max(length, 1)
+        elif in_thread:
+            splits, chunk = tiles.split_count(programs, length, block_r, tiles.IN_THREAD_PROGRAMS_PER_SM, False)
+        else:
+            splits, chunk = tiles.split_count(programs, length, block_r, tiles.COLS_PROGRAMS_PER_SM)
         kernel, blocks = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)
         ints = [m, n, length, chunk, kept_n, s_m, s_n, sr1, o_m, o_n]
     else:

@@ -46,7 +46,7 @@ ARG_COLS_BYTES = 256
 #: instead of 71.3 us with 1 at (8192, 8192) and 63.0 instead of 66.7 at (512, 131072); 2 lost. Over dim 0,
 #: 1 lost 34% at (8192, 8192) (101.8 against 75.8 us): the columns keep a position per element.
 ARG_TILE = 1
-ARG_TILE_COLS = 0
+ARG_TILE_COLS = 1
 #: 3 (either knob): as 1, the step's extremum and its first position found by one combined (value,
 #: position) reduction instead of a reduction, then a search of the tile for the extremum. Its sm_90 PTX
 #: has more instructions per element: 17.7 against 11.9 (plain tiles), 15.1 against 9.8 (in_thread).
@@ -58,8 +58,9 @@ ARG_TILE_COLS = 0
 #: shared memory: the sm_90 PTX of that loop has, a step, 4 bar.sync, 16 shuffles and 64 shared-memory
 #: accesses more than the pipeline needs, which in_thread removes (9.8 PTX instructions per element,
 #: against 12.5 for the pairs). It has few warps a program (2 for 1024-byte segments): pair it with more
-#: programs (``COLS_PROGRAMS_PER_SM``).
-ARG_TILE_COLS_IN_THREAD = False
+#: programs (``IN_THREAD_PROGRAMS_PER_SM``). With it, 1 is the default over dim 0 (13-15% faster than the
+#: pairs on an H100); without it 1 lost there.
+ARG_TILE_COLS_IN_THREAD = True
 
 #: Software pipelining of the loop over the reduced range (Triton's ``num_stages``): the loads of the
 #: next two steps are issued (asynchronously, into shared memory) before the current step is combined,
@@ -83,12 +84,18 @@ HALF_STEPS = True
 PROGRAMS_PER_SM = 2
 #: The same for the cols kernel (dim-0 style reductions); 0 uses ``PROGRAMS_PER_SM``. A standalone column
 #: sum of bfloat16 (8192, 8192) with 1024-byte segments took 59.1 us on an H100 with its rows in 32 chunks
-#: (~4 programs an SM) against 66.8 with 16.
+#: (~4 programs an SM) against 66.8 with 16; in the library 4 lost 7% over the dim-0 cases
+#: (benchmark/results/2026-11-27-h100-4/logs/ab_reduce2.txt).
 COLS_PROGRAMS_PER_SM = 0
+#: Programs per SM of the in-thread column arg-reductions (``ARG_TILE_COLS_IN_THREAD``), whose programs
+#: have few warps; their splits round up. bfloat16 argmax over dim 0 on an H100: (8192, 8192) 76.3 ->
+#: 66.2 us, (512, 131072) 82.3 -> 72.0 (8 an SM with 8 KB steps: 67.7 and 91.2).
+IN_THREAD_PROGRAMS_PER_SM = 4
 #: How a split rounds the programs it aims at: False rounds the splits per range up (the grid may pass
 #: the target by up to a range's programs: 5 x 64 = 320 programs where 264 fit in one wave of argmax's
-#: 8-warp programs), True rounds down, so the grid never exceeds ~the target.
-SPLIT_FLOOR = False
+#: 8-warp programs), True rounds down, so the grid never exceeds ~the target. True won 1-2% on every
+#: dim-0 case of bfloat16 (8192, 8192) and (512, 131072) on an H100 (sum over dim 0: 63.5 -> 62.4 us).
+SPLIT_FLOOR = True
 
 
 #: Softmax over a non-last dim whose columns are too long for one pass (see ``softmax.py``): 0 keeps the
@@ -114,7 +121,7 @@ def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
             ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, ARG_TILE_COLS_IN_THREAD, STAGES, HALF_STEPS, PROGRAMS_PER_SM,
-            COLS_PROGRAMS_PER_SM, SPLIT_FLOOR, SOFTMAX_SPLIT_PER_SM,
+            COLS_PROGRAMS_PER_SM, IN_THREAD_PROGRAMS_PER_SM, SPLIT_FLOOR, SOFTMAX_SPLIT_PER_SM,
             SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES)
 
 
@@ -173,17 +180,19 @@ def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int
     return block_r, block_n, warps_for(block_r * block_n, per_thread)
 
 
-def split_count(programs: int, length: int, block: int, cols: bool = False) -> tuple[int, int]:
+def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: bool | None = None
+                ) -> tuple[int, int]:
     """(splits, chunk): how many programs share one reduced range, and the length each takes.
 
-    Too few programs to fill the GPU are split up to ``PROGRAMS_PER_SM`` per SM (``COLS_PROGRAMS_PER_SM``
-    for the cols kernel when set); a split always covers whole blocks.
+    Too few programs to fill the GPU are split up to ``per_sm`` (default ``PROGRAMS_PER_SM``) per SM,
+    the splits per range rounded down where ``floor`` (default ``SPLIT_FLOOR``); a split always covers
+    whole blocks.
     """
     splits = 1
-    per_sm = COLS_PROGRAMS_PER_SM if cols and COLS_PROGRAMS_PER_SM else PROGRAMS_PER_SM
-    target = per_sm * lay.sm_count()
+    target = (per_sm or PROGRAMS_PER_SM) * lay.sm_count()
+    floor = SPLIT_FLOOR if floor is None else floor
     if 2 * programs < target and length > 2 * block:
-        ways = target // programs if SPLIT_FLOOR else triton.cdiv(target, programs)
+        ways = target // programs if floor else triton.cdiv(target, programs)
         splits = min(ways, triton.cdiv(length, block))
     chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
     return max(triton.cdiv(length, chunk), 1), chunk
