@@ -920,6 +920,8 @@ def test_fused_add_rms_norm_grad_of_the_sum_in_the_kernel(use_knobs, shape, dtyp
         _close_scaled(res, aten_ref, dtype, reduce_dim=x.numel() // n if res.dim() == 1 else 1)
     for res, aten_ref in zip(expanded, _add_rms_norm_grads(x, r, w, dy, None, fused=False)):
         _close_scaled(res, aten_ref, dtype, reduce_dim=x.numel() // n if res.dim() == 1 else 1)
-    if dtype != torch.bfloat16:  # the interpreter truncates bfloat16 stores; ATen's add rounds
+    if dtype != torch.bfloat16 and DEVICE == "cpu":
+        # On the interpreter (which truncates bfloat16 stores) folded and separate adds agree to the bit; a GPU
+        # may contract the folded add into a multiply-add, one rounding fewer.
         for folded, separate in zip(results[True], results[False]):
             assert_equal(folded, separate)

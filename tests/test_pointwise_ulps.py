@@ -81,13 +81,25 @@ def _every_value_on_cpu(dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([normal.to(F32), (magnitude * sign).to(F32), edges])
 
 
+def _range_edge_step(res: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """Where ``res`` is one step from ``rounded`` at an end of the half type's range (the largest finite
+    number against infinity, the smallest subnormal against zero): a result within an ulp before its
+    rounding may land either side there, as the GPU's approximate float32 functions make ATen's do."""
+    if res.dtype not in (F16, BF16):
+        return torch.zeros_like(res, dtype=torch.bool)
+    step = (res.view(torch.int16).int() - rounded.view(torch.int16).int()).abs() == 1
+    ends = res.isinf() | rounded.isinf() | (res == 0) | (rounded == 0)
+    return step & ends
+
+
 def _check_ulps(name, res, x, exact, dtype):
     """``res`` within the op's ulp limit of the float64 ``exact``; zeros, infinities and NaN exactly."""
     res, exact = res.cpu(), exact.cpu()
     rounded = exact.to(dtype)
     special = (rounded == 0) | rounded.isinf() | rounded.isnan()
     assert torch.equal(res[special].isnan(), rounded[special].isnan())
-    numbers = special & ~rounded.isnan()
+    edge = _range_edge_step(res, rounded)
+    numbers = special & ~rounded.isnan() & ~edge
     assert torch.equal(res[numbers], rounded[numbers]), name
     assert torch.equal(res[numbers].signbit(), rounded[numbers].signbit()), name
     limit = LIMIT.get(dtype) or LIMIT_F32[name]
@@ -95,7 +107,7 @@ def _check_ulps(name, res, x, exact, dtype):
     if name == "gelu":  # the cancelling sum 1 + erf, as in ATen
         allowed = allowed + 2.0**-24 * x.cpu().double().abs()
     error = (res.double() - exact).abs()
-    bad = ~special & ~(error <= allowed)
+    bad = ~special & ~edge & ~(error <= allowed)
     if bad.any():
         i = int(bad.nonzero()[0])
         worst = int((error / _ulp(exact, dtype)).masked_fill(special, 0).argmax())
@@ -261,7 +273,7 @@ def test_softplus_ulps(dtype, beta, threshold, fast_formulas):
         res = torch.nn.functional.softplus(x, beta, threshold)
     assert res.dtype == dtype
     # ATen's rule: beta x in float32 (beta as float32) against the threshold; its exp overflows from 88.72.
-    beta32 = torch.tensor(beta, dtype=F32).double()
+    beta32 = torch.tensor(beta, dtype=F32, device="cpu").double()
     z = (x.cpu().float() * beta32.float()).double()
     exact = torch.where(z > threshold, x.cpu().double(), torch.log1p(_exp_in_float32_range(z)) / beta32)
     _check_ulps("softplus", res, x, exact, dtype)
@@ -326,11 +338,12 @@ def test_pow_tensors_ulps(dtype, fast_formulas):
     x = values[torch.randperm(len(values), generator=g, device="cpu")]
     y = values[torch.randperm(len(values), generator=g, device="cpu")]
     special = torch.tensor([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0, -3.0, 2.5, 7.0, 8.0, 1.0625, 1e4,
-                            INF, -INF, NAN], dtype=dtype)
+                            INF, -INF, NAN], dtype=dtype, device="cpu")
     count = len(special)
-    ties = torch.tensor([1.0625, -1.0625, 1.0078125, 3.0, 5.0], dtype=dtype)
+    ties = torch.tensor([1.0625, -1.0625, 1.0078125, 3.0, 5.0], dtype=dtype, device="cpu")
     x = torch.cat([x, special.repeat_interleave(count), ties.repeat_interleave(6)]).to(DEVICE)
-    y = torch.cat([y, special.repeat(count), torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=dtype).repeat(5)])
+    powers = torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0, 7.0], dtype=dtype, device="cpu")
+    y = torch.cat([y, special.repeat(count), powers.repeat(5)])
     y = y.to(DEVICE)
     with served("pow"):
         res = torch.pow(x, y)
@@ -403,8 +416,8 @@ def test_gamma_ulps(name, dtype, fast_gamma):
     with served(name):
         res = call(x)
     assert res.dtype == dtype
-    x_cpu = x.cpu()
-    _check_near_float32(name, res, x, call(x_cpu.double()), call(x_cpu.float()), dtype)
+    # The float32 result of ATen on the same device: CUDA's lgammaf is not the CPU's.
+    _check_near_float32(name, res, x, call(x.cpu().double()), call(x.float()), dtype)
 
 
 # -- floor division of half types with KNOBS.half_exact_floor_div: the CUDA kernels' steps (the ones ATen's
@@ -436,9 +449,9 @@ def test_exact_floor_div_identical(dtype):
     |x / y| < 2**14 for bfloat16, 2**11 for float16) and the others ATen's steps; bfloat16's results also
     against ATen's float32 floor division on the CPU."""
     values = _every_value(dtype)
-    divisors = _readable(torch.tensor(FLOOR_DIVISORS, dtype=dtype))
+    divisors = _readable(torch.tensor(FLOOR_DIVISORS, dtype=dtype, device="cpu"))
     g = torch.Generator().manual_seed(4)
-    shuffled = values[torch.randperm(len(values), generator=g)]
+    shuffled = values[torch.randperm(len(values), generator=g, device="cpu")]
     x = torch.cat([values.repeat(len(divisors)), divisors.repeat_interleave(len(values)), values])
     y = torch.cat([divisors.repeat_interleave(len(values)), values.repeat(len(divisors)), shuffled])
     order = (x.double() / y.double()).abs().nan_to_num(nan=INF).argsort(stable=True)

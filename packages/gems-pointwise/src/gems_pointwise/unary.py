@@ -563,10 +563,11 @@ def sigmoid_approx_kernel(x):
 @triton.jit
 def pi_cot_pi(d, HALF: tl.constexpr):
     """pi / tan(pi d) for the exact reduced argument d in [-1/2, 1/2]; +-inf at +-0. For results rounded
-    to a half type the short polynomials and one rcp.approx, where libdevice's cospi and sinpi each reduce
-    their argument again and branch."""
+    to a half type the short polynomials and Triton's approximate division, where libdevice's cospi and
+    sinpi each reduce their argument again and branch (not rcp.approx.ftz: a subnormal d, which bfloat16
+    holds, has a finite result)."""
     if HALF:
-        r = cos_pi_short(d) * fast_rcp(sin_pi_over_pi_short(d))
+        r = cos_pi_short(d) / sin_pi_over_pi_short(d)
     else:
         r = 3.141592653589793 * libdevice.cospi(d) / libdevice.sinpi(d)
     return r
