@@ -1,4 +1,4 @@
-"""A minimal read-only kernel: what reading HBM alone can reach, the ceiling of a reduction."""
+"""A minimal read-only kernel: what reading HBM alone reaches at a given size, the ceiling of a reduction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-_BLOCK = 8192  # 16 KiB of bf16 a program: the row of a (8192, 8192) reduction
+BLOCK = 8192  # 16 KiB of bf16 a program: the row of a (8192, 8192) reduction
 
 
 @triton.jit
@@ -18,6 +18,6 @@ def _sum_blocks(x_ptr, out_ptr, BLOCK: tl.constexpr):
 
 def read_everything(x: torch.Tensor) -> torch.Tensor:
     """One float per 8192 elements of the contiguous ``x`` (whose size they divide): x read once."""
-    out = torch.empty(x.numel() // _BLOCK, device=x.device, dtype=torch.float32)
-    _sum_blocks[(out.numel(),)](x, out, _BLOCK, num_warps=8)
+    out = torch.empty(x.numel() // BLOCK, device=x.device, dtype=torch.float32)
+    _sum_blocks[(out.numel(),)](x, out, BLOCK, num_warps=8)
     return out

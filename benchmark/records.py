@@ -108,7 +108,7 @@ def line(record: dict) -> str:
             text += f"  {100 * record['ceiling_frac']:4.0f}% of copy (ATen {100 * record['aten_ceiling_frac']:.0f}%)"
         if record.get("read_ceiling_frac") is not None:
             read, aten_read = record["read_ceiling_frac"], record["aten_read_ceiling_frac"]
-            text += f"  {100 * read:4.0f}% of read (ATen {100 * aten_read:.0f}%)"
+            text += f"  {100 * read:4.0f}% of a same-size read (ATen {100 * aten_read:.0f}%)"
     if record.get("check"):
         text += "  (checked against float64: ATen rounds differently)"
     if record.get("host_ratio") is not None:

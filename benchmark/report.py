@@ -37,7 +37,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _env_lines(env: dict) -> list[str]:
     ceiling = env.get("copy_ceiling_gbps")
     peak = env.get("matmul_peak_tflops")
-    read = env.get("read_ceiling_gbps")
     families = env.get("families") or {}
     fams = ", ".join(f"{name} {info.get('version', '')}" + (" (load error)" if info.get("error") else "")
                      for name, info in sorted(families.items()) if isinstance(info, dict))
@@ -47,7 +46,6 @@ def _env_lines(env: dict) -> list[str]:
         f"flag_gems {env.get('flag_gems', '?')}; families: {fams or '?'}",
         f"- date: {env.get('date', '?')}",
         "- measured ceilings: " + (f"copy {ceiling:.0f} GB/s (read + write)" if ceiling else "copy -")
-        + (f", read {read:.0f} GB/s (a kernel that only reads)" if read else "")
         + (f", cuBLAS bf16 8192^3 {peak:.0f} TFLOP/s" if peak else ""),
         "",
     ]
@@ -60,7 +58,8 @@ def _rate(r: dict) -> str:
         frac = f" ({100 * r['ceiling_frac']:.0f}% of copy; ATen {100 * r['aten_ceiling_frac']:.0f}%)" \
             if r.get("ceiling_frac") is not None else ""
         if r.get("read_ceiling_frac") is not None:
-            frac += f" ({100 * r['read_ceiling_frac']:.0f}% of read; ATen {100 * r['aten_read_ceiling_frac']:.0f}%)"
+            frac += (f" ({100 * r['read_ceiling_frac']:.0f}% of a read of its size; "
+                     f"ATen {100 * r['aten_read_ceiling_frac']:.0f}%)")
         return f"{r['gems_gbps']:.0f} GB/s{frac}"
     return "-"
 
