@@ -3,10 +3,19 @@ bytes as float32, bfloat16 pairs read as int32 words, and column sums split over
 copies. Behind the read ceiling of the benchmark (benchmark/read_probe.py) and the reduction targets.
 
     python packages/gems-reduction/tuning/ab_read_probe.py      # on a CUDA machine, about a minute
+    python packages/gems-reduction/tuning/ab_read_probe.py --smoke   # each kernel checked on tiny shapes
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+
+# isort: split
+# Without a GPU, flag_gems sets up Triton's interpreter: it is imported before triton.
+import flag_gems
+
+# isort: split
 import torch
 import triton
 import triton.language as tl
@@ -108,5 +117,30 @@ def main() -> None:
                     lambda: col_sum[(COLS // bn, split)](xi, partial, COLS // 2, br, bn // 2, True, chunk, num_warps=4))
 
 
+def smoke() -> int:
+    """Each kernel once on tiny shapes (through the interpreter without a GPU), checked against torch."""
+    x = torch.randn(4, 64, device=flag_gems.device, dtype=torch.bfloat16)
+    words = x.view(torch.int32)
+    y = torch.empty(4, device=x.device)
+    partial = torch.empty(2 * 2 * 32, device=x.device)
+    wrong = []
+    row_sum[(4,)](x, y, 64, 16, False)
+    if not torch.allclose(y, x.float().sum(1), atol=1e-3):
+        wrong.append("row_sum")
+    row_sum_pairs[(4,)](words, y, 32, 16, True)
+    if not torch.equal(y, x.float().amax(1)):
+        wrong.append("row_sum_pairs max")
+    col_sum[(1, 2)](words, partial, 32, 2, 32, True, 2)
+    pairs = torch.stack([partial[:32], partial[32:64]], 1).flatten()
+    if not torch.allclose(pairs, x.float()[:2].sum(0), atol=1e-3):
+        wrong.append("col_sum pairs")
+    print("wrong: " + ", ".join(wrong) if wrong else "every kernel matches torch")
+    return 1 if wrong else 0
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes, results only; runs on CPU too")
+    if parser.parse_args().smoke:
+        sys.exit(smoke())
     main()

@@ -74,7 +74,6 @@ SETTINGS = {
     "cols=512B,cols_per_sm=4,floor": {"tiles.COLS_BYTES": 512, "tiles.COLS_PROGRAMS_PER_SM": 4,
                                       "tiles.SPLIT_FLOOR": True},
     "argcols=1024B,floor": {"tiles.ARG_COLS_BYTES": 1024, "tiles.SPLIT_FLOOR": True},
-    "arg_tile_cols=3": {"tiles.ARG_TILE_COLS": 3},
     "arg_pairs_cols": {"tiles.ARG_TILE_COLS": 0},
     "in_thread_per_sm=8": {"tiles.IN_THREAD_PROGRAMS_PER_SM": 8},
     "in_thread_per_sm=3": {"tiles.IN_THREAD_PROGRAMS_PER_SM": 3},
@@ -104,7 +103,7 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # the split of the rows gives (also both: 128 columns a program, the rows split over ~16 programs).
 # Dim 0 also: the split's own programs per SM (cols_per_sm) and a grid that never passes its target
 # (floor). Arg-reductions: their tile sizes, the steps and the split, and one (value, position) per output
-# (arg_tile; over dim 0 also with one combined reduction a step, =3, or with each thread owning whole
+# (arg_tile; over dim 0 also with each thread owning whole
 # columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
 DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols_per_sm=4", "split_ceil", "cols=256B,cols_per_sm=8,floor")

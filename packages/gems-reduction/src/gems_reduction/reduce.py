@@ -199,42 +199,6 @@ def _fold_tile(best, first, v, pos, mask, AXIS: tl.constexpr, OP: tl.constexpr, 
 
 
 @triton.jit
-def _first_max(a, i, b, j):
-    """The (value, position) of a pair and another: the larger value, NaN above all, the smaller
-    position among equals."""
-    take = (b > a) | ((b == a) & (j < i))
-    if a.dtype.is_floating():
-        take = take | ((b != b) & ((a == a) | (j < i)))
-    return tl.where(take, b, a), tl.where(take, j, i)
-
-
-@triton.jit
-def _first_min(a, i, b, j):
-    """As ``_first_max``, for the smaller value (NaN still above all)."""
-    take = (b < a) | ((b == a) & (j < i))
-    if a.dtype.is_floating():
-        take = take | ((b != b) & ((a == a) | (j < i)))
-    return tl.where(take, b, a), tl.where(take, j, i)
-
-
-@triton.jit
-def _fold_pairs(best, first, v, pos, mask, AXIS: tl.constexpr, OP: tl.constexpr, INIT: tl.constexpr):
-    """``_fold_tile`` with the tile's extremum and its first position found by one (value, position)
-    reduction (``tiles.ARG_TILE`` 3): one pass over the tile instead of two."""
-    v = tl.where(mask, v, INIT)
-    pos = tl.broadcast_to(pos, v.shape)
-    if OP == MAX:
-        t, found = tl.reduce((v, pos), AXIS, _first_max)
-        better = t > best
-    else:
-        t, found = tl.reduce((v, pos), AXIS, _first_min)
-        better = t < best
-    if v.dtype.is_floating():
-        better = better | ((t != t) & (best == best))
-    return tl.where(better, t, best), tl.where(better, found, first)
-
-
-@triton.jit
 def _take_first(best, first, t, hit, pos, better, AXIS: tl.constexpr):
     """(``t``, the first of ``pos`` where ``hit``) where ``better``, else (``best``, ``first``)."""
     if pos.dtype == tl.int32:
@@ -436,10 +400,7 @@ def _reduce_rows_kernel(
             mask = row_mask[:, None] & (r < end)[None, :]
             offs = base[:, None] + _r_offsets(r, R2, s_r1, s_r2, TWO_R)[None, :]
             v = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST).to(ACC)
-            if TILE == 3:
-                best, first = _fold_pairs(best, first, v, r[None, :], mask, 1, OP, INIT)
-            else:
-                best, first = _fold_tile(best, first, v, r[None, :], mask, 1, OP, INIT, TILE)
+            best, first = _fold_tile(best, first, v, r[None, :], mask, 1, OP, INIT, TILE)
         _store_tile(best, first, out_ptr, idx_out_ptr, split * part_stride + rows, row_mask)
     else:
         acc = tl.full([BLOCK_K, BLOCK_R], INIT, ACC)
@@ -491,10 +452,7 @@ def _reduce_cols_kernel(
             r = r0 + lane_r
             mask = (r < end)[:, None] & n_mask[None, :]
             v = convert(tl.load(x_ptr + base[None, :] + r[:, None] * s_r, mask=mask, other=0), CAST).to(ACC)
-            if TILE == 3:
-                best, first = _fold_pairs(best, first, v, r[:, None], mask, 0, OP, INIT)
-            else:
-                best, first = _fold_tile(best, first, v, r[:, None], mask, 0, OP, INIT, TILE)
+            best, first = _fold_tile(best, first, v, r[:, None], mask, 0, OP, INIT, TILE)
         _store_tile(best, first, out_ptr, idx_out_ptr, split * part_stride + out_offs, n_mask)
     else:
         acc = tl.full([BLOCK_R, BLOCK_N], INIT, ACC)

@@ -47,9 +47,9 @@ ARG_COLS_BYTES = 256
 #: 1 lost 34% at (8192, 8192) (101.8 against 75.8 us): the columns keep a position per element.
 ARG_TILE = 1
 ARG_TILE_COLS = 1
-#: 3 (either knob): as 1, the step's extremum and its first position found by one combined (value,
-#: position) reduction instead of a reduction, then a search of the tile for the extremum. Its sm_90 PTX
-#: has more instructions per element: 17.7 against 11.9 (plain tiles), 15.1 against 9.8 (in_thread).
+#: (A mode finding the step's extremum and its first position by one combined (value, position) reduction
+#: lost on an H100: argmax over dim 0 0.74x the default's speed; its sm_90 PTX had 17.7 instructions an
+#: element against 11.9. It was removed.)
 #:
 #: ``ARG_TILE_COLS_IN_THREAD``: True gives the cols kernel of ``ARG_TILE_COLS`` only the warps that cover a
 #: row segment side by side (a warp loads 32 16-byte vectors of a row), so each thread owns whole columns
