@@ -320,8 +320,7 @@ def test_ready_launch_key_names_triton_specialisation(monkeypatch):
         ready = heuristics.ReadyLaunch(row_norm._row_norm_fwd_kernel, (1,), 4, (torch.float32,) * 8, (m, n),
                                        BLOCK_M=1, BLOCK_N=64, CENTER=True, STATS_GIVEN=False, HAS_RES=False,
                                        HAS_W=False, HAS_B=False, SAVE_STATS=True, PARAMS_FIRST=True,
-                                       ONE_PASS=False, STREAM=False, PARAMS_NARROW=False, X_NARROW=False,
-                                       FOLD_SCALE=False)
+                                       ONE_PASS=False, STREAM=False)
         assert ready.spec == ("aligned", *specialization((m, n)))
         ready.launcher = lambda grid, args, spec_key: keys.append(spec_key)
         aligned = (x,) * 8 + (m, n, 1e-5)

@@ -70,30 +70,22 @@ PER_CHANNEL = {
 #: ab_norm_fwd*.txt): a register cap of 32 (8 programs of 8 warps an SM instead of 6; 3 registers spilled) lost
 #: 4% on layer norm, streaming cache hints 2%, one-pass moments and 4 warps tied or lost; the weight (and bias)
 #: loaded first won 1-2% on both and is the default: "weight last" is the kernel before it.
-#: Now fewer registers (compiled for sm_90: 8 warps, bf16 rows of 4096, weight and bias first): layer norm 48
-#: registers and 312 instructions by default, 48 and 296 with "pn" (the parameters converted at their use), 48
-#: and 307 with "1p pn", 40 and 346-359 with the row held in bf16 across the one-pass moments ("1p xn", "1p pn
-#: xn", "1p pn xn fold"); RMS norm 40 by default, 32 with "xn" or "pn xn" (8 programs an SM instead of 6; "weight
-#: last" also has 32). The row held in bf16 across two-pass moments takes 64 (not tried); "pn fold" compiles to
-#: "pn"'s code (the two-pass output is one FMA already). The mean and rstd are stored by one thread already.
+#: Then fewer registers (ab_norm_fwd3.txt there): weight and bias ("pn") or the row ("xn") held in bf16 until
+#: used, the output as one FMA ("fold"): layer norm 50.6-51.3 us against 51.0 by default, RMS norm 50.3-50.5
+#: against 49.9; those variants were removed.
 _LAST = dict(row_fwd_params_first=False)
-_NARROW_1P = dict(row_fwd_one_pass=True, row_fwd_params_narrow=True, row_fwd_x_narrow=True)
 LN_FORWARD = {
     "default": {},
     "1pass": dict(row_fwd_one_pass=True),
-    "pn": dict(row_fwd_params_narrow=True),
-    "1p pn": dict(row_fwd_one_pass=True, row_fwd_params_narrow=True),
-    "1p xn": dict(row_fwd_one_pass=True, row_fwd_x_narrow=True),
-    "1p pn xn": _NARROW_1P,
-    "1p pn xn fold": dict(_NARROW_1P, row_fwd_fold_scale=True),
+    "stream": dict(row_fwd_stream=True),
+    "16w": dict(row_fwd_warps=16),
+    "32r": dict(row_fwd_maxnreg=32),
 }
 RMS_FORWARD = {
     "default": {},
     "weight last": _LAST,
-    "pn": dict(row_fwd_params_narrow=True),
-    "xn": dict(row_fwd_x_narrow=True),
-    "pn xn": dict(row_fwd_params_narrow=True, row_fwd_x_narrow=True),
-    "pn xn fold": dict(row_fwd_params_narrow=True, row_fwd_x_narrow=True, row_fwd_fold_scale=True),
+    "stream": dict(row_fwd_stream=True),
+    "16w": dict(row_fwd_warps=16),
 }
 #: fused_add_rms_norm forward and backward: the gradient of its sum output added in the backward kernel.
 ADD_RMS = {

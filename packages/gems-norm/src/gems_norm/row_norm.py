@@ -95,30 +95,9 @@ def _row_pivot(X, RES, rows, row_ok, N, BLOCK_M: tl.constexpr, HAS_RES: tl.const
 
 
 @triton.jit
-def _param(P, cols, col_ok, policy: tl.constexpr, NARROW: tl.constexpr):
-    """A weight or bias vector's columns ``cols``: in float32, or with NARROW as stored (half the registers
-    of a half dtype while they wait for the reductions; converted where used)."""
-    p = tl.load(P + cols, mask=col_ok, other=0.0, eviction_policy=policy)
-    if not NARROW:
-        p = p.to(tl.float32)
-    return p
-
-
-@triton.jit
-def _param_float32(p, NARROW: tl.constexpr):
-    """A parameter from ``_param`` in float32, converted here when it was held narrow."""
-    if NARROW:
-        p = _float32_anew(p)
-    return p
-
-
-@triton.jit
-def _float32_anew(v):
-    """``v`` in float32 by a conversion the compiler cannot merge with ``v.to(tl.float32)`` elsewhere (for
-    bfloat16, by its bits): ``v`` stays live in its own dtype across the reductions, not in float32."""
-    if v.dtype == tl.bfloat16:
-        return (v.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-    return v.to(tl.float32)
+def _param(P, cols, col_ok, policy: tl.constexpr):
+    """A weight or bias vector's columns ``cols`` in float32."""
+    return tl.load(P + cols, mask=col_ok, other=0.0, eviction_policy=policy).to(tl.float32)
 
 
 @triton.jit
@@ -126,10 +105,8 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CENTER: tl.constexpr,
                          STATS_GIVEN: tl.constexpr, HAS_RES: tl.constexpr, HAS_W: tl.constexpr,
                          HAS_B: tl.constexpr, SAVE_STATS: tl.constexpr, PARAMS_FIRST: tl.constexpr,
-                         ONE_PASS: tl.constexpr, STREAM: tl.constexpr, PARAMS_NARROW: tl.constexpr,
-                         X_NARROW: tl.constexpr, FOLD_SCALE: tl.constexpr):
-    # PARAMS_FIRST, ONE_PASS, STREAM, PARAMS_NARROW, X_NARROW and FOLD_SCALE: the row_fwd_* knobs of
-    # heuristics.Knobs. X_NARROW and FOLD_SCALE apply where the kernel computes the statistics.
+                         ONE_PASS: tl.constexpr, STREAM: tl.constexpr):
+    # PARAMS_FIRST, ONE_PASS and STREAM: the row_fwd_* knobs of heuristics.Knobs.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
     row_ok = rows < M
@@ -142,16 +119,15 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
     if PARAMS_FIRST:
         # Issued with the row's loads: their latency then overlaps the row's instead of following the reductions.
         if HAS_W:
-            w = _param(W, cols, col_ok, kept, PARAMS_NARROW)
+            w = _param(W, cols, col_ok, kept)
         if HAS_B:
-            b = _param(B, cols, col_ok, kept, PARAMS_NARROW)
-    stored = tl.load(X + offs, mask=mask, other=0.0, eviction_policy=once)
+            b = _param(B, cols, col_ok, kept)
+    x = tl.load(X + offs, mask=mask, other=0.0, eviction_policy=once).to(tl.float32)
     if HAS_RES:
         # Normalise the sum as stored (rounded to its dtype), as the unfused add would.
-        stored = (stored.to(tl.float32) + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(
-            H.dtype.element_ty)
-        tl.store(H + offs, stored, mask=mask)
-    x = stored.to(tl.float32)
+        h = (x + tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)).to(H.dtype.element_ty)
+        tl.store(H + offs, h, mask=mask)
+        x = h.to(tl.float32)
     if STATS_GIVEN:
         rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
         if CENTER:
@@ -172,38 +148,20 @@ def _row_norm_fwd_kernel(X, RES, W, B, Y, H, MEAN, RSTD, M, N, eps,
             if CENTER and ONE_PASS:
                 tl.store(MEAN + rows, mean.to(MEAN.dtype.element_ty), mask=row_ok)
             tl.store(RSTD + rows, rstd.to(RSTD.dtype.element_ty), mask=row_ok)
-        if X_NARROW:
-            # The float32 row rebuilt here rather than kept across the reductions.
-            x = _float32_anew(stored)
     # Whether x is centred already (the two-pass variance's), else the mean is still to subtract.
-    centred: tl.constexpr = CENTER and not (STATS_GIVEN or ONE_PASS or X_NARROW)
+    centred: tl.constexpr = CENTER and not (STATS_GIVEN or ONE_PASS)
     if not PARAMS_FIRST:
         if HAS_W:
-            w = _param(W, cols, col_ok, kept, PARAMS_NARROW)
+            w = _param(W, cols, col_ok, kept)
         if HAS_B:
-            b = _param(B, cols, col_ok, kept, PARAMS_NARROW)
-    if FOLD_SCALE:
-        # y = x * scale + shift, one FMA an element: scale = w * rstd, shift = b - mean * scale.
-        scale = rstd
-        if HAS_W:
-            scale = _param_float32(w, PARAMS_NARROW) * rstd
-        if CENTER and not centred:
-            shift = -mean * scale
-            if HAS_B:
-                shift = shift + _param_float32(b, PARAMS_NARROW)
-            y = x * scale + shift
-        elif HAS_B:
-            y = x * scale + _param_float32(b, PARAMS_NARROW)
-        else:
-            y = x * scale
-    else:
-        if CENTER and not centred:
-            x = x - mean
-        y = x * rstd
-        if HAS_W:
-            y = y * _param_float32(w, PARAMS_NARROW)
-        if HAS_B:
-            y = y + _param_float32(b, PARAMS_NARROW)
+            b = _param(B, cols, col_ok, kept)
+    if CENTER and not centred:
+        x = x - mean
+    y = x * rstd
+    if HAS_W:
+        y = y * w
+    if HAS_B:
+        y = y + b
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, cache_modifier=".cs" if STREAM else "")
 
 
@@ -343,8 +301,7 @@ def _forward_plan(center: bool, x_dtype: torch.dtype, res_dtype, w_dtype, b_dtyp
                         dtypes, (m, n), KNOBS.row_fwd_maxnreg, BLOCK_M=block_m, BLOCK_N=block_n, CENTER=center,
                         STATS_GIVEN=False, HAS_RES=has_res, HAS_W=has_w, HAS_B=has_b, SAVE_STATS=save,
                         PARAMS_FIRST=KNOBS.row_fwd_params_first, ONE_PASS=KNOBS.row_fwd_one_pass,
-                        STREAM=KNOBS.row_fwd_stream, PARAMS_NARROW=KNOBS.row_fwd_params_narrow,
-                        X_NARROW=KNOBS.row_fwd_x_narrow, FOLD_SCALE=KNOBS.row_fwd_fold_scale)
+                        STREAM=KNOBS.row_fwd_stream)
 
     def run(x, residual, weight, bias, eps):
         y = torch.empty_like(x)
@@ -415,7 +372,7 @@ def _wide_forward(x, m, n, weight, bias, eps, center, stats_dtype, stats_shape, 
             dummy, mean if center else rstd, rstd, *args_tail],
            warps(block_n), BLOCK_M=1, BLOCK_N=block_n, CENTER=center, STATS_GIVEN=True, HAS_RES=False,
            HAS_W=weight is not None, HAS_B=bias is not None, SAVE_STATS=False, PARAMS_FIRST=False, ONE_PASS=False,
-           STREAM=False, PARAMS_NARROW=False, X_NARROW=False, FOLD_SCALE=False)
+           STREAM=False)
     if stats_shape is None:
         return y, None, None, h
     mean = mean.to(stats_dtype).view(stats_shape) if center else None
