@@ -321,20 +321,20 @@ def test_int64_index_path(monkeypatch):
     assert_equal(res[10], to_reference(b).all(1))
 
 
-@pytest.mark.parametrize("dtype", FLOATS + [torch.int32])
-def test_argmax_argmin_ties_and_nan(dtype):
-    x = torch.randint(0, 3, (9, 37), device=DEVICE).to(dtype)
+def _ties_and_nans(columns: int, second_nan: int, dtype) -> torch.Tensor:
+    """9 rows of values 0-2 (ties everywhere); in float: two NaN in row 2 (columns 5 and ``second_nan``),
+    row 4 all -inf, column 7 all NaN."""
+    x = torch.randint(0, 3, (9, columns), device=DEVICE).to(dtype)
     if dtype.is_floating_point:
         x[2, 5] = float("nan")
-        x[2, 20] = float("nan")
+        x[2, second_nan] = float("nan")
         x[4, :] = float("-inf")
         x[:, 7] = float("nan")
-    ref = to_reference(x)
-    with served("argmax", "argmin", "max", "min"):
-        res = (x.argmax(1), x.argmin(1), x.argmax(0, keepdim=True), x.argmax(), x.max(1), x.min(0), x.max(),
-               x.min(), x.argmax(keepdim=True))
-    ref_res = (ref.argmax(1), ref.argmin(1), ref.argmax(0, keepdim=True), ref.argmax(), ref.max(1), ref.min(0),
-               ref.max(), ref.min(), ref.argmax(keepdim=True))
+    return x
+
+
+def _assert_equal_results(res, ref_res) -> None:
+    """Arg-reduction results (tensors, or (values, indices) pairs) equal to ATen's, NaN included."""
     for a, b in zip(res, ref_res):
         if isinstance(a, tuple):
             assert_equal(a[0], b[0], equal_nan=True)
@@ -342,6 +342,18 @@ def test_argmax_argmin_ties_and_nan(dtype):
         else:
             assert a.shape == b.shape
             assert_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + [torch.int32])
+def test_argmax_argmin_ties_and_nan(dtype):
+    x = _ties_and_nans(37, 20, dtype)
+    ref = to_reference(x)
+    with served("argmax", "argmin", "max", "min"):
+        res = (x.argmax(1), x.argmin(1), x.argmax(0, keepdim=True), x.argmax(), x.max(1), x.min(0), x.max(),
+               x.min(), x.argmax(keepdim=True))
+    ref_res = (ref.argmax(1), ref.argmin(1), ref.argmax(0, keepdim=True), ref.argmax(), ref.max(1), ref.min(0),
+               ref.max(), ref.min(), ref.argmax(keepdim=True))
+    _assert_equal_results(res, ref_res)
 
 
 @pytest.mark.parametrize("tile, in_thread", [(0, False), (1, False), (2, False), (1, True)])
@@ -357,25 +369,14 @@ def test_arg_tile_modes(monkeypatch, fresh_plans, tile, in_thread, dtype):
     monkeypatch.setattr(tiles, "ARG_TILE_COLS_IN_THREAD", in_thread)
     monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)
     monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 16)
-    x = torch.randint(0, 3, (9, 600), device=DEVICE).to(dtype)
-    if dtype.is_floating_point:
-        x[2, 5] = float("nan")
-        x[2, 520] = float("nan")
-        x[4, :] = float("-inf")
-        x[:, 7] = float("nan")
+    x = _ties_and_nans(600, 520, dtype)
     y = torch.randint(0, 3, (1500, 3), device=DEVICE).to(dtype)
     ref, ref_y = to_reference(x), to_reference(y)
     with served("argmax", "argmin", "max"):
         res = (x.argmax(1), x.argmin(1), x.argmax(0), x.t().argmin(0), x.argmax(), x.max(1), y.argmax(0), y.argmin(0))
     ref_res = (ref.argmax(1), ref.argmin(1), ref.argmax(0), ref.t().argmin(0), ref.argmax(), ref.max(1),
                ref_y.argmax(0), ref_y.argmin(0))
-    for a, b in zip(res, ref_res):
-        if isinstance(a, tuple):
-            assert_equal(a[0], b[0], equal_nan=True)
-            assert_equal(a[1], b[1])
-        else:
-            assert a.shape == b.shape
-            assert_equal(a, b)
+    _assert_equal_results(res, ref_res)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on -inf columns
