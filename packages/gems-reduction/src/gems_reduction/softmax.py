@@ -99,6 +99,21 @@ def _chunk(R, L, col_blocks, chunk, INT64: tl.constexpr, BLOCK_R: tl.constexpr, 
 
 
 @triton.jit
+def _parts_of_columns(lane, col_mask, parts, columns, PARTS: tl.constexpr):
+    """(offsets, mask) of every chunk's statistic of the program's columns, stored (parts, columns)."""
+    p = tl.arange(0, PARTS)
+    return p[:, None] * columns + lane[None, :], (p < parts)[:, None] & col_mask[None, :]
+
+
+@triton.jit
+def _step_back(base, col_mask, start, end, i, blocks, r, L, BLOCK_R: tl.constexpr):
+    """(offsets, mask) of step ``i`` of a chunk walked from its end (the rows pass 1 read last, still in L2,
+    first)."""
+    rows = start + (blocks - 1 - i) * BLOCK_R + r
+    return base[None, :] + rows[:, None] * L, (rows < end)[:, None] & col_mask[None, :]
+
+
+@triton.jit
 def _chunk_stats_kernel(
     x_ptr, m_ptr, s_ptr, R, L, col_blocks, chunk, columns,
     ACC: tl.constexpr, INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -122,11 +137,9 @@ def _chunk_apply_kernel(
     PARTS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Split softmax, pass 2: combine the chunks' statistics of the program's columns, then write its
-    chunk, walking back so that the rows pass 1 read last (still in L2) come first."""
+    chunk, walking back (``_step_back``)."""
     base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
-    p = tl.arange(0, PARTS)
-    stat = p[:, None] * columns + lane[None, :]
-    stat_mask = (p < parts)[:, None] & col_mask[None, :]
+    stat, stat_mask = _parts_of_columns(lane, col_mask, parts, columns, PARTS)
     m_parts = tl.load(m_ptr + stat, mask=stat_mask, other=float("-inf"))
     m = tl.max(m_parts, 0)
     s = tl.sum(tl.load(s_ptr + stat, mask=stat_mask, other=0) * tl.exp(m_parts - safe_shift(m)[None, :]), 0)
@@ -139,9 +152,7 @@ def _chunk_apply_kernel(
         m = safe_shift(m)
     blocks = tl.cdiv(end - start, BLOCK_R)
     for i in tl.range(0, blocks, num_stages=STAGES):
-        rows = start + (blocks - 1 - i) * BLOCK_R + r
-        offs = base[None, :] + rows[:, None] * L
-        mask = (rows < end)[:, None] & col_mask[None, :]
+        offs, mask = _step_back(base, col_mask, start, end, i, blocks, r, L, BLOCK_R)
         x = tl.load(x_ptr + offs, mask=mask, other=0).to(ACC)
         if LOG:
             y = x - m[None, :]
@@ -232,14 +243,11 @@ def _chunk_backward_kernel(
     """Split backward, pass 2: add up the chunks' sums of the program's columns, then write its chunk
     (walking back, as the forward does)."""
     base, lane, col_mask, part, start, end, r = _chunk(R, L, col_blocks, chunk, INT64, BLOCK_R, BLOCK_N)
-    p = tl.arange(0, PARTS)
-    stat_mask = (p < parts)[:, None] & col_mask[None, :]
-    total = tl.sum(tl.load(t_ptr + p[:, None] * columns + lane[None, :], mask=stat_mask, other=0), 0)
+    stat, stat_mask = _parts_of_columns(lane, col_mask, parts, columns, PARTS)
+    total = tl.sum(tl.load(t_ptr + stat, mask=stat_mask, other=0), 0)
     blocks = tl.cdiv(end - start, BLOCK_R)
     for i in tl.range(0, blocks, num_stages=STAGES):
-        rows = start + (blocks - 1 - i) * BLOCK_R + r
-        offs = base[None, :] + rows[:, None] * L
-        mask = (rows < end)[:, None] & col_mask[None, :]
+        offs, mask = _step_back(base, col_mask, start, end, i, blocks, r, L, BLOCK_R)
         g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
         y = tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
         gi = _backward_value(g, y, total, LOG, 0)
