@@ -75,6 +75,23 @@ def addr_args(shape, dtype):
     return randn(m, n, dtype=dtype), randn(m, dtype=dtype), randn(n, dtype=dtype)
 
 
+def mm_tf32(a, b):
+    """torch.mm with tf32 allowed, as `torch.backends.cuda.matmul.allow_tf32 = True` (or
+    `torch.set_float32_matmul_precision("high")`) makes every fp32 product of a model."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return torch.mm(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+def tf32_close(args, res, ref) -> str | None:
+    """tf32 rounds each operand to 10 mantissa bits: results agree to about 1e-3 of their norm."""
+    error = float((res.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30))
+    return None if error <= 5e-3 else f"relative error {error:.3g} above tf32's 5e-3"
+
+
 def mm_flops(args, out):
     a, b = args[-2], args[-1]
     batch = a.shape[0] if a.dim() == 3 else 1
@@ -103,6 +120,7 @@ DECODE = ((1, 4096, 4096), (16, 4096, 4096))
 CASES = [
     _mm_case("mm", torch.mm, mm_args, ["mm"], SQUARE + LLM, small=DECODE),
     _mm_case("mm_fp16_8192", torch.mm, mm_args, ["mm"], SQUARE[1:], dtypes=(FP16,)),
+    _mm_case("mm_tf32", mm_tf32, mm_args, ["mm"], SQUARE[:1], dtypes=(FP32,), check=tf32_close),
     _mm_case("mm_b_transposed", torch.mm, mm_transposed_args, ["mm"], ((4096, 4096, 4096), (16, 14336, 4096)),
              dtypes=(BF16,)),
     _mm_case("addmm", torch.addmm, addmm_args, ["addmm"], ((4096, 4096, 4096), (8192, 14336, 4096)),

@@ -250,10 +250,10 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
     first = matmul_config(batch, m, n, k, pclass, facts)
     found = [first]
 
-    def add(bm: int, bn: int, bk: int, warps: int, stages: int, split: int = 1) -> None:
+    def add(bm: int, bn: int, bk: int, warps: int, stages: int, split: int = 1, **options) -> None:
         bm, bn = min(bm, _pow2_clamp(m, 16, 256)), min(bn, _pow2_clamp(n, 16, 256))
         bk = min(bk, _pow2_clamp(k, 16, 256))
-        config = MatmulConfig(bm, bn, bk, 8, warps, stages, split if batch == 1 else 1)
+        config = MatmulConfig(bm, bn, bk, 8, warps, stages, split if batch == 1 else 1, **options)
         if config.smem_bytes(elem) <= smem and config not in found:
             found.append(config)
 
@@ -285,12 +285,28 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
         if full:
             for bm, bn, warps in ((128, 128, 8), (128, 128, 4), (64, 128, 4)):
                 add(bm, bn, 2 * bk, warps, 3)
+        if full and pclass == "f32":
+            # Full fp32 runs on the FMA units, where register tiles and shared-memory traffic decide: wider
+            # tiles, shorter K steps, and the pointer kernel (no shared-memory layout conversion).
+            for bm, bn, warps in ((128, 128, 8), (128, 256, 8), (256, 128, 8), (128, 256, 16), (128, 64, 4)):
+                for f32_bk in (16, 32):
+                    for stages in (3, 4):
+                        for pointer in (False, True):
+                            add(bm, bn, f32_bk, warps, stages, pointer_kernel=pointer)
     if full and facts.hopper:
         # The leading whole-K candidates again with the tile loop fused into the K loop's pipeline.
         for config in [c for c in found if c.split_k == 1 and not c.pointer_kernel][:4]:
             fused = dataclasses.replace(config, fuse_tiles=True, warp_specialize=False)
             if fused not in found:
                 found.append(fused)
+        if pclass == "f16" and min(m, n) > 64:
+            # Around the two leading fused candidates: the epilogue's options and the tile order's grouping.
+            for config in [c for c in found if c.fuse_tiles][:2]:
+                for variant in (dict(split_epilogue=True), dict(tma_store=True), dict(group_m=4), dict(group_m=16),
+                                dict(fuse_tiles=False, warp_specialize=True)):
+                    other = dataclasses.replace(config, **variant)
+                    if other not in found:
+                        found.append(other)
     return found
 
 
