@@ -139,8 +139,10 @@ def test_a_lazy_op_imports_its_module_at_the_first_call(tmp_path, monkeypatch):
     import torch
 
     (tmp_path / "lazy_kernels_for_test.py").write_text(
-        "import torch\n\n"
+        "import sys\nimport torch\n\n"
+        "callers = []\n\n"
         "def special_entr(x):\n"
+        "    callers.append(sys._getframe(1).f_code.co_name)\n"
         "    return torch.full_like(x, 7.0)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     module = types.ModuleType("lazy_family")
@@ -158,6 +160,11 @@ def test_a_lazy_op_imports_its_module_at_the_first_call(tmp_path, monkeypatch):
             assert "lazy_kernels_for_test" not in sys.modules
             assert torch.special.entr(x).tolist() == [7.0] * 4
             assert "lazy_kernels_for_test" in sys.modules
+            # The first call came through the import; from the second on, the dispatcher calls the
+            # imported function (within core's own wrappers, where a run needs them), not the lazy one.
+            assert torch.special.entr(x).tolist() == [7.0] * 4
+            callers = sys.modules["lazy_kernels_for_test"].callers
+            assert callers[1] != callers[0] and callers[1] != "__call__"
         assert torch.special.entr(x).tolist() != [7.0] * 4
         with flag_gems.use_gems(families=["lazy_family"]):  # served again, now without the indirection
             assert torch.special.entr(x).tolist() == [7.0] * 4

@@ -172,8 +172,10 @@ def _wrapped(entry: Entry, record: bool) -> Callable:
 
 def _wrap(entry: Entry, record: bool) -> Callable:
     fn = entry.fn
-    if isinstance(fn, lazy) and fn.loaded is not None:
-        fn = fn.loaded  # imported by an earlier call: served without the indirection
+    if isinstance(fn, lazy):
+        # Imported by an earlier call: served without the indirection; otherwise the first call imports
+        # it and puts the imported function in the dispatcher in place of this one.
+        fn = fn.loaded if fn.loaded is not None else _promoted_on_first_call(entry, fn)
     if device.device_count() > 1:
         fn = _on_tensor_device(fn)
     if record:
@@ -182,6 +184,28 @@ def _wrap(entry: Entry, record: bool) -> Callable:
         # Outermost: the interpreter's own calls go to ATen unrecorded, as if gems were not there.
         fn = _reentry_guarded(fn, aten_kernel(entry.name, entry.autograd))
     return fn
+
+
+def _promoted_on_first_call(entry: Entry, fn: lazy) -> Callable:
+    def first_call(*args, **kwargs):
+        loaded = fn.load()
+        _promote(entry)
+        return loaded(*args, **kwargs)
+
+    return first_call
+
+
+def _promote(entry: Entry) -> None:
+    """Register ``entry``'s wrapper again, now that its function is imported: later calls skip the lazy
+    indirection (one Python frame a call). The new kernel joins the entry's batch, so that resetting the
+    batch removes both."""
+    registration = _served.get(entry.name)
+    if registration is None or registration.entry is not entry:
+        return  # no longer served as this entry (use_gems() ended, another family took it)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
+        registration.batch.handle.impl(entry.name, _KEYS[entry.key], _wrapped(entry, registration.batch.record),
+                                       False)
 
 
 def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
