@@ -152,3 +152,79 @@ def test_cached_calls(log):
         ref = to_reference(x, upcast=True)
         assert_close(res[0], fn(ref, -1), x.dtype)
         assert_close(res[1], fn(ref, 0), x.dtype)
+
+
+# The persistent grid over long rows: its default budgets hold every row of the interpreter's small
+# tensors (the plain grid then), so tiny budgets make each program take several rows.
+
+
+@pytest.fixture
+def knobs(monkeypatch):
+    """Sets ``tiles`` knobs for one test; plans built under other values are dropped before and after."""
+    from gems_reduction import reduce, tiles
+
+    def apply(**values):
+        for name, value in values.items():
+            monkeypatch.setattr(tiles, name, value)
+        reduce.forget_plans()
+
+    reduce.forget_plans()
+    yield apply
+    reduce.forget_plans()
+
+
+def _persistent_grids() -> list:
+    """The grids of the ready persistent launches (forward calls and backward plans)."""
+    from gems_reduction import layout, softmax
+
+    found = []
+    for call in layout.calls.values():
+        launch = call.launch if isinstance(call, softmax._Call) else call
+        if isinstance(launch, layout.Launch) and launch.launcher.constexprs.get("PERSISTENT"):
+            found.append(launch.grid)
+    return found
+
+
+def _check_family(x, dim, dtype):
+    """softmax, log_softmax and _safe_softmax of ``x`` over ``dim``, then both backwards, served by gems and
+    against ATen in float64 (backwards: their formulas)."""
+    ref = to_reference(x, upcast=True)
+    with served("_softmax", "_log_softmax", "_safe_softmax"):
+        res = (torch.softmax(x, dim), torch.log_softmax(x, dim), torch.ops.aten._safe_softmax(x, dim))
+    ref_res = (torch.softmax(ref, dim), torch.log_softmax(ref, dim), torch.ops.aten._safe_softmax(ref, dim))
+    for a, b in zip(res, ref_res):
+        assert a.dtype == dtype and a.shape == b.shape
+        assert_close(a, b, dtype, equal_nan=True)
+    g = torch.randn_like(x)
+    y, lsm = torch.softmax(x.nan_to_num(neginf=-1e4), dim), torch.log_softmax(x.nan_to_num(neginf=-1e4), dim)
+    with served("_softmax_backward_data", "_log_softmax_backward_data"):
+        gy = torch.ops.aten._softmax_backward_data(g, y, dim, dtype)
+        gl = torch.ops.aten._log_softmax_backward_data(g, lsm, dim, dtype)
+    g64, y64, l64 = (to_reference(t, upcast=True) for t in (g, y, lsm))
+    n = x.shape[dim]
+    assert_close(gy, y64 * (g64 - (g64 * y64).sum(dim, keepdim=True)), dtype, reduce_dim=n)
+    assert_close(gl, g64 - l64.exp() * g64.sum(dim, keepdim=True), dtype, reduce_dim=n)
+
+
+@pytest.mark.parametrize("shape", [(5, 17000), (2, 3, 16500)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_long_rows_in_l2(knobs, shape, dtype):
+    # Rows longer than one pass, 5 or 6 of them: 2 persistent programs taking every other row; a row of
+    # -inf, one partly -inf.
+    x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
+    flat = x.view(-1, shape[-1])
+    flat[1] = float("-inf")
+    flat[2, : shape[-1] // 2] = float("-inf")
+    row_bytes = shape[-1] * x.element_size()
+    knobs(SOFTMAX_ROWS_IN_FLIGHT_BYTES=2 * row_bytes, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES=4 * row_bytes)
+    _check_family(x, -1, dtype)
+    assert _persistent_grids() == [(2,)] * 5, "the persistent path did not serve every call"
+
+
+def test_rows_budget():
+    from gems_reduction import softmax
+
+    assert softmax.rows_in_flight(512, 262144, 0) == 0
+    assert softmax.rows_in_flight(512, 262144, 32 * 2**20) == 128
+    assert softmax.rows_in_flight(512, 262144, 1) == 1
+    assert softmax.rows_in_flight(512, 262144, 2**30) == 0  # no fewer programs than rows: the plain grid

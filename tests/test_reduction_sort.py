@@ -221,3 +221,78 @@ def test_rows_up_to_the_longest_sorted_in_registers(monkeypatch, length):
     assert_equal(top.values, torch.topk(ref, 50, 1).values)
     assert_equal(kth.values, torch.kthvalue(ref, length // 2, 1).values)
     assert_equal(torch.gather(x, 1, kth.indices[:, None]).squeeze(1), kth.values)
+
+
+@pytest.fixture
+def two_stages(monkeypatch):
+    """topk of long rows on the two-stage kernels: on the interpreter the register sort's limit is lowered
+    and the chunks made small, so that short rows take them (several chunks, a merged second stage)."""
+    from gems_reduction import sort as sort_module
+
+    if DEVICE == "cuda":
+        monkeypatch.setattr(sort_module, "TOPK_CHUNK", 1024)
+        return 20000
+    monkeypatch.setattr(sort_module, "MAX_ROW", 256)
+    monkeypatch.setattr(sort_module, "TOPK_CHUNK", 128)
+    monkeypatch.setattr(sort_module, "TOPK_MERGE", 64)
+    return 1500
+
+
+def _check_topk(x, got, k, dim, largest):
+    """Values exactly ATen's; indices those of a stable sort (ATen's tie rule: earlier positions first)."""
+    ref = to_reference(x)
+    expected = torch.topk(ref, k, dim, largest=largest)
+    assert_equal(got.values, expected.values, equal_nan=True)
+    stable = torch.sort(ref, dim=dim, descending=largest, stable=True).indices.narrow(dim, 0, k)
+    assert_equal(got.indices, stable)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.int16, torch.int8, torch.uint8])
+def test_topk_long_rows_two_stages(two_stages, dtype):
+    # Few distinct values: ties within and across chunks; NaN, -inf, +inf and -0.0 among the floats.
+    x = _with_ties((2, two_stages), dtype) if dtype.is_floating_point else _spread((2, two_stages), dtype)
+    if dtype.is_floating_point:
+        x[1, -3] = float("inf")
+        x[1, 300:303] = float("nan")
+        x[0, 200:260] = -0.0
+        x[:, 400:460:3] = -torch.arange(20, device=DEVICE).to(dtype) / 2  # negatives, tied in pairs
+    with served("topk"):
+        big = torch.topk(x, 5, -1)
+        small = torch.topk(x, 5, 1, largest=False, sorted=True)
+    _check_topk(x, big, 5, 1, True)
+    _check_topk(x, small, 5, 1, False)
+
+
+@pytest.mark.parametrize("k", [1, 128])  # the smallest k, and the largest the two stages serve
+def test_topk_two_stages_k_bounds(two_stages, k):
+    x = torch.randn(1, two_stages, device=DEVICE, dtype=torch.bfloat16)
+    x[0, 500:540] = x[0, 10]
+    with served("topk"):
+        big = torch.topk(x, k, 1)
+        small = torch.topk(x, k, 1, largest=False)
+    _check_topk(x, big, k, 1, True)
+    _check_topk(x, small, k, 1, False)
+
+
+def test_topk_two_stages_out_and_other_dims(two_stages):
+    from flag_gems.testing import CallCounter
+
+    x = _spread((two_stages, 3), torch.float16)
+    values = torch.empty(0, device=DEVICE, dtype=x.dtype)
+    indices = torch.empty(0, dtype=torch.int64, device=DEVICE)
+    sized = (torch.empty(3, 4, device=DEVICE, dtype=x.dtype), torch.empty(3, 4, dtype=torch.int64, device=DEVICE))
+    with served("topk"):
+        columns = torch.topk(x, 4, 0)
+        torch.topk(x, 4, 0, largest=False, out=(values, indices))
+        torch.topk(x.t().contiguous(), 4, 1, out=sized)
+    _check_topk(x, columns, 4, 0, True)
+    _check_topk(x, torch.return_types.topk((values, indices)), 4, 0, False)
+    _check_topk(x.t(), torch.return_types.topk(sized), 4, 1, True)
+    # k past the bound, and 32-bit rows, go to ATen.
+    wide = x.float()
+    with CallCounter() as counter, flag_gems.use_gems(record=True):
+        many = torch.topk(x, 129, 0)
+        wide_top = torch.topk(wide, 4, 0)
+    assert not counter.ran_on_gems("topk")
+    assert_equal(many.values, torch.topk(x, 129, 0).values)
+    assert_equal(wide_top.values, columns.values.float())

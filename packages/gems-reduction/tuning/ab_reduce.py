@@ -2,6 +2,7 @@
 
     python packages/gems-reduction/tuning/ab_reduce.py              # on a CUDA machine: < 150 s
     python packages/gems-reduction/tuning/ab_reduce.py --cases dim0 --budget 60
+    python packages/gems-reduction/tuning/ab_reduce.py --cases softmax --budget 100
     python packages/gems-reduction/tuning/ab_reduce.py --all        # also whole-tensor, amin, nansum, nll_loss
     python packages/gems-reduction/tuning/ab_reduce.py --smoke      # tiny shapes, every case, runs on CPU too
 
@@ -37,6 +38,8 @@ from gems_reduction import nll_loss, reduce, tiles
 #: GB/s of a copy (read + write) on an H100: the ceiling where none is measured (``--smoke`` on a CPU).
 COPY_CEILING_GBPS = 2967.0
 ON_GPU = flag_gems.device == "cuda"
+
+MB = 2**20
 
 # Candidate settings: knob overrides, as "module.KNOB": value.
 SETTINGS = {
@@ -90,6 +93,18 @@ SETTINGS = {
     "bwd_strips": {"tiles.SOFTMAX_BACKWARD_SPLIT_PER_SM": 0},
     "sm_strips": {"tiles.SOFTMAX_SPLIT_PER_SM": 0},
     "sm_split=8,128B": {"tiles.SOFTMAX_SPLIT_PER_SM": 8, "tiles.SOFTMAX_SPLIT_COLS_BYTES": 128},
+    "sm_split=16": {"tiles.SOFTMAX_SPLIT_PER_SM": 16},
+    "rows=off": {"tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES": 0},
+    "rows=48MB": {"tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES": 48 * MB},
+    "rows_step=16K": {"tiles.SOFTMAX_ROWS_STEP_BYTES": 16384},
+    "bwd_rows=off": {"tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES": 0},
+    "bwd_rows=48MB": {"tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES": 48 * MB},
+    "bwd_rows=96MB": {"tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES": 96 * MB},
+    "bwd_rows_step=32K": {"tiles.SOFTMAX_BACKWARD_ROWS_STEP_BYTES": 32768},
+    # The persistent path on the smoke run's small rows, whose default budgets hold them all: budgets that
+    # give several rows a program (meaningless on a GPU).
+    "rows=96KB (smoke)": {"tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES": 98304},
+    "bwd_rows=192KB (smoke)": {"tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES": 196608},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -104,14 +119,23 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # Dim 0 also: the split's own programs per SM (cols_per_sm) and a grid that never passes its target
 # (floor). Arg-reductions: their tile sizes, the steps and the split, and one (value, position) per output
 # (arg_tile; over dim 0 also with each thread owning whole
-# columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N).
+# columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N;
+# 4 was the default before 8). Softmax over long last-dim rows: the persistent grid holding N bytes of rows
+# in flight (rows=N, bwd_rows=N; off: a program per row, as before), and its step bytes. The smoke run
+# has its own budgets (small rows).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
 DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols_per_sm=4", "split_ceil", "cols=256B,cols_per_sm=8,floor")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
 ARG = ("stages=4", "arg_step=8K,thread=32", "one_step", "per_sm=16", "arg_pairs", "arg_tile=2", "arg_tile,thread=64B")
 ARG_DIM0 = ("arg_pairs_cols", "in_thread_per_sm=8", "in_thread_per_sm=3", "arg_tile_cols,warps", "split_ceil")
-SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=8", "sm_split=8,128B", "sm_split=4,512B")
+SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=16")
 SOFTMAX_BWD_DIM0 = ("bwd_strips", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
+SOFTMAX_LAST = ("rows=off", "rows=48MB", "rows_step=16K")
+SOFTMAX_BWD_LAST = ("bwd_rows=off", "bwd_rows=48MB", "bwd_rows=96MB", "bwd_rows_step=32K")
+SMOKE_SOFTMAX = {SOFTMAX_DIM0: ("sm_strips", "sm_split=4"),
+                 SOFTMAX_BWD_DIM0: ("bwd_strips", "bwd_split=4"),
+                 SOFTMAX_LAST: ("rows=off", "rows=96KB (smoke)"),
+                 SOFTMAX_BWD_LAST: ("bwd_rows=off", "bwd_rows=192KB (smoke)")}
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -149,13 +173,7 @@ def _cases(smoke: bool, every_op: bool) -> list[Case]:
                   ("nansum_last", lambda x: x.nansum(-1), LAST_DIM, "close")]
     cases = [Case(op, BF16, shape, settings, fn, check) for shape in (square, wide)
              for op, fn, settings, check in plain]
-    # Softmax over dim 0: the smoke run's columns long enough for the split (on the GPU's tiles).
-    softmax = (("softmax_dim0", lambda x: torch.softmax(x, 0)), ("log_softmax_dim0", lambda x: torch.log_softmax(x, 0)))
-    cases += [Case(op, BF16, shape, SOFTMAX_DIM0, fn) for shape in (((4096, 64),) if smoke else (square,)) + (wide,)
-              for op, fn in softmax]
-    # Its backward (given the gradient and the output): the split of pass 1's sums.
-    cases.append(Case("softmax_bwd_dim0", BF16, (4096, 64) if smoke else square, SOFTMAX_BWD_DIM0,
-                      lambda g, y: torch.ops.aten._softmax_backward_data(g, y, 0, g.dtype), inputs=2))
+    cases += _softmax_cases(smoke, square, wide)
     # float32 controls: a default that helps bf16 must not hurt them.
     cases += [Case("sum_last", FP32, square, LAST_DIM, lambda x: x.sum(-1)),
               Case("sum_dim0", FP32, square, DIM0, lambda x: x.sum(0)),
@@ -166,6 +184,29 @@ def _cases(smoke: bool, every_op: bool) -> list[Case]:
                   Case("sum_all", BF16, wide, EVERYTHING, torch.sum),
                   Case("max_all", BF16, square, EVERYTHING, torch.max, "equal"),
                   Case("nll_loss", FP32, nll_shape, NLL, F.nll_loss)]
+    return cases
+
+
+def _softmax_cases(smoke: bool, square: tuple, wide: tuple) -> list[Case]:
+    """Softmax over dim 0 (the split) and over long last-dim rows (two loops), forward and backward; the
+    smoke run's columns and rows long enough for those paths (on the GPU's tiles), with its own budgets."""
+    def picked(settings: tuple) -> tuple:
+        return SMOKE_SOFTMAX[settings] if smoke else settings
+
+    columns, long_rows = ((4096, 64), (12, 20000)) if smoke else (square, wide)
+    softmax = (("softmax", lambda x: torch.softmax(x, 0), lambda x: torch.softmax(x, -1)),
+               ("log_softmax", lambda x: torch.log_softmax(x, 0), lambda x: torch.log_softmax(x, -1)))
+    cases = [Case(op + "_dim0", BF16, shape, picked(SOFTMAX_DIM0), dim0) for shape in (columns, wide)
+             for op, dim0, _ in softmax]
+    cases += [Case(op + "_last", BF16, long_rows, picked(SOFTMAX_LAST), last) for op, _, last in softmax]
+    # Rows that take one pass: the persistent knobs must leave them alone.
+    cases.append(Case("softmax_last", BF16, square, picked(SOFTMAX_LAST), softmax[0][2]))
+    cases.append(Case("softmax_dim0", FP32, columns, picked(SOFTMAX_DIM0), softmax[0][1]))
+    # The backward (given the gradient and the output): the split of pass 1's sums, and long rows.
+    for op, shape, settings, dim in (("softmax_bwd_dim0", columns, SOFTMAX_BWD_DIM0, 0),
+                                     ("softmax_bwd_last", long_rows, SOFTMAX_BWD_LAST, -1)):
+        cases.append(Case(op, BF16, shape, picked(settings),
+                          lambda g, y, d=dim: torch.ops.aten._softmax_backward_data(g, y, d, g.dtype), inputs=2))
     return cases
 
 
@@ -376,10 +417,9 @@ def _group(case: Case) -> str:
         return "float32 controls"
     if case.op.startswith("argmax"):
         return "bf16 argmax"
-    if "softmax_bwd" in case.op:
-        return "bf16 softmax backward dim 0"
     if "softmax" in case.op:
-        return "bf16 softmax dim 0"
+        where = "last dim" if case.op.endswith("_last") else "dim 0"
+        return f"bf16 softmax {'backward ' if '_bwd' in case.op else ''}{where}"
     if case.op.endswith("_last"):
         return "bf16 last dim"
     if case.op.endswith("_dim0"):
@@ -422,11 +462,12 @@ def _summary(rows: list[Row]) -> None:
         if setting != "default":
             print(f"  {setting:<44} {_geomean(values):5.3f}x over {len(values)} cases")
     print("\nwinner per group (right on every case of the group; to apply, set the knobs named):")
+    width = max(map(len, groups), default=0)
     for group, settings in groups.items():
         complete = {s: v for s, v in settings.items() if len(v) == group_size[group]}
         winner = max(complete, key=lambda s: _geomean(complete[s]))
         mean = _geomean(complete[winner])
-        print(f"  {group:<18} {winner:<44} {mean:5.3f}x over the default, {len(complete[winner])} cases: "
+        print(f"  {group:<{width}} {winner:<44} {mean:5.3f}x over the default, {len(complete[winner])} cases: "
               f"{_knobs(winner)}")
 
 

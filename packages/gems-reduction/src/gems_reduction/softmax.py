@@ -9,6 +9,12 @@ Over a non-last dim, columns too long for one pass may instead be split into chu
 programs (``tiles.SOFTMAX_SPLIT_PER_SM``): a program owning a few columns over R has too little to
 read at once for (8192, 8192). Pass 1 stores each (chunk, column)'s (max, sum of exp); pass 2 combines
 its columns' chunks and writes its chunk. The backward splits the same way (per-chunk sums).
+
+Long rows along the last dim take a persistent grid (``tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES``, the
+backward's ``tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES``): fewer programs, each taking every grid-th
+block of rows, so that the rows in flight stay within L2 and the walk back of the second loop re-reads
+them from it, not from DRAM (one program per block would hold every row at once: 128 MB for (512, 131072)
+bfloat16).
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ def _softmax_value(x, m, s, LOG: tl.constexpr, SAFE: tl.constexpr, AXIS: tl.cons
 
 
 @triton.jit
-def _softmax_fwd_kernel(
-    x_ptr, y_ptr, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+def _softmax_fwd_lanes(
+    x_ptr, y_ptr, pid, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
     LOG: tl.constexpr, SAFE: tl.constexpr, AXIS: tl.constexpr, ONE_PASS: tl.constexpr, ACC: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    lane_off, lane_mask = lanes(tl.program_id(0), L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
+    """The forward of the lanes of program ``pid`` (``STAGES`` None: loops not pipelined)."""
+    lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
     r = tl.arange(0, BLOCK_R)
     if INT64:
         r = r.to(tl.int64)
@@ -57,19 +64,37 @@ def _softmax_fwd_kernel(
     else:
         m = tl.full([BLOCK_L], float("-inf"), ACC)
         s = tl.zeros([BLOCK_L], ACC)
-        for r0 in range(0, R, BLOCK_R):
+        for r0 in tl.range(0, R, BLOCK_R, num_stages=STAGES):
             offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
             mask = tile_mask(lane_mask, r0 + r < R, AXIS)
             x = tl.where(mask, tl.load(x_ptr + offs, mask=mask, other=0).to(ACC), float("-inf"))
             m, s = online_update(m, s, x, AXIS)
         blocks = tl.cdiv(R, BLOCK_R)
-        for i in range(0, blocks):
+        for i in tl.range(0, blocks, num_stages=STAGES):
             r0 = (blocks - 1 - i) * BLOCK_R
             offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
             mask = tile_mask(lane_mask, r0 + r < R, AXIS)
             x = tl.load(x_ptr + offs, mask=mask, other=0).to(ACC)
             y = _softmax_value(x, m, s, LOG, SAFE, AXIS)
             tl.store(y_ptr + offs, convert(y, y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softmax_fwd_kernel(
+    x_ptr, y_ptr, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+    LOG: tl.constexpr, SAFE: tl.constexpr, AXIS: tl.constexpr, ONE_PASS: tl.constexpr, ACC: tl.constexpr,
+    INT64: tl.constexpr, PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    """One program per lane block, or (``PERSISTENT``) fewer programs, each taking every grid-th block:
+    the rows in flight, whose pass 2 re-reads them, then fit in L2."""
+    if PERSISTENT:
+        for pid in range(tl.program_id(0), lane_blocks, tl.num_programs(0)):
+            _softmax_fwd_lanes(x_ptr, y_ptr, pid, R, L, lane_blocks, lane_stride, r_stride, outer_stride, LOG,
+                               SAFE, AXIS, ONE_PASS, ACC, INT64, STAGES, BLOCK_L, BLOCK_R)
+    else:
+        _softmax_fwd_lanes(x_ptr, y_ptr, tl.program_id(0), R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+                           LOG, SAFE, AXIS, ONE_PASS, ACC, INT64, STAGES, BLOCK_L, BLOCK_R)
 
 
 @triton.jit
@@ -171,13 +196,14 @@ def _backward_value(g, y, total, LOG: tl.constexpr, AXIS: tl.constexpr):
 
 
 @triton.jit
-def _softmax_bwd_kernel(
-    g_ptr, y_ptr, gi_ptr, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+def _softmax_bwd_lanes(
+    g_ptr, y_ptr, gi_ptr, pid, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
     LOG: tl.constexpr, AXIS: tl.constexpr, ONE_PASS: tl.constexpr, ACC: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
+    INT64: tl.constexpr, STAGES: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    """softmax: gi = y * (g - sum(g * y)); log_softmax: gi = g - exp(y) * sum(g)."""
-    lane_off, lane_mask = lanes(tl.program_id(0), L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
+    """softmax: gi = y * (g - sum(g * y)); log_softmax: gi = g - exp(y) * sum(g), over the lanes of
+    program ``pid``."""
+    lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
     r = tl.arange(0, BLOCK_R)
     if INT64:
         r = r.to(tl.int64)
@@ -194,7 +220,7 @@ def _softmax_bwd_kernel(
         tl.store(gi_ptr + offs, convert(gi, gi_ptr.dtype.element_ty), mask=mask)
     else:
         acc = tile(tl.zeros([BLOCK_L], ACC), tl.zeros([BLOCK_R], ACC), AXIS)
-        for r0 in range(0, R, BLOCK_R):
+        for r0 in tl.range(0, R, BLOCK_R, num_stages=STAGES):
             offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
             mask = tile_mask(lane_mask, r0 + r < R, AXIS)
             g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
@@ -204,7 +230,7 @@ def _softmax_bwd_kernel(
                 acc += g * tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
         total = tl.sum(acc, AXIS)
         blocks = tl.cdiv(R, BLOCK_R)
-        for i in range(0, blocks):
+        for i in tl.range(0, blocks, num_stages=STAGES):
             r0 = (blocks - 1 - i) * BLOCK_R
             offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
             mask = tile_mask(lane_mask, r0 + r < R, AXIS)
@@ -212,6 +238,23 @@ def _softmax_bwd_kernel(
             y = tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
             gi = _backward_value(g, y, total, LOG, AXIS)
             tl.store(gi_ptr + offs, convert(gi, gi_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softmax_bwd_kernel(
+    g_ptr, y_ptr, gi_ptr, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+    LOG: tl.constexpr, AXIS: tl.constexpr, ONE_PASS: tl.constexpr, ACC: tl.constexpr,
+    INT64: tl.constexpr, PERSISTENT: tl.constexpr, STAGES: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    """The backward's programs, as the forward's (``PERSISTENT``: fewer programs looping over blocks)."""
+    if PERSISTENT:
+        for pid in range(tl.program_id(0), lane_blocks, tl.num_programs(0)):
+            _softmax_bwd_lanes(g_ptr, y_ptr, gi_ptr, pid, R, L, lane_blocks, lane_stride, r_stride, outer_stride,
+                               LOG, AXIS, ONE_PASS, ACC, INT64, STAGES, BLOCK_L, BLOCK_R)
+    else:
+        _softmax_bwd_lanes(g_ptr, y_ptr, gi_ptr, tl.program_id(0), R, L, lane_blocks, lane_stride, r_stride,
+                           outer_stride, LOG, AXIS, ONE_PASS, ACC, INT64, STAGES, BLOCK_L, BLOCK_R)
 
 
 @triton.jit
@@ -355,6 +398,42 @@ def _split_plan(shape, dim: int, itemsize: int, acc, split: tuple[int, int], ker
     return _SplitLaunch(stats_launch, apply, inputs, (stats, parts, outer * inner), acc)
 
 
+def rows_in_flight(rows_count: int, row_bytes: int, budget: int) -> int:
+    """Programs of the persistent path over long rows: as many as ``budget`` bytes of rows hold (at least
+    one); 0 where it is off (``budget`` 0) or no fewer than the rows."""
+    if not budget:
+        return 0
+    programs = max(1, budget // row_bytes)
+    return programs if programs < rows_count else 0
+
+
+def _persistent_plan(kernel, shape, dim: int, itemsize: int, inputs: int, budget: int, step: int,
+                     **constexprs) -> lay.Launch | None:
+    """The launch of ``kernel`` over rows too long for one pass (along the last dim) by a persistent grid,
+    each program taking every grid-th block of rows, so that the rows in flight (``inputs`` tensors read)
+    fit ``budget`` bytes (``tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES`` or the backward's), loading ``step`` bytes
+    of a row per loop step on the GPU; None where it does not apply."""
+    outer, length, inner = rows.geometry(shape, dim)
+    if not budget or inner > 1:
+        return None
+    block_l, block_r, extra, warps = softmax_tiles(outer, length, outer, False, itemsize)
+    if extra["ONE_PASS"]:
+        return None
+    if not device.interpreter:
+        # With few programs per SM, each may need more bytes in flight per step than the other path's 16 KB.
+        block_r = triton.next_power_of_2(max(1, step // itemsize))
+        warps = max(4, min(16, block_l * block_r // 512))
+    lane_blocks = triton.cdiv(outer, block_l)
+    programs = rows_in_flight(lane_blocks, block_l * length * itemsize * inputs, budget)
+    if not programs:
+        return None
+    int64 = lay.force_int64 or outer * length > lay.INT32_MAX
+    launcher = shared_launcher(kernel, dict(constexprs, **extra, AXIS=1, INT64=int64, PERSISTENT=True,
+                                            STAGES=tiles.STAGES, BLOCK_L=block_l, BLOCK_R=block_r),
+                               num_warps=warps)
+    return lay.Launch(launcher, (programs,), [length, outer, lane_blocks, length, 1, length])
+
+
 class _Call:
     """A ready softmax-like call: the launch (None for an empty tensor), the result dtype, and whether
     the input needs a contiguous copy first."""
@@ -392,9 +471,13 @@ def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
                              (tiles.SOFTMAX_SPLIT_PER_SM, tiles.SOFTMAX_SPLIT_COLS_BYTES),
                              (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, LOG=log, SAFE=safe)
     if x.numel() and launch is None:
+        launch = _persistent_plan(_softmax_fwd_kernel, x.shape, d, x.element_size(), 1,
+                                  tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES, tiles.SOFTMAX_ROWS_STEP_BYTES, LOG=log,
+                                  SAFE=safe, ACC=tl_dtype(acc))
+    if x.numel() and launch is None:
         key = (_softmax_fwd_kernel, tuple(x.shape), d, x.dtype, out_dtype, log, safe, lay.force_int64)
         launch = rows.plan(_softmax_fwd_kernel, key, x.shape, d, x.element_size(), softmax_tiles, LOG=log,
-                           SAFE=safe, ACC=tl_dtype(acc))
+                           SAFE=safe, ACC=tl_dtype(acc), PERSISTENT=False, STAGES=None)
     return _Call(launch, out_dtype, not x.is_contiguous())
 
 
@@ -442,6 +525,19 @@ def _backward_split(grad, d: int, input_dtype, acc, log: bool) -> _SplitLaunch |
     return found or None
 
 
+def _backward_rows(grad, d: int, input_dtype, acc, log: bool) -> lay.Launch | None:
+    """The persistent backward over long rows of this signature
+    (``tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES``), or None."""
+    key = (_backward_rows, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
+    found = lay.calls.get(key)
+    if found is None:
+        found = _persistent_plan(_softmax_bwd_kernel, grad.shape, d, grad.element_size(), 2,
+                                 tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES, tiles.SOFTMAX_BACKWARD_ROWS_STEP_BYTES,
+                                 LOG=log, ACC=tl_dtype(acc))
+        lay.remember(key, found or False)
+    return found or None
+
+
 def _backward(grad, output, dim, input_dtype, grad_input, log):
     dims = lay.wrap_dims(dim, output.dim())
     widened = grad.dtype == torch.float32 and input_dtype == torch.float16
@@ -454,13 +550,13 @@ def _backward(grad, output, dim, input_dtype, grad_input, log):
     if grad.numel():
         d = dims[0] if dims else 0
         acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-        split = _backward_split(grad, d, input_dtype, acc, log)
-        if split is not None:
-            split([grad, output, result], grad.data_ptr() | output.data_ptr() | result.data_ptr())
+        ready = _backward_split(grad, d, input_dtype, acc, log) or _backward_rows(grad, d, input_dtype, acc, log)
+        if ready is not None:
+            ready([grad, output, result], grad.data_ptr() | output.data_ptr() | result.data_ptr())
         else:
             key = (_softmax_bwd_kernel, grad.shape, d, grad.dtype, input_dtype, log, lay.force_int64)
             rows.launch(_softmax_bwd_kernel, key, (grad, output, result), grad.shape, d, softmax_tiles, LOG=log,
-                        ACC=tl_dtype(acc))
+                        ACC=tl_dtype(acc), PERSISTENT=False, STAGES=None)
     return lay.deliver(result, grad_input)
 
 

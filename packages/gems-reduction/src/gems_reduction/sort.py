@@ -3,7 +3,10 @@
 Rows of up to ``MAX_ROW`` elements are sorted in registers by ``tl.sort``: each element becomes one
 int64 key, (order-preserving value bits << 32) | position, so that one sort orders by value and
 breaks ties by position (a stable sort; NaN after +inf, -0.0 equal to 0.0, as ATen). Values are then
-read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen.
+read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen, but
+for topk of a small k over 16-bit dtypes (an LLM's logits): each program keeps the best k of a chunk of a
+row by int32 keys, (value bits << 16) | position in the chunk, widened to the int64 keys above, and one
+program a row then picks the best k of those (the same keys, so the same order and ties).
 
 On the GPU rows stop at ``GPU_MAX_ROW``, for speed: longer rows sort right there (a (4096, 4096) float32
 kthvalue once came back wrong; ``tuning/ab_sort_probe.py`` later found one ``tl.sort`` a row right for
@@ -35,6 +38,17 @@ MAX_ROW = 4096
 GPU_MAX_ROW = 1024
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
+#: topk of 16-bit rows longer than the register sort takes: 0 hands them to ATen; else the elements a program
+#: of the first stage keeps its best k of (a power of two), the second stage picking from those. On an H100
+#: (tuning/ab_topk.py), k=50 of bf16 (64, 128256) took 130.9 us with 2048 (ATen 126.2, 165.2 handed back),
+#: (1, 128256) 62.7 (ATen 57.6, handed back 161.4), k=40 of (256, 32000) 119.0 (ATen 133.6); 4096 was 5-10%
+#: slower on two of them. Keys of 32-bit dtypes are int64, twice the registers: float32 (64, 128256) took
+#: 238-325 us against ATen's 193, so 32-bit rows stay with ATen.
+TOPK_CHUNK = 2048
+#: The largest k the two stages serve: each program holds its best k rounded up to a power of two.
+TOPK_MAX_K = 128
+#: Candidate keys the second stage selects from at once (a power of two); more are merged tile by tile.
+TOPK_MERGE = 4096
 _SORTABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.uint8, torch.int8, torch.int16,
                        torch.int32, torch.bool})
 
@@ -153,6 +167,73 @@ def _sort_kernel(
                         r, R, K, r_stride, WHAT, WHICH, BLOCK_L, BLOCK_R)
 
 
+@triton.jit
+def _smallest(keys, KP: tl.constexpr):
+    """The KP smallest of a 1-D block of keys, ascending."""
+    # tl.topk keeps the largest: on the complements (~key == -key - 1) that is the smallest keys.
+    return ~tl.topk(~keys, KP, 0)
+
+
+@triton.jit
+def _row_start(lane, R, inner):
+    """Offset of element 0 of row ``lane`` in a contiguous (outer, R, inner) tensor (rows along R)."""
+    lane = lane.to(tl.int64)
+    return (lane // inner) * R * inner + lane % inner
+
+
+@triton.jit
+def _narrow_keys(x, local, valid, DESCENDING: tl.constexpr):
+    """int32 keys of a 16-bit dtype: order-preserving value bits << 16 | position in the chunk (as ``_keys``,
+    the value bits kept within 16 bits)."""
+    if x.dtype.is_floating():
+        xf = x.to(tl.float32)
+        bits = x.to(tl.int16, bitcast=True).to(tl.int32)
+        bits = tl.where(xf == 0, 0, bits)
+        bits = bits ^ ((bits >> 31) & 0x7FFF)
+        bits = tl.where(xf != xf, 0x7FFF, bits)
+    else:
+        bits = x.to(tl.int32)
+    if DESCENDING:
+        bits = ~bits
+    return tl.where(valid, (bits << 16) | local, 0x7FFFFFFF)
+
+
+@triton.jit
+def _topk_chunks_kernel(x_ptr, keys_ptr, R, chunks, inner, DESCENDING: tl.constexpr, CHUNK: tl.constexpr,
+                        KP: tl.constexpr):
+    """Stage 1 of a long row's topk (16-bit dtypes): the best KP keys of each CHUNK of the row, ascending."""
+    pid = tl.program_id(0)
+    start = (pid % chunks) * CHUNK
+    local = tl.arange(0, CHUNK)
+    r = start + local
+    x = tl.load(x_ptr + _row_start(pid // chunks, R, inner) + r.to(tl.int64) * inner, mask=r < R, other=0)
+    best = _smallest(_narrow_keys(x, local, r < R, DESCENDING), KP)
+    # Widened to the int64 keys of ``_keys`` for the 16-bit values: the same order.
+    best = ((best >> 16).to(tl.int64) << 32) | (start + (best & 0xFFFF)).to(tl.int64)
+    # Program pid = row * chunks + chunk: its KP keys follow those of the chunk before.
+    tl.store(keys_ptr + pid.to(tl.int64) * KP + tl.arange(0, KP), best)
+
+
+@triton.jit
+def _topk_rows_kernel(x_ptr, keys_ptr, values_ptr, indices_ptr, R, K, candidates, inner, TILE: tl.constexpr,
+                      KP: tl.constexpr):
+    """Stage 2: the best K of a row's candidate keys, in order; values read back at their positions."""
+    lane = tl.program_id(0)
+    row_keys = keys_ptr + lane.to(tl.int64) * candidates
+    t = tl.arange(0, TILE)
+    best = _smallest(tl.load(row_keys + t, mask=t < candidates, other=0x7FFFFFFFFFFFFFFF), KP)
+    for start in range(TILE, candidates, TILE):
+        tile = tl.load(row_keys + start + t, mask=start + t < candidates, other=0x7FFFFFFFFFFFFFFF)
+        best = _smallest(tl.reshape(tl.join(best, _smallest(tile, KP)), [2 * KP]), KP)
+    j = tl.arange(0, KP)
+    keep = j < K
+    position = best & 0xFFFFFFFF
+    values = tl.load(x_ptr + _row_start(lane, R, inner) + position * inner, mask=keep, other=0)
+    out = _row_start(lane, K, inner) + j * inner
+    tl.store(values_ptr + out, values, mask=keep)
+    tl.store(indices_ptr + out, position, mask=keep)
+
+
 def sort_tiles(lane_count: int, length: int) -> tuple[int, int, int]:
     """(BLOCK_L rows, BLOCK_R, num_warps): a whole row per tile, short rows packed up to 4K keys."""
     block_r = triton.next_power_of_2(max(length, 1))
@@ -225,11 +306,60 @@ def sort_stable(x, *, stable=None, dim=-1, descending=False, values=None, indice
     return sort(x, dim, descending, values=values, indices=indices)
 
 
+def _two_stage_plan(shape, d: int, dtype: torch.dtype, k: int, descending: bool) -> tuple:
+    """(stage 1 launcher, its grid, stage 2 launcher, its grid, workspace columns, stage 2 ints)."""
+    outer, length, inner = rows.geometry(shape, d)
+    kp = max(2, triton.next_power_of_2(k))  # tl.topk of one key reduces its block to a scalar and fails
+    chunk = max(TOPK_CHUNK, kp)
+    chunks = triton.cdiv(length, chunk)
+    candidates = chunks * kp
+    tile = max(kp, min(TOPK_MERGE, triton.next_power_of_2(candidates)))
+    # Warps as the register sort's: 256 keys a warp.
+    first = Launcher(_topk_chunks_kernel, dict(DESCENDING=descending, CHUNK=chunk, KP=kp),
+                     num_warps=max(4, min(16, chunk // 256)))
+    second = Launcher(_topk_rows_kernel, dict(TILE=tile, KP=kp), num_warps=max(4, min(16, tile // 256)))
+    lane_count = outer * inner
+    return (first, (lane_count * chunks,), [length, chunks, inner], second, (lane_count,), candidates,
+            [length, k, candidates, inner])
+
+
+def _two_stage_topk(x, d: int, k: int, largest: bool, values, indices):
+    """topk of long rows: each chunk's best k, then each row's best k of those."""
+    if (values is None) != (indices is None) or (
+            values is not None and (values.dtype != x.dtype or indices.dtype != torch.int64)):
+        return NotImplemented
+    source = x.contiguous()
+    key = ("two-stage", source.shape, d, x.dtype, k, largest, TOPK_CHUNK, TOPK_MERGE)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        plan = _plans[key] = _two_stage_plan(source.shape, d, x.dtype, k, largest)
+    first, first_grid, first_ints, second, second_grid, candidates, second_ints = plan
+    out_shape = list(source.shape)
+    out_shape[d] = k
+    vals = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    idx = torch.empty(out_shape, dtype=torch.int64, device=x.device)
+    workspace = torch.empty((second_grid[0], candidates), dtype=torch.int64, device=x.device)
+    lay.launch(first, first_grid, [source, workspace, *first_ints])
+    lay.launch(second, second_grid, [source, workspace, vals, idx, *second_ints])
+    return lay.deliver(vals, values), lay.deliver(idx, indices)
+
+
+def _takes_two_stages(x, length: int, k: int) -> bool:
+    """Whether topk of rows of ``length`` goes to the two-stage kernels: 16-bit dtypes, rows too long for one
+    sort, chunk positions within the keys' 16 bits, row positions and the last chunk's padding within int32."""
+    return (TOPK_CHUNK > 0 and 1 <= k <= TOPK_MAX_K and x.dtype in _SORTABLE and x.element_size() <= 2
+            and TOPK_CHUNK <= 2**16 and length <= 2**30 and length > (MAX_ROW if device.interpreter else GPU_MAX_ROW))
+
+
 def topk(x, k, dim=-1, largest=True, sorted=True, *, values=None, indices=None):
     """topk / topk.values: the ``k`` largest (smallest) in order; ties keep the earlier position."""
     dims = lay.wrap_dims(dim, x.dim())
     if dims is None or not 0 <= k <= (x.shape[dims[0]] if x.dim() else 1):
         return NotImplemented
+    if x.dim() and _takes_two_stages(x, x.shape[dims[0]], k):
+        return _two_stage_topk(x, dims[0], k, largest, values, indices)
     return _select(x, dim, HEAD, descending=largest, k=k, values=values, indices=indices)
 
 

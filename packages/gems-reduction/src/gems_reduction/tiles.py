@@ -105,8 +105,9 @@ SPLIT_FLOOR = True
 #: 512 programs reading 32 bytes a row, twice.
 #: On an H100, bfloat16 softmax over dim 0 of (8192, 8192): 210.8 us with the strips, 202.3 with 4 programs an
 #: SM and 256-byte segments, 186.1 with 4 and 128-byte ones (log_softmax 217.0 -> 183.8); (512, 131072)
-#: takes one pass either way (117 us).
-SOFTMAX_SPLIT_PER_SM = 4
+#: takes one pass either way (117 us). 8 programs an SM: 186.3 -> 175.7 us (log_softmax 183.6 -> 173.2);
+#: float32 unchanged (305 vs 298 us, noise).
+SOFTMAX_SPLIT_PER_SM = 8
 #: Bytes of the row segment each program of that split owns (128: one 128-byte line per row).
 SOFTMAX_SPLIT_COLS_BYTES = 128
 #: The same split for the softmax backward over a non-last dim (pass 1: per-chunk sums of g * y, or g
@@ -116,13 +117,31 @@ SOFTMAX_BACKWARD_SPLIT_PER_SM = 2
 #: Bytes of the row segment each program of the backward's split owns (measured with 256).
 SOFTMAX_BACKWARD_SPLIT_COLS_BYTES = 256
 
+#: Softmax over rows too long for one pass (the last dim): 0 gives every block of rows its program;
+#: with (512, 131072) bfloat16 all 512 programs are resident at once (4 an SM), 128 MB of rows in
+#: flight, so the second loop (which walks each row back to meet it in L2) mostly re-reads DRAM. N > 0
+#: launches a persistent grid of programs holding about N bytes of rows in all (at least one program),
+#: each taking every grid-th row. On an H100, (512, 131072) bfloat16 with 32 KB steps: 142.6 -> 138.2 us
+#: (log_softmax 141.0 -> 129.9); 16 and 24 MB lost (0.72x, 0.83x); (8192, 8192) takes one pass (94.6 us).
+SOFTMAX_ROWS_IN_FLIGHT_BYTES = 32 * 2**20
+#: Bytes of a row each loop step of that persistent path loads (the other path's 16 KB otherwise): a
+#: program alone on its SM needs more in flight (its loops are pipelined, ``STAGES``; unpipelined lost).
+SOFTMAX_ROWS_STEP_BYTES = 32768
+#: The persistent path for the backward over long rows (its bytes count g and y). On an H100,
+#: (512, 131072) bfloat16: 221.5 -> 207.3 us with 64 MB (48 MB 213.7, 32 MB 219.2).
+SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES = 64 * 2**20
+#: Its step bytes (of each of g and y): measured with 16 KB; 32 KB makes its kernels spill registers.
+SOFTMAX_BACKWARD_ROWS_STEP_BYTES = 16384
+
 
 def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
             ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, ARG_TILE_COLS_IN_THREAD, STAGES, HALF_STEPS, PROGRAMS_PER_SM,
             COLS_PROGRAMS_PER_SM, IN_THREAD_PROGRAMS_PER_SM, SPLIT_FLOOR, SOFTMAX_SPLIT_PER_SM,
-            SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES)
+            SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES,
+            SOFTMAX_ROWS_IN_FLIGHT_BYTES, SOFTMAX_ROWS_STEP_BYTES, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES,
+            SOFTMAX_BACKWARD_ROWS_STEP_BYTES)
 
 
 def thread_elements(itemsize: int, arg: bool) -> int:
