@@ -351,6 +351,38 @@ def test_pow_tensors_ulps(dtype, fast_formulas):
     _check_ulps("pow", res, x, torch.pow(x.cpu().double(), y.cpu().double()), dtype)
 
 
+# Exponents whose powers of bfloat16's subnormal bases are normal numbers, 0 or inf (subnormal powers, as
+# x ** 1, come from ex2.approx.ftz, which flushes them).
+SUBNORMAL_BASE_EXPONENTS = [0.5, 0.25, 0.75, 0.1, 0.9, 0.3, -0.25, -0.5, -0.75, -1.0, 2.0, 3.0, 1.5, 2.5, 9.0, -3.0,
+                            0.0, INF, -INF, NAN]
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="the interpreter misreads bfloat16 subnormals")
+def test_pow_of_bfloat16_subnormal_bases(fast_formulas):
+    """bfloat16 bases below 2**-126 keep their log2 (lg2.approx.ftz would flush them to zero, (1e-39) ** 0.5
+    giving 0): Tensor ** Tensor, Tensor ** scalar and a negative scalar base as ATen's, one bit pattern apart
+    at most (an ulp, or at the ends of the range the largest finite number against inf), NaN exactly."""
+    tiny = torch.arange(1, 128, dtype=torch.int16, device=DEVICE).view(BF16)  # every positive subnormal
+    bases = torch.cat([tiny, -tiny, torch.tensor([2**-126, 2**-125], dtype=BF16, device=DEVICE)])
+    exponents = torch.tensor(SUBNORMAL_BASE_EXPONENTS, dtype=BF16, device=DEVICE)
+    x = bases.repeat_interleave(len(exponents))
+    y = exponents.repeat(len(bases))
+    cases = {"Tensor ** Tensor": (lambda: torch.pow(x, y), torch.pow(x, y))}
+    for e in SUBNORMAL_BASE_EXPONENTS:
+        cases[f"Tensor ** {e}"] = (lambda e=e: torch.pow(bases, e), torch.pow(bases, e))
+    cases["-1e-38 ** Tensor"] = (lambda: torch.pow(-1e-38, exponents), torch.pow(-1e-38, exponents))
+    for name, (call, aten) in cases.items():
+        with served("pow"):
+            res = call()
+        assert res.dtype == BF16, name
+        res, aten = res.cpu(), aten.cpu()
+        assert torch.equal(res.isnan(), aten.isnan()), name
+        # one bit pattern apart is one ulp, or an end of the range; a sign change is many patterns apart
+        steps = (res.view(torch.int16).int() - aten.view(torch.int16).int()).abs()
+        bad = ~aten.isnan() & (steps > 1)
+        assert not bad.any(), f"{name}: {res[bad][:4].tolist()} where ATen gives {aten[bad][:4].tolist()}"
+
+
 def test_fast_formulas_in_float32():
     """The float32 results of the softplus and erfc half-type kernels, before their rounding to the half
     type, stay within 3e-6 of the exact value on a float32 sample (1e-5 past 4, where float16's results
@@ -372,21 +404,26 @@ def test_fast_formulas_in_float32():
         assert fine.all(), f"{name}: {int((~fine).sum())} results off, e.g. at {values[~fine][0].item()!r}"
 
 
-# -- digamma and lgamma: the half-type formulas of KNOBS.half_fast_digamma and half_fast_lgamma (bfloat16
-# results only), with the knobs on and off. ATen's float32 digamma cancels near its zeros (x = 1.4616, one
-# in each interval of the negative axis), where even its result misses float16's 0.6 ulp (1.5 ulp at
-# -16.73): there results may be as far off as ATen's float32 result before rounding, plus 0.1 ulp.
-GAMMA_KNOBS = ("half_fast_digamma", "half_fast_lgamma")
+# -- digamma and lgamma: the half-type formulas of KNOBS.half_fast_digamma, half_fast_lgamma and
+# half_short_lgamma (bfloat16 results only), with the knobs on and off. ATen's float32 digamma cancels near
+# its zeros (x = 1.4616, one in each interval of the negative axis), where even its result misses float16's
+# 0.6 ulp (1.5 ulp at -16.73): there results may be as far off as ATen's float32 result before rounding,
+# plus 0.1 ulp.
+GAMMA_KNOBS = ("half_fast_digamma", "half_fast_lgamma", "half_short_lgamma")
 
 
-@pytest.fixture(params=[False, True], ids=["float32_gamma", "fast_gamma"])
+@pytest.fixture(params=["float32_gamma", "fast_gamma", "long_fit_gamma"])
 def fast_gamma(request, monkeypatch):
-    """Both settings of the half-type formula knobs of digamma and lgamma."""
+    """The half-type formula knobs of digamma and lgamma all off, all on, and on but half_short_lgamma (the
+    bfloat16 lgamma kernel before it)."""
     from gems_pointwise.knobs import KNOBS
 
+    fast = request.param != "float32_gamma"
     for knob in GAMMA_KNOBS:
-        monkeypatch.setattr(KNOBS, knob, request.param)
-    return request.param
+        monkeypatch.setattr(KNOBS, knob, fast)
+    if request.param == "long_fit_gamma":
+        monkeypatch.setattr(KNOBS, "half_short_lgamma", False)
+    return fast
 
 
 def _check_near_float32(name, res, x, exact, float32_result, dtype):
@@ -465,3 +502,124 @@ def test_exact_floor_div_identical(dtype):
         ref = torch.div(x.cpu().float(), y.cpu().float(), rounding_mode="floor").to(dtype)
         same = (ref.view(torch.int16) == exact.view(torch.int16)) | (ref.isnan() & exact.isnan())
         assert same.all(), f"{int((~same).sum())} differ from ATen, e.g. {x[~same][:4].tolist()} / {y[~same][:4]}"
+
+
+# -- asinh, acosh, atanh, logit, elu, celu and log_sigmoid: the half-type formulas of KNOBS.half_short_asinh,
+# half_fast_acosh, half_fast_atanh, half_fast_logit, half_fast_elu and half_fast_log_sigmoid, checked with the
+# knobs on and off (off: the float32-accurate kernels, or asinh's own half-type kernel).
+LOG_KNOBS = ("half_short_asinh", "half_fast_acosh", "half_fast_atanh", "half_fast_logit", "half_fast_elu",
+             "half_fast_log_sigmoid")
+
+
+@pytest.fixture(params=[False, True], ids=["earlier_formulas", "fast_log_formulas"])
+def fast_logs(request, monkeypatch):
+    """Both settings of the half-type formula knobs of asinh, acosh, atanh, logit, elu and log_sigmoid."""
+    from gems_pointwise.knobs import KNOBS
+
+    for knob in LOG_KNOBS:
+        monkeypatch.setattr(KNOBS, knob, request.param)
+    return request.param
+
+
+def _float32(value: float) -> float:
+    return torch.tensor(value, dtype=F32).item()
+
+
+def _logit_exact(x: torch.Tensor, eps: float | None) -> torch.Tensor:
+    """float64 logit of ``x`` clamped, as ATen does, to [eps, 1 - eps] with both bounds in float32."""
+    x = x.double()
+    if eps is not None:
+        lo = _float32(eps)
+        hi = _float32(1.0 - lo)
+        x = torch.where(x < lo, lo, torch.where(x > hi, hi, x))
+    return torch.log(x / (1.0 - x))
+
+
+def _log_sigmoid_exact(x: torch.Tensor) -> torch.Tensor:
+    """ATen's ``min(x, 0) - log1p(e**-|x|)`` in float64, e**-|x| 0 where float32's underflows (there ATen's
+    result is +0, not -0)."""
+    x = x.double()
+    z = torch.exp(-x.abs())
+    return torch.clamp(x, max=0.0) - torch.log1p(torch.where(z.to(F32) == 0, 0.0, z))
+
+
+LOG_OPS = {
+    "asinh": (torch.asinh, "asinh", torch.asinh),
+    "acosh": (torch.acosh, "acosh", torch.acosh),
+    "atanh": (torch.atanh, "atanh", torch.atanh),
+    "logit": (torch.logit, "logit", lambda x: _logit_exact(x, None)),
+    "logit_eps": (lambda x: torch.logit(x, 1e-3), "logit", lambda x: _logit_exact(x, 1e-3)),
+    "logit_eps_wide": (lambda x: torch.logit(x, 0.3), "logit", lambda x: _logit_exact(x, 0.3)),
+    "log_sigmoid": (lambda x: torch.ops.aten.log_sigmoid_forward(x)[0], "log_sigmoid_forward", _log_sigmoid_exact),
+}
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("name", sorted(LOG_OPS))
+def test_log_formulas_ulps(name, dtype, fast_logs):
+    call, served_name, exact = LOG_OPS[name]
+    x = _every_value(dtype)
+    # domain edges and their neighbours: 1 for acosh, +-1 for atanh, 0, 1/4, 1/2, 3/4 and 1 for logit
+    edges = torch.tensor([1.0, 0.25, 0.5, 0.75, 1.25], dtype=dtype)
+    edges = torch.cat([edges, edges.nextafter(torch.zeros_like(edges)), edges.nextafter(edges + 1)])
+    x = torch.cat([x, edges, -edges]).to(DEVICE)
+    with served(served_name):
+        res = call(x)
+    assert res.dtype == dtype
+    _check_ulps(name, res, x, exact(x.cpu().double()), dtype)
+
+
+# (alpha, scale, input_scale); celu(alpha) is elu(alpha, 1, 1 / alpha): a negative alpha turns the exponent
+# positive, where float32's expm1 overflows (from 88.72) as ATen's does.
+ELU_ARGS = [(1.0, 1.0, 1.0), (1.5, 2.0, 0.5), (0.3, 1.0, 1.0 / 0.3), (-0.5, 1.0, -2.0)]
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("alpha, scale, input_scale", ELU_ARGS)
+def test_elu_ulps(dtype, alpha, scale, input_scale, fast_logs):
+    x = _every_value(dtype).to(DEVICE)
+    with served("elu"):
+        res = torch.ops.aten.elu(x, alpha, scale, input_scale)
+    assert res.dtype == dtype
+    # ATen's float32 steps: x * input_scale and alpha * scale rounded (scale is a power of 2: x * scale exact)
+    x64 = x.cpu().double()
+    z = (x.cpu().float() * _float32(input_scale)).double()
+    negcoef = _float32(_float32(alpha) * _float32(scale))
+    expm1 = torch.where(torch.expm1(z).to(F32).isinf(), INF, torch.expm1(z))
+    exact = torch.where(x64 > 0, x64 * scale, expm1 * negcoef)
+    _check_ulps("elu", res, x, exact, dtype)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_celu_takes_the_fast_elu(dtype, fast_logs):
+    """celu goes through elu's launcher: its results with the knob on within 0.6 ulp too."""
+    x = _every_value(dtype).to(DEVICE)
+    with served("celu"):
+        res = torch.celu(x, 2.0)
+    z = (x.cpu().float() * _float32(0.5)).double()
+    exact = torch.where(x.cpu().double() > 0, x.cpu().double(), torch.expm1(z) * 2.0)
+    _check_ulps("celu", res, x, exact, dtype)
+
+
+def test_log_formulas_in_float32():
+    """The float32 results of the half-type kernels of asinh, acosh, atanh, logit, elu and log_sigmoid, before
+    their rounding to the half type, stay within 4e-6 of the exact value on a float32 sample (and at its
+    neighbours of 1): the fits' own error; lg2.approx and ex2.approx add 2**-22 on the GPU."""
+    from gems_pointwise import activation, unary
+
+    values = _every_value(F32)
+    near_one = 1.0 + torch.linspace(-0.3, 0.3, 4097, dtype=F32)
+    values = torch.cat([values, near_one, near_one / 2, near_one / 4, near_one * 0.75])
+    x = values.to(DEVICE)
+    x64 = values.double()
+    kernels = {"asinh": (unary.asinh_short_kernel(x), torch.asinh(x64)),
+               "acosh": (unary.acosh_half_kernel(x), torch.acosh(x64)),
+               "atanh": (unary.atanh_half_kernel(x), torch.atanh(x64)),
+               "logit": (unary.logit_half_kernel(x), torch.log(x64 / (1.0 - x64))),
+               "elu": (activation.elu_half_kernel(x, 1.0, 1.0, 1.0), torch.where(x64 > 0, x64, torch.expm1(x64))),
+               "log_sigmoid": (activation.log_sigmoid_half_kernel(x), _log_sigmoid_exact(values))}
+    for name, (res, exact) in kernels.items():
+        res = res.cpu().double()
+        error = (res - exact).abs()
+        fine = (error <= 4e-6 * exact.abs() + 1e-37) | (res == exact) | exact.isnan() | (exact.abs() > 3.4e38)
+        assert fine.all(), f"{name}: {int((~fine).sum())} results off, e.g. at {values[~fine][0].item()!r}"

@@ -5,6 +5,8 @@
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases silu sigmoid   # the division knob, ~30 s
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases softplus erfc pow   # the half_fast_* knobs
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases gamma floor   # lgamma, digamma, floor_divide
+    python packages/gems-pointwise/tuning/ab_pointwise.py \\
+        --cases asinh acosh atanh logit ^elu ^celu log_s lgamma   # the log and expm1 formulas, lgamma's fits
     python packages/gems-pointwise/tuning/ab_pointwise.py --smoke        # tiny shapes; runs anywhere (CPU: interpreter)
 
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
@@ -15,11 +17,15 @@ libdevice's atan2f, the previous kernel; "ieee div" is silu, sigmoid and silu_ba
 Triton's approximate ``/``); "float32 math" is softplus, erfc and pow (Tensor ** Tensor, x ** 2.5, 2 ** x) with
 ``KNOBS.half_fast_softplus``, ``half_fast_erfc`` or ``half_fast_pow`` off (the kernels their half-type formulas
 replaced; Tensor ** Tensor has none of its own); "knob off" is digamma, lgamma and floor_divide with
-``KNOBS.half_fast_digamma``, ``half_fast_lgamma`` (bfloat16 results only) or ``half_exact_floor_div`` off:
-the kernels their half-type formulas replaced.
+``KNOBS.half_fast_digamma``, ``half_fast_lgamma`` (bfloat16 results only) or ``half_exact_floor_div`` off,
+and asinh, acosh, atanh, logit (with and without eps), elu, celu and log_sigmoid with ``KNOBS.half_short_asinh``,
+``half_fast_acosh``, ``half_fast_atanh``, ``half_fast_logit``, ``half_fast_elu`` or ``half_fast_log_sigmoid``
+off: the kernels their half-type formulas replaced; "long fits" is lgamma with ``KNOBS.half_short_lgamma`` off
+(bfloat16 results only).
 
-Inputs are standard normal (but pow's base, uniform on [0.5, 2], and x ** 2.5's x, uniform on [0.1, 4], as in the
-pointwise benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
+Inputs are standard normal (but pow's base, uniform on [0.5, 2], x ** 2.5's x, uniform on [0.1, 4], acosh's on
+[1.1, 10], atanh's on [-0.9, 0.9], logit's on [0.05, 0.95] (with eps on [0, 1]), as in the pointwise
+benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
 ATen's in-place silu_, which halve small values, so that most are subnormal. In-place cases (``silu_``) time the
 op applied again and again to one tensor, as the pointwise benchmark does: its values keep decaying while timed
 (to zeros within ~150 calls); each timing starts from the same values.
@@ -123,6 +129,29 @@ def _silu_inplace(x):
     return activation.silu(x, out0=x)
 
 
+LOGIT_EPS, CELU_ALPHA = 1e-3, 0.5
+
+
+def _logit_eps(x):
+    return unary.logit(x, LOGIT_EPS)
+
+
+def _aten_logit(eps=None):
+    """ATen's logit; on the CPU (the smoke run) through float32, as ATen's CUDA kernel computes half types
+    (its CPU kernel computes them in their own precision)."""
+    if ON_GPU:
+        return lambda x: torch.logit(x, eps)
+    return lambda x: torch.logit(x.float(), eps).to(x.dtype)
+
+
+def _celu(x):
+    return activation.celu(x, CELU_ALPHA)
+
+
+def _log_sigmoid(x):
+    return activation.log_sigmoid_forward(x)[0]
+
+
 # op: (ATen's call, the variants besides the default: name -> call); an op ending in "_" works in place.
 OPS = {
     "sinh": (torch.sinh, unary.sinh, {"float32": unary.sinh_kernel}),
@@ -144,12 +173,25 @@ OPS = {
     "pow_scalar_base": (lambda x: torch.pow(POW_BASE, x), _pow_scalar_base,
                         {"float32 math": _knob_off("half_fast_pow", _pow_scalar_base)}),
     "digamma": (torch.digamma, unary.digamma, {"knob off": _knob_off("half_fast_digamma", unary.digamma)}),
-    "lgamma": (torch.lgamma, unary.lgamma, {"knob off": _knob_off("half_fast_lgamma", unary.lgamma)}),
+    "lgamma": (torch.lgamma, unary.lgamma, {"knob off": _knob_off("half_fast_lgamma", unary.lgamma),
+                                            "long fits": _knob_off("half_short_lgamma", unary.lgamma)}),
     "floor_divide": (torch.floor_divide, _floor_divide, {"knob off": _knob_off("half_exact_floor_div", _floor_divide)}),
+    "asinh": (torch.asinh, unary.asinh, {"knob off": _knob_off("half_short_asinh", unary.asinh)}),
+    "acosh": (torch.acosh, unary.acosh, {"knob off": _knob_off("half_fast_acosh", unary.acosh)}),
+    "atanh": (torch.atanh, unary.atanh, {"knob off": _knob_off("half_fast_atanh", unary.atanh)}),
+    "logit": (_aten_logit(), unary.logit, {"knob off": _knob_off("half_fast_logit", unary.logit)}),
+    "logit_eps": (_aten_logit(LOGIT_EPS), _logit_eps, {"knob off": _knob_off("half_fast_logit", _logit_eps)}),
+    "elu": (torch.nn.functional.elu, activation.elu, {"knob off": _knob_off("half_fast_elu", activation.elu)}),
+    "celu": (lambda x: torch.nn.functional.celu(x, CELU_ALPHA), _celu, {"knob off": _knob_off("half_fast_elu", _celu)}),
+    "log_sigmoid": (torch.nn.functional.logsigmoid, _log_sigmoid,
+                    {"knob off": _knob_off("half_fast_log_sigmoid", _log_sigmoid)}),
 }
+# The ops whose log and expm1 formulas for half types sit behind knobs of their own.
+LOG_FORMULA_OPS = ("asinh", "acosh", "atanh", "logit", "logit_eps", "elu", "celu", "log_sigmoid")
 # Inputs drawn uniformly from a range instead of a standard normal, as in the pointwise benchmark: pow's
 # base (its exponent stays normal), and the tensor raised to 2.5.
-UNIFORM = {"pow": (0.5, 2.0), "pow_scalar_exponent": (0.1, 4.0)}
+UNIFORM = {"pow": (0.5, 2.0), "pow_scalar_exponent": (0.1, 4.0), "acosh": (1.1, 10.0), "atanh": (-0.9, 0.9),
+           "logit": (0.05, 0.95), "logit_eps": (0.0, 1.0)}
 # How many of ATen's silu_ turn a standard normal tensor into mostly subnormal values ("decayed").
 DECAY_STEPS = 130
 
@@ -181,6 +223,8 @@ def _cases(smoke: bool) -> list[Case]:
               Case("sigmoid", BF16, big), Case("silu_backward", BF16, big)]
     for op in ("softplus", "erfc", "pow", "pow_scalar_exponent", "pow_scalar_base", "digamma", "lgamma",
                "floor_divide"):
+        cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
+    for op in LOG_FORMULA_OPS:
         cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
     return cases
 
@@ -298,14 +342,20 @@ def run_case(case: Case, rep_ms: float, deadline: float) -> list[str]:
     return out
 
 
+def _selects(pattern: str, name: str) -> bool:
+    """Whether ``--cases``' ``pattern`` picks the case ``name``: a part of it, or with ^ its start."""
+    return name.startswith(pattern[1:]) if pattern.startswith("^") else pattern in name
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes; checks results, times mean nothing")
-    parser.add_argument("--cases", nargs="*", default=(), help="only cases whose name contains one of these")
+    parser.add_argument("--cases", nargs="*", default=(),
+                        help="only cases whose name contains one of these (^name: starts with it)")
     parser.add_argument("--rep-ms", type=float, default=30.0, help="do_bench's measuring time per timing")
     parser.add_argument("--budget-s", type=float, default=100.0, help="seconds after which variants are skipped")
     opts = parser.parse_args(argv)
-    cases = [c for c in _cases(opts.smoke) if not opts.cases or any(s in c.name for s in opts.cases)]
+    cases = [c for c in _cases(opts.smoke) if not opts.cases or any(_selects(s, c.name) for s in opts.cases)]
     card = torch.cuda.get_device_name() if ON_GPU else "CPU (Triton interpreter, times mean nothing)"
     print(f"{card}; torch {torch.__version__}, triton {triton.__version__}")
     print(f"{'case':36} {'variant':10} {'us':>9} {'%copy':>7} {'vs ATen':>7}")

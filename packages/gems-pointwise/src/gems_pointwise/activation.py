@@ -119,6 +119,31 @@ def elu_kernel(x, alpha, scale, input_scale):
     return tl.where(x > 0, x * scale, libdevice.expm1(x * input_scale) * negcoef)
 
 
+@triton.jit
+def expm1_short(z):
+    """e**z - 1 for results rounded to a half type: below 1/2 in magnitude z (1 + z P(z)), P Taylor's
+    polynomial to z**6 / 7! (within 2e-7 relative; -0 stays -0, a subnormal z itself); above, ex2.approx
+    less 1 (within 1e-6 relative there; overflows where float32's e**z does, flushes to -1 where it
+    is -1 in float32)."""
+    p = 1.9841270e-4 * z + 1.3888889e-3
+    p = p * z + 8.3333333e-3
+    p = p * z + 4.1666667e-2
+    p = p * z + 1.6666667e-1
+    p = p * z + 0.5
+    near = (p * z + 1.0) * z
+    far = fast_exp2(z * 1.4426950408889634) - 1.0
+    return tl.where(tl.abs(z) < 0.5, near, far)
+
+
+@_with_scalars(3)
+@triton.jit
+def elu_half_kernel(x, alpha, scale, input_scale):
+    # Results rounded to a half type (KNOBS.half_fast_elu): ATen's formula with expm1_short for libdevice's
+    # expm1f.
+    negcoef = (tl.zeros_like(x) + alpha) * scale
+    return tl.where(x > 0, x * scale, expm1_short(x * input_scale) * negcoef)
+
+
 @_with_scalars(2)
 @triton.jit
 def softplus_kernel(x, beta, threshold):
@@ -221,6 +246,28 @@ def log_sigmoid_buffered_kernel(x):
     return _log_sigmoid(x)
 
 
+@triton.jit
+def _log_sigmoid_short(x):
+    # Results rounded to a half type (KNOBS.half_fast_log_sigmoid): ATen's min(x, 0) - log1p(e**-|x|) with
+    # e**-|x| from ex2.approx, subnormal results kept (bfloat16 has them), and log1p_of_unit for libdevice's
+    # expf and log1pf.
+    z = exp2_with_subnormals(tl.abs(x) * -1.4426950408889634)
+    return tl.where(x < 0, x, 0.0) - log1p_of_unit(z), z
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@triton.jit
+def log_sigmoid_half_kernel(x):
+    out, _ = _log_sigmoid_short(x)
+    return out
+
+
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], num_outputs=2)
+@triton.jit
+def log_sigmoid_half_buffered_kernel(x):
+    return _log_sigmoid_short(x)
+
+
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
 def glu_kernel(a, b):
@@ -257,11 +304,13 @@ def gelu(x, *, approximate="none", out0=None):
 
 
 def elu(x, alpha=1, scale=1, input_scale=1, out0=None):
-    """``elu``: ``scale * x`` for x > 0, ``alpha * scale * expm1(input_scale * x)`` otherwise."""
+    """``elu``: ``scale * x`` for x > 0, ``alpha * scale * expm1(input_scale * x)`` otherwise; results rounded
+    to a half type may take a shorter expm1 (see the knob)."""
     scalars = opmath_scalars(x.dtype, alpha, scale, input_scale)
     if scalars is None:
         return NotImplemented
-    return elu_kernel(x, *scalars, out0=out0)
+    fast = KNOBS.half_fast_elu and rounds_to_half(x, out0)
+    return (elu_half_kernel if fast else elu_kernel)(x, *scalars, out0=out0)
 
 
 def celu(x, alpha=1.0, out0=None):
@@ -325,12 +374,14 @@ def log_sigmoid_forward(x, out0=None, out1=None):
     ATen's CPU backward reads ``exp(-|x|)`` from the buffer, so on CPU it is filled, contiguous like
     ATen's; ATen's CUDA kernels leave it empty and ignore it.
     """
+    fast = KNOBS.half_fast_log_sigmoid and rounds_to_half(x, out0)
     if device.interpreter:
         if out0 is None:
             out0 = torch.empty(x.shape, dtype=x.dtype, device=x.device)
             out1 = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        return log_sigmoid_buffered_kernel(x, out0=out0, out1=out1)
-    output = log_sigmoid_kernel(x, out0=out0)
+        kernel = log_sigmoid_half_buffered_kernel if fast else log_sigmoid_buffered_kernel
+        return kernel(x, out0=out0, out1=out1)
+    output = (log_sigmoid_half_kernel if fast else log_sigmoid_kernel)(x, out0=out0)
     return output, (out1 if out1 is not None else x.new_empty(0))
 
 

@@ -41,6 +41,7 @@ from gems_pointwise.unary import (
     exp2_with_subnormals,
     fast_log2,
     fast_rcp,
+    log2_with_subnormals,
     reciprocal_of_normal,
     rounded_to,
     storage_scalar,
@@ -315,11 +316,22 @@ def fmod_kernel(x, y):
 
 
 @triton.jit
-def _pow_by_logarithm(x, y):
+def _log2_of_base(a, DTYPE: tl.constexpr):
+    # log2 of a half-type base a >= 0. bfloat16's subnormals (below 2**-126), which lg2.approx.ftz flushes to
+    # zero, take log2_with_subnormals; float16 has none that small, and keeps the single instruction.
+    if DTYPE == tl.bfloat16:
+        r = log2_with_subnormals(a)
+    else:
+        r = fast_log2(a)
+    return r
+
+
+@triton.jit
+def _pow_by_logarithm(x, y, DTYPE: tl.constexpr):
     # exp2(y * log2|x|) with pow's special cases (see _pow_of_half_types). Conditions on y alone stay
     # scalars for a scalar exponent, hence nested selects: the interpreter cannot combine a scalar
     # condition with a block one.
-    r = tl.exp2(y * fast_log2(tl.abs(x)))
+    r = tl.exp2(y * _log2_of_base(tl.abs(x), DTYPE))
     integral = libdevice.trunc(y) == y  # infinities count as even integers
     odd = integral & (libdevice.trunc(y * 0.5) != y * 0.5)
     r = tl.where(odd, libdevice.copysign(r, x), r)  # r >= 0 takes the base's sign
@@ -337,7 +349,7 @@ def _small_power(x, n):
 
 
 @triton.jit
-def _pow_of_half_types(x, y):
+def _pow_of_half_types(x, y, DTYPE: tl.constexpr):
     # x ** y rounded to a half type. By logarithm: within 2**-21 (relative) for results up to 2**16 in
     # magnitude and 2**-16 over bfloat16's range, where libdevice's pow (ATen's) is within an ulp of
     # float32 at four times the cost; rounded, the two differ in about 1 element in 10,000, by an ulp.
@@ -349,9 +361,9 @@ def _pow_of_half_types(x, y):
         if small:
             r = _small_power(x, y.to(tl.int32))
         else:
-            r = _pow_by_logarithm(x, y)
+            r = _pow_by_logarithm(x, y, DTYPE)
     else:
-        r = tl.where(small, _small_power(x, tl.where(small, y, 0.0).to(tl.int32)), _pow_by_logarithm(x, y))
+        r = tl.where(small, _small_power(x, tl.where(small, y, 0.0).to(tl.int32)), _pow_by_logarithm(x, y, DTYPE))
     return r
 
 
@@ -362,7 +374,7 @@ def _pow(x, y, DTYPE: tl.constexpr):
             x, y = _broadcast(x, y)
             r = libdevice.pow(x, y)
         else:
-            r = _pow_of_half_types(x, y)
+            r = _pow_of_half_types(x, y, DTYPE)
     else:
         r = _int_pow(x, y)
     return r
@@ -414,12 +426,23 @@ def pow_positive_base_half_kernel(base, y, log2_base):
     return tl.where(y == 0, 1.0, r)
 
 
+@triton.jit
+def _pow_fractional(x, y, DTYPE: tl.constexpr):
+    # x ** y for a finite scalar y that is no integer: NaN for finite negative bases, 1 for base 1.
+    r = exp2_with_subnormals(y * _log2_of_base(tl.abs(x), DTYPE))
+    return tl.where(x == 1, 1.0, tl.where((x < 0) & (x > float("-inf")), float("nan"), r))
+
+
 @pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
-def pow_fractional_half_kernel(x, y):
-    # x ** y for a finite scalar y that is no integer: NaN for finite negative bases, 1 for base 1.
-    r = exp2_with_subnormals(y * fast_log2(tl.abs(x)))
-    return tl.where(x == 1, 1.0, tl.where((x < 0) & (x > float("-inf")), float("nan"), r))
+def pow_fractional_float16_kernel(x, y):
+    return _pow_fractional(x, y, tl.float16)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")])
+@triton.jit
+def pow_fractional_bfloat16_kernel(x, y):
+    return _pow_fractional(x, y, tl.bfloat16)
 
 
 # pow(x, <scalar>) for the exponents ATen computes without pow (the exponent only promotes).
@@ -811,7 +834,8 @@ def _fast_half_pow(self, exponent):
     if isinstance(exponent, torch.Tensor):
         return None
     if math.isfinite(exponent) and exponent != int(exponent):
-        return pow_fractional_half_kernel, (self, exponent)
+        bfloat16 = self.dtype is torch.bfloat16
+        return (pow_fractional_bfloat16_kernel if bfloat16 else pow_fractional_float16_kernel), (self, exponent)
     return None
 
 

@@ -114,7 +114,7 @@ def _out(name, launch, accepts, out_args):
 def _rows():
     float_ops = [  # integer and bool inputs compute in the default float dtype, as in ATen
         "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
-        "tan", "asin", "acos", "cosh", "tanh", "acosh", "atanh", "erf",
+        "tan", "asin", "acos", "cosh", "tanh", "erf",
         "erfinv", "i0", "sinc", "deg2rad", "rad2deg",
     ]
     on_cuda = not device.interpreter
@@ -124,6 +124,8 @@ def _rows():
         ("angle", "unary:angle_kernel", REAL - HALF if on_cuda else REAL, {}),
         ("abs", "unary:abs_kernel", FLOAT | INT | BOOL if on_cuda else FLOAT | INT, {}),
         ("asinh", "unary:asinh", REAL, {}),
+        ("acosh", "unary:acosh", REAL, {}),
+        ("atanh", "unary:atanh", REAL, {}),
         ("atan", "unary:atan", REAL, {}),
         ("sinh", "unary:sinh", REAL, {}),
         ("erfc", "unary:erfc", REAL, {}),

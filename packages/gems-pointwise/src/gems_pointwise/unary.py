@@ -56,6 +56,7 @@ def rounded_to(x, DTYPE: tl.constexpr):
 # libdevice's approximate (one MUFU instruction) functions exist on the GPU only: the interpreter
 # computes the accurate ones in their place.
 ON_GPU = tl.constexpr(not device.interpreter)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -63,6 +64,19 @@ def fast_log2(x):
     """float32 log2 within 2**-22 (absolute for x in [0.5, 2], relative elsewhere): lg2.approx.f32."""
     if ON_GPU:
         r = libdevice.fast_log2f(x)
+    else:
+        r = tl.log2(x)
+    return r
+
+
+@triton.jit
+def log2_with_subnormals(x):
+    """fast_log2 that keeps float32's subnormal inputs (bfloat16 has them), which fast_log2's
+    lg2.approx.ftz flushes to zero: lg2.approx.f32 without ftz, for which ptxas scales them by 2**24 around
+    the instruction (one compare and two predicated instructions, fewer than the same in Triton's selects)."""
+    if ON_GPU:
+        r = tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
+                                      pack=1)
     else:
         r = tl.log2(x)
     return r
@@ -390,14 +404,79 @@ def asinh_half_kernel(x):
 
 @_unary("INT_TO_FLOAT")
 @triton.jit
+def asinh_short_kernel(x):
+    # Results rounded to a half type (KNOBS.half_short_asinh): as asinh_half_kernel, with Q of degree 4
+    # (within 4e-6 relative, 4e-7 of asinh) for its degree 6.
+    a = tl.abs(x)
+    s = x * x
+    q = -8.9012496e-3 * s + 2.5099360e-2
+    q = q * s - 4.3694150e-2
+    q = q * s + 7.4937403e-2
+    q = q * s - 1.6666599e-1
+    huge = a > 4096.0
+    y = tl.where(huge, a, a + tl.sqrt(s + 1.0))
+    big = (fast_log2(y) + tl.where(huge, 1.0, 0.0)) * LN2
+    return libdevice.copysign(tl.where(a < 0.75, a + a * s * q, big), x)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
 def acosh_kernel(x):
     return libdevice.acosh(x)
 
 
 @_unary("INT_TO_FLOAT")
 @triton.jit
+def acosh_half_kernel(x):
+    # Results rounded to a half type (KNOBS.half_fast_acosh). Near 1, acosh(1 + t) = sqrt(2 t) g(t), g a fit
+    # within 1e-7 relative on [0, 1/4] (t = x - 1 exact there), where log(x + sqrt(x**2 - 1)) would take
+    # lg2.approx's absolute error on a result that tends to 0. Above, that log with lg2.approx (the result
+    # at least 0.69), or log(x) + log(2) from 2**12 on (x**2 - 1 rounds to x**2, and later overflows).
+    # Below 1 (and NaN) both sqrt give NaN. libdevice's acoshf takes an IEEE division and a log1p.
+    t = x - 1.0
+    g = -4.7418699e-3 * t + 1.8624630e-2
+    g = g * t - 8.3327211e-2
+    g = g * t + 0.99999994
+    near = tl.sqrt(t + t) * g
+    huge = x > 4096.0
+    y = tl.where(huge, x, x + tl.sqrt(tl.fma(x, x, -1.0)))
+    far = (fast_log2(y) + tl.where(huge, 1.0, 0.0)) * LN2
+    return tl.where(t < 0.25, near, far)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
 def atanh_kernel(x):
     return libdevice.atanh(x)
+
+
+@triton.jit
+def atanh_of_small(u):
+    """atanh(u) for |u| < 1/2, for results rounded to a half type: u + u**3 Q(u**2), Q a fit within 1.4e-5
+    relative (1.2e-6 of atanh); -0 and subnormal u give u."""
+    s = u * u
+    q = 1.7461361e-1 * s + 1.3188823e-1
+    q = q * s + 2.0057452e-1
+    q = q * s + 3.3332875e-1
+    return u + u * s * q
+
+
+@triton.jit
+def atanh_short(u):
+    """atanh(u) for results rounded to a half type (u in [-1, 1]; NaN outside): below 1/2 atanh_of_small;
+    above, (log2(1 + a) - log2(1 - a)) ln(2) / 2 with lg2.approx (the result at least 0.54; 1 - a exact).
+    +-1 give +-inf."""
+    a = tl.abs(u)
+    far = libdevice.copysign((fast_log2(1.0 + a) - fast_log2(1.0 - a)) * (0.5 * LN2), u)
+    return tl.where(a < 0.5, atanh_of_small(u), far)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def atanh_half_kernel(x):
+    # Results rounded to a half type (KNOBS.half_fast_atanh): libdevice's atanhf takes an IEEE division
+    # and a log1p.
+    return atanh_short(x)
 
 
 @_unary("INT_TO_FLOAT")
@@ -477,9 +556,6 @@ def sin_pi_over_pi_short(d):
     return d * (s * t + 1.0)
 
 
-LN2 = tl.constexpr(0.6931471805599453)
-
-
 @triton.jit
 def fast_ln(x):
     """float32 log from lg2.approx (see fast_log2)."""
@@ -487,32 +563,44 @@ def fast_ln(x):
 
 
 @triton.jit
-def lgamma_of_positive_short(y):
+def lgamma_of_positive_short(y, SHORTER: tl.constexpr, SHIFT: tl.constexpr):
     """lgamma(y) for y > 0 (NaN for inf and NaN), for results rounded to a half type.
     Near lgamma's zeros at 1 and 2, (1 - y) (y - 2) g(y), g a fit within 5e-7 relative on [0.875, 2.25]
     (products of exact differences: relative error everywhere). Elsewhere lgamma(y + 8) - log(y (y + 1)
     ... (y + 7)) below 8 (the product a normal number for every positive half-type y), and Stirling's
-    series to w**-5 from 8 on (2.5e-8 left out), with lg2.approx's logs."""
+    series to w**-5 from 8 on (2.5e-8 left out), with lg2.approx's logs.
+    SHORTER (bfloat16 results, KNOBS.half_short_lgamma): g of degree 5 (within 4e-5 relative, 0.01
+    bfloat16 ulp) and the series to w**-3 (5e-8 left out at w >= 7), with SHIFT 7 (720 y is still normal)."""
     t = y - 1.5
-    g = -2.03659083e-03 * t + 4.53089504e-03
-    g = g * t - 5.73499780e-03
-    g = g * t + 9.00026225e-03
-    g = g * t - 1.66930482e-02
-    g = g * t + 3.13581191e-02
-    g = g * t - 6.29208013e-02
-    g = g * t + 1.45958319e-01
-    g = g * t - 4.83128816e-01
+    if SHORTER:
+        g = 1.0091190e-2 * t - 2.0949181e-2
+        g = g * t + 3.1671822e-2
+        g = g * t - 6.2195562e-2
+        g = g * t + 1.4590804e-1
+        g = g * t - 4.8314723e-1
+    else:
+        g = -2.03659083e-03 * t + 4.53089504e-03
+        g = g * t - 5.73499780e-03
+        g = g * t + 9.00026225e-03
+        g = g * t - 1.66930482e-02
+        g = g * t + 3.13581191e-02
+        g = g * t - 6.29208013e-02
+        g = g * t + 1.45958319e-01
+        g = g * t - 4.83128816e-01
     near = (1.0 - y) * (y - 2.0) * g  # a product that is +0 at 1 and 2, as lgamma there
-    shift = y < 8.0
-    w = tl.where(shift, y, 8.0)  # lanes that need no shift run the loop on a harmless value
+    shift = y < SHIFT
+    w = tl.where(shift, y, 0.0 + SHIFT)  # lanes that need no shift run the loop on a harmless value
     product = w
-    for _ in tl.static_range(7):
+    for _ in tl.static_range(SHIFT - 1):
         w = w + 1.0
         product = product * w
     w = tl.where(shift, w + 1.0, y)
     r = fast_rcp(w)
     z = r * r
-    series = (7.9365079e-4 * z - 2.7777778e-3) * z + 8.3333333e-2
+    if SHORTER:
+        series = -2.7777778e-3 * z + 8.3333333e-2
+    else:
+        series = (7.9365079e-4 * z - 2.7777778e-3) * z + 8.3333333e-2
     # (w - 1/2) (log w - 1) + log(2 pi) / 2 - 1/2: finite wherever lgamma is
     stirling = (w - 0.5) * (fast_ln(w) - 1.0) + (0.41893853320467274 + r * series)
     far = stirling - tl.where(shift, fast_ln(product), 0.0)
@@ -522,6 +610,17 @@ def lgamma_of_positive_short(y):
 @_unary("INT_TO_FLOAT")
 @triton.jit
 def lgamma_bfloat16_kernel(x):
+    return _lgamma_bfloat16(x, False)
+
+
+@_unary("INT_TO_FLOAT")
+@triton.jit
+def lgamma_bfloat16_short_kernel(x):
+    return _lgamma_bfloat16(x, True)
+
+
+@triton.jit
+def _lgamma_bfloat16(x, SHORTER: tl.constexpr):
     # Results rounded to bfloat16 (KNOBS.half_fast_lgamma): within 0.42 bfloat16 ulp before the rounding
     # with lg2.approx's error, at -2.75, next to a zero. Negative x by the reflection
     # lgamma(x) = -log|sin(pi x) / pi| - lgamma(1 - x), sin(pi x) from the exact d = x - rint(x), so that
@@ -529,7 +628,7 @@ def lgamma_bfloat16_kernel(x):
     # an accurate log, more polynomials and the reflection's sinpi with branches.
     negative = x < 0
     y = tl.where(negative, 1.0 - x, x)
-    r = lgamma_of_positive_short(y)
+    r = lgamma_of_positive_short(y, SHORTER, 7 if SHORTER else 8)
     if tl.max(negative.to(tl.int32), axis=0) > 0:
         d = x - libdevice.rint(x)
         # a subnormal sine scaled by 2**24 first: lg2.approx may flush it to zero
@@ -856,13 +955,42 @@ def logit_kernel(x):
     return libdevice.log(div_rn(x, 1.0 - x))
 
 
+@triton.jit
+def _logit_clamped(x, eps):
+    lo = tl.zeros_like(x) + eps  # eps in x's dtype, so that 1 - eps rounds there, as in ATen
+    hi = 1.0 - lo
+    return tl.where(x < lo, lo, tl.where(x > hi, hi, x))
+
+
 @pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "INT_TO_FLOAT")])
 @triton.jit
 def logit_eps_kernel(x, eps):
-    lo = tl.zeros_like(x) + eps  # eps in x's dtype, so that 1 - eps rounds there, as in ATen
-    hi = 1.0 - lo
-    z = tl.where(x < lo, lo, tl.where(x > hi, hi, x))
+    z = _logit_clamped(x, eps)
     return libdevice.log(div_rn(z, 1.0 - z))
+
+
+@triton.jit
+def logit_short(x):
+    """log(x / (1 - x)) for results rounded to a half type: 2 atanh(2 x - 1) on [1/4, 3/4] (2 x - 1 exact),
+    where the result crosses 0 and lg2.approx's absolute error would not do; elsewhere log2(x) - log2(1 - x)
+    with lg2.approx (the result beyond +-1.09), subnormal x included. 0 and 1 give -inf and inf, x outside
+    [0, 1] NaN."""
+    u = 2.0 * x - 1.0
+    far = (log2_with_subnormals(x) - fast_log2(1.0 - x)) * LN2
+    return tl.where(tl.abs(u) < 0.5, 2.0 * atanh_of_small(u), far)
+
+
+@pointwise_dynamic(promotion_methods=[(0, "INT_TO_FLOAT")])
+@triton.jit
+def logit_half_kernel(x):
+    # Results rounded to a half type (KNOBS.half_fast_logit): ATen's log of an IEEE quotient before.
+    return logit_short(x)
+
+
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "INT_TO_FLOAT")])
+@triton.jit
+def logit_eps_half_kernel(x, eps):
+    return logit_short(_logit_clamped(x, eps))
 
 
 # -- scalar arguments ------------------------------------------------------------------------------
@@ -1010,7 +1138,19 @@ def half_or_full(full, half, doc: str, knob: str | None = None):
     return launch
 
 
-asinh = half_or_full(asinh_kernel, asinh_half_kernel, "``asinh``; results rounded to a half type take a faster log.")
+def asinh(x, out0=None):
+    """``asinh``; results rounded to a half type take a faster log, and may take a shorter fit (see the knob)."""
+    if not rounds_to_half(x, out0):
+        return asinh_kernel(x, out0=out0)
+    return (asinh_short_kernel if KNOBS.half_short_asinh else asinh_half_kernel)(x, out0=out0)
+
+
+acosh = half_or_full(acosh_kernel, acosh_half_kernel,
+                     "``acosh``; results rounded to a half type may take a fit and lg2.approx (see the knob).",
+                     "half_fast_acosh")
+atanh = half_or_full(atanh_kernel, atanh_half_kernel,
+                     "``atanh``; results rounded to a half type may take a fit and lg2.approx (see the knob).",
+                     "half_fast_atanh")
 atan = half_or_full(atan_kernel, atan_half_kernel, "``atan``; results rounded to a half type: a shorter polynomial.")
 sinh = half_or_full(sinh_kernel, sinh_half_kernel, "``sinh``; results rounded to a half type take ex2.approx.")
 erfc = half_or_full(erfc_kernel, erfc_half_kernel,
@@ -1025,8 +1165,9 @@ def lgamma(x, out0=None):
     """``lgamma``; bfloat16 results may take short fits and lg2.approx (see the knob). float16's finer
     steps near lgamma's negative zeros (-2.457, -2.748, -3.144) need the float32 kernel's accurate logs."""
     result_dtype = (out0 if out0 is not None else x).dtype
-    fast = KNOBS.half_fast_lgamma and result_dtype is torch.bfloat16
-    return (lgamma_bfloat16_kernel if fast else lgamma_kernel)(x, out0=out0)
+    if not (KNOBS.half_fast_lgamma and result_dtype is torch.bfloat16):
+        return lgamma_kernel(x, out0=out0)
+    return (lgamma_bfloat16_short_kernel if KNOBS.half_short_lgamma else lgamma_bfloat16_kernel)(x, out0=out0)
 
 
 def digamma(x, out0=None):
@@ -1041,10 +1182,11 @@ def digamma(x, out0=None):
 
 def logit(x, eps=None, out0=None):
     """``logit(x, eps)``: without eps (or a negative one) ``log(x / (1 - x))``, else x clamped to
-    ``[eps, 1 - eps]`` first."""
+    ``[eps, 1 - eps]`` first. Results rounded to a half type may take lg2.approx (see the knob)."""
+    fast = KNOBS.half_fast_logit and rounds_to_half(x, out0)
     if eps is None or eps < 0:
-        return logit_kernel(x, out0=out0)
+        return (logit_half_kernel if fast else logit_kernel)(x, out0=out0)
     value = opmath_scalar(eps, x.dtype)
     if value is None:
         return NotImplemented
-    return logit_eps_kernel(x, value, out0=out0)
+    return (logit_eps_half_kernel if fast else logit_eps_kernel)(x, value, out0=out0)
