@@ -560,7 +560,7 @@ def test_log_formulas_ulps(name, dtype, fast_logs):
     call, served_name, exact = LOG_OPS[name]
     x = _every_value(dtype)
     # domain edges and their neighbours: 1 for acosh, +-1 for atanh, 0, 1/4, 1/2, 3/4 and 1 for logit
-    edges = torch.tensor([1.0, 0.25, 0.5, 0.75, 1.25], dtype=dtype)
+    edges = torch.tensor([1.0, 0.25, 0.5, 0.75, 1.25], dtype=dtype, device="cpu")
     edges = torch.cat([edges, edges.nextafter(torch.zeros_like(edges)), edges.nextafter(edges + 1)])
     x = torch.cat([x, edges, -edges]).to(DEVICE)
     with served(served_name):
@@ -608,7 +608,7 @@ def test_log_formulas_in_float32():
     from gems_pointwise import activation, unary
 
     values = _every_value(F32)
-    near_one = 1.0 + torch.linspace(-0.3, 0.3, 4097, dtype=F32)
+    near_one = 1.0 + torch.linspace(-0.3, 0.3, 4097, dtype=F32, device="cpu")
     values = torch.cat([values, near_one, near_one / 2, near_one / 4, near_one * 0.75])
     x = values.to(DEVICE)
     x64 = values.double()
