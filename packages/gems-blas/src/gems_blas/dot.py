@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_blas import heuristics
@@ -53,14 +54,14 @@ def dot_into(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     """out (0-d) = sum(x * y) for 1-D ``x`` and ``y`` of the same length, accumulated in fp32."""
     n = x.shape[0]
     block, programs = heuristics.dot_config(n, heuristics.device_facts(x.get_device()))
-    chunk_blocks = triton.cdiv(triton.cdiv(max(n, 1), programs), block)
-    programs = max(1, triton.cdiv(n, chunk_blocks * block))
+    chunk_blocks = cdiv(cdiv(max(n, 1), programs), block)
+    programs = max(1, cdiv(n, chunk_blocks * block))
     target = out if programs == 1 else torch.empty((programs,), dtype=torch.float32, device=out.device)
     args = [x, y, target, n, chunk_blocks, x.stride(0), y.stride(0)]
     spec = None if device.interpreter else spec_key((x.dtype, target.dtype), (x, y, target), args[3:])
     _launcher(dot_partials_kernel, block)((programs, 1, 1), args, spec)
     if programs > 1:
-        block_p = triton.next_power_of_2(programs)
+        block_p = next_power_of_2(programs)
         spec = None if device.interpreter else spec_key((out.dtype,), (target, out), (programs,))
         _launcher(sum_partials_kernel, block_p)((1, 1, 1), [target, out, programs], spec)
     return out

@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_blas.operands import PlannedLaunch
@@ -60,5 +61,5 @@ def finish_launch(out: torch.Tensor, partials: torch.Tensor | None, splits: int,
     p = partials if partials is not None else out
     d = bias if has_bias else out
     sd = bias_strides if has_bias else (0, 0, 0)
-    return PlannedLaunch(launcher, (triton.cdiv(total, block), 1, 1), (p, out, d),
+    return PlannedLaunch(launcher, (cdiv(total, block), 1, 1), (p, out, d),
                          (splits, total, m * n, n, total, *out_strides, *sd))

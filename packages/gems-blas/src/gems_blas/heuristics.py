@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import triton
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.runtime import device
 
 TABLE_PATH = Path(__file__).with_name("mm_table.json")
@@ -137,7 +137,7 @@ def _elem(pclass: str) -> int:
 
 
 def _pow2_clamp(x: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(x, 1))))
+    return max(lo, min(hi, next_power_of_2(max(x, 1))))
 
 
 # -- the table -------------------------------------------------------------------------------------------
@@ -182,8 +182,8 @@ def split_for(batch: int, m: int, n: int, k: int, block_m: int, block_n: int, bl
     of the device idle and K is long enough for each slice to pipeline (at least 4 K-tiles)."""
     if batch != 1:
         return 1
-    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
-    k_tiles = triton.cdiv(k, block_k)
+    tiles = cdiv(m, block_m) * cdiv(n, block_n)
+    k_tiles = cdiv(k, block_k)
     if 2 * tiles > num_sms or k_tiles < 8:
         return 1
     return max(1, min(num_sms // tiles, k_tiles // 4, 16))
@@ -212,8 +212,9 @@ def rule_config(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFa
         stages = _stages(bm, bn, bk, elem, smem, 5)
     else:
         bm = 128
-        # 128 x 256 tiles (two warp groups) for large 16-bit products; tf32 operands need twice the bytes.
-        big = facts.hopper and m >= 2048 and n >= 2048 and pclass == "f16"
+        # 128 x 256 tiles (two warp groups) for large 16-bit and tf32 products (tf32 4096^3 on an H100: 378 us
+        # against 405 with 128 x 128; its operands take twice the bytes, so half the K step).
+        big = facts.hopper and m >= 2048 and n >= 2048 and pclass in ("f16", "tf32")
         bn = 256 if big else _pow2_clamp(n, 16, 128)
         bk = 128 // elem
         warps = 8 if bm * bn >= 128 * 256 else 4
@@ -230,7 +231,7 @@ def matmul_config(batch: int, m: int, n: int, k: int, pclass: str, facts: Device
         return rule_config(batch, m, n, k, pclass, facts)
     if config.split_k > 1:
         # A tuned split stays within what this K allows.
-        k_tiles = triton.cdiv(k, config.block_k)
+        k_tiles = cdiv(k, config.block_k)
         split = 1 if batch > 1 else max(1, min(config.split_k, k_tiles // 2))
         if split != config.split_k:
             config = dataclasses.replace(config, split_k=split)
@@ -262,7 +263,7 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
         choices = {1, rule}
         if full and rule > 1:
             choices.update((rule * 2, max(1, rule // 2)))
-        return sorted(s for s in choices if s * 4 <= triton.cdiv(k, bk) or s == 1)
+        return sorted(s for s in choices if s * 4 <= cdiv(k, bk) or s == 1)
 
     if min(m, n) <= 64:
         narrow = _pow2_clamp(min(m, n), 16, 64)
@@ -276,7 +277,7 @@ def candidates(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFac
         bk = 128 // elem
         tiles = [(128, 256, 8, (3, 4)), (256, 128, 8, (3, 4)), (128, 128, 8, (3, 4, 5)), (128, 128, 4, (3, 4, 5)),
                  (64, 256, 4, (3, 4)), (128, 64, 4, (4, 5)), (64, 128, 4, (4, 5)), (64, 64, 4, (4, 6))]
-        if pclass != "f16":
+        if pclass == "f32":
             tiles = [(bm, bn, w, st) for bm, bn, w, st in tiles if bm * bn <= 128 * 128]
         for bm, bn, warps, stage_choices in tiles if full else tiles[:4]:
             for stages in stage_choices:
@@ -373,15 +374,15 @@ def gemv_config(m: int, k: int, rows_contiguous: bool, elem: int, facts: DeviceF
         bm, bk = _pow2_clamp(m, 16, 64), _pow2_clamp(k, 16, 256)
     elif rows_contiguous:
         bk = _pow2_clamp(k, 16, rule.max_block_k)
-        bm = max(4, min(step // bk, triton.next_power_of_2(m)))
+        bm = max(4, min(step // bk, next_power_of_2(m)))
     else:
         bm = _pow2_clamp(m, 16, 32)
-        bk = max(16, min(step // bm, triton.next_power_of_2(k)))
-    row_blocks = triton.cdiv(m, bm)
+        bk = max(16, min(step // bm, next_power_of_2(k)))
+    row_blocks = cdiv(m, bm)
     target = max(1, int(rule.programs_per_sm * facts.num_sms))
     split = 1
     if row_blocks < target:
-        split = max(1, min(triton.cdiv(target, row_blocks), k // (4 * bk), 64))
+        split = max(1, min(cdiv(target, row_blocks), k // (4 * bk), 64))
     return GemvConfig(bm, bk, 4 if device.interpreter else rule.num_warps, split, rule.num_stages)
 
 
@@ -389,5 +390,5 @@ def dot_config(n: int, facts: DeviceFacts) -> tuple[int, int]:
     """(BLOCK, programs) for a dot product of length ``n``: 16 programs per SM keep enough loads in flight
     to stream near the copy ceiling (3.5 TB/s of 3.9 measured on an H200, against 2.8 with 4 per SM)."""
     block = 4096 if device.interpreter else 1024
-    programs = max(1, min(triton.cdiv(n, block), 16 * facts.num_sms))
+    programs = max(1, min(cdiv(n, block), 16 * facts.num_sms))
     return block, programs

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.intmath import cdiv
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_blas import autotune, epilogue, heuristics, mv, workspace
@@ -356,7 +357,7 @@ def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: in
 def _aligned_strides(elem: int, rows: int, cols: int) -> tuple:
     """(batch, row, column) strides of a row-major (rows x cols) copy whose rows start 16-byte aligned."""
     align = 16 // elem
-    ld = triton.cdiv(cols, align) * align
+    ld = cdiv(cols, align) * align
     return rows * ld, ld, 1
 
 
@@ -504,18 +505,18 @@ def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch
     if config is None:
         config = heuristics.matmul_config(batch, m, n, k, pclass, facts)
     bk = config.block_k
-    k_tiles = triton.cdiv(k, bk)
+    k_tiles = cdiv(k, bk)
     splits = config.split_k if batch == 1 else 1
     if splits > 1:
         # Slices are whole K tiles, so only the last one meets the end of K.
-        per_slice = triton.cdiv(k_tiles, splits)
-        splits = triton.cdiv(k_tiles, per_slice)
+        per_slice = cdiv(k_tiles, splits)
+        splits = cdiv(k_tiles, per_slice)
         k_tiles = per_slice
     constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=bk, GROUP_M=config.group_m)
     precision = precision or ("tf32" if (tf32 or pclass == "f16") else "ieee")
     scale = splits == 1
     bias = bias if scale else "none"
-    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(n, config.block_n)
+    tiles = cdiv(m, config.block_m) * cdiv(n, config.block_n)
     if kernel_kind == "tma" and not config.pointer_kernel:
         # Stores go through a descriptor where masked pointer stores could not be vectorised (N not a
         # multiple of 16), or where the configuration asks for it: the staging buffer costs shared memory.

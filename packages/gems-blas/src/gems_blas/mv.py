@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.intmath import cdiv
 from flag_gems.launch import Launcher
 from gems_blas import epilogue, heuristics, workspace
 from gems_blas.operands import (
@@ -74,11 +75,11 @@ def _make_plan(dev: int, elem: int, m: int, k: int, rows_contiguous: bool, has_b
                rule: heuristics.GemvRule | None = None) -> tuple:
     config = heuristics.gemv_config(m, k, rows_contiguous, elem, heuristics.device_facts(dev), rule)
     bk = config.block_k
-    k_tiles = triton.cdiv(k, bk)
+    k_tiles = cdiv(k, bk)
     splits = config.split_k
     if splits > 1:
-        per_slice = triton.cdiv(k_tiles, splits)
-        splits = triton.cdiv(k_tiles, per_slice)
+        per_slice = cdiv(k_tiles, splits)
+        splits = cdiv(k_tiles, per_slice)
         k_tiles = per_slice
     scale = splits == 1
     constexprs = {"BLOCK_M": config.block_m, "BLOCK_K": bk, "SCALE": scale, "HAS_BIAS": has_bias and scale,
@@ -87,7 +88,7 @@ def _make_plan(dev: int, elem: int, m: int, k: int, rows_contiguous: bool, has_b
     launcher = _launchers.get(key)
     if launcher is None:
         launcher = _launchers[key] = Launcher(gemv_kernel, constexprs, num_warps=config.num_warps)
-    return launcher, (triton.cdiv(m, config.block_m), splits, 1), splits, k_tiles
+    return launcher, (cdiv(m, config.block_m), splits, 1), splits, k_tiles
 
 
 def gemv_call(y: torch.Tensor, a: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, alpha_zero: bool,

@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import launch
 from flag_gems.runtime import device
 
@@ -75,10 +76,10 @@ def rotary_kernel(q, k, q_out, k_out, cos, sin, positions, seq_len, q_heads, k_h
 def _blocks(heads: int, half: int) -> tuple[int, int]:
     """(BLOCK_H, num_warps): about 2K rotated pairs per program on the GPU, every head on the
     interpreter (where each program costs milliseconds)."""
-    block_half = triton.next_power_of_2(half)
+    block_half = next_power_of_2(half)
     if device.interpreter:
-        return triton.next_power_of_2(heads), 4
-    block_h = max(1, min(triton.next_power_of_2(heads), 2048 // block_half))
+        return next_power_of_2(heads), 4
+    block_h = max(1, min(next_power_of_2(heads), 2048 // block_half))
     return block_h, 4 if block_h * block_half <= 1024 else 8
 
 
@@ -101,8 +102,8 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inverse: bool):
     rest = q.shape[-1] - 2 * half
     q_heads, k_heads = q.shape[-2], k.shape[-2]
     block_h, warps = _blocks(max(q_heads, k_heads), half)
-    q_blocks = triton.cdiv(q_heads, block_h)
-    grid = (tokens, q_blocks + triton.cdiv(k_heads, block_h))
+    q_blocks = cdiv(q_heads, block_h)
+    grid = (tokens, q_blocks + cdiv(k_heads, block_h))
     has_positions = positions is not None
     if not has_positions:
         positions = cos  # never read: a tensor keeps the argument list fixed for the cached launcher
@@ -110,8 +111,8 @@ def _rotate(q, k, cos, sin, positions, interleaved: bool, inverse: bool):
            half, rest, *_token_strides(q), *_token_strides(k), *_token_strides(q_out), *_token_strides(k_out),
            cos.stride(0), sin.stride(0), positions.stride(0) if has_positions else 0,
            positions.stride(1) if has_positions else 0, num_warps=warps,
-           BLOCK_H=block_h, BLOCK_HALF=triton.next_power_of_2(half),
-           BLOCK_REST=triton.next_power_of_2(rest) if rest else 0, INTERLEAVED=interleaved,
+           BLOCK_H=block_h, BLOCK_HALF=next_power_of_2(half),
+           BLOCK_REST=next_power_of_2(rest) if rest else 0, INTERLEAVED=interleaved,
            HAS_POSITIONS=has_positions, INVERSE=inverse)
     return q_out, k_out
 

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
@@ -176,10 +177,10 @@ def ce_tiles(rows: int, classes: int) -> tuple[int, int, int]:
     """(BLOCK_M rows, BLOCK_C classes, num_warps): 8K classes per loop step (a 32K vocabulary in
     four steps); short rows packed up to 4K elements per program, leaving ~4 programs per SM."""
     if device.interpreter:
-        block_c = min(triton.next_power_of_2(classes), 16384)
-        return min(triton.next_power_of_2(rows), max(1, 16384 // block_c)), block_c, 4
-    block_c = min(triton.next_power_of_2(classes), 8192)
-    spread = triton.next_power_of_2(triton.cdiv(rows, 4 * lay.sm_count()))
+        block_c = min(next_power_of_2(classes), 16384)
+        return min(next_power_of_2(rows), max(1, 16384 // block_c)), block_c, 4
+    block_c = min(next_power_of_2(classes), 8192)
+    spread = next_power_of_2(cdiv(rows, 4 * lay.sm_count()))
     block_m = max(1, min(4096 // block_c, spread))
     return block_m, block_c, max(4, min(16, block_m * block_c // 512))
 
@@ -206,7 +207,7 @@ class _Problem:
         loss_shape = (self.shape[0],) + tuple(self.shape[2:]) if len(self.shape) > 1 else ()
         self.loss_shape = None if loss_shape == (self.rows,) else loss_shape
         block_m, block_c, warps = ce_tiles(self.rows, self.classes)
-        grid = (triton.cdiv(self.rows, block_m),)
+        grid = (cdiv(self.rows, block_m),)
         constexprs = dict(PROB=self.prob, HAS_WEIGHT=weight is not None, SMOOTH=smoothing > 0, ACC=tl_dtype(self.acc),
                           INT64=lay.force_int64 or x.numel() > lay.INT32_MAX, BLOCK_M=block_m, BLOCK_C=block_c)
         ints = [self.rows, self.classes, x.stride(0), target.stride(0) if self.prob else 0, ignore_index,
@@ -221,7 +222,7 @@ class _Problem:
             stores = PER_PROGRAM.value
             self.combine = lay.Launch(
                 shared_launcher(_weighted_total_kernel, dict(MEAN=reduction == 1,
-                                                             BLOCK=min(triton.next_power_of_2(self.parts), 1024)),
+                                                             BLOCK=min(next_power_of_2(self.parts), 1024)),
                                 num_warps=4),
                 (1,), [self.parts])
         forward = shared_launcher(_ce_forward_kernel, dict(constexprs, PARTIAL=stores), num_warps=warps)

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import launch, shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
@@ -157,19 +158,19 @@ def _block(n: int) -> tuple[int, int]:
     """(BLOCK, num_warps) for the per-row and per-element kernels: up to 1024 elements, 4 warps (plain
     gathers and stores; fewer, larger programs on the interpreter)."""
     if device.interpreter:
-        return min(triton.next_power_of_2(max(n, 1)), 16384), 4
-    return min(triton.next_power_of_2(max(n, 1)), 1024), 4
+        return min(next_power_of_2(max(n, 1)), 16384), 4
+    return min(next_power_of_2(max(n, 1)), 1024), 4
 
 
 def reduced_tiles(rows: int) -> tuple[int, int, int, int]:
     """(programs, rows per program, BLOCK, num_warps) of a reduced forward: one program up to
     ``ONE_PROGRAM_ROWS`` rows, else programs of ``PART_ROWS`` (more when ``MAX_PARTS`` binds)."""
     if rows <= ONE_PROGRAM_ROWS:
-        block = min(triton.next_power_of_2(max(rows, 1)), 16384)
+        block = min(next_power_of_2(max(rows, 1)), 16384)
         return 1, max(rows, 1), block, _gather_warps(block)
-    block = min(triton.next_power_of_2(rows), PART_ROWS)
-    chunk = max(triton.cdiv(triton.cdiv(rows, MAX_PARTS), block), 1) * block
-    return triton.cdiv(rows, chunk), chunk, block, _gather_warps(block)
+    block = min(next_power_of_2(rows), PART_ROWS)
+    chunk = max(cdiv(cdiv(rows, MAX_PARTS), block), 1) * block
+    return cdiv(rows, chunk), chunk, block, _gather_warps(block)
 
 
 def _gather_warps(block: int) -> int:
@@ -233,7 +234,7 @@ class _Forward:
             block, warps = _block(rows)
             self.parts = 1
             kernel = shared_launcher(_nll_forward_kernel, dict(common, BLOCK=block), num_warps=warps)
-            self.launch = lay.Launch(kernel, (triton.cdiv(rows, block),), [rows, c, hw, s_n, s_c, s_hw, ignore_index])
+            self.launch = lay.Launch(kernel, (cdiv(rows, block),), [rows, c, hw, s_n, s_c, s_hw, ignore_index])
             return
         self.parts, chunk, block, warps = reduced_tiles(rows)
         constexprs = dict(common, MEAN=reduction == MEAN, SPREAD=self.parts > 1, BLOCK=block)
@@ -322,7 +323,7 @@ def _backward(grad, x, target, weight, reduction, ignore_index, total_weight, gr
         block, warps = _block(numel)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         launch(
-            _nll_backward_kernel, (triton.cdiv(numel, block),), grad.contiguous(), target.contiguous(),
+            _nll_backward_kernel, (cdiv(numel, block),), grad.contiguous(), target.contiguous(),
             weight.contiguous() if weight is not None else x, total_weight, result,
             numel, c, hw, ignore_index, HAS_WEIGHT=weight is not None, PER_ROW_GRAD=per_row,
             MEAN=reduction == MEAN, ACC=tl_dtype(acc), INT64=lay.force_int64 or numel > lay.INT32_MAX,

@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from flag_gems.intmath import cdiv
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
@@ -630,7 +631,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         o_n, o_m = (1, n) if inner == len(groups) - 1 else (m, 1)
         in_thread = bool(tile) and tiles.ARG_TILE_COLS_IN_THREAD
         block_r, block_n, warps = tiles.cols_tiles(n, length, step, itemsize, per_thread, arg, in_thread)
-        programs = m * triton.cdiv(n, block_n)
+        programs = m * cdiv(n, block_n)
         if not may_split:
             splits, chunk = 1, max(length, 1)
         elif in_thread:
@@ -641,7 +642,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         ints = [m, n, length, chunk, kept_n, s_m, s_n, sr1, o_m, o_n]
     else:
         block_k, block_r, warps = tiles.rows_tiles(kept_n, length, step, per_thread)
-        programs = triton.cdiv(kept_n, block_k)
+        programs = cdiv(kept_n, block_k)
         splits, chunk = tiles.split_count(programs, length, block_r) if may_split else (1, max(length, 1))
         kernel = _reduce_rows_kernel
         blocks = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import shared_launcher
 from gems_reduction import layout as lay
 
@@ -67,8 +68,8 @@ def geometry(shape, dim: int) -> tuple[int, int, int]:
 
 def lane_width(lanes: int, outer: int) -> int:
     """Lanes per program along an inner dim: 16-128 (coalesced segments), leaving ~4 programs per SM."""
-    wanted = triton.next_power_of_2(triton.cdiv(lanes * outer, 4 * lay.sm_count()))
-    return min(triton.next_power_of_2(lanes), 128, max(16, wanted))
+    wanted = next_power_of_2(cdiv(lanes * outer, 4 * lay.sm_count()))
+    return min(next_power_of_2(lanes), 128, max(16, wanted))
 
 
 def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **constexprs) -> lay.Launch:
@@ -84,7 +85,7 @@ def plan(kernel, key: tuple, shape, dim: int, itemsize: int, tiles: Callable, **
         columns = inner > 1
         lane_count = inner if columns else outer
         block_l, block_r, extra, warps = tiles(lane_count, length, outer, columns, itemsize)
-        lane_blocks = triton.cdiv(lane_count, block_l)
+        lane_blocks = cdiv(lane_count, block_l)
         int64 = lay.force_int64 or outer * length * inner > lay.INT32_MAX
         launcher = shared_launcher(kernel, dict(constexprs, **extra, AXIS=0 if columns else 1, INT64=int64,
                                                 BLOCK_L=block_l, BLOCK_R=block_r), num_warps=warps)

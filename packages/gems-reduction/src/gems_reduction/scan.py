@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction import rows
@@ -83,17 +84,17 @@ def _scan_kernel(
 def scan_tiles(lane_count: int, length: int, outer: int, columns: bool, itemsize: int):
     """The tile policy of scans: 16 KB per loop step (a (4096, 8192) float32 cumsum walks each row in
     two steps), short rows packed several per program, ~4 programs per SM at least."""
-    padded = triton.next_power_of_2(length)
+    padded = next_power_of_2(length)
     if device.interpreter:
         block_r = min(padded, 16384)
-        return min(triton.next_power_of_2(lane_count), max(1, 16384 // block_r)), block_r, {}, 4
+        return min(next_power_of_2(lane_count), max(1, 16384 // block_r)), block_r, {}, 4
     step = 16384 // max(itemsize, 4)
     if columns:
         block_l = rows.lane_width(lane_count, outer)
         block_r = min(padded, max(1, step // block_l))
     else:
         block_r = min(padded, step)
-        spread = triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))
+        spread = next_power_of_2(cdiv(lane_count, 4 * lay.sm_count()))
         block_l = max(1, min(step // block_r, spread))
     return block_l, block_r, {}, max(4, min(16, block_l * block_r // 512))
 

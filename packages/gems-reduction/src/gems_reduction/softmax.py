@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
@@ -304,17 +305,17 @@ def _chunk_backward_kernel(
 def _columns_fit(lane_count: int, length: int, outer: int) -> bool:
     """Whether whole columns go in registers on the GPU: when 16 lanes of them fit (one pass beats wider
     lanes)."""
-    return triton.next_power_of_2(length) * min(rows.lane_width(lane_count, outer), 16) <= 16384
+    return next_power_of_2(length) * min(rows.lane_width(lane_count, outer), 16) <= 16384
 
 
 def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, itemsize: int):
     """The tile policy of softmax-like kernels: a row of up to 16K elements is held in registers (one
     pass); longer rows loop over 16 KB blocks. Short rows are packed several per program, never
     fewer than ~4 programs per SM."""
-    padded = triton.next_power_of_2(length)
+    padded = next_power_of_2(length)
     if device.interpreter:
         block_r = min(padded, 16384)
-        block_l = min(triton.next_power_of_2(lane_count), max(1, 16384 // block_r))
+        block_l = min(next_power_of_2(lane_count), max(1, 16384 // block_r))
         return block_l, block_r, dict(ONE_PASS=block_r >= length), 4
     hold = 16384
     if columns:
@@ -326,7 +327,7 @@ def softmax_tiles(lane_count: int, length: int, outer: int, columns: bool, items
     else:
         one_pass = padded <= hold
         block_r = padded if one_pass else 16384 // itemsize
-        spread = triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))
+        spread = next_power_of_2(cdiv(lane_count, 4 * lay.sm_count()))
         block_l = max(1, min(4096 // block_r if one_pass else 1, spread))
     return block_l, block_r, dict(ONE_PASS=one_pass), max(4, min(16, block_l * block_r // 512))
 
@@ -342,14 +343,14 @@ def split_tiles(columns: int, length: int, outer: int, itemsize: int, per_sm: in
         return None
     if not tiles.INTERPRETER_TILES and _columns_fit(columns, length, outer):
         return None
-    block_n = min(triton.next_power_of_2(columns), max(16, cols_bytes // itemsize))
-    block_r = min(triton.next_power_of_2(length), max(1, tiles.STEP_BYTES // (block_n * itemsize)))
-    col_programs = outer * triton.cdiv(columns, block_n)
-    wanted = triton.cdiv(per_sm * lay.sm_count(), col_programs)
-    splits = max(1, min(wanted, triton.cdiv(length, block_r)))
-    chunk = triton.cdiv(triton.cdiv(length, splits), block_r) * block_r
+    block_n = min(next_power_of_2(columns), max(16, cols_bytes // itemsize))
+    block_r = min(next_power_of_2(length), max(1, tiles.STEP_BYTES // (block_n * itemsize)))
+    col_programs = outer * cdiv(columns, block_n)
+    wanted = cdiv(per_sm * lay.sm_count(), col_programs)
+    splits = max(1, min(wanted, cdiv(length, block_r)))
+    chunk = cdiv(cdiv(length, splits), block_r) * block_r
     per_thread = max(1, tiles.THREAD_BYTES // itemsize)
-    return block_r, block_n, chunk, triton.cdiv(length, chunk), tiles.warps_for(block_r * block_n, per_thread)
+    return block_r, block_n, chunk, cdiv(length, chunk), tiles.warps_for(block_r * block_n, per_thread)
 
 
 class _SplitLaunch:
@@ -384,7 +385,7 @@ def _split_plan(shape, dim: int, itemsize: int, acc, split: tuple[int, int], ker
     if found is None:
         return None
     block_r, block_n, chunk, parts, warps = found
-    col_blocks = triton.cdiv(inner, block_n)
+    col_blocks = cdiv(inner, block_n)
     int64 = lay.force_int64 or outer * length * inner > lay.INT32_MAX
     common = dict(ACC=tl_dtype(acc), INT64=int64, STAGES=tiles.STAGES)
     blocks = dict(BLOCK_R=block_r, BLOCK_N=block_n)
@@ -393,7 +394,7 @@ def _split_plan(shape, dim: int, itemsize: int, acc, split: tuple[int, int], ker
     grid = (outer * col_blocks, parts)
     ints = [length, inner, col_blocks, chunk, outer * inner]
     stats_launch = lay.Launch(shared_launcher(first, dict(shared, **common, **blocks), num_warps=warps), grid, ints)
-    apply = lay.Launch(shared_launcher(second, dict(constexprs, **common, PARTS=triton.next_power_of_2(parts),
+    apply = lay.Launch(shared_launcher(second, dict(constexprs, **common, PARTS=next_power_of_2(parts),
                                                     **blocks), num_warps=warps), grid, [*ints, parts])
     return _SplitLaunch(stats_launch, apply, inputs, (stats, parts, outer * inner), acc)
 
@@ -421,9 +422,9 @@ def _persistent_plan(kernel, shape, dim: int, itemsize: int, inputs: int, budget
         return None
     if not device.interpreter:
         # With few programs per SM, each may need more bytes in flight per step than the other path's 16 KB.
-        block_r = triton.next_power_of_2(max(1, step // itemsize))
+        block_r = next_power_of_2(max(1, step // itemsize))
         warps = max(4, min(16, block_l * block_r // 512))
-    lane_blocks = triton.cdiv(outer, block_l)
+    lane_blocks = cdiv(outer, block_l)
     programs = rows_in_flight(lane_blocks, block_l * length * itemsize * inputs, budget)
     if not programs:
         return None

@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
@@ -236,10 +237,10 @@ def _topk_rows_kernel(x_ptr, keys_ptr, values_ptr, indices_ptr, R, K, candidates
 
 def sort_tiles(lane_count: int, length: int) -> tuple[int, int, int]:
     """(BLOCK_L rows, BLOCK_R, num_warps): a whole row per tile, short rows packed up to 4K keys."""
-    block_r = triton.next_power_of_2(max(length, 1))
-    block_l = min(triton.next_power_of_2(lane_count), max(1, 4096 // block_r))
+    block_r = next_power_of_2(max(length, 1))
+    block_l = min(next_power_of_2(lane_count), max(1, 4096 // block_r))
     if not device.interpreter:
-        block_l = min(block_l, max(1, triton.next_power_of_2(triton.cdiv(lane_count, 4 * lay.sm_count()))))
+        block_l = min(block_l, max(1, next_power_of_2(cdiv(lane_count, 4 * lay.sm_count()))))
     return block_l, block_r, max(4, min(16, block_l * block_r // 256))
 
 
@@ -274,7 +275,7 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
             columns = inner > 1
             lane_count = inner if columns else outer
             block_l, block_r, warps = sort_tiles(lane_count, length)
-            lane_blocks = triton.cdiv(lane_count, block_l)
+            lane_blocks = cdiv(lane_count, block_l)
             launcher = Launcher(_sort_kernel, dict(WHAT=what, WHICH=which, DESCENDING=descending,
                                                    SELECT=what == HEAD and count <= SELECT_UP_TO,
                                                    INT64=lay.force_int64 or x.numel() > lay.INT32_MAX,
@@ -309,11 +310,11 @@ def sort_stable(x, *, stable=None, dim=-1, descending=False, values=None, indice
 def _two_stage_plan(shape, d: int, dtype: torch.dtype, k: int, descending: bool) -> tuple:
     """(stage 1 launcher, its grid, stage 2 launcher, its grid, workspace columns, stage 2 ints)."""
     outer, length, inner = rows.geometry(shape, d)
-    kp = max(2, triton.next_power_of_2(k))  # tl.topk of one key reduces its block to a scalar and fails
+    kp = max(2, next_power_of_2(k))  # tl.topk of one key reduces its block to a scalar and fails
     chunk = max(TOPK_CHUNK, kp)
-    chunks = triton.cdiv(length, chunk)
+    chunks = cdiv(length, chunk)
     candidates = chunks * kp
-    tile = max(kp, min(TOPK_MERGE, triton.next_power_of_2(candidates)))
+    tile = max(kp, min(TOPK_MERGE, next_power_of_2(candidates)))
     # Warps as the register sort's: 256 keys a warp.
     first = Launcher(_topk_chunks_kernel, dict(DESCENDING=descending, CHUNK=chunk, KP=kp),
                      num_warps=max(4, min(16, chunk // 256)))

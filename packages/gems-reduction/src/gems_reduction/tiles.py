@@ -7,8 +7,7 @@ on a GPU without editing code. Plans are cached per signature: after changing a 
 
 from __future__ import annotations
 
-import triton
-
+from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
 
@@ -168,7 +167,7 @@ def reduced_block(length: int, most: int, least: int) -> int:
     step would cover takes two half steps (unless they would be shorter than ``least``, or
     ``HALF_STEPS`` is off), so that the pipelined loop has the next step's loads in flight while it
     combines the current one."""
-    block = min(triton.next_power_of_2(max(length, 1)), most)
+    block = min(next_power_of_2(max(length, 1)), most)
     if HALF_STEPS and not INTERPRETER_TILES and block >= length and block >= 2 * least:
         block //= 2
     return block
@@ -179,9 +178,9 @@ def rows_tiles(rows: int, length: int, step: int, per_thread: int) -> tuple[int,
     step, in contiguous runs of 256 or more; short rows are packed several per program, but never so
     many that fewer than ~``PROGRAMS_PER_SM`` programs per SM remain."""
     block_r = reduced_block(length, step, 256)
-    block_k = min(triton.next_power_of_2(rows), max(1, step // block_r))
+    block_k = min(next_power_of_2(rows), max(1, step // block_r))
     if not INTERPRETER_TILES:
-        spread = triton.next_power_of_2(triton.cdiv(rows, PROGRAMS_PER_SM * lay.sm_count()))
+        spread = next_power_of_2(cdiv(rows, PROGRAMS_PER_SM * lay.sm_count()))
         block_k = max(1, min(block_k, spread))
     return block_k, block_r, warps_for(block_k * block_r, per_thread)
 
@@ -192,7 +191,7 @@ def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int
     for arg-reductions; coalesced), ``step`` elements per loop step, warps stacked along the reduced dim
     (``in_thread``: only the warps that cover a segment side by side, none along the reduced dim)."""
     segment = 256 if INTERPRETER_TILES else max(16, (ARG_COLS_BYTES if arg else COLS_BYTES) // itemsize)
-    block_n = min(triton.next_power_of_2(cols), segment)
+    block_n = min(next_power_of_2(cols), segment)
     block_r = reduced_block(length, max(1, step // block_n), 1)
     if in_thread:
         return block_r, block_n, max(1, min(16, block_n * itemsize // (32 * 16)))
@@ -211,7 +210,7 @@ def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: 
     target = (per_sm or PROGRAMS_PER_SM) * lay.sm_count()
     floor = SPLIT_FLOOR if floor is None else floor
     if 2 * programs < target and length > 2 * block:
-        ways = target // programs if floor else triton.cdiv(target, programs)
-        splits = min(ways, triton.cdiv(length, block))
-    chunk = max(triton.cdiv(triton.cdiv(length, splits), block) * block, 1)
-    return max(triton.cdiv(length, chunk), 1), chunk
+        ways = target // programs if floor else cdiv(target, programs)
+        splits = min(ways, cdiv(length, block))
+    chunk = max(cdiv(cdiv(length, splits), block) * block, 1)
+    return max(cdiv(length, chunk), 1), chunk
