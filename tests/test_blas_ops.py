@@ -599,7 +599,7 @@ def test_mv_addmv_out_inplace_and_empty():
 
 # dot, vdot -------------------------------------------------------------------------------------------
 
-DOT_LENGTHS = [0, 1, 1000, 70000] if not GPU else [0, 1, 1000, 70000, 1 << 22]
+DOT_LENGTHS = [0, 1, 1000, 8192, 8193, 70000] if not GPU else [0, 1, 1000, 8192, 8193, 70000, 1 << 22]
 
 
 @pytest.mark.parametrize("n", DOT_LENGTHS)
