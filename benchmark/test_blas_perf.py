@@ -120,7 +120,8 @@ DECODE = ((1, 4096, 4096), (16, 4096, 4096))
 CASES = [
     _mm_case("mm", torch.mm, mm_args, ["mm"], SQUARE + LLM, small=DECODE),
     _mm_case("mm_fp16_8192", torch.mm, mm_args, ["mm"], SQUARE[1:], dtypes=(FP16,)),
-    _mm_case("mm_tf32", mm_tf32, mm_args, ["mm"], SQUARE[:1], dtypes=(FP32,), check=tf32_close),
+    # B stored (N, K), the order Hopper's tf32 instructions take (the other order goes to ATen).
+    _mm_case("mm_tf32", mm_tf32, mm_transposed_args, ["mm"], SQUARE[:1], dtypes=(FP32,), check=tf32_close),
     _mm_case("mm_b_transposed", torch.mm, mm_transposed_args, ["mm"], ((4096, 4096, 4096), (16, 14336, 4096)),
              dtypes=(BF16,)),
     _mm_case("addmm", torch.addmm, addmm_args, ["addmm"], ((4096, 4096, 4096), (8192, 14336, 4096)),

@@ -415,8 +415,9 @@ def test_alpha_zero_ignores_nan_in_operands():
 def test_fp32_precision_follows_allow_tf32(allow_tf32):
     # tf32 rounds operands to 10 mantissa bits on the GPU; the interpreter computes full fp32 either way,
     # so there this checks only that the tf32 path runs.
+    # B column-major (K-major, as nn.Linear's weight): a Hopper GPU computes tf32 products of that order.
     m, n, k = (256, 256, 1024) if GPU else (32, 48, 256)
-    a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32)
+    a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32, "cols")
     a64, b64 = _refs(a, b)
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
@@ -430,29 +431,33 @@ def test_fp32_precision_follows_allow_tf32(allow_tf32):
     _check(res, torch.mm(a64, b64), ref_aten, torch.float32, k, atol=atol)
 
 
-@pytest.mark.parametrize("layout", ["rows", "cols"])
-def test_tf32_operands_are_copied_k_major(layout, monkeypatch):
-    # Hopper's tf32 instructions take K-major operands only: a row-major B (or a column-major A) is copied
-    # K-major before the Hopper kernel runs; the copy threshold is lowered so a small product takes it.
+@pytest.mark.parametrize("op", ["mm", "bmm"])
+@pytest.mark.parametrize("a_layout, b_layout", [("rows", "rows"), ("cols", "cols"), ("rows", "cols")])
+def test_tf32_products_hopper_cannot_take_go_to_aten(op, a_layout, b_layout, monkeypatch):
+    # Hopper's tf32 instructions take K-major operands only: a large tf32 product with a row-major B (or a
+    # column-major A) goes to ATen, where copying it K-major and our kernel lost to cuBLAS; K-major
+    # operands stay ours. The size threshold is lowered so that a small product counts as large.
+    from flag_gems.testing import CallCounter
+
     monkeypatch.setattr(mm_module, "_ALIGN_COPY_MIN_WORK", 0)
-    copies = []
-    for name in ("_aligned_copy", "_column_major_copy"):
-        original = getattr(mm_module, name)
-        monkeypatch.setattr(mm_module, name, lambda *args, _f=original, _n=name: copies.append(_n) or _f(*args))
     m, n, k = 48, 40, 64
-    a, b = _rand((m, k), torch.float32, layout), _rand((k, n), torch.float32, layout, scale=k**-0.5)
-    a64, b64 = _refs(a, b)
+    lead = (3,) if op == "bmm" else ()
+    a = _rand((*lead, m, k), torch.float32, a_layout)
+    b = _rand((*lead, k, n), torch.float32, b_layout, scale=k**-0.5)
+    fn = getattr(torch, op)
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         with mm_module.forced_kernel("tma"):
-            ref_aten = torch.mm(a, b)
-            with served("mm", families=BLAS):
-                res = torch.mm(a, b)
+            ref_aten = fn(a, b)
+            with CallCounter() as counter, flag_gems.use_gems(families=BLAS, record=True):
+                res = fn(a, b)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
-    assert copies[:1] == (["_column_major_copy"] if layout == "rows" else ["_aligned_copy"])
-    _check(res, torch.mm(a64, b64), ref_aten, torch.float32, k, atol=5e-3)
+    ours = (a_layout, b_layout) == ("rows", "cols")
+    assert counter.ran_on_gems(op) == ours
+    a64, b64 = _refs(a, b)
+    _check(res, fn(a64, b64), ref_aten, torch.float32, k, atol=5e-3)
 
 
 # bmm, baddbmm, addbmm --------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from flag_gems import aten_kernel
-from gems_blas.mm import cached_call, first_call, mm_into, op_key, product_call, unit_stride
+from gems_blas.mm import cached_call, first_call, mm_into, op_key, product_call, tf32_to_aten, unit_stride
 from gems_blas.operands import FLOATS, broadcast_strides, finish_out, prepare_out, real_scalar
 
 
 def _takes(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.dtype in FLOATS and b.dtype is a.dtype and a.dim() == 3 and b.dim() == 3
-            and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1] and b.device == a.device)
+            and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1] and b.device == a.device
+            and not tf32_to_aten(a, b))
 
 
 def _shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, int]:

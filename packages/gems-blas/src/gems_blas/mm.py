@@ -374,33 +374,22 @@ def _aligned_copy(t: torch.Tensor, batch: int, rows: int, cols: int, strides: tu
 _ATEN_COPY = aten_kernel("copy_")
 
 
-def _column_major_copy(t: torch.Tensor, batch: int, rows: int, cols: int, strides: tuple) -> tuple:
-    """A column-major copy of a (batch x rows x cols) operand with 16-byte aligned columns, and its strides."""
-    copy, (s_batch, s_col, _) = _aligned_copy(t, batch, cols, rows, (strides[0], strides[2], strides[1]))
-    return copy, (s_batch, 1, s_col)
-
-
 class OperandCopy:
     """The copy of one operand that a product makes at each call: ``_aligned_copy`` (row-major with aligned
-    rows) or ``_column_major_copy``, of a (batch x rows x cols) operand with ``strides``."""
+    rows) of a (batch x rows x cols) operand with ``strides``."""
 
-    __slots__ = ("column_major", "args")
+    __slots__ = ("args",)
 
-    def __init__(self, column_major: bool, batch: int, rows: int, cols: int, strides: tuple):
-        self.column_major = column_major
+    def __init__(self, batch: int, rows: int, cols: int, strides: tuple):
         self.args = (batch, rows, cols, strides)
 
     def strides(self, elem: int) -> tuple:
         """The copy's (batch, row, column) strides."""
         _, rows, cols, _ = self.args
-        if self.column_major:
-            s_batch, s_col, _ = _aligned_strides(elem, cols, rows)
-            return s_batch, 1, s_col
         return _aligned_strides(elem, rows, cols)
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        copy = _column_major_copy if self.column_major else _aligned_copy
-        return copy(t, *self.args)[0]
+        return _aligned_copy(t, *self.args)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,8 +416,8 @@ _ALIGN_COPY_MIN_WORK = 1 << 24
 
 def operand_layout(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: int, n: int, k: int, sa: tuple,
                    sb: tuple) -> OperandLayout:
-    """How a product takes its operands: on which kernel, and which operands it copies (with aligned rows,
-    or K-major for tf32) where that lets a large product use the Hopper kernel at full speed."""
+    """How a product takes its operands: on which kernel, and which operands it copies (with aligned rows)
+    where that lets a large product use the Hopper kernel at full speed."""
     a_row_major = sa[2] == 1 or k == 1
     b_row_major = sb[2] == 1 or n == 1
     copy_a = copy_b = None
@@ -436,29 +425,39 @@ def operand_layout(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: in
         return OperandLayout("tiled", None, None, sa, sb, a_row_major, b_row_major)
     elem = a.element_size()
     large = batch * m * n * k >= _ALIGN_COPY_MIN_WORK
-    if a.dtype is torch.float32 and allow_tf32() and large:
-        # Hopper's tf32 tensor-core instructions take both operands K-major only; Triton runs any other
-        # layout on the older instructions (a 4096^3 product at 0.31x cuBLAS's speed), so such an operand
-        # is copied K-major first (a 4096^2 operand costs about 45 us to copy).
-        if not a_row_major and (batch == 1 or sa[0] != 0):
-            copy_a = OperandCopy(False, batch, m, k, sa)
-            sa, a_row_major = copy_a.strides(elem), True
-        if b_row_major and n > 1 and (batch == 1 or sb[0] != 0):
-            copy_b = OperandCopy(True, batch, k, n, sb)
-            sb, b_row_major = copy_b.strides(elem), False
     # A copy is fresh memory, 16-byte aligned.
     a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem, copy_a is not None)
     b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem, copy_b is not None)
     # A broadcast batch (stride 0) is not copied: that would materialise every repetition.
     if not (a_ready and b_ready) and large:
         if not a_ready and (batch == 1 or sa[0] != 0):
-            copy_a = OperandCopy(False, batch, m, k, sa)
+            copy_a = OperandCopy(batch, m, k, sa)
             sa, a_row_major, a_ready = copy_a.strides(elem), True, True
         if not b_ready and (batch == 1 or sb[0] != 0):
-            copy_b = OperandCopy(False, batch, k, n, sb)
+            copy_b = OperandCopy(batch, k, n, sb)
             sb, b_row_major, b_ready = copy_b.strides(elem), True, True
     kind = "tma" if a_ready and b_ready else "tiled"
     return OperandLayout(kind, copy_a, copy_b, sa, sb, a_row_major, b_row_major)
+
+
+def tf32_to_aten(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a float32 product of ``a`` and ``b`` (2-D or batched) goes to ATen: with tf32 allowed on
+    Hopper, whose tf32 tensor-core instructions take both operands K-major only (Triton runs any other layout
+    on the older instructions: 0.31x cuBLAS at 4096^3), a large product with an operand in the other order.
+    Copying it K-major first and running our kernel took 498 us for 4096^3 against cuBLAS's 346 on an H100
+    (benchmark/results/2026-11-27-h100-5), our kernel alone 376: ATen computes those."""
+    if not allow_tf32() or a.dtype is not torch.float32:
+        return False
+    m, k = a.shape[-2], a.shape[-1]
+    n = b.shape[-1]
+    batch = a.shape[0] if a.dim() == 3 else 1
+    if batch * m * n * k < _ALIGN_COPY_MIN_WORK or not _uses_tma(a.get_device()):
+        return False
+    sa, sb = a.stride(), b.stride()
+    # K-major: A's rows and B's columns contiguous; an operand with no unit stride is made row-major.
+    a_k_major = k == 1 or sa[-1] == 1 or sa[-2] != 1
+    b_k_major = n == 1 or (sb[-2] == 1 and sb[-1] != 1)
+    return not (a_k_major and b_k_major)
 
 
 def bias_layout(bias: torch.Tensor | None, sd: tuple | None) -> str:
@@ -749,7 +748,7 @@ def first_call(key: tuple, out: torch.Tensor, planned: tuple, a: torch.Tensor, b
 def takes(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether our kernel computes ``a @ b`` for 2-D operands (others, and bad shapes, go to ATen)."""
     return (a.dtype in FLOATS and b.dtype is a.dtype and a.dim() == 2 and b.dim() == 2
-            and a.shape[1] == b.shape[0] and b.device == a.device)
+            and a.shape[1] == b.shape[0] and b.device == a.device and not tf32_to_aten(a, b))
 
 
 def mm_call(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
