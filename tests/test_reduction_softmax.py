@@ -216,9 +216,30 @@ def test_long_rows_in_l2(knobs, shape, dtype):
     flat[1] = float("-inf")
     flat[2, : shape[-1] // 2] = float("-inf")
     row_bytes = shape[-1] * x.element_size()
-    knobs(SOFTMAX_ROWS_IN_FLIGHT_BYTES=2 * row_bytes, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES=4 * row_bytes)
+    # (On a GPU so few rows would take the split along rows: off here.)
+    knobs(SOFTMAX_ROWS_IN_FLIGHT_BYTES=2 * row_bytes, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES=4 * row_bytes,
+          SOFTMAX_SPLIT_FEW_ROWS=False)
     _check_family(x, -1, dtype)
     assert _persistent_grids() == [(2,)] * 5, "the persistent path did not serve every call"
+
+
+@pytest.mark.parametrize("shape", [(3, 17000), (2, 2, 16500)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_few_long_rows_split(knobs, monkeypatch, shape, dtype):
+    # Fewer rows than SMs, each longer than one pass: each row split into chunks over several programs (the
+    # interpreter counts one SM: it pretends to have 8); a row of -inf, one partly -inf.
+    from gems_reduction import layout, softmax
+
+    monkeypatch.setattr(layout, "sm_count", lambda index=0: 8)
+    knobs()
+    x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
+    flat = x.view(-1, shape[-1])
+    flat[1] = float("-inf")
+    flat[2, : shape[-1] // 2] = float("-inf")
+    _check_family(x, -1, dtype)
+    forward = [call for call in layout.calls.values() if isinstance(call, softmax._Call)]
+    assert len(forward) == 3 and all(isinstance(call.launch, softmax._SplitLaunch) for call in forward)
+    assert all(call.launch.shape[1] > 1 for call in forward), "rows not split into chunks"
 
 
 def test_rows_budget():

@@ -105,6 +105,7 @@ SETTINGS = {
     # give several rows a program (meaningless on a GPU).
     "rows=96KB (smoke)": {"tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES": 98304},
     "bwd_rows=192KB (smoke)": {"tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES": 196608},
+    "few_rows=off": {"tiles.SOFTMAX_SPLIT_FEW_ROWS": False},
     "part=128": {"nll.PART_ROWS": 128},
     "part=512": {"nll.PART_ROWS": 512},
     "part=1024": {"nll.PART_ROWS": 1024},
@@ -121,8 +122,9 @@ _MODULES = {"tiles": tiles, "nll": nll_loss}
 # (arg_tile; over dim 0 also with each thread owning whole
 # columns, in_thread). Softmax over dim 0: the split of the reduced dim over ~N programs per SM (sm_split=N;
 # 4 was the default before 8). Softmax over long last-dim rows: the persistent grid holding N bytes of rows
-# in flight (rows=N, bwd_rows=N; off: a program per row, as before), and its step bytes. The smoke run
-# has its own budgets (small rows).
+# in flight (rows=N, bwd_rows=N; off: a program per row, as before), and its step bytes. Fewer long rows
+# than SMs: each row split over several programs, as the dim-0 split (few_rows=off: a program a row). The
+# smoke run has its own budgets (small rows).
 LAST_DIM = ("stages=1", "stages=4", "thread=64B", "step=32K", "one_step", "per_sm=16")
 DIM0 = ("cols=128B", "cols=256B", "per_sm=8", "cols_per_sm=4", "split_ceil", "cols=256B,cols_per_sm=8,floor")
 EVERYTHING = ("stages=4", "per_sm=4", "per_sm=8", "step=32K", "thread=64B", "one_step")
@@ -132,10 +134,12 @@ SOFTMAX_DIM0 = ("sm_strips", "sm_split=4", "sm_split=16")
 SOFTMAX_BWD_DIM0 = ("bwd_strips", "bwd_split=4", "bwd_split=8", "bwd_split=4,512B")
 SOFTMAX_LAST = ("rows=off", "rows=48MB", "rows_step=16K")
 SOFTMAX_BWD_LAST = ("bwd_rows=off", "bwd_rows=48MB", "bwd_rows=96MB", "bwd_rows_step=32K")
+SOFTMAX_FEW_ROWS = ("few_rows=off", "sm_split=16")
 SMOKE_SOFTMAX = {SOFTMAX_DIM0: ("sm_strips", "sm_split=4"),
                  SOFTMAX_BWD_DIM0: ("bwd_strips", "bwd_split=4"),
                  SOFTMAX_LAST: ("rows=off", "rows=96KB (smoke)"),
-                 SOFTMAX_BWD_LAST: ("bwd_rows=off", "bwd_rows=192KB (smoke)")}
+                 SOFTMAX_BWD_LAST: ("bwd_rows=off", "bwd_rows=192KB (smoke)"),
+                 SOFTMAX_FEW_ROWS: ("few_rows=off",)}
 NLL = ("part=128", "part=512", "part=1024", "one_program")
 
 BF16, FP32 = torch.bfloat16, torch.float32
@@ -199,6 +203,10 @@ def _softmax_cases(smoke: bool, square: tuple, wide: tuple) -> list[Case]:
     cases = [Case(op + "_dim0", BF16, shape, picked(SOFTMAX_DIM0), dim0) for shape in (columns, wide)
              for op, dim0, _ in softmax]
     cases += [Case(op + "_last", BF16, long_rows, picked(SOFTMAX_LAST), last) for op, _, last in softmax]
+    # Fewer long rows than SMs (an LLM's logits at small batch): each row split over several programs.
+    for i, rows_count in enumerate((1, 8, 64)):
+        shape = (i + 1, long_rows[1]) if smoke else (rows_count, 128256)
+        cases.append(Case("softmax_few", BF16, shape, picked(SOFTMAX_FEW_ROWS), softmax[0][2]))
     # Rows that take one pass: the persistent knobs must leave them alone.
     cases.append(Case("softmax_last", BF16, square, picked(SOFTMAX_LAST), softmax[0][2]))
     cases.append(Case("softmax_dim0", FP32, columns, picked(SOFTMAX_DIM0), softmax[0][1]))
@@ -417,6 +425,8 @@ def _group(case: Case) -> str:
         return "float32 controls"
     if case.op.startswith("argmax"):
         return "bf16 argmax"
+    if case.op == "softmax_few":
+        return "bf16 softmax few rows"
     if "softmax" in case.op:
         where = "last dim" if case.op.endswith("_last") else "dim 0"
         return f"bf16 softmax {'backward ' if '_bwd' in case.op else ''}{where}"

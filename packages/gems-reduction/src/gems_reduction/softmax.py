@@ -376,12 +376,14 @@ class _SplitLaunch:
 
 
 def _split_plan(shape, dim: int, itemsize: int, acc, split: tuple[int, int], kernels: tuple, inputs: int,
-                stats: int, **constexprs) -> _SplitLaunch | None:
+                stats: int, few_rows: bool = False, **constexprs) -> _SplitLaunch | None:
     """The split launches of ``kernels`` (pass 1, pass 2) over contiguous tensors of ``shape`` along
     ``dim`` (``inputs`` of them read), keeping ``stats`` values per (chunk, column); None where the split
-    does not apply. ``constexprs`` go to pass 2, those it shares with pass 1 (``LOG``) to both."""
+    does not apply. ``few_rows``: also along the last dim (each row one column) when rows are fewer than
+    SMs. ``constexprs`` go to pass 2, those it shares with pass 1 (``LOG``) to both."""
     outer, length, inner = rows.geometry(shape, dim)
-    found = split_tiles(inner, length, outer, itemsize, *split) if inner > 1 else None
+    along = inner > 1 or (few_rows and outer < lay.sm_count())
+    found = split_tiles(inner, length, outer, itemsize, *split) if along else None
     if found is None:
         return None
     block_r, block_n, chunk, parts, warps = found
@@ -470,7 +472,8 @@ def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
     if x.numel():
         launch = _split_plan(x.shape, d, x.element_size(), acc,
                              (tiles.SOFTMAX_SPLIT_PER_SM, tiles.SOFTMAX_SPLIT_COLS_BYTES),
-                             (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, LOG=log, SAFE=safe)
+                             (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, tiles.SOFTMAX_SPLIT_FEW_ROWS,
+                             LOG=log, SAFE=safe)
     if x.numel() and launch is None:
         launch = _persistent_plan(_softmax_fwd_kernel, x.shape, d, x.element_size(), 1,
                                   tiles.SOFTMAX_ROWS_IN_FLIGHT_BYTES, tiles.SOFTMAX_ROWS_STEP_BYTES, LOG=log,
