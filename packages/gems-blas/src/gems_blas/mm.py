@@ -347,10 +347,9 @@ def _uses_tma(dev: int) -> bool:
     return not device.interpreter and heuristics.device_facts(dev).hopper
 
 
-def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: int, fresh: bool = False) -> bool:
-    # A descriptor needs a 16-byte aligned base (``fresh``: memory about to be allocated has one) and
-    # 16-byte multiples for every stride but the unit one.
-    return ((fresh or t.data_ptr() % 16 == 0) and (s_outer * elem) % 16 == 0
+def _tma_ready(t: torch.Tensor, batch: int, s_batch: int, s_outer: int, elem: int) -> bool:
+    # A descriptor needs a 16-byte aligned base and 16-byte multiples for every stride but the unit one.
+    return (t.data_ptr() % 16 == 0 and (s_outer * elem) % 16 == 0
             and (batch == 1 or (s_batch != 0 and (s_batch * elem) % 16 == 0)))
 
 
@@ -420,14 +419,13 @@ def operand_layout(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: in
     where that lets a large product use the Hopper kernel at full speed."""
     a_row_major = sa[2] == 1 or k == 1
     b_row_major = sb[2] == 1 or n == 1
-    copy_a = copy_b = None
     if not _uses_tma(dev):
         return OperandLayout("tiled", None, None, sa, sb, a_row_major, b_row_major)
     elem = a.element_size()
     large = batch * m * n * k >= _ALIGN_COPY_MIN_WORK
-    # A copy is fresh memory, 16-byte aligned.
-    a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem, copy_a is not None)
-    b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem, copy_b is not None)
+    a_ready = _tma_ready(a, batch, sa[0], sa[1] if a_row_major else sa[2], elem)
+    b_ready = _tma_ready(b, batch, sb[0], sb[1] if b_row_major else sb[2], elem)
+    copy_a = copy_b = None
     # A broadcast batch (stride 0) is not copied: that would materialise every repetition.
     if not (a_ready and b_ready) and large:
         if not a_ready and (batch == 1 or sa[0] != 0):
