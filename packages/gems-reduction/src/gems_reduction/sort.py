@@ -5,8 +5,8 @@ int64 key, (order-preserving value bits << 32) | position, so that one sort orde
 breaks ties by position (a stable sort; NaN after +inf, -0.0 equal to 0.0, as ATen). Values are then
 read back at the sorted positions, bit-exact. Longer rows, 64-bit elements and the rest go to ATen, but
 for topk of a small k over 16-bit dtypes (an LLM's logits): each program keeps the best k of a chunk of a
-row by int32 keys, (value bits << 16) | position in the chunk, widened to the int64 keys above, and one
-program a row then picks the best k of those (the same keys, so the same order and ties).
+row by int32 keys, (value bits << 16) | position in the chunk, widened to int64 keys of the same order as
+those above, and one program a row then picks the best k of those (so the same order and ties).
 
 On the GPU rows stop at ``GPU_MAX_ROW``, for speed: longer rows sort right there (a (4096, 4096) float32
 kthvalue once came back wrong; ``tuning/ab_sort_probe.py`` later found one ``tl.sort`` a row right for
@@ -64,23 +64,30 @@ NANMEDIAN: tl.constexpr = tl.constexpr(2)
 
 
 @triton.jit
-def _keys(x, r, R, DESCENDING: tl.constexpr):
-    """int64 sort keys: order-preserving value bits in the high half, the position in the low half."""
+def _order_bits(x, TOP: tl.constexpr, DESCENDING: tl.constexpr):
+    """int32 bits of ``x`` that order as its values do (reversed where DESCENDING): -0.0 with 0.0, every NaN
+    after +inf. TOP is the largest they take: 0x7FFFFFFF, or 0x7FFF to keep a 16-bit dtype's within 16 bits."""
     if x.dtype.is_floating():
         xf = x.to(tl.float32)
         if x.dtype == tl.float32:
             bits = x.to(tl.int32, bitcast=True)
         else:
             bits = x.to(tl.int16, bitcast=True).to(tl.int32)
-        bits = tl.where(xf == 0, 0, bits)  # -0.0 sorts with 0.0
+        bits = tl.where(xf == 0, 0, bits)
         # Negative floats order backwards as integers: flip their magnitude bits.
-        bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-        bits = tl.where(xf != xf, 0x7FFFFFFF, bits)  # every NaN after +inf
+        bits = bits ^ ((bits >> 31) & TOP)
+        bits = tl.where(xf != xf, TOP, bits)
     else:
         bits = x.to(tl.int32)
     if DESCENDING:
         bits = ~bits
-    keys = (bits.to(tl.int64) << 32) | r.to(tl.int64)
+    return bits
+
+
+@triton.jit
+def _keys(x, r, R, DESCENDING: tl.constexpr):
+    """int64 sort keys: order-preserving value bits in the high half, the position in the low half."""
+    keys = (_order_bits(x, 0x7FFFFFFF, DESCENDING).to(tl.int64) << 32) | r.to(tl.int64)
     return tl.where(r < R, keys, 0x7FFFFFFFFFFFFFFF)
 
 
@@ -184,19 +191,8 @@ def _row_start(lane, R, inner):
 
 @triton.jit
 def _narrow_keys(x, local, valid, DESCENDING: tl.constexpr):
-    """int32 keys of a 16-bit dtype: order-preserving value bits << 16 | position in the chunk (as ``_keys``,
-    the value bits kept within 16 bits)."""
-    if x.dtype.is_floating():
-        xf = x.to(tl.float32)
-        bits = x.to(tl.int16, bitcast=True).to(tl.int32)
-        bits = tl.where(xf == 0, 0, bits)
-        bits = bits ^ ((bits >> 31) & 0x7FFF)
-        bits = tl.where(xf != xf, 0x7FFF, bits)
-    else:
-        bits = x.to(tl.int32)
-    if DESCENDING:
-        bits = ~bits
-    return tl.where(valid, (bits << 16) | local, 0x7FFFFFFF)
+    """int32 keys of a 16-bit dtype: order-preserving value bits << 16 | position in the chunk."""
+    return tl.where(valid, (_order_bits(x, 0x7FFF, DESCENDING) << 16) | local, 0x7FFFFFFF)
 
 
 @triton.jit
@@ -209,7 +205,7 @@ def _topk_chunks_kernel(x_ptr, keys_ptr, R, chunks, inner, DESCENDING: tl.conste
     r = start + local
     x = tl.load(x_ptr + _row_start(pid // chunks, R, inner) + r.to(tl.int64) * inner, mask=r < R, other=0)
     best = _smallest(_narrow_keys(x, local, r < R, DESCENDING), KP)
-    # Widened to the int64 keys of ``_keys`` for the 16-bit values: the same order.
+    # Widened to int64 keys, value bits << 32 | position in the row: the order of ``_keys``.
     best = ((best >> 16).to(tl.int64) << 32) | (start + (best & 0xFFFF)).to(tl.int64)
     # Program pid = row * chunks + chunk: its KP keys follow those of the chunk before.
     tl.store(keys_ptr + pid.to(tl.int64) * KP + tl.arange(0, KP), best)
@@ -307,7 +303,7 @@ def sort_stable(x, *, stable=None, dim=-1, descending=False, values=None, indice
     return sort(x, dim, descending, values=values, indices=indices)
 
 
-def _two_stage_plan(shape, d: int, dtype: torch.dtype, k: int, descending: bool) -> tuple:
+def _two_stage_plan(shape, d: int, k: int, descending: bool) -> tuple:
     """(stage 1 launcher, its grid, stage 2 launcher, its grid, workspace columns, stage 2 ints)."""
     outer, length, inner = rows.geometry(shape, d)
     kp = max(2, next_power_of_2(k))  # tl.topk of one key reduces its block to a scalar and fails
@@ -335,7 +331,7 @@ def _two_stage_topk(x, d: int, k: int, largest: bool, values, indices):
     if plan is None:
         if len(_plans) >= MAX_PLANS:
             _plans.clear()
-        plan = _plans[key] = _two_stage_plan(source.shape, d, x.dtype, k, largest)
+        plan = _plans[key] = _two_stage_plan(source.shape, d, k, largest)
     first, first_grid, first_ints, second, second_grid, candidates, second_ints = plan
     out_shape = list(source.shape)
     out_shape[d] = k
