@@ -203,7 +203,7 @@ def test_split_epilogue_on_one_matrix(tma_store):
 def test_fused_tile_loop_planning(monkeypatch):
     # As planned for an H100: the option asks Triton to fuse the tile and K loops, unless warp
     # specialisation pipelines them its own way.
-    key = ("tma", torch.bfloat16, False, 0, 4, 2048, 2048, 256, True, True, False, "per_column")
+    key = ("tma", torch.bfloat16, False, 0, 4, 2048, 2048, 256, True, True, False, "per_column", 2)
     fused = heuristics.MatmulConfig(128, 128, 64, 8, 4, 3, fuse_tiles=True)
     monkeypatch.setattr(device, "interpreter", False)
     monkeypatch.setattr(heuristics, "device_facts", lambda dev: heuristics.DeviceFacts(hopper=True, num_sms=132))
@@ -458,6 +458,140 @@ def test_tf32_products_hopper_cannot_take_go_to_aten(op, a_layout, b_layout, mon
     assert counter.ran_on_gems(op) == ours
     a64, b64 = _refs(a, b)
     _check(res, fn(a64, b64), ref_aten, torch.float32, k, atol=5e-3)
+
+
+# fp32 products split into bf16 pieces ----------------------------------------------------------------
+
+@pytest.fixture
+def operands_split(monkeypatch):
+    """The shapes of the operands split into bf16 pieces, in order."""
+    from gems_blas import split_fp32
+
+    split = []
+    call = split_fp32.SplitOperand.__call__
+
+    def counted(self, t):
+        split.append(tuple(t.shape))
+        return call(self, t)
+
+    monkeypatch.setattr(split_fp32.SplitOperand, "__call__", counted)
+    mm_module.clear_caches()
+    yield split
+    mm_module.clear_caches()
+
+
+@pytest.fixture
+def split_everywhere(operands_split, monkeypatch):
+    """Small fp32 products take the split path on any device; yields the list of operands split."""
+    from gems_blas import split_fp32
+
+    monkeypatch.setattr(split_fp32, "SETTINGS", split_fp32.SplitSettings(min_work=0, min_side=1, everywhere=True))
+    mm_module.clear_caches()
+    return operands_split
+
+
+@pytest.mark.skipif(not GPU, reason="the split path's sizes and the Hopper kernel's promotion need the GPU")
+def test_split_fp32_large_product_as_shipped(operands_split):
+    # As shipped, a large fp32 product on Hopper splits, and lands at least as close to the exact result as
+    # an fp32 dot product's rounding allows (cuBLAS's fp32 products stay within the same bound here).
+    n = 2048
+    a = _rand((n, n), torch.float32) * torch.exp2(torch.randint(-20, 20, (n, n), device=DEVICE).float())
+    b = _rand((n, n), torch.float32, "cols", scale=n**-0.5)
+    with served("mm", families=BLAS):
+        res = torch.mm(a, b)
+    assert operands_split == [(n, n), (n, n)]
+    a64, b64 = _refs(a, b)
+    _within_fp32_dot_error(res, a64 @ b64, a64.abs() @ b64.abs())
+
+
+def _within_fp32_dot_error(res, ref64, magnitude64):
+    # Each output within 2^-21 of the sum of its terms' magnitudes: a dot product computed in fp32 stays
+    # within a few units of 2^-24 of that sum at these lengths; two bf16 pieces an operand would be off by
+    # 2^-16 of it.
+    bound = 2.0**-21 * magnitude64 + 1e-30
+    excess = ((res.to(torch.float64) - ref64).abs() / bound).max()
+    assert excess <= 1, f"error {float(excess):.2f} times the bound"
+
+
+@pytest.mark.parametrize("terms", [6, 9])
+@pytest.mark.parametrize("kernel", ["tma", "tiled"])
+@pytest.mark.parametrize("a_layout, b_layout", [("rows", "rows"), ("cols", "cols"), ("rows", "cols")])
+def test_split_fp32_products(terms, kernel, a_layout, b_layout, split_everywhere, monkeypatch):
+    from gems_blas import split_fp32
+
+    monkeypatch.setattr(split_fp32.SETTINGS, "terms", terms)
+    m, n, k = 33, 40, 77
+    # values spread over many binades, so that all 24 bits of each element count
+    a = _rand((m, k), torch.float32, a_layout) * torch.exp2(torch.randint(-20, 20, (m, k), device=DEVICE))
+    b = _rand((k, n), torch.float32, b_layout, scale=k**-0.5)
+    bias = _rand((n,), torch.float32)
+    a64, b64, bias64 = _refs(a, b, bias)
+    ref_aten = torch.addmm(bias, a, b, beta=0.5, alpha=2)
+    with mm_module.forced_kernel(kernel), served("mm", "addmm", families=BLAS):
+        res = torch.mm(a, b)
+        res_addmm = torch.addmm(bias, a, b, beta=0.5, alpha=2)
+    assert split_everywhere == [(m, k), (k, n)] * 2
+    magnitude = a64.abs() @ b64.abs()
+    _within_fp32_dot_error(res, a64 @ b64, magnitude)
+    ref64 = torch.addmm(bias64, a64, b64, beta=0.5, alpha=2)
+    _within_fp32_dot_error(res_addmm, ref64, 2 * magnitude + 0.5 * bias64.abs())
+    # and as close to ATen as ATen is to the exact result
+    _within_fp32_dot_error(ref_aten.to(res.device), ref64, 2 * magnitude + 0.5 * bias64.abs())
+
+
+def test_split_fp32_batched(split_everywhere):
+    a, b = _rand((3, 24, 40), torch.float32, "cols"), _rand((3, 40, 17), torch.float32, scale=40**-0.5)
+    a64, b64 = _refs(a, b)
+    with served("bmm", families=BLAS):
+        res = torch.bmm(a, b)
+    assert split_everywhere == [(3, 24, 40), (3, 40, 17)]
+    _within_fp32_dot_error(res, torch.bmm(a64, b64), torch.bmm(a64.abs(), b64.abs()))
+
+
+def test_split_fp32_pieces_sum_to_the_operand(split_everywhere):
+    from gems_blas import split_fp32
+
+    x = _rand((5, 70), torch.float32) * torch.exp2(torch.randint(-100, 100, (5, 70), device=DEVICE).float())
+    x[0, :4] = torch.tensor([3.4e38, -3.4e38, -0.0, 2.0**-100])
+    x[1, :3] = torch.tensor([float("inf"), -float("inf"), float("nan")])
+    split = split_fp32.SplitOperand(1, 5, 70, (0, 70, 1), (0, 1, 2))
+    pieces = split(x)[0, :, :210].to(torch.float64)
+    total = pieces[:, :70] + pieces[:, 70:140] + pieces[:, 140:]
+    assert_equal(total, x.to(torch.float64), equal_nan=True)
+
+
+def test_split_fp32_infinite_operands_repaired(split_everywhere):
+    # Zero pieces meeting an infinite one make NaN (0 * inf) where fp32 gives inf: those tiles are repaired.
+    m, n, k = 100, 90, 48
+    a, b = _rand((m, k), torch.float32), _rand((k, n), torch.float32)
+    a[3, 5] = float("inf")
+    b[7, 80] = -float("inf")
+    a[70, 9] = float("nan")
+    bias = _rand((m, n), torch.float32)
+    ref = torch.addmm(bias, a, b)
+    with served("addmm", families=BLAS):
+        res = torch.addmm(bias, a, b)
+    assert split_everywhere == [(m, k), (k, n)]
+    assert torch.equal(res.isnan(), ref.isnan()) and torch.equal(res.isinf(), ref.isinf())
+    finite = ref.isfinite()
+    assert_close(res[finite], ref[finite], torch.float32, reduce_dim=k)
+
+
+def test_split_fp32_leaves_in_place_bias_and_tf32_alone(split_everywhere):
+    a, b, bias = _rand((24, 32), torch.float32), _rand((32, 16), torch.float32), _rand((24, 16), torch.float32)
+    expected = torch.addmm(bias, a, b)
+    with served("addmm_", families=BLAS):
+        bias.addmm_(a, b)
+    assert split_everywhere == []
+    assert_close(bias, expected, torch.float32, reduce_dim=32)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with served("mm", families=BLAS):
+            torch.mm(a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    assert split_everywhere == []
 
 
 # bmm, baddbmm, addbmm --------------------------------------------------------------------------------

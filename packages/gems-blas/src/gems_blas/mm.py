@@ -30,7 +30,7 @@ from flag_gems import aten_kernel
 from flag_gems.intmath import cdiv
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
-from gems_blas import autotune, epilogue, heuristics, mv, workspace
+from gems_blas import autotune, epilogue, heuristics, mv, split_fp32, workspace
 from gems_blas.operands import FLOATS, PlannedLaunch, ProductCall, allow_tf32, finish_out, prepare_out, remember
 
 _NO_SPECIALIZE = ["B", "K_TILES", "SPLITS", "alpha", "beta", "NUM_PROGRAMS"]
@@ -118,7 +118,7 @@ def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                     alpha, beta, NUM_PROGRAMS,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                     EVEN_K: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr,
-                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+                    PRECISION: tl.constexpr, UPCAST: tl.constexpr, REPAIR: tl.constexpr):
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     tiles = tiles_m * tiles_n
@@ -137,6 +137,16 @@ def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
     # Slices are whole K tiles (K_TILES each), so each starts at a multiple of BLOCK_K.
     k_lo = split * K_TILES * BLOCK_K
     k_hi = tl.minimum(K, k_lo + K_TILES * BLOCK_K)
+    rows_out = M
+    if REPAIR:
+        # After a split fp32 product (split_fp32.py): only its output tiles holding a NaN are computed again;
+        # the others skip the K loop and store nothing.
+        done = tl.load(c_ptr + mat_c.to(tl.int64) * stride_cb + offs_m.to(tl.int64)[:, None] * stride_cm
+                       + offs_n.to(tl.int64)[None, :] * stride_cn,
+                       mask=(offs_m < M)[:, None] & (offs_n < N)[None, :], other=0.0)
+        again = tl.sum((done != done).to(tl.int32)) > 0
+        k_hi = tl.where(again, k_hi, k_lo)
+        rows_out = tl.where(again, M, 0)
     offs_k = k_lo + tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + mat * stride_ab + rows[:, None] * stride_am + offs_k.to(tl.int64)[None, :] * stride_ak
     b_ptrs = b_ptr + mat * stride_bb + offs_k.to(tl.int64)[:, None] * stride_bk + cols[None, :] * stride_bn
@@ -160,7 +170,7 @@ def mm_tiled_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
         b_ptrs += step_b
     acc = _finished(acc, d_ptr + mat * stride_db, offs_m, offs_n, M, N, stride_dm, stride_dn, alpha, beta,
                     SCALE, BIAS)
-    _store_tile(acc, c_ptr + mat_c.to(tl.int64) * stride_cb, offs_m, offs_n, M, N, stride_cm, stride_cn)
+    _store_tile(acc, c_ptr + mat_c.to(tl.int64) * stride_cb, offs_m, offs_n, rows_out, N, stride_cm, stride_cn)
 
 
 @triton.jit
@@ -208,7 +218,7 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
                   A_ROW_MAJOR: tl.constexpr, B_ROW_MAJOR: tl.constexpr, BATCHED: tl.constexpr,
                   C_DESC: tl.constexpr, SCALE: tl.constexpr, BIAS: tl.constexpr, PRECISION: tl.constexpr,
                   UPCAST: tl.constexpr, FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-                  EPILOGUE_N: tl.constexpr, BIAS_AT: tl.constexpr):
+                  EPILOGUE_N: tl.constexpr, BIAS_AT: tl.constexpr, PROMOTE: tl.constexpr):
     # Descriptors see each operand in its storage order; the tile loads transpose column-major ones back.
     if BATCHED:
         if A_ROW_MAJOR:
@@ -274,6 +284,7 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
             bias = _bias_vector(d_ptr + batch.to(tl.int64) * stride_db, off_m, off_n, M, N, stride_dm, stride_dn,
                                 BLOCK_M, BLOCK_N, BIAS)
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        part = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         for kt in range(k_tiles):
             k = k_lo + kt * BLOCK_K
             a = _load_operand(a_desc, batch, off_m, k, BLOCK_M, BLOCK_K, A_ROW_MAJOR, BATCHED)
@@ -281,7 +292,17 @@ def mm_tma_kernel(a_ptr, b_ptr, c_ptr, d_ptr, B, M, N, K, K_TILES, SPLITS,
             if UPCAST:
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            if PROMOTE > 0:
+                # The tensor cores accumulate PROMOTE K steps, whose sum is then added to acc in IEEE fp32:
+                # their own accumulation over all of K is less exact (split_fp32.py).
+                part = tl.dot(a, b, part, input_precision=PRECISION)
+                if kt % PROMOTE == PROMOTE - 1:
+                    acc += part
+                    part = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            else:
+                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if PROMOTE > 0:
+            acc += part
         if FLATTEN:
             tile_out += NUM_PROGRAMS
             mat = tile_out // tiles
@@ -387,6 +408,10 @@ class OperandCopy:
         _, rows, cols, _ = self.args
         return _aligned_strides(elem, rows, cols)
 
+    def stand_in(self, t: torch.Tensor) -> torch.Tensor:
+        """An empty tensor standing for the copy where a launch is specialised (fresh memory is aligned)."""
+        return t.new_empty(0)
+
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         return _aligned_copy(t, *self.args)[0]
 
@@ -394,15 +419,17 @@ class OperandCopy:
 @dataclasses.dataclass(frozen=True)
 class OperandLayout:
     """The kernel a product runs on and how it takes its operands: as given, or copied at each call (the
-    copies' strides and orders are the ones listed)."""
+    copies' strides and orders are the ones listed). A split fp32 product (``split_fp32``) reads bf16
+    pieces, ``terms`` of them along K for each element of an operand."""
 
     kind: str
-    copy_a: OperandCopy | None
-    copy_b: OperandCopy | None
+    copy_a: OperandCopy | split_fp32.SplitOperand | None
+    copy_b: OperandCopy | split_fp32.SplitOperand | None
     sa: tuple
     sb: tuple
     a_row_major: bool
     b_row_major: bool
+    terms: int = 0
 
     def operands(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The operands the kernel reads: ``a`` and ``b``, or their copies."""
@@ -436,6 +463,14 @@ def operand_layout(dev: int, a: torch.Tensor, b: torch.Tensor, batch: int, m: in
             sb, b_row_major, b_ready = copy_b.strides(elem), True, True
     kind = "tma" if a_ready and b_ready else "tiled"
     return OperandLayout(kind, copy_a, copy_b, sa, sb, a_row_major, b_row_major)
+
+
+def split_layout(dev: int, batch: int, m: int, n: int, k: int, sa: tuple, sb: tuple) -> OperandLayout:
+    """The layout of a split fp32 product: both operands' bf16 pieces, each in its operand's order."""
+    split_a, split_b = split_fp32.split_operands(batch, m, n, k, sa, sb)
+    s_batch, s_n, s_k = split_b.strides
+    return OperandLayout("tma" if _uses_tma(dev) else "tiled", split_a, split_b, split_a.strides,
+                         (s_batch, s_k, s_n), split_a.k_contiguous, not split_b.k_contiguous, split_fp32.terms())
 
 
 def tf32_to_aten(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -495,8 +530,8 @@ def _bias_at(config: heuristics.MatmulConfig, bias: str) -> str:
 
 
 def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch: int, m: int, n: int, k: int,
-               a_row_major: bool, b_row_major: bool, out_desc: bool, bias: str, config=None,
-               precision: str | None = None) -> _Plan:
+               a_row_major: bool, b_row_major: bool, out_desc: bool, bias: str, out_elem: int, config=None,
+               precision: str | None = None, repair: bool = False, promote: int = 0) -> _Plan:
     facts = heuristics.device_facts(dev)
     pclass = heuristics.precision_class(dtype, tf32)
     if config is None:
@@ -521,19 +556,22 @@ def _make_plan(kernel_kind: str, dtype: torch.dtype, tf32: bool, dev: int, batch
         c_desc = (config.tma_store or n % 16 != 0) and (out_desc if scale else n % 4 == 0)
         elem = dtype.itemsize
         epilogue_n = config.block_n // 2 if config.split_epilogue else config.block_n
-        staging = config.block_m * epilogue_n * (elem if scale else 4) if c_desc else 0
+        staging = config.block_m * epilogue_n * (out_elem if scale else 4) if c_desc else 0
         if c_desc:
             config = _fit_stages(config, elem, staging)
         constexprs.update(A_ROW_MAJOR=a_row_major, B_ROW_MAJOR=b_row_major, BATCHED=batch > 1, C_DESC=c_desc,
                           SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter,
                           FLATTEN=config.fuse_tiles and not config.warp_specialize,
                           WARP_SPECIALIZE=config.warp_specialize and not device.interpreter,
-                          EPILOGUE_N=epilogue_n, BIAS_AT=_bias_at(config, bias))
+                          EPILOGUE_N=epilogue_n, BIAS_AT=_bias_at(config, bias), PROMOTE=promote)
         total = tiles * batch * splits
-        programs = max(1, min(total, facts.num_sms * config.programs_per_sm(elem, staging)))
+        # A promoting product keeps two accumulators: registers for one program an SM.
+        per_sm = 1 if promote else config.programs_per_sm(elem, staging)
+        programs = max(1, min(total, facts.num_sms * per_sm))
         launcher = _launcher(mm_tma_kernel, constexprs, config)
         return _Plan("tma", launcher, (programs, 1, 1), splits, k_tiles, programs)
-    constexprs.update(EVEN_K=k % bk == 0, SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter)
+    constexprs.update(EVEN_K=k % bk == 0, SCALE=scale, BIAS=bias, PRECISION=precision, UPCAST=device.interpreter,
+                      REPAIR=repair)
     launcher = _launcher(mm_tiled_kernel, constexprs, config)
     return _Plan("tiled", launcher, (tiles * batch, splits, 1), splits, k_tiles, 1)
 
@@ -581,26 +619,57 @@ def _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd) -> P
             return mv.gemv_call(out, a, b, bias, False, m, k, sa[1], sa[2], sb[1], so[1], sd[1] if sd else 0)
         return mv.gemv_call(out, b, a, bias, False, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0,
                             swap=True)
-    layout = operand_layout(a.get_device(), a, b, batch, m, n, k, sa, sb)
-    key = plan_key(layout, out, a.dtype, batch, m, n, k, bias, so, sd)
-    plan = _plans.get(key)
+    dev = a.get_device()
+    split = (a.dtype is torch.float32 and not allow_tf32()
+             and split_fp32.applies(a, bias, out, batch, m, n, k, sa, sb, _uses_tma(dev)))
+    if split:
+        layout = split_layout(dev, batch, m, n, k, sa, sb)
+        dtype, k_read = torch.bfloat16, k * layout.terms
+    else:
+        layout = operand_layout(dev, a, b, batch, m, n, k, sa, sb)
+        dtype, k_read = a.dtype, k
+    key = plan_key(layout, out, dtype, batch, m, n, k_read, bias, so, sd)
+    # A split product's plan is its own: a bf16 product of the same shape takes neither its tile nor its
+    # promotion (nor the other way round).
+    options = split_fp32.plan_options() if split else None
+    plan = _plans.get((key, options))
     if plan is None:
-        config = None
-        if autotune.enabled:
-            config = _tuned(key, out, *layout.operands(a, b), bias, alpha, beta, layout.sa, layout.sb, so, sd)
-        plan = remember(_plans, key, _make_plan(*key, config))
-    return layout_call(plan, layout, out, a, b, bias, batch, m, n, k, so, sd)
+        if split:
+            plan = _make_plan(*key, split_fp32.config(), promote=split_fp32.SETTINGS.promote)
+        else:
+            config = None
+            if autotune.enabled:
+                config = _tuned(key, out, *layout.operands(a, b), bias, alpha, beta, layout.sa, layout.sb, so, sd)
+            plan = _make_plan(*key, config)
+        remember(_plans, (key, options), plan)
+    call = layout_call(plan, layout, out, a, b, bias, batch, m, n, k_read, so, sd)
+    if split:
+        call.repair = _repair_launch(out, a, b, bias, batch, m, n, k, sa, sb, so, sd)
+    return call
+
+
+# The pointer kernel's tile for repairing a split product's NaN tiles (rare: an infinite operand).
+_REPAIR_CONFIG = heuristics.MatmulConfig(64, 64, 32, 8, 4, 3, 1)
+
+
+def _repair_launch(out, a, b, bias, batch, m, n, k, sa, sb, so, sd) -> PlannedLaunch:
+    """The launch that computes again, in full fp32 from ``a`` and ``b``, the output tiles of a split
+    product that hold a NaN (see ``split_fp32``)."""
+    plan = _make_plan("tiled", torch.float32, False, a.get_device(), batch, m, n, k, sa[2] == 1 or k == 1,
+                      sb[2] == 1, False, bias_layout(bias, sd), out.element_size(), _REPAIR_CONFIG, repair=True)
+    return planned_call(plan, out, a, b, bias, batch, m, n, k, sa, sb, so, sd).main
 
 
 def plan_key(layout: OperandLayout, out: torch.Tensor, dtype: torch.dtype, batch: int, m: int, n: int, k: int,
              bias: torch.Tensor | None, so: tuple, sd: tuple | None) -> tuple:
-    """What a product's plan depends on: kernel, dtype, tf32, device, sizes, operand orders, whether the
-    output takes descriptor stores, and the bias layout (also the tuners' handle on a product)."""
+    """What a product's plan depends on: kernel, operand dtype, tf32, device, sizes, operand orders, whether
+    the output takes descriptor stores, the bias layout and the output's element size (also the tuners'
+    handle on a product)."""
     out_desc = (layout.kind == "tma" and so[2] == 1
                 and _tma_ready(out, batch, so[0], so[1], out.element_size()))
     tf32 = dtype is torch.float32 and allow_tf32()
     return (layout.kind, dtype, tf32, out.get_device(), batch, m, n, k, layout.a_row_major, layout.b_row_major,
-            out_desc, bias_layout(bias, sd))
+            out_desc, bias_layout(bias, sd), out.element_size())
 
 
 def layout_call(plan: _Plan, layout: OperandLayout, out, a, b, bias, batch, m, n, k, so, sd) -> ProductCall:
@@ -608,8 +677,8 @@ def layout_call(plan: _Plan, layout: OperandLayout, out, a, b, bias, batch, m, n
     at each call."""
     # The kernel's specialisation follows the operands it reads: a copy is fresh memory, 16-byte aligned
     # (an empty tensor stands in for it here).
-    a_read = a if layout.copy_a is None else a.new_empty(0)
-    b_read = b if layout.copy_b is None else b.new_empty(0)
+    a_read = a if layout.copy_a is None else layout.copy_a.stand_in(a)
+    b_read = b if layout.copy_b is None else layout.copy_b.stand_in(b)
     call = planned_call(plan, out, a_read, b_read, bias, batch, m, n, k, layout.sa, layout.sb, so, sd)
     if layout.copy_a is not None or layout.copy_b is not None:
         call.prepare = layout.operands

@@ -113,10 +113,11 @@ class ProductCall:
     (partials, out, bias or out); with no ``main``, ``finish`` alone writes beta * bias (K = 0 or
     alpha = 0), and with neither the output is empty. ``partials`` is the fp32 element count of a split
     reduction; ``descriptors``: ``main`` builds tensor descriptors in Triton's launch scratch;
-    ``prepare``, when set, maps (a, b) to the operands ``main`` reads (copies in the layout it needs).
+    ``prepare``, when set, maps (a, b) to the operands ``main`` reads (copies in the layout it needs, or a
+    split fp32 product's pieces); ``repair``, when set, runs last on (a, b, out, bias or out) as given.
     """
 
-    __slots__ = ("main", "finish", "partials", "swap", "descriptors", "prepare")
+    __slots__ = ("main", "finish", "partials", "swap", "descriptors", "prepare", "repair")
 
     def __init__(self, main: PlannedLaunch | None, finish: PlannedLaunch | None, partials: int = 0,
                  swap: bool = False, descriptors: bool = False):
@@ -126,6 +127,7 @@ class ProductCall:
         self.swap = swap
         self.descriptors = descriptors
         self.prepare = None
+        self.repair = None
 
     def __call__(self, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None,
                  alpha: float, beta: float) -> None:
@@ -137,16 +139,19 @@ class ProductCall:
             return
         if self.swap:
             a, b = b, a
+        given = a, b
         if self.prepare is not None:
             a, b = self.prepare(a, b)
         if self.descriptors:
             workspace.ensure_allocator()
         if finish is None:
             main((a, b, out, d), alpha, beta)
-            return
-        p = workspace.partials(self.partials, out)
-        main((a, b, p, d), alpha, beta)
-        finish((p, out, d), alpha, beta)
+        else:
+            p = workspace.partials(self.partials, out)
+            main((a, b, p, d), alpha, beta)
+            finish((p, out, d), alpha, beta)
+        if self.repair is not None:
+            self.repair((*given, out, d), alpha, beta)
 
 
 def remember(cache: dict, key: tuple, value):

@@ -120,6 +120,7 @@ def _round_to_bfloat16(data: np.ndarray) -> np.ndarray:
 
 def _install_bfloat16_rounding() -> None:
     import triton.language as tl
+    from triton._C.libtriton import ir
     from triton.runtime import interpreter
 
     builder = interpreter.InterpreterBuilder
@@ -131,8 +132,9 @@ def _install_bfloat16_rounding() -> None:
         return src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16
 
     # The interpreter truncates fp32 to bf16; rounding to nearest even matches the GPU and ATen.
+    # An explicit round-toward-zero conversion keeps the interpreter's truncation.
     def fp_to_fp(self, src, dst_type, rounding_mode):
-        if needs_rounding(src, dst_type) and rounding_mode in (None, tl.RoundingMode.RTNE):
+        if needs_rounding(src, dst_type) and rounding_mode in (None, ir.ROUNDING_MODE.RTNE):
             return interpreter.TensorHandle(_round_to_bfloat16(src.data).view(np.uint16), dst_type.scalar)
         return original_fp_to_fp(self, src, dst_type, rounding_mode)
 
