@@ -52,6 +52,40 @@ def scaled(x, k):
     return x * k
 
 
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")],
+                   constexprs={"TIMES": 2, "NEGATE": False})
+@triton.jit
+def repeated_add(x, TIMES: tl.constexpr, k, NEGATE: tl.constexpr):
+    r = x
+    for _ in tl.static_range(TIMES):  # compiles only with a constexpr TIMES
+        r = r + k
+    if NEGATE:
+        r = -r
+    return r
+
+
+def test_bound_constexprs_reach_the_kernel_as_constexprs():
+    x = torch.randn(5, 8)
+    assert repeated_add.arg_names == ["x", "k"]
+    torch.testing.assert_close(repeated_add(x, 0.5), x + 1.0)
+    thrice = repeated_add.bind("thrice_negated", TIMES=3, NEGATE=True)
+    assert thrice.__name__ == "thrice_negated"
+    torch.testing.assert_close(thrice(x, 0.5), -(x + 1.5))
+    torch.testing.assert_close(thrice(x.t(), 0.5), -(x.t() + 1.5))  # the strided kernel passes them too
+    torch.testing.assert_close(repeated_add(x.t(), 0.5), x.t() + 1.0)  # the first op keeps its values
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        repeated_add(x, 0.5, 3)
+    with pytest.raises(ValueError, match="not parameters"):
+        repeated_add.bind("typo", TIMESS=3)
+
+
+def test_bound_constexprs_go_to_their_parameter_positions():
+    pattern = codegen.Pattern(("t", "v"), 1, 0, ((1, "TIMES"), (3, "NEGATE")))
+    text = codegen.source(pattern)
+    assert "K_TIMES: tl.constexpr, K_NEGATE: tl.constexpr)" in text
+    assert "r0 = _fn(x0, K_TIMES, x1, K_NEGATE)" in text
+
+
 def test_the_three_documented_forms():
     x, y = torch.randn(33, 7), torch.randn(7)
     torch.testing.assert_close(abs_func(x), x.abs())

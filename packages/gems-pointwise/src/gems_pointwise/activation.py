@@ -197,22 +197,24 @@ def hardshrink_kernel(x, lambd):
 ONE_SIXTH = tl.constexpr(0.1666666716337204)
 
 
+@triton.jit
+def _shifted_relu6(x):
+    """min(max(x + 3, 0), 6), NaN kept: six times hardsigmoid."""
+    y = x + 3.0
+    y = tl.where(y < 0.0, 0.0, y)
+    return tl.where(y > 6.0, 6.0, y)
+
+
 @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
 @triton.jit
 def hardsigmoid_kernel(x):
-    y = x + 3.0
-    y = tl.where(y < 0.0, 0.0, y)
-    y = tl.where(y > 6.0, 6.0, y)
-    return y * ONE_SIXTH
+    return _shifted_relu6(x) * ONE_SIXTH
 
 
 @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
 @triton.jit
 def hardswish_kernel(x):
-    y = x + 3.0
-    y = tl.where(y < 0.0, 0.0, y)
-    y = tl.where(y > 6.0, 6.0, y)
-    return x * y * ONE_SIXTH
+    return x * _shifted_relu6(x) * ONE_SIXTH
 
 
 @_with_scalars(1)
@@ -228,44 +230,34 @@ def threshold_kernel(x, threshold, value):
 
 
 @triton.jit
-def _log_sigmoid(x):
-    z = libdevice.exp(-tl.abs(x))
-    return tl.where(x < 0, x, 0.0) - libdevice.log1p(z), z
+def _log_sigmoid(x, SHORT: tl.constexpr):
+    # (log_sigmoid(x), e**-|x|), ATen's min(x, 0) - log1p(e**-|x|). SHORT, for results rounded to a half type
+    # (KNOBS.half_fast_log_sigmoid): e**-|x| from ex2.approx, subnormal results kept (bfloat16 has them),
+    # and log1p_of_unit for libdevice's expf and log1pf.
+    if SHORT:
+        z = exp2_with_subnormals(tl.abs(x) * -1.4426950408889634)
+        r = tl.where(x < 0, x, 0.0) - log1p_of_unit(z)
+    else:
+        z = libdevice.exp(-tl.abs(x))
+        r = tl.where(x < 0, x, 0.0) - libdevice.log1p(z)
+    return r, z
 
 
-@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], constexprs={"SHORT": False})
 @triton.jit
-def log_sigmoid_kernel(x):
-    out, _ = _log_sigmoid(x)
+def log_sigmoid_kernel(x, SHORT: tl.constexpr):
+    out, _ = _log_sigmoid(x, SHORT)
     return out
 
 
-@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], num_outputs=2)
+@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], num_outputs=2, constexprs={"SHORT": False})
 @triton.jit
-def log_sigmoid_buffered_kernel(x):
-    return _log_sigmoid(x)
+def log_sigmoid_buffered_kernel(x, SHORT: tl.constexpr):
+    return _log_sigmoid(x, SHORT)
 
 
-@triton.jit
-def _log_sigmoid_short(x):
-    # Results rounded to a half type (KNOBS.half_fast_log_sigmoid): ATen's min(x, 0) - log1p(e**-|x|) with
-    # e**-|x| from ex2.approx, subnormal results kept (bfloat16 has them), and log1p_of_unit for libdevice's
-    # expf and log1pf.
-    z = exp2_with_subnormals(tl.abs(x) * -1.4426950408889634)
-    return tl.where(x < 0, x, 0.0) - log1p_of_unit(z), z
-
-
-@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def log_sigmoid_half_kernel(x):
-    out, _ = _log_sigmoid_short(x)
-    return out
-
-
-@pointwise_dynamic(promotion_methods=[(0, "DEFAULT")], num_outputs=2)
-@triton.jit
-def log_sigmoid_half_buffered_kernel(x):
-    return _log_sigmoid_short(x)
+log_sigmoid_half_kernel = log_sigmoid_kernel.bind("log_sigmoid_half_kernel", SHORT=True)
+log_sigmoid_half_buffered_kernel = log_sigmoid_buffered_kernel.bind("log_sigmoid_half_buffered_kernel", SHORT=True)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])

@@ -175,6 +175,15 @@ def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
     return a.dtype if a.dtype == b.dtype else torch.promote_types(a.dtype, b.dtype)
 
 
+def _launch_with_scalars(kernel, convert, grad_output, x, *values, out0=None):
+    """``kernel(grad_output, x, *scalars)``, the scalars ``values`` as ``convert`` (opmath_scalars or
+    storage_scalars) gives them for the operands' dtype; NotImplemented where one does not fit (ATen raises)."""
+    scalars = convert(_common_dtype(grad_output, x), *values)
+    if scalars is None:
+        return NotImplemented
+    return kernel(grad_output, x, *scalars, out0=out0)
+
+
 def gelu_backward(grad_output, x, *, approximate="none", out0=None):
     """``gelu_backward`` for ``approximate`` "none" or "tanh"."""
     if approximate == "none":
@@ -193,55 +202,40 @@ def silu_backward(grad_output, x, out0=None):
 
 def threshold_backward(grad_output, x, threshold, out0=None):
     """``threshold_backward`` (relu's backward): 0 where ``x <= threshold``, the gradient elsewhere."""
-    scalars = storage_scalars(_common_dtype(grad_output, x), threshold)
-    if scalars is None:
-        return NotImplemented
-    return threshold_backward_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(threshold_backward_kernel, storage_scalars, grad_output, x, threshold, out0=out0)
 
 
 def elu_backward(grad_output, alpha, scale, input_scale, is_result, self_or_result, out0=None):
     """``elu_backward`` from the input, or from the result (in-place elu; ATen refuses alpha < 0 there)."""
     if is_result and alpha < 0:
         return NotImplemented
-    scalars = opmath_scalars(_common_dtype(grad_output, self_or_result), alpha, scale, input_scale)
-    if scalars is None:
-        return NotImplemented
     kernel = elu_backward_from_result_kernel if is_result else elu_backward_kernel
-    return kernel(grad_output, self_or_result, *scalars, out0=out0)
+    return _launch_with_scalars(kernel, opmath_scalars, grad_output, self_or_result, alpha, scale, input_scale,
+                                out0=out0)
 
 
 def hardtanh_backward(grad_output, x, min_val, max_val, out0=None):
     """``hardtanh_backward``: the gradient strictly inside ``(min_val, max_val)``, 0 outside."""
-    scalars = opmath_scalars(_common_dtype(grad_output, x), min_val, max_val)
-    if scalars is None:
-        return NotImplemented
-    return hardtanh_backward_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(hardtanh_backward_kernel, opmath_scalars, grad_output, x, min_val, max_val,
+                                out0=out0)
 
 
 def leaky_relu_backward(grad_output, x, negative_slope, self_is_result, out0=None):
     """``leaky_relu_backward``; from the result ATen refuses a negative slope."""
     if self_is_result and negative_slope < 0:
         return NotImplemented
-    scalars = opmath_scalars(_common_dtype(grad_output, x), negative_slope)
-    if scalars is None:
-        return NotImplemented
-    return leaky_relu_backward_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(leaky_relu_backward_kernel, opmath_scalars, grad_output, x, negative_slope,
+                                out0=out0)
 
 
 def softplus_backward(grad_output, x, beta, threshold, out0=None):
     """``softplus_backward``: ``grad * sigmoid(beta * x)``, the gradient itself above the threshold."""
-    scalars = opmath_scalars(_common_dtype(grad_output, x), beta, threshold)
-    if scalars is None:
-        return NotImplemented
-    return softplus_backward_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(softplus_backward_kernel, opmath_scalars, grad_output, x, beta, threshold, out0=out0)
 
 
 def shrink_backward(grad_output, x, lambd, out0=None):
     """``softshrink_backward`` and ``hardshrink_backward`` (one formula): 0 on ``[-lambd, lambd]``."""
-    scalars = storage_scalars(_common_dtype(grad_output, x), lambd)
-    if scalars is None:
-        return NotImplemented
-    return shrink_backward_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(shrink_backward_kernel, storage_scalars, grad_output, x, lambd, out0=out0)
 
 
 def log_sigmoid_backward(grad_output, x, buffer, out0=None):
@@ -258,10 +252,7 @@ def logit_backward(grad_output, x, eps=None, out0=None):
     """``logit_backward``: NaN outside [0, 1] without eps; 0 outside ``[eps, 1 - eps]`` with it."""
     if eps is None or eps < 0:
         return logit_backward_kernel(grad_output, x, out0=out0)
-    scalars = opmath_scalars(_common_dtype(grad_output, x), eps)
-    if scalars is None:
-        return NotImplemented
-    return logit_backward_eps_kernel(grad_output, x, *scalars, out0=out0)
+    return _launch_with_scalars(logit_backward_eps_kernel, opmath_scalars, grad_output, x, eps, out0=out0)
 
 
 def glu_backward(grad_output, x, dim, out0=None):

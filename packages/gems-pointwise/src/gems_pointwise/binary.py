@@ -78,15 +78,6 @@ def _broadcast(x, y):
 
 
 @triton.jit
-def _trunc_div(x, y, DTYPE: tl.constexpr):
-    if x.dtype.is_floating():
-        q = libdevice.trunc(rounded_to(ieee_div(x, y), DTYPE))
-    else:
-        q = x // y
-    return q
-
-
-@triton.jit
 def _fmod_of_small_quotient(x, y, quotient):
     # fmod(x, y), exact for operands of a half type with p significand bits and |x / y| < 2**(22 - p),
     # given ``quotient``, x / y within 2 ulp. Such an x / y is an integer or more than 2**-p away from
@@ -154,31 +145,6 @@ def _floor_div_steps(x, y, INPUT: tl.constexpr, STEP: tl.constexpr, FLOOR: tl.co
         else:
             floored = _floor_from_mod(x, y, quotient, libdevice.fmod(x, y), STEP, FLOOR, RECIPROCAL)
     return tl.where(y == 0, quotient, floored)
-
-
-@triton.jit
-def _floor_div(x, y, DTYPE: tl.constexpr, EXACT: tl.constexpr):
-    if x.dtype.is_floating():
-        # ATen's CPU kernels round each step of a half-type division to the type, and divide by a
-        # scalar in float32, rounding the result only. Its CUDA kernels (measured on an H100) work in
-        # float32, float16 rounding the floor too; a half-type tensor's scalar divisor goes by its
-        # reciprocal, the floor rounded to the type. EXACT applies to the CUDA kernels' half-type tensors.
-        if len(y.shape) == 0:  # a scalar divisor, not rounded to the type
-            if ON_GPU and DTYPE != tl.float32:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, DTYPE, True, False)
-            else:
-                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False, False)
-        elif ON_GPU and DTYPE == tl.float16:
-            q = _floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False, EXACT)
-        elif ON_GPU:
-            q = _floor_div_steps(x, y, DTYPE, tl.float32, tl.float32, False, EXACT)
-        else:
-            q = _floor_div_steps(x, y, DTYPE, DTYPE, DTYPE, False, False)
-    else:
-        quot = x // y
-        rem = x % y
-        q = tl.where((rem != 0) & ((x < 0) != (y < 0)), quot - 1, quot)
-    return q
 
 
 @triton.jit
@@ -250,52 +216,52 @@ def true_div_kernel(x, y):
     return ieee_div(x, y)
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")], constexprs={"DTYPE": tl.float32})
 @triton.jit
-def trunc_div_kernel(x, y):
-    return _trunc_div(x, y, tl.float32)
+def trunc_div_kernel(x, y, DTYPE: tl.constexpr):
+    # DTYPE: the result's type, to which a float quotient rounds before the trunc.
+    if x.dtype.is_floating():
+        q = libdevice.trunc(rounded_to(ieee_div(x, y), DTYPE))
+    else:
+        q = x // y
+    return q
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
+trunc_div_float16_kernel = trunc_div_kernel.bind("trunc_div_float16_kernel", DTYPE=tl.float16)
+trunc_div_bfloat16_kernel = trunc_div_kernel.bind("trunc_div_bfloat16_kernel", DTYPE=tl.bfloat16)
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")], constexprs={"DTYPE": tl.float32, "EXACT": False})
 @triton.jit
-def trunc_div_float16_kernel(x, y):
-    return _trunc_div(x, y, tl.float16)
+def floor_div_kernel(x, y, DTYPE: tl.constexpr, EXACT: tl.constexpr):
+    if x.dtype.is_floating():
+        # ATen's CPU kernels round each step of a half-type division to the type, and divide by a
+        # scalar in float32, rounding the result only. Its CUDA kernels (measured on an H100) work in
+        # float32, float16 rounding the floor too; a half-type tensor's scalar divisor goes by its
+        # reciprocal, the floor rounded to the type. EXACT applies to the CUDA kernels' half-type tensors.
+        if len(y.shape) == 0:  # a scalar divisor, not rounded to the type
+            if ON_GPU and DTYPE != tl.float32:
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, DTYPE, True, False)
+            else:
+                q = _floor_div_steps(x, y, tl.float32, tl.float32, tl.float32, False, False)
+        elif ON_GPU and DTYPE == tl.float16:
+            q = _floor_div_steps(x, y, tl.float16, tl.float32, tl.float16, False, EXACT)
+        elif ON_GPU:
+            q = _floor_div_steps(x, y, DTYPE, tl.float32, tl.float32, False, EXACT)
+        else:
+            q = _floor_div_steps(x, y, DTYPE, DTYPE, DTYPE, False, False)
+    else:
+        quot = x // y
+        rem = x % y
+        q = tl.where((rem != 0) & ((x < 0) != (y < 0)), quot - 1, quot)
+    return q
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def trunc_div_bfloat16_kernel(x, y):
-    return _trunc_div(x, y, tl.bfloat16)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def floor_div_kernel(x, y):
-    return _floor_div(x, y, tl.float32, False)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def floor_div_float16_kernel(x, y):
-    return _floor_div(x, y, tl.float16, False)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def floor_div_bfloat16_kernel(x, y):
-    return _floor_div(x, y, tl.bfloat16, False)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def floor_div_float16_exact_kernel(x, y):
-    return _floor_div(x, y, tl.float16, True)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def floor_div_bfloat16_exact_kernel(x, y):
-    return _floor_div(x, y, tl.bfloat16, True)
+floor_div_float16_kernel = floor_div_kernel.bind("floor_div_float16_kernel", DTYPE=tl.float16)
+floor_div_bfloat16_kernel = floor_div_kernel.bind("floor_div_bfloat16_kernel", DTYPE=tl.bfloat16)
+floor_div_float16_exact_kernel = floor_div_kernel.bind("floor_div_float16_exact_kernel", DTYPE=tl.float16, EXACT=True)
+floor_div_bfloat16_exact_kernel = floor_div_kernel.bind("floor_div_bfloat16_exact_kernel", DTYPE=tl.bfloat16,
+                                                        EXACT=True)
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
@@ -367,8 +333,10 @@ def _pow_of_half_types(x, y, DTYPE: tl.constexpr):
     return r
 
 
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")], constexprs={"DTYPE": tl.float32})
 @triton.jit
-def _pow(x, y, DTYPE: tl.constexpr):
+def pow_kernel(x, y, DTYPE: tl.constexpr):
+    # DTYPE: the result's type; half types take _pow_of_half_types.
     if x.dtype.is_floating():
         if DTYPE == tl.float32:
             x, y = _broadcast(x, y)
@@ -380,22 +348,8 @@ def _pow(x, y, DTYPE: tl.constexpr):
     return r
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def pow_kernel(x, y):
-    return _pow(x, y, tl.float32)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def pow_float16_kernel(x, y):
-    return _pow(x, y, tl.float16)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def pow_bfloat16_kernel(x, y):
-    return _pow(x, y, tl.bfloat16)
+pow_float16_kernel = pow_kernel.bind("pow_float16_kernel", DTYPE=tl.float16)
+pow_bfloat16_kernel = pow_kernel.bind("pow_bfloat16_kernel", DTYPE=tl.bfloat16)
 
 
 # -- pow for half-type results, KNOBS.half_fast_pow: a scalar on one side known on the host picks a kernel
@@ -426,23 +380,16 @@ def pow_positive_base_half_kernel(base, y, log2_base):
     return tl.where(y == 0, 1.0, r)
 
 
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")], constexprs={"DTYPE": tl.float16})
 @triton.jit
-def _pow_fractional(x, y, DTYPE: tl.constexpr):
+def pow_fractional_float16_kernel(x, y, DTYPE: tl.constexpr):
     # x ** y for a finite scalar y that is no integer: NaN for finite negative bases, 1 for base 1.
     r = exp2_with_subnormals(y * _log2_of_base(tl.abs(x), DTYPE))
     return tl.where(x == 1, 1.0, tl.where((x < 0) & (x > float("-inf")), float("nan"), r))
 
 
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def pow_fractional_float16_kernel(x, y):
-    return _pow_fractional(x, y, tl.float16)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def pow_fractional_bfloat16_kernel(x, y):
-    return _pow_fractional(x, y, tl.bfloat16)
+pow_fractional_bfloat16_kernel = pow_fractional_float16_kernel.bind("pow_fractional_bfloat16_kernel",
+                                                                    DTYPE=tl.bfloat16)
 
 
 # pow(x, <scalar>) for the exponents ATen computes without pow (the exponent only promotes).
@@ -514,18 +461,14 @@ def fmin_kernel(x, y):
     return r
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
+@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")], constexprs={"HALF": False})
 @triton.jit
-def atan2_kernel(y, x):
+def atan2_kernel(y, x, HALF: tl.constexpr):
     y, x = _broadcast(y, x)
-    return _atan2(y, x, False)
+    return _atan2(y, x, HALF)
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "INT_TO_FLOAT")])
-@triton.jit
-def atan2_half_kernel(y, x):
-    y, x = _broadcast(y, x)
-    return _atan2(y, x, True)
+atan2_half_kernel = atan2_kernel.bind("atan2_half_kernel", HALF=True)
 
 
 @triton.jit

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from flag_gems import pointwise_dynamic
 from flag_gems.runtime import device
-from gems_pointwise.binary import ieee_div
+from gems_pointwise.binary import ieee_div, maximum_kernel, minimum_kernel
 from gems_pointwise.overloads import fits, fits_result, is_bool, is_integral
 
 
@@ -45,16 +45,9 @@ def clamp_kernel(x, low, high):
     return tl.minimum(tl.maximum(x, low, propagate_nan=tl.PropagateNan.ALL), high, propagate_nan=tl.PropagateNan.ALL)
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def clamp_min_kernel(x, low):
-    return tl.maximum(x, low, propagate_nan=tl.PropagateNan.ALL)
-
-
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
-@triton.jit
-def clamp_max_kernel(x, high):
-    return tl.minimum(x, high, propagate_nan=tl.PropagateNan.ALL)
+# One bound: maximum and minimum, NaN propagating from either side as clamp does.
+clamp_min_kernel = maximum_kernel.bind("clamp_min_kernel")
+clamp_max_kernel = minimum_kernel.bind("clamp_max_kernel")
 
 
 @pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])

@@ -129,8 +129,8 @@ def sigmoid_approx(x):
 
 
 # -- kernels ---------------------------------------------------------------------------------------
-def _unary(kind: str):
-    return pointwise_dynamic(promotion_methods=[(0, kind)])
+def _unary(kind: str, **constexprs):
+    return pointwise_dynamic(promotion_methods=[(0, kind)], constexprs=constexprs)
 
 
 @_unary("COMPLEX_TO_FLOAT")
@@ -278,8 +278,9 @@ def reciprocal_of_normal(a, HALF: tl.constexpr):
     return r
 
 
+@_unary("INT_TO_FLOAT", HALF=False)
 @triton.jit
-def _atan(x, HALF: tl.constexpr):
+def atan_kernel(x, HALF: tl.constexpr):
     if x.dtype == tl.float64:
         r = libdevice.atan(x)
     else:
@@ -298,20 +299,12 @@ def _atan(x, HALF: tl.constexpr):
     return r
 
 
-@_unary("INT_TO_FLOAT")
+atan_half_kernel = atan_kernel.bind("atan_half_kernel", HALF=True)
+
+
+@_unary("INT_TO_FLOAT", HALF=False)
 @triton.jit
-def atan_kernel(x):
-    return _atan(x, False)
-
-
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def atan_half_kernel(x):
-    return _atan(x, True)
-
-
-@triton.jit
-def _sinh(x, HALF: tl.constexpr):
+def sinh_kernel(x, HALF: tl.constexpr):
     if x.dtype == tl.float64:
         r = libdevice.sinh(x)
     elif HALF:
@@ -339,16 +332,7 @@ def _sinh(x, HALF: tl.constexpr):
     return r
 
 
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def sinh_kernel(x):
-    return _sinh(x, False)
-
-
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def sinh_half_kernel(x):
-    return _sinh(x, True)
+sinh_half_kernel = sinh_kernel.bind("sinh_half_kernel", HALF=True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -363,8 +347,9 @@ def tanh_kernel(x):
     return libdevice.tanh(x)
 
 
+@_unary("INT_TO_FLOAT", HALF=False)
 @triton.jit
-def _asinh(x, HALF: tl.constexpr):
+def asinh_kernel(x, HALF: tl.constexpr):
     if x.dtype == tl.float64:
         r = libdevice.asinh(x)
     else:
@@ -390,16 +375,7 @@ def _asinh(x, HALF: tl.constexpr):
     return r
 
 
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def asinh_kernel(x):
-    return _asinh(x, False)
-
-
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def asinh_half_kernel(x):
-    return _asinh(x, True)
+asinh_half_kernel = asinh_kernel.bind("asinh_half_kernel", HALF=True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -607,20 +583,9 @@ def lgamma_of_positive_short(y, SHORTER: tl.constexpr, SHIFT: tl.constexpr):
     return tl.where((y > 0.875) & (y < 2.25), near, far)
 
 
-@_unary("INT_TO_FLOAT")
+@_unary("INT_TO_FLOAT", SHORTER=False)
 @triton.jit
-def lgamma_bfloat16_kernel(x):
-    return _lgamma_bfloat16(x, False)
-
-
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def lgamma_bfloat16_short_kernel(x):
-    return _lgamma_bfloat16(x, True)
-
-
-@triton.jit
-def _lgamma_bfloat16(x, SHORTER: tl.constexpr):
+def lgamma_bfloat16_kernel(x, SHORTER: tl.constexpr):
     # Results rounded to bfloat16 (KNOBS.half_fast_lgamma): within 0.42 bfloat16 ulp before the rounding
     # with lg2.approx's error, at -2.75, next to a zero. Negative x by the reflection
     # lgamma(x) = -log|sin(pi x) / pi| - lgamma(1 - x), sin(pi x) from the exact d = x - rint(x), so that
@@ -638,6 +603,9 @@ def _lgamma_bfloat16(x, SHORTER: tl.constexpr):
         # at the poles (d == 0) inf, where lgamma(1 - x) may overflow too
         r = tl.where(negative, tl.where(d == 0, float("inf"), reflection - r), r)
     return tl.where(tl.abs(x) == float("inf"), float("inf"), r)  # Stirling's w log w - w would be NaN
+
+
+lgamma_bfloat16_short_kernel = lgamma_bfloat16_kernel.bind("lgamma_bfloat16_short_kernel", SHORTER=True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -732,16 +700,13 @@ def digamma_kernel(x):
     return r
 
 
-@_unary("INT_TO_FLOAT")
+@_unary("INT_TO_FLOAT", FAST_LOG=False)
 @triton.jit
-def digamma_half_kernel(x):
-    return _digamma(x, 4, True, False)
+def digamma_half_kernel(x, FAST_LOG: tl.constexpr):
+    return _digamma(x, 4, True, FAST_LOG)
 
 
-@_unary("INT_TO_FLOAT")
-@triton.jit
-def digamma_bfloat16_kernel(x):
-    return _digamma(x, 4, True, True)
+digamma_bfloat16_kernel = digamma_half_kernel.bind("digamma_bfloat16_kernel", FAST_LOG=True)
 
 
 @_unary("INT_TO_FLOAT")
@@ -828,52 +793,24 @@ def round_kernel(x):
         return x
 
 
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")], constexprs={"DTYPE": tl.float32})
 @triton.jit
-def _round_scaled(x, scale, DTYPE: tl.constexpr):
+def round_scaled_kernel(x, scale, DTYPE: tl.constexpr):
     # nearbyint(x * scale) / scale; with a half type DTYPE the product rounds to it first.
     return div_rn(libdevice.nearbyint(rounded_to(x * scale, DTYPE)), tl.zeros_like(x) + scale)
 
 
+@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")], constexprs={"DTYPE": tl.float32})
 @triton.jit
-def _round_coarse(x, scale, DTYPE: tl.constexpr):
+def round_coarse_kernel(x, scale, DTYPE: tl.constexpr):
     # nearbyint(x / scale) * scale; with a half type DTYPE the quotient rounds to it first.
     return libdevice.nearbyint(rounded_to(div_rn(x, tl.zeros_like(x) + scale), DTYPE)) * scale
 
 
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_scaled_kernel(x, scale):
-    return _round_scaled(x, scale, tl.float32)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_coarse_kernel(x, scale):
-    return _round_coarse(x, scale, tl.float32)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_scaled_float16_kernel(x, scale):
-    return _round_scaled(x, scale, tl.float16)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_coarse_float16_kernel(x, scale):
-    return _round_coarse(x, scale, tl.float16)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_scaled_bfloat16_kernel(x, scale):
-    return _round_scaled(x, scale, tl.bfloat16)
-
-
-@pointwise_dynamic(is_tensor=[True, False], promotion_methods=[(0, "DEFAULT")])
-@triton.jit
-def round_coarse_bfloat16_kernel(x, scale):
-    return _round_coarse(x, scale, tl.bfloat16)
+round_scaled_float16_kernel = round_scaled_kernel.bind("round_scaled_float16_kernel", DTYPE=tl.float16)
+round_coarse_float16_kernel = round_coarse_kernel.bind("round_coarse_float16_kernel", DTYPE=tl.float16)
+round_scaled_bfloat16_kernel = round_scaled_kernel.bind("round_scaled_bfloat16_kernel", DTYPE=tl.bfloat16)
+round_coarse_bfloat16_kernel = round_coarse_kernel.bind("round_coarse_bfloat16_kernel", DTYPE=tl.bfloat16)
 
 
 @_unary("DEFAULT")

@@ -9,6 +9,10 @@
 generated for the operands' coalesced rank. Per call the work is: classify the arguments into a
 signature key, look up the ready plan for it, and launch; promotion and code generation happen once
 per signature.
+
+A constexpr parameter of the scalar function is fixed when the op is declared, never per call:
+``constexprs={"HALF": True}`` in the decorator, or ``op.bind("name", HALF=True)`` for a second op on the
+same function. The generated kernel passes it on as a constexpr, so Triton specialises on its value.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class _Plan:
     __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "int_pos", "convert", "converts",
                  "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
 
-    def __init__(self, out_dtypes, compute, kinds, convert, num_outputs, int_pos):
+    def __init__(self, out_dtypes, compute, kinds, convert, num_outputs, int_pos, bound):
         self.out_dtypes = out_dtypes
         self.compute = compute
         self.kinds = kinds
@@ -89,7 +93,7 @@ class _Plan:
         # Per argument: how its value reaches the kernel (None: as it is).
         self.convert = convert
         self.converts = any(c is not None for c in convert)
-        self.flat_pattern = Pattern(kinds, num_outputs, 0)
+        self.flat_pattern = Pattern(kinds, num_outputs, 0, bound)
         self.launchers: dict[tuple, Launcher] = {}
         self.flat_launchers: dict[tuple, Launcher] = {}
         # Flat calls: element count -> (grid, launcher, Triton's specialisation of the count).
@@ -123,11 +127,21 @@ def _as_kernel_scalar(value):
 class PointwiseDynamic:
     """An elementwise op generated from a jitted scalar function (see module docstring)."""
 
-    def __init__(self, fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs):
+    def __init__(self, fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs, constexprs=None,
+                 name=None):
         self.fn = fn
-        self.__name__ = getattr(fn, "__name__", "pointwise")
+        self.__name__ = name or getattr(fn, "__name__", "pointwise")
         self.__doc__ = getattr(fn, "__doc__", None)
-        self.arg_names = list(fn.arg_names)
+        self._declared = {"is_tensor": is_tensor, "dtypes": dtypes, "promotion_methods": promotion_methods,
+                          "output_dtypes": output_dtypes, "num_outputs": num_outputs}
+        self.constexprs = dict(constexprs or {})
+        unknown = [c for c in self.constexprs if c not in fn.arg_names]
+        if unknown:
+            raise ValueError(f"{self.__name__}: constexprs {unknown} are not parameters of {fn.arg_names}")
+        # The bound parameters leave the op's arguments; the kernels take them as constexprs K_<name>.
+        self._bound = tuple([(i, a) for i, a in enumerate(fn.arg_names) if a in self.constexprs])
+        self._bound_values = {f"K_{a}": self.constexprs[a] for _, a in self._bound}
+        self.arg_names = [a for a in fn.arg_names if a not in self.constexprs]
         nargs = len(self.arg_names)
         self.is_tensor = list(is_tensor) if is_tensor is not None else [True] * nargs
         if len(self.is_tensor) != nargs:
@@ -153,6 +167,11 @@ class PointwiseDynamic:
         self._plans: dict[tuple, _Plan] = {}
         self._kernels: dict[Pattern, object] = {}
         self._tag = f"{self.__name__}_{next(_serial)}"
+
+    def bind(self, name: str, /, **constexprs) -> PointwiseDynamic:
+        """A new op named ``name``: this one's declaration and scalar function, with ``constexprs`` fixed
+        on top of (or instead of) this op's."""
+        return PointwiseDynamic(self.fn, **self._declared, constexprs={**self.constexprs, **constexprs}, name=name)
 
     # -- per call ---------------------------------------------------------------------------------
     def __call__(self, *args, out0=None, **kwargs):
@@ -227,7 +246,7 @@ class PointwiseDynamic:
                 compute_dtypes.append(None)
         int_pos = [i for i, (a, c, kind) in enumerate(zip(args, convert, kinds))
                    if kind in "sv" and type(a if c is None else c(a)) is int]
-        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs, int_pos)
+        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs, int_pos, self._bound)
 
     def _kernel(self, pattern: Pattern):
         kernel = self._kernels.get(pattern)
@@ -298,7 +317,7 @@ class PointwiseDynamic:
 
     def _launcher(self, plan: _Plan, pattern: Pattern, block: int, warps: int, int64: bool) -> Launcher:
         constexprs = {f"CT{i}": ct for i, ct in enumerate(plan.compute)}
-        constexprs.update(BLOCK=block, INT64=int64)
+        constexprs.update(BLOCK=block, INT64=int64, **self._bound_values)
         # libdevice would flush denormal inputs to zero by default; ATen does not.
         options = {} if device.interpreter else {"enable_reflect_ftz": False}
         return Launcher(self._kernel(pattern), constexprs, num_warps=warps, **options)
@@ -363,7 +382,7 @@ class PointwiseDynamic:
             if len(sizes) <= 1 and all(not s or s[0] == 1 for s in strides):
                 pattern, sizes, strides = plan.flat_pattern, (), ()
             else:
-                pattern = Pattern(plan.kinds, self.num_outputs, len(sizes))
+                pattern = Pattern(plan.kinds, self.num_outputs, len(sizes), self._bound)
             reach = n
             if sizes:
                 reach = max([n] + [shapes.max_offset(sizes, s) for s in strides])
@@ -415,16 +434,20 @@ def _type_name(dtype: torch.dtype) -> str:
 
 
 def pointwise_dynamic(fn=None, *, is_tensor: Sequence[bool] | None = None, dtypes=None,
-                      promotion_methods=None, output_dtypes=None, num_outputs: int | None = None):
+                      promotion_methods=None, output_dtypes=None, num_outputs: int | None = None,
+                      constexprs: dict | None = None):
     """Decorate a ``@triton.jit`` scalar function into an elementwise op (see module docstring).
 
     ``promotion_methods``: one ``(arg positions..., kind)`` per output, kind a name of
     ``ELEMENTWISE_TYPE_PROMOTION_KIND``; required unless ``output_dtypes`` fixes every output.
     ``is_tensor``/``dtypes`` describe non-tensor arguments; ``out0=``, ``out1=`` give outputs.
+    ``constexprs``: values of constexpr parameters of the scalar function, which the op's callers then
+    leave out (``is_tensor`` and ``dtypes`` describe the other arguments only); see also ``bind``.
     """
 
     def wrap(jit_fn):
-        return PointwiseDynamic(jit_fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs)
+        return PointwiseDynamic(jit_fn, is_tensor, dtypes, promotion_methods, output_dtypes, num_outputs,
+                                constexprs)
 
     return wrap(fn) if fn is not None else wrap
 

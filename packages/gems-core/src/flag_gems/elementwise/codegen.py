@@ -24,12 +24,15 @@ class Pattern:
 
     ``operands``: for each argument of the scalar function, "t" (a tensor loaded and cast to a
     compute dtype), "r" (a tensor loaded raw), "s" (a scalar cast to a compute dtype) or "v" (a value
-    passed as it is). ``num_outputs`` outputs; ``rank`` 0 means flat.
+    passed as it is). ``num_outputs`` outputs; ``rank`` 0 means flat. ``bound``: the scalar function's
+    constexpr parameters fixed by the op, as (position among its parameters, name); the kernel takes
+    each as a constexpr ``K_<name>`` and passes it on, so Triton specialises on its value.
     """
 
     operands: tuple[str, ...]
     num_outputs: int
     rank: int
+    bound: tuple[tuple[int, str], ...] = ()
 
 
 def cache_dir() -> Path:
@@ -52,6 +55,7 @@ def source(pattern: Pattern) -> str:
         params += [f"{name}_stride{d}" for d in range(r)]
     params += [f"CT{i}: tl.constexpr" for i in range(len(pattern.operands))]
     params += ["BLOCK: tl.constexpr", "INT64: tl.constexpr"]
+    params += [f"K_{name}: tl.constexpr" for _, name in pattern.bound]
     scalars = [f'"a{i}"' for i, kind in enumerate(pattern.operands) if kind in "sv"]
 
     lines = [
@@ -90,6 +94,8 @@ def source(pattern: Pattern) -> str:
         else:
             lines.append(f"    x{i} = a{i}")
         args.append(f"x{i}")
+    for position, name in pattern.bound:
+        args.insert(position, f"K_{name}")
     results = [f"r{j}" for j in range(pattern.num_outputs)]
     lines.append(f"    {', '.join(results)} = _fn({', '.join(args)})")
     for j in range(pattern.num_outputs):
