@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timing import kernel_us
 
 import flag_gems
 from gems_reduction import nll_loss, reduce, tiles
@@ -278,13 +279,7 @@ def _mismatch(case: Case, args: tuple, ours, ref) -> str | None:
 
 
 def _kernel_us(fn) -> float:
-    if not ON_GPU:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e6
-    import triton.testing
-
-    return 1e3 * triton.testing.do_bench(fn, warmup=5, rep=20, return_mode="median")
+    return kernel_us(fn, rep=20)
 
 
 def _host_us(fn, calls: int = 300) -> float:

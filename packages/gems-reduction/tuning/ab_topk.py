@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from timing import kernel_us
 
 import flag_gems
 from gems_reduction import sort
@@ -127,13 +128,7 @@ def _mismatch(x: torch.Tensor, ours, ref) -> str | None:
 
 
 def _time_us(fn) -> float:
-    if not ON_GPU:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e6
-    import triton.testing
-
-    return 1e3 * triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+    return kernel_us(fn, rep=25)
 
 
 def _compile_one(task: tuple[int, str, bool]) -> str | None:

@@ -38,17 +38,39 @@ TOTAL_MEAN: tl.constexpr = tl.constexpr(3)
 
 
 @triton.jit
+def _row_block(N, s_n, INT64: tl.constexpr, BLOCK_M: tl.constexpr):
+    """(rows, mask, offsets of their class 0) of the program's rows of logits."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    if INT64:
+        rows = rows.to(tl.int64)
+    return rows, rows < N, rows * s_n
+
+
+@triton.jit
+def _logits(x_ptr, base, row_mask, c, C, ACC: tl.constexpr):
+    """(mask, logits) of the program's rows at classes ``c``."""
+    mask = row_mask[:, None] & (c < C)[None, :]
+    return mask, tl.load(x_ptr + base[:, None] + c[None, :], mask=mask, other=0).to(ACC)
+
+
+@triton.jit
+def _class_weights(w_ptr, c, C, HAS_WEIGHT: tl.constexpr, ACC: tl.constexpr):
+    """The weights of classes ``c`` as a row of the tile (1 without weights)."""
+    if HAS_WEIGHT:
+        w = tl.load(w_ptr + c, mask=c < C, other=0).to(ACC)[None, :]
+    else:
+        w = 1.0
+    return w
+
+
+@triton.jit
 def _ce_forward_kernel(
     x_ptr, t_ptr, w_ptr, w_total_ptr, loss_ptr, weight_sum_ptr, lse_ptr, qw_ptr,
     N, C, s_n, s_tn, ignore_index, smoothing,
     PROB: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, PARTIAL: tl.constexpr,
     ACC: tl.constexpr, INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    if INT64:
-        rows = rows.to(tl.int64)
-    row_mask = rows < N
-    base = rows * s_n
+    rows, row_mask, base = _row_block(N, s_n, INT64, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     m = tl.full([BLOCK_M], float("-inf"), ACC)
     s = tl.zeros([BLOCK_M], ACC)
@@ -56,13 +78,9 @@ def _ce_forward_kernel(
     wq = tl.zeros([BLOCK_M, BLOCK_C], ACC)  # sum_c w_c q'_c (PROB)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + cols
-        mask = row_mask[:, None] & (c < C)[None, :]
-        x = tl.load(x_ptr + base[:, None] + c[None, :], mask=mask, other=0).to(ACC)
+        mask, x = _logits(x_ptr, base, row_mask, c, C, ACC)
         m, s = online_update(m, s, tl.where(mask, x, float("-inf")), 1)
-        if HAS_WEIGHT:
-            w = tl.load(w_ptr + c, mask=c < C, other=0).to(ACC)[None, :]
-        else:
-            w = 1.0
+        w = _class_weights(w_ptr, c, C, HAS_WEIGHT, ACC)
         if PROB:
             q = tl.load(t_ptr + rows[:, None] * s_tn + c[None, :], mask=mask, other=0).to(ACC)
             q = tl.where(mask, q * (1 - smoothing) + smoothing / C, 0.0) * w
@@ -110,11 +128,7 @@ def _ce_backward_kernel(
     PROB: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, PER_ROW_GRAD: tl.constexpr,
     DIVIDE: tl.constexpr, ACC: tl.constexpr, INT64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    if INT64:
-        rows = rows.to(tl.int64)
-    row_mask = rows < N
-    base = rows * s_n
+    rows, row_mask, base = _row_block(N, s_n, INT64, BLOCK_M)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0)
     if PER_ROW_GRAD:
         g = tl.load(g_ptr + rows, mask=row_mask, other=0).to(ACC)
@@ -139,13 +153,9 @@ def _ce_backward_kernel(
     g = tl.where(valid, g, 0.0)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
-        mask = row_mask[:, None] & (c < C)[None, :]
-        x = tl.load(x_ptr + base[:, None] + c[None, :], mask=mask, other=0).to(ACC)
+        mask, x = _logits(x_ptr, base, row_mask, c, C, ACC)
         p = tl.exp(x - lse[:, None])
-        if HAS_WEIGHT:
-            w = tl.load(w_ptr + c, mask=c < C, other=0).to(ACC)[None, :]
-        else:
-            w = 1.0
+        w = _class_weights(w_ptr, c, C, HAS_WEIGHT, ACC)
         if PROB:
             q = tl.load(t_ptr + rows[:, None] * s_tn + c[None, :], mask=mask, other=0).to(ACC)
             grad = p * qw[:, None] - w * (q * (1 - smoothing) + smoothing / C)

@@ -38,74 +38,82 @@ def _declare(table: dict[str, str | lazy]) -> list[OpImpl]:
             if aten_names.resolve(name) is not None and not aten_names.is_composite_implicit(name)]
 
 
+def _served_by(module: str, table: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Each overload of ``table[function]`` named to be served by ``module:function``."""
+    return {name: f"{module}:{function}" for function, names in table.items() for name in names}
+
+
 def _reductions() -> dict[str, str]:
-    return {
-        "sum": "reduce:sum_all", "sum.out": "reduce:sum_all",
-        "sum.dim_IntList": "reduce:sum_dim", "sum.IntList_out": "reduce:sum_dim",
-        "nansum": "reduce:nansum", "nansum.out": "reduce:nansum",
-        "mean": "reduce:mean_all", "mean.dtype_out": "reduce:mean_all",
-        "mean.dim": "reduce:mean_dim", "mean.out": "reduce:mean_dim",
-        "prod": "reduce:prod_all", "prod.out": "reduce:prod_all",
-        "prod.dim_int": "reduce:prod_dim", "prod.int_out": "reduce:prod_dim",
-        "amax": "reduce:amax", "amax.out": "reduce:amax",
-        "amin": "reduce:amin", "amin.out": "reduce:amin",
-        "aminmax": "reduce:aminmax", "aminmax.out": "reduce:aminmax",
-        "max": "reduce:max_all", "max.unary_out": "reduce:max_all",
-        "min": "reduce:min_all", "min.unary_out": "reduce:min_all",
-        "all": "reduce:all_dims", "all.all_out": "reduce:all_dims", "all.dim": "reduce:all_dims",
-        "all.out": "reduce:all_dims", "all.dims": "reduce:all_dims", "all.dims_out": "reduce:all_dims",
-        "any": "reduce:any_dims", "any.all_out": "reduce:any_dims", "any.dim": "reduce:any_dims",
-        "any.out": "reduce:any_dims", "any.dims": "reduce:any_dims", "any.dims_out": "reduce:any_dims",
-        "count_nonzero": "reduce:count_nonzero", "count_nonzero.out": "reduce:count_nonzero",
-        "count_nonzero.dim_IntList": "reduce:count_nonzero", "count_nonzero.dim_IntList_out": "reduce:count_nonzero",
-    }
+    return _served_by("reduce", {
+        "sum_all": ("sum", "sum.out"),
+        "sum_dim": ("sum.dim_IntList", "sum.IntList_out"),
+        "nansum": ("nansum", "nansum.out"),
+        "mean_all": ("mean", "mean.dtype_out"),
+        "mean_dim": ("mean.dim", "mean.out"),
+        "prod_all": ("prod", "prod.out"),
+        "prod_dim": ("prod.dim_int", "prod.int_out"),
+        "amax": ("amax", "amax.out"),
+        "amin": ("amin", "amin.out"),
+        "aminmax": ("aminmax", "aminmax.out"),
+        "max_all": ("max", "max.unary_out"),
+        "min_all": ("min", "min.unary_out"),
+        "all_dims": ("all", "all.all_out", "all.dim", "all.out", "all.dims", "all.dims_out"),
+        "any_dims": ("any", "any.all_out", "any.dim", "any.out", "any.dims", "any.dims_out"),
+        "count_nonzero": ("count_nonzero", "count_nonzero.out", "count_nonzero.dim_IntList",
+                          "count_nonzero.dim_IntList_out"),
+    })
 
 
 def _arg_reductions() -> dict[str, str]:
-    return {
-        "argmax": "argmax:argmax", "argmax.out": "argmax:argmax",
-        "argmin": "argmax:argmin", "argmin.out": "argmax:argmin",
-        "max.dim": "argmax:max_dim", "max.dim_max": "argmax:max_dim",
-        "min.dim": "argmax:min_dim", "min.dim_min": "argmax:min_dim",
-    }
+    return _served_by("argmax", {
+        "argmax": ("argmax", "argmax.out"),
+        "argmin": ("argmin", "argmin.out"),
+        "max_dim": ("max.dim", "max.dim_max"),
+        "min_dim": ("min.dim", "min.dim_min"),
+    })
 
 
 def _statistics() -> dict[str, str]:
     return {
-        "var.correction": "var_mean:var", "var.correction_out": "var_mean:var",
-        "std.correction": "var_mean:std", "std.correction_out": "var_mean:std",
-        "var_mean.correction": "var_mean:var_mean", "var_mean.correction_out": "var_mean:var_mean",
-        "std_mean.correction": "var_mean:std_mean", "std_mean.correction_out": "var_mean:std_mean",
-        "linalg_vector_norm": "norm:vector_norm", "linalg_vector_norm.out": "norm:vector_norm",
-        "norm.Scalar": "norm:norm", "norm.Scalar_out": "norm:norm",
-        "norm.ScalarOpt_dim": "norm:norm", "norm.out": "norm:norm",
-        "norm.ScalarOpt_dim_dtype": "norm:norm", "norm.dtype_out": "norm:norm",
-        "norm.ScalarOpt_dtype": "norm:norm_all", "norm.ScalarOpt_dtype_out": "norm:norm_all",
-        "dist": "norm:dist", "dist.out": "norm:dist",
-        "logsumexp": "norm:logsumexp", "logsumexp.out": "norm:logsumexp",
+        **_served_by("var_mean", {
+            "var": ("var.correction", "var.correction_out"),
+            "std": ("std.correction", "std.correction_out"),
+            "var_mean": ("var_mean.correction", "var_mean.correction_out"),
+            "std_mean": ("std_mean.correction", "std_mean.correction_out"),
+        }),
+        **_served_by("norm", {
+            "vector_norm": ("linalg_vector_norm", "linalg_vector_norm.out"),
+            "norm": ("norm.Scalar", "norm.Scalar_out", "norm.ScalarOpt_dim", "norm.out", "norm.ScalarOpt_dim_dtype",
+                     "norm.dtype_out"),
+            "norm_all": ("norm.ScalarOpt_dtype", "norm.ScalarOpt_dtype_out"),
+            "dist": ("dist", "dist.out"),
+            "logsumexp": ("logsumexp", "logsumexp.out"),
+        }),
     }
 
 
 def _softmax() -> dict[str, str]:
-    return {
-        "_softmax": "softmax:softmax", "_softmax.out": "softmax:softmax",
-        "_log_softmax": "softmax:log_softmax", "_log_softmax.out": "softmax:log_softmax",
-        "_safe_softmax": "softmax:safe_softmax",
-        "_softmax_backward_data": "softmax:softmax_backward", "_softmax_backward_data.out": "softmax:softmax_backward",
-        "_log_softmax_backward_data": "softmax:log_softmax_backward",
-        "_log_softmax_backward_data.out": "softmax:log_softmax_backward",
-    }
+    return _served_by("softmax", {
+        "softmax": ("_softmax", "_softmax.out"),
+        "log_softmax": ("_log_softmax", "_log_softmax.out"),
+        "safe_softmax": ("_safe_softmax",),
+        "softmax_backward": ("_softmax_backward_data", "_softmax_backward_data.out"),
+        "log_softmax_backward": ("_log_softmax_backward_data", "_log_softmax_backward_data.out"),
+    })
 
 
 def _losses() -> dict[str, str]:
     return {
-        "nll_loss_forward": "nll_loss:nll_loss_forward", "nll_loss_forward.output": "nll_loss:nll_loss_forward",
-        "nll_loss_backward": "nll_loss:nll_loss_backward", "nll_loss_backward.grad_input": "nll_loss:nll_loss_backward",
-        "nll_loss2d_forward": "nll_loss:nll_loss2d_forward", "nll_loss2d_forward.output": "nll_loss:nll_loss2d_forward",
-        "nll_loss2d_backward": "nll_loss:nll_loss2d_backward",
-        "nll_loss2d_backward.grad_input": "nll_loss:nll_loss2d_backward",
-        "mse_loss": "mse_loss:mse_loss", "mse_loss.out": "mse_loss:mse_loss",
-        "mse_loss_backward": "mse_loss:mse_loss_backward", "mse_loss_backward.grad_input": "mse_loss:mse_loss_backward",
+        **_served_by("nll_loss", {
+            "nll_loss_forward": ("nll_loss_forward", "nll_loss_forward.output"),
+            "nll_loss_backward": ("nll_loss_backward", "nll_loss_backward.grad_input"),
+            "nll_loss2d_forward": ("nll_loss2d_forward", "nll_loss2d_forward.output"),
+            "nll_loss2d_backward": ("nll_loss2d_backward", "nll_loss2d_backward.grad_input"),
+        }),
+        **_served_by("mse_loss", {
+            "mse_loss": ("mse_loss", "mse_loss.out"),
+            "mse_loss_backward": ("mse_loss_backward", "mse_loss_backward.grad_input"),
+        }),
     }
 
 
@@ -122,25 +130,31 @@ def _running_extremum(name: str, extremum: str) -> lazy:
 
 def _scans() -> dict[str, str | lazy]:
     return {
-        "cumsum": "scan:cumsum", "cumsum.out": "scan:cumsum", "cumprod": "scan:cumprod", "cumprod.out": "scan:cumprod",
-        "cummax": "scan:cummax", "cummax.out": "scan:cummax", "cummin": "scan:cummin", "cummin.out": "scan:cummin",
+        **_served_by("scan", {
+            "cumsum": ("cumsum", "cumsum.out"),
+            "cumprod": ("cumprod", "cumprod.out"),
+            "cummax": ("cummax", "cummax.out"),
+            "cummin": ("cummin", "cummin.out"),
+        }),
         "_cummax_helper": _running_extremum("_cummax_helper", "MAX"),
         "_cummin_helper": _running_extremum("_cummin_helper", "MIN"),
-        "logcumsumexp": "scan:logcumsumexp", "logcumsumexp.out": "scan:logcumsumexp",
-        "_logcumsumexp": "scan:logcumsumexp", "_logcumsumexp.out": "scan:logcumsumexp",
+        **_served_by("scan", {"logcumsumexp": ("logcumsumexp", "logcumsumexp.out", "_logcumsumexp",
+                                               "_logcumsumexp.out")}),
     }
 
 
 def _selection() -> dict[str, str]:
-    return {
-        "sort": "sort:sort", "sort.values": "sort:sort", "sort.stable": "sort:sort_stable",
-        "sort.values_stable": "sort:sort_stable", "topk": "sort:topk", "topk.values": "sort:topk",
-        "kthvalue": "sort:kthvalue", "kthvalue.values": "sort:kthvalue",
-        "median": "sort:median", "median.out": "sort:median", "median.dim": "sort:median_dim",
-        "median.dim_values": "sort:median_dim", "nanmedian": "sort:nanmedian", "nanmedian.out": "sort:nanmedian",
-        "nanmedian.dim": "sort:nanmedian_dim", "nanmedian.dim_values": "sort:nanmedian_dim",
-        "mode": "sort:mode", "mode.values": "sort:mode",
-    }
+    return _served_by("sort", {
+        "sort": ("sort", "sort.values"),
+        "sort_stable": ("sort.stable", "sort.values_stable"),
+        "topk": ("topk", "topk.values"),
+        "kthvalue": ("kthvalue", "kthvalue.values"),
+        "median": ("median", "median.out"),
+        "median_dim": ("median.dim", "median.dim_values"),
+        "nanmedian": ("nanmedian", "nanmedian.out"),
+        "nanmedian_dim": ("nanmedian.dim", "nanmedian.dim_values"),
+        "mode": ("mode", "mode.values"),
+    })
 
 
 def _differentiable() -> list[OpImpl]:

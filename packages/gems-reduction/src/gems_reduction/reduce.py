@@ -368,6 +368,32 @@ def _store_tile(best, first, out_ptr, idx_out_ptr, out_offs, mask):
 
 
 @triton.jit
+def _shift_of(shift_ptrs, mask, SHIFT: tl.constexpr, PRE: tl.constexpr, POST: tl.constexpr, ACC: tl.constexpr,
+              BLOCK: tl.constexpr):
+    """The per-output shift of the program's outputs (zeros where the op has none)."""
+    shift = tl.zeros([BLOCK], ACC)
+    if SHIFT:
+        shift = _load_shift(shift_ptrs, mask, PRE, POST, ACC)
+    return shift
+
+
+@triton.jit
+def _split_range(split, chunk, R, INT64: tl.constexpr, BLOCK_R: tl.constexpr):
+    """(lanes of a step along r, start, end) of the part ``split`` of the reduced range."""
+    lane_r = tl.arange(0, BLOCK_R)
+    if INT64:
+        lane_r = lane_r.to(tl.int64)
+    start = split * chunk
+    return lane_r, start, tl.minimum(start + chunk, R)
+
+
+@triton.jit
+def _tile_init(lane_r, start, INIT: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """(best, first) of an arg-reduction folded tile by tile, before its first tile."""
+    return tl.full([BLOCK], INIT, ACC), tl.zeros([BLOCK], lane_r.dtype) + start
+
+
+@triton.jit
 def _reduce_rows_kernel(
     x_ptr, y_ptr, idx_in_ptr, shift_ptr, out_ptr, idx_out_ptr,
     K, K2, R, R2, chunk, part_stride, s_k1, s_k2, s_r1, s_r2, p, d,
@@ -385,17 +411,10 @@ def _reduce_rows_kernel(
         split = split.to(tl.int64)
     row_mask = rows < K
     base = (rows // K2) * s_k1 + (rows % K2) * s_k2
-    shift = tl.zeros([BLOCK_K], ACC)
-    if SHIFT:
-        shift = _load_shift(shift_ptr + rows, row_mask, PRE, POST, ACC)
-    lane_r = tl.arange(0, BLOCK_R)
-    if INT64:
-        lane_r = lane_r.to(tl.int64)
-    start = split * chunk
-    end = tl.minimum(start + chunk, R)
+    shift = _shift_of(shift_ptr + rows, row_mask, SHIFT, PRE, POST, ACC, BLOCK_K)
+    lane_r, start, end = _split_range(split, chunk, R, INT64, BLOCK_R)
     if TILE:
-        best = tl.full([BLOCK_K], INIT, ACC)
-        first = tl.zeros([BLOCK_K], lane_r.dtype) + start
+        best, first = _tile_init(lane_r, start, INIT, ACC, BLOCK_K)
         for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
             r = r0 + lane_r
             mask = row_mask[:, None] & (r < end)[None, :]
@@ -438,17 +457,10 @@ def _reduce_cols_kernel(
     n_mask = n < N
     base = m * s_m + n * s_n
     out_offs = m * o_m + n * o_n
-    shift = tl.zeros([BLOCK_N], ACC)
-    if SHIFT:
-        shift = _load_shift(shift_ptr + out_offs, n_mask, PRE, POST, ACC)
-    lane_r = tl.arange(0, BLOCK_R)
-    if INT64:
-        lane_r = lane_r.to(tl.int64)
-    start = split * chunk
-    end = tl.minimum(start + chunk, R)
+    shift = _shift_of(shift_ptr + out_offs, n_mask, SHIFT, PRE, POST, ACC, BLOCK_N)
+    lane_r, start, end = _split_range(split, chunk, R, INT64, BLOCK_R)
     if TILE:
-        best = tl.full([BLOCK_N], INIT, ACC)
-        first = tl.zeros([BLOCK_N], lane_r.dtype) + start
+        best, first = _tile_init(lane_r, start, INIT, ACC, BLOCK_N)
         for r0 in tl.range(start, end, BLOCK_R, num_stages=STAGES):
             r = r0 + lane_r
             mask = (r < end)[:, None] & n_mask[None, :]

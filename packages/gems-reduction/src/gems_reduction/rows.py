@@ -41,6 +41,21 @@ def lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64: tl.constexpr, B
 
 
 @triton.jit
+def r_range(INT64: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Positions 0..BLOCK_R-1 along R: a step's offsets, in int64 where element offsets may pass int32."""
+    r = tl.arange(0, BLOCK_R)
+    if INT64:
+        r = r.to(tl.int64)
+    return r
+
+
+@triton.jit
+def tile_at(lane_off, lane_mask, r, R, r_stride, AXIS: tl.constexpr):
+    """(element offsets, mask) of the program's tile at positions ``r`` along R."""
+    return tile(lane_off, r * r_stride, AXIS), tile_mask(lane_mask, r < R, AXIS)
+
+
+@triton.jit
 def safe_shift(m):
     """A max to subtract before exp: 0 where it is -inf (lanes of -inf only give 0, not NaN)."""
     return tl.where(m == float("-inf"), 0.0, m)

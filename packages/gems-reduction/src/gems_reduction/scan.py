@@ -16,7 +16,7 @@ from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction import rows
 from gems_reduction.reduce import MAX, MIN, PROD, SUM, _init, acc_dtype, convert, tl_dtype
-from gems_reduction.rows import lanes, tile, tile_mask
+from gems_reduction.rows import lanes, r_range, tile, tile_at, tile_mask
 
 LOGSUMEXP: tl.constexpr = tl.constexpr(4)
 
@@ -50,15 +50,12 @@ def _scan_kernel(
     AXIS: tl.constexpr, INT64: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     lane_off, lane_mask = lanes(tl.program_id(0), L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
-    r = tl.arange(0, BLOCK_R)
-    if INT64:
-        r = r.to(tl.int64)
+    r = r_range(INT64, BLOCK_R)
     last = tile_mask(lane_mask, r == BLOCK_R - 1, AXIS)
     carry = tl.full([BLOCK_L], INIT, ACC)
     carry_i = tl.zeros([BLOCK_L], tl.int64)
     for r0 in range(0, R, BLOCK_R):
-        offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
-        mask = tile_mask(lane_mask, r0 + r < R, AXIS)
+        offs, mask = tile_at(lane_off, lane_mask, r0 + r, R, r_stride, AXIS)
         x = convert(tl.load(x_ptr + offs, mask=mask, other=0), CAST).to(ACC)
         x = tl.where(mask, x, INIT)
         if OP == SUM:

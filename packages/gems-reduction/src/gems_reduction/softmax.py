@@ -29,7 +29,7 @@ from flag_gems.runtime import device
 from gems_reduction import layout as lay
 from gems_reduction import rows, tiles
 from gems_reduction.reduce import convert, tl_dtype
-from gems_reduction.rows import lanes, online_update, safe_shift, tile, tile_mask
+from gems_reduction.rows import lanes, online_update, r_range, safe_shift, tile, tile_at
 
 
 @triton.jit
@@ -52,12 +52,9 @@ def _softmax_fwd_lanes(
 ):
     """The forward of the lanes of program ``pid`` (``STAGES`` None: loops not pipelined)."""
     lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
-    r = tl.arange(0, BLOCK_R)
-    if INT64:
-        r = r.to(tl.int64)
+    r = r_range(INT64, BLOCK_R)
     if ONE_PASS:
-        offs = tile(lane_off, r * r_stride, AXIS)
-        mask = tile_mask(lane_mask, r < R, AXIS)
+        offs, mask = tile_at(lane_off, lane_mask, r, R, r_stride, AXIS)
         x = tl.where(mask, tl.load(x_ptr + offs, mask=mask, other=0).to(ACC), float("-inf"))
         m = tl.max(x, AXIS)
         s = tl.sum(tl.exp(x - tl.expand_dims(safe_shift(m), AXIS)), AXIS)
@@ -66,15 +63,13 @@ def _softmax_fwd_lanes(
         m = tl.full([BLOCK_L], float("-inf"), ACC)
         s = tl.zeros([BLOCK_L], ACC)
         for r0 in tl.range(0, R, BLOCK_R, num_stages=STAGES):
-            offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
-            mask = tile_mask(lane_mask, r0 + r < R, AXIS)
+            offs, mask = tile_at(lane_off, lane_mask, r0 + r, R, r_stride, AXIS)
             x = tl.where(mask, tl.load(x_ptr + offs, mask=mask, other=0).to(ACC), float("-inf"))
             m, s = online_update(m, s, x, AXIS)
         blocks = tl.cdiv(R, BLOCK_R)
         for i in tl.range(0, blocks, num_stages=STAGES):
-            r0 = (blocks - 1 - i) * BLOCK_R
-            offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
-            mask = tile_mask(lane_mask, r0 + r < R, AXIS)
+            # Backwards: the rows the first pass read last are still in L2.
+            offs, mask = tile_at(lane_off, lane_mask, (blocks - 1 - i) * BLOCK_R + r, R, r_stride, AXIS)
             x = tl.load(x_ptr + offs, mask=mask, other=0).to(ACC)
             y = _softmax_value(x, m, s, LOG, SAFE, AXIS)
             tl.store(y_ptr + offs, convert(y, y_ptr.dtype.element_ty), mask=mask)
@@ -205,12 +200,9 @@ def _softmax_bwd_lanes(
     """softmax: gi = y * (g - sum(g * y)); log_softmax: gi = g - exp(y) * sum(g), over the lanes of
     program ``pid``."""
     lane_off, lane_mask = lanes(pid, L, lane_blocks, lane_stride, outer_stride, INT64, BLOCK_L)
-    r = tl.arange(0, BLOCK_R)
-    if INT64:
-        r = r.to(tl.int64)
+    r = r_range(INT64, BLOCK_R)
     if ONE_PASS:
-        offs = tile(lane_off, r * r_stride, AXIS)
-        mask = tile_mask(lane_mask, r < R, AXIS)
+        offs, mask = tile_at(lane_off, lane_mask, r, R, r_stride, AXIS)
         g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
         y = tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
         if LOG:
@@ -222,8 +214,7 @@ def _softmax_bwd_lanes(
     else:
         acc = tile(tl.zeros([BLOCK_L], ACC), tl.zeros([BLOCK_R], ACC), AXIS)
         for r0 in tl.range(0, R, BLOCK_R, num_stages=STAGES):
-            offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
-            mask = tile_mask(lane_mask, r0 + r < R, AXIS)
+            offs, mask = tile_at(lane_off, lane_mask, r0 + r, R, r_stride, AXIS)
             g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
             if LOG:
                 acc += g
@@ -232,9 +223,8 @@ def _softmax_bwd_lanes(
         total = tl.sum(acc, AXIS)
         blocks = tl.cdiv(R, BLOCK_R)
         for i in tl.range(0, blocks, num_stages=STAGES):
-            r0 = (blocks - 1 - i) * BLOCK_R
-            offs = tile(lane_off, (r0 + r) * r_stride, AXIS)
-            mask = tile_mask(lane_mask, r0 + r < R, AXIS)
+            # Backwards: the rows the first pass read last are still in L2.
+            offs, mask = tile_at(lane_off, lane_mask, (blocks - 1 - i) * BLOCK_R + r, R, r_stride, AXIS)
             g = tl.load(g_ptr + offs, mask=mask, other=0).to(ACC)
             y = tl.load(y_ptr + offs, mask=mask, other=0).to(ACC)
             gi = _backward_value(g, y, total, LOG, AXIS)

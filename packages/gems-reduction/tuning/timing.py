@@ -1,0 +1,20 @@
+"""Kernel timing shared by this package's A/B scripts (``ab_*.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import flag_gems
+
+
+def kernel_us(fn: Callable[[], object], rep: int) -> float:
+    """Microseconds of one call of ``fn``: the median of ``triton.testing.do_bench`` over ``rep`` ms on a GPU;
+    elsewhere one wall-clock call (smoke runs check results, their times mean nothing)."""
+    if flag_gems.device != "cuda":
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e6
+    import triton.testing
+
+    return 1e3 * triton.testing.do_bench(fn, warmup=5, rep=rep, return_mode="median")
