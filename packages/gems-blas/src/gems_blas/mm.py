@@ -620,8 +620,7 @@ def _new_call(out, a, b, bias, alpha, beta, batch, m, n, k, sa, sb, so, sd) -> P
         return mv.gemv_call(out, b, a, bias, False, n, k, sb[2], sb[1], sa[2], so[2], sd[2] if sd else 0,
                             swap=True)
     dev = a.get_device()
-    split = (a.dtype is torch.float32 and not allow_tf32()
-             and split_fp32.applies(a, bias, out, batch, m, n, k, sa, sb, _uses_tma(dev)))
+    split = split_fp32.applies(a, bias, out, batch, m, n, k, sa, sb, _uses_tma(dev))
     if split:
         layout = split_layout(dev, batch, m, n, k, sa, sb)
         dtype, k_read = torch.bfloat16, k * layout.terms

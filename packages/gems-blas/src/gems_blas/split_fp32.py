@@ -37,6 +37,7 @@ import triton.language as tl
 from flag_gems.intmath import cdiv
 from flag_gems.launch import launch
 from gems_blas import heuristics
+from gems_blas.operands import allow_tf32
 
 
 @dataclasses.dataclass
@@ -117,9 +118,9 @@ def plan_options() -> tuple:
 
 def applies(a: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, batch: int, m: int, n: int, k: int,
             sa: tuple, sb: tuple, hopper: bool) -> bool:
-    """Whether an fp32 product (tf32 off, neither side 1) takes the split path."""
+    """Whether a product (of neither side 1) takes the split path: fp32 with tf32 off, large enough."""
     s = SETTINGS
-    if s.terms == 0 or a.dtype is not torch.float32 or not (hopper or s.everywhere):
+    if s.terms == 0 or a.dtype is not torch.float32 or allow_tf32() or not (hopper or s.everywhere):
         return False
     if batch * m * n * k < s.min_work or min(m, n) < s.min_side:
         return False
