@@ -208,15 +208,18 @@ def _check_family(x, dim, dtype):
 
 @pytest.mark.parametrize("shape", [(5, 17000), (2, 3, 16500)])
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_long_rows_in_l2(knobs, shape, dtype):
+def test_long_rows_in_l2(knobs, monkeypatch, shape, dtype):
     # Rows longer than one pass, 5 or 6 of them: 2 persistent programs taking every other row; a row of
     # -inf, one partly -inf.
+    from gems_reduction import resident
+
     x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
     flat = x.view(-1, shape[-1])
     flat[1] = float("-inf")
     flat[2, : shape[-1] // 2] = float("-inf")
     row_bytes = shape[-1] * x.element_size()
-    # (On a GPU so few rows would take the split along rows: off here.)
+    # (On a GPU so few rows would take the split along rows, and the longest the resident path: off here.)
+    monkeypatch.setattr(resident, "ENABLED", False)
     knobs(SOFTMAX_ROWS_IN_FLIGHT_BYTES=2 * row_bytes, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES=4 * row_bytes,
           SOFTMAX_SPLIT_FEW_ROWS=False)
     _check_family(x, -1, dtype)
@@ -228,9 +231,10 @@ def test_long_rows_in_l2(knobs, shape, dtype):
 def test_few_long_rows_split(knobs, monkeypatch, shape, dtype):
     # Fewer rows than SMs, each longer than one pass: each row split into chunks over several programs (the
     # interpreter counts one SM: it pretends to have 8); a row of -inf, one partly -inf.
-    from gems_reduction import layout, softmax
+    from gems_reduction import layout, resident, softmax
 
     monkeypatch.setattr(layout, "sm_count", lambda index=0: 8)
+    monkeypatch.setattr(resident, "ENABLED", False)  # (on a GPU the longest rows would take it)
     knobs()
     x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
     flat = x.view(-1, shape[-1])
@@ -249,3 +253,50 @@ def test_rows_budget():
     assert softmax.rows_in_flight(512, 262144, 32 * 2**20) == 128
     assert softmax.rows_in_flight(512, 262144, 1) == 1
     assert softmax.rows_in_flight(512, 262144, 2**30) == 0  # no fewer programs than rows: the plain grid
+
+
+# The resident path (gems_reduction/resident.py): on the interpreter each row is one chunk, which runs the
+# kernel's code (statistics published, counted, combined); on a GPU the chunks of a row wait on each other.
+
+
+def _resident_launches() -> list:
+    from gems_reduction import layout, resident, softmax
+
+    return [call.launch for call in layout.calls.values()
+            if isinstance(call, softmax._Call) and isinstance(call.launch, resident.ResidentLaunch)]
+
+
+def _with_inf_rows(shape, dtype):
+    x = torch.randn(shape, dtype=dtype, device=DEVICE) * 3
+    rows = x.view(-1, shape[-1])
+    rows[0] = float("-inf")  # a row of -inf only, and one half -inf
+    rows[1, : shape[-1] // 2] = float("-inf")
+    return x
+
+
+@pytest.mark.parametrize("shape", [(5, 300), (2, 3, 257)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_resident_softmax_interpreted(knobs, monkeypatch, shape, dtype):
+    from gems_reduction import resident
+
+    if DEVICE != "cpu":
+        pytest.skip("the interpreter's one-chunk rows; a GPU runs test_resident_softmax_chunks")
+    monkeypatch.setattr(resident, "ENABLED", True)
+    knobs()
+    _check_family(_with_inf_rows(shape, dtype), -1, dtype)
+    assert len(_resident_launches()) == 3, "the resident path did not serve every forward call"
+    with served("_softmax"):
+        torch.softmax(torch.randn(shape, dtype=dtype, device=DEVICE), 0)
+    assert len(_resident_launches()) == 3, "softmax over a non-last dim took the resident path"
+
+
+@pytest.mark.parametrize("shape", [(4, 70001), (2, 131072), (3, 2, 40000), (2, 1048576)])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_resident_softmax_chunks(knobs, shape, dtype):
+    # Rows of several chunks, on a GPU: the programs of a row wait for each other's statistics.
+    if DEVICE == "cpu":
+        pytest.skip("the chunks of a row wait on each other: GPU only")
+    knobs()
+    _check_family(_with_inf_rows(shape, dtype), -1, dtype)
+    launches = _resident_launches()
+    assert len(launches) == 3 and all(launch.chunks > 1 for launch in launches), "not served by resident chunks"

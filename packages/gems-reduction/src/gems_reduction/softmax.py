@@ -27,7 +27,7 @@ from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
 from gems_reduction import layout as lay
-from gems_reduction import rows, tiles
+from gems_reduction import resident, rows, tiles
 from gems_reduction.reduce import convert, tl_dtype
 from gems_reduction.rows import lanes, online_update, r_range, safe_shift, tile, tile_at
 
@@ -459,7 +459,9 @@ def _forward_call(x, dim, half_to_float, log, safe) -> _Call | None:
     launch = None
     d = dims[0] if dims else 0
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if x.numel():
+    if x.numel() and acc is torch.float32:
+        launch = resident.plan(x.shape, d, x.dtype, out_dtype, acc, log, safe)
+    if x.numel() and launch is None:
         launch = _split_plan(x.shape, d, x.element_size(), acc,
                              (tiles.SOFTMAX_SPLIT_PER_SM, tiles.SOFTMAX_SPLIT_COLS_BYTES),
                              (_chunk_stats_kernel, _chunk_apply_kernel), 1, 2, tiles.SOFTMAX_SPLIT_FEW_ROWS,
