@@ -300,3 +300,20 @@ def test_resident_softmax_chunks(knobs, shape, dtype):
     _check_family(_with_inf_rows(shape, dtype), -1, dtype)
     launches = _resident_launches()
     assert len(launches) == 3 and all(launch.chunks > 1 for launch in launches), "not served by resident chunks"
+
+
+def test_resident_softmax_in_cuda_graph(knobs):
+    # The cooperative launch, its zeroed counters and buffers, captured and replayed.
+    if DEVICE == "cpu":
+        pytest.skip("CUDA graphs: GPU only")
+    knobs()
+    x = torch.randn(8, 100000, device=DEVICE, dtype=torch.bfloat16)
+    with served("_softmax"):
+        torch.softmax(x, -1)  # compiles outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = torch.softmax(x, -1)
+    assert _resident_launches(), "not served by the resident path"
+    x.copy_(torch.randn_like(x) * 3)
+    graph.replay()
+    assert_close(y, torch.softmax(to_reference(x, upcast=True), -1), torch.bfloat16)

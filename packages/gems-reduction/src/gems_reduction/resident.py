@@ -33,9 +33,10 @@ from gems_reduction.rows import geometry, safe_shift
 TILE_BYTES = 32768
 TILE_WARPS = 8
 #: Load the next row's chunk before waiting for the current row (twice the registers for the data).
+#: (Loads marked evict-first and streaming stores, so that L2 drops the rows first, lost 2-6%.)
 PREFETCH = True
-#: Rows (bytes) from which softmax takes this path: beyond what the one-pass kernel holds in registers.
-MIN_ROW_BYTES = 65536 + 1
+#: Rows longer than this take the path: what softmax.py's one-pass kernel holds in registers.
+ONE_PASS_ELEMENTS = 16384
 #: Off: the two-pass paths take every call. Off on the interpreter, where a row is one chunk and the
 #: one-pass kernel is the same computation; tests turn it on there to run this kernel's code.
 ENABLED = not device.interpreter
@@ -114,7 +115,7 @@ def tiles_for(length: int, itemsize: int) -> tuple[int, int] | None:
     program holds the row) or cannot run (more chunks than programs fit)."""
     if device.interpreter:
         return next_power_of_2(length), 1
-    if length * itemsize < MIN_ROW_BYTES:
+    if length <= ONE_PASS_ELEMENTS:
         return None
     chunk_r = TILE_BYTES // itemsize
     chunks = next_power_of_2(cdiv(length, chunk_r))
