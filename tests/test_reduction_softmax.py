@@ -317,3 +317,18 @@ def test_resident_softmax_in_cuda_graph(knobs):
     x.copy_(torch.randn_like(x) * 3)
     graph.replay()
     assert_close(y, torch.softmax(to_reference(x, upcast=True), -1), torch.bfloat16)
+
+
+def test_resident_softmax_int64_index(knobs, monkeypatch):
+    # The 64-bit offsets of the resident kernel (tensors past 2^31 elements), forced on a small input.
+    from gems_reduction import layout, resident
+
+    monkeypatch.setattr(layout, "force_int64", True)
+    monkeypatch.setattr(resident, "ENABLED", True)
+    knobs()
+    x = torch.randn(3, 300 if DEVICE == "cpu" else 70000, device=DEVICE)
+    with served("_softmax", "_log_softmax"):
+        res = (torch.softmax(x, -1), torch.log_softmax(x, -1))
+    assert len(_resident_launches()) == 2, "not served by the resident path"
+    assert_close(res[0], torch.softmax(x.double(), -1), torch.float32)
+    assert_close(res[1], torch.log_softmax(x.double(), -1), torch.float32)

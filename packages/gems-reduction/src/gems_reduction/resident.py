@@ -46,7 +46,7 @@ ENABLED = not device.interpreter
 def _load_chunk(x_ptr, row, r, R, rows_count, INT64: tl.constexpr):
     """A program's chunk (positions ``r``) of ``row``, -inf past the row's end or past the last row."""
     if INT64:
-        row = row.to(tl.int64)
+        row = tl.cast(row, tl.int64)
     return tl.load(x_ptr + row * R + r, mask=(r < R) & (row < rows_count), other=float("-inf"))
 
 
@@ -105,7 +105,7 @@ def _resident_softmax_kernel(
             y = tl.where(big == float("-inf"), 0.0, y)
         start = row * R
         if INT64:
-            start = row.to(tl.int64) * R
+            start = tl.cast(row, tl.int64) * R
         tl.store(y_ptr + start + r, y.to(y_ptr.dtype.element_ty), mask=r < R)
         raw = ahead if PREFETCH else _load_chunk(x_ptr, row + step, r, R, rows_count, INT64)
 
