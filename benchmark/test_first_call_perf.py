@@ -20,7 +20,7 @@ FAMILY = "first_call"
 WARM_TARGET_MS = 50.0
 OPS = {  # the most telling first: a pointwise op, a matmul (no autotuning wait), a reduction, a norm
     "add": ["add.Tensor"], "mm": ["mm"], "softmax": ["_softmax"], "rms_norm": ["rms_norm", "_fused_rms_norm"],
-    "layer_norm": ["native_layer_norm"], "silu": ["silu"], "sum": ["sum"],
+    "layer_norm": ["layer_norm", "native_layer_norm"], "silu": ["silu"], "sum": ["sum"],
     "cross_entropy": ["cross_entropy_loss", "_log_softmax", "nll_loss_forward"],
 }
 QUICK_OPS = ("add",)

@@ -176,7 +176,7 @@ BATCH_NORM_OPS = ["native_batch_norm", "_native_batch_norm_legit", "_native_batc
                   "_batch_norm_with_update", "_batch_norm_no_update", "cudnn_batch_norm"]
 
 CASES = [
-    _rows_case("layer_norm", layer_norm, ln_args, ["native_layer_norm"]),
+    _rows_case("layer_norm", layer_norm, ln_args, ["layer_norm", "native_layer_norm"]),
     _rows_case("rms_norm", lambda x, ns, w, eps: F.rms_norm(x, ns, w, eps), rms_args, ["rms_norm", "_fused_rms_norm"],
                reference=rms_norm_fp32),
     _rows_case("layer_norm_backward", ln_backward, ln_backward_args, ["native_layer_norm_backward"],

@@ -76,7 +76,7 @@ HOST_CASES = [
     (Case("rms_norm", lambda x, w: F.rms_norm(x, (x.shape[-1],), w, 1e-6), _norm_args(False),
           aten=["rms_norm", "_fused_rms_norm"]), ROW),
     (Case("layer_norm", lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b), _norm_args(True),
-          aten=["native_layer_norm"]), ROW),
+          aten=["layer_norm", "native_layer_norm"]), ROW),
     (Case("mm", torch.mm, _mm_args, aten=["mm"], reduce_dim=16), MM),
     (Case("pointwise_dynamic_scale", lambda x: torch.mul(x, 0.5), normal_inputs(1),
           gems=lambda x: _scale_op()(x, 0.5), note="pointwise_dynamic called directly, non-tensor alpha"), VECTOR),
@@ -236,7 +236,7 @@ GRAPH_CASES = {
                  lambda: (randn(4096, 4096, dtype=BF16), randn(4096, dtype=BF16)), ["rms_norm", "_fused_rms_norm"]),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (4096,), w, b),
                    lambda: (randn(4096, 4096, dtype=BF16), randn(4096, dtype=BF16), randn(4096, dtype=BF16)),
-                   ["native_layer_norm"]),
+                   ["layer_norm", "native_layer_norm"]),
     "mm": (torch.mm, lambda: (randn(2048, 2048, dtype=BF16, scale=0.05), randn(2048, 2048, dtype=BF16, scale=0.05)),
            ["mm"]),
 }

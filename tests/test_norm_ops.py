@@ -115,6 +115,48 @@ def test_layer_norm_forward_backward(shape, k, dtype, affine):
     _check_grads(_grads(leaves), _grads(ref64), _grads(ref), dtype, [1, m, m])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape, ns, params", [((4, 7, 33), (33,), "wb"), ((3, 5, 6), (5, 6), "w"),
+                                               ((2, 40), (40,), ""), ((1, 1, 2048), (2048,), "wb")])
+def test_layer_norm_inference(dtype, shape, ns, params):
+    # No gradient recorded (grad mode off, or no input requiring one): layer_norm itself is served, the
+    # forward kernel alone, with ATen's results; a call that records a graph still reaches native_layer_norm.
+    x = _rand(shape, dtype, scale=2.0, shift=0.5)
+    w = _rand(ns, dtype) if "w" in params else None
+    b = _rand(ns, dtype) if "b" in params else None
+    ref = F.layer_norm(*_refs([x], True), ns, *_refs([w, b], True), 1e-5)
+    with served("layer_norm") as counter:
+        out = F.layer_norm(x, ns, w, b, 1e-5)
+        with torch.no_grad():
+            out_no_grad = F.layer_norm(x, ns, w, b, 1e-5)
+    assert not counter.ran_on_gems("native_layer_norm"), "the statistics were computed for nothing"
+    for res in (out, out_no_grad):
+        assert res.dtype == dtype and res.shape == x.shape and not res.requires_grad
+        assert_close(res, ref, dtype)
+    if w is not None:
+        with served("native_layer_norm"):
+            graphed = F.layer_norm(x, ns, w.requires_grad_(), b, 1e-5)
+        assert graphed.requires_grad
+        assert_close(graphed, ref, dtype)
+
+
+def test_layer_norm_inference_hands_back_what_it_cannot_take():
+    # A weight of another dtype than the input and an empty input go to ATen, with ATen's results; a wrong
+    # normalized_shape gets ATen's error.
+    x = _rand((4, 16), torch.bfloat16)
+    w = _rand(16, torch.float32)
+    expected = F.layer_norm(x, (16,), w)
+    with served() as counter:
+        mixed = F.layer_norm(x, (16,), w)
+        empty = F.layer_norm(torch.empty(0, 16, device=DEVICE), (16,))
+    assert counter.fallbacks.get("layer_norm"), "the mixed-dtype call was not handed back to ATen"
+    assert_equal(mixed, expected)
+    assert empty.shape == (0, 16)
+    with pytest.raises(RuntimeError, match="normalized_shape"):
+        with served():
+            F.layer_norm(x, (8,))
+
+
 @pytest.mark.parametrize("mask", [(True, False, False), (False, True, True), (True, True, False)])
 def test_layer_norm_backward_output_mask(mask):
     x, w, b, dy = _rand((6, 33), torch.float32), _rand(33, torch.float32), _rand(33, torch.float32), \
@@ -133,7 +175,7 @@ def test_layer_norm_noncontiguous_and_empty():
     x = _rand((40, 6), torch.float32).t()
     w = _rand(40, torch.float32)
     ref = F.layer_norm(to_reference(x, upcast=True), (40,), to_reference(w, upcast=True))
-    with served("native_layer_norm"):
+    with served("layer_norm"):  # no gradient asked for: the forward alone (test_layer_norm_inference)
         res = F.layer_norm(x, (40,), w)
     assert res.is_contiguous()
     assert_close(res, ref, torch.float32)

@@ -118,6 +118,21 @@ class AtenKernel:
         return kernel.call_boxed(self._keyset, *args, **kwargs)
 
 
+    def decomposed(self, *args, quietly: bool = False, **kwargs):
+        """The same call (``quietly``: not counted as a fallback), with the ops that ATen's kernel calls in
+        turn reaching gems again: a composite kernel's decomposition. On the interpreter a call into ATen
+        from a gems kernel is otherwise kept from gems (``_reentry_guarded``)."""
+        call = self.call_quietly if quietly else self
+        if not device.interpreter:
+            return call(*args, **kwargs)
+        inside = getattr(_inside_kernel, "active", False)
+        _inside_kernel.active = False
+        try:
+            return call(*args, **kwargs)
+        finally:
+            _inside_kernel.active = inside
+
+
 def _tensor_slots(name: str) -> tuple[int, ...]:
     """Positions of the overload's positional Tensor arguments."""
     overload = aten_names.resolve(name)

@@ -1,5 +1,5 @@
-"""Layer norm: ``native_layer_norm`` and its backward on the row-norm kernels (row_norm.py), and
-``skip_layer_norm``, the residual add fused in front of the norm."""
+"""Layer norm: ``native_layer_norm`` and its backward on the row-norm kernels (row_norm.py), ``layer_norm``
+where autograd records nothing, and ``skip_layer_norm``, the residual add fused in front of the norm."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from gems_norm.semantics import FLOAT_DTYPES, stats_dtype
 
 _aten_forward = aten_kernel("native_layer_norm")
 _aten_backward = aten_kernel("native_layer_norm_backward")
+_aten_layer_norm = aten_kernel("layer_norm", autograd=True)
 
 
 def rows_of(x: torch.Tensor, normalized_shape: Sequence[int], *params) -> tuple[int, int] | None:
@@ -138,12 +139,37 @@ _forward_plans = Plans(_layer_norm_forward_plan)
 _backward_plans = Plans(backward_op_plan)
 
 
+def _forward_key(input, normalized_shape, weight, bias) -> tuple:
+    # ``signature`` of each tensor, spelled out: this key is built on every call.
+    return ((input.shape, input.stride(), input.dtype, input.get_device()), tuple(normalized_shape),
+            None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.get_device()),
+            None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.get_device()))
+
+
+def _inference_plan(input, normalized_shape, weight, bias):
+    return forward_op_plan(input, normalized_shape, weight, bias, True, False)
+
+
+#: Plans of ``layer_norm`` outside autograd: the forward kernel alone, no statistics kept.
+_inference_plans = Plans(_inference_plan)
+
+
+def layer_norm_op(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """ATen's ``layer_norm`` (CompositeImplicitAutograd) on the Autograd key. Where autograd records nothing
+    (inference, a decoding step) the forward kernel runs alone, with no mean and rstd to allocate and
+    store; otherwise ATen's decomposition, whose native_layer_norm and backward are served here."""
+    if records_graph(input, weight, bias):
+        return _aten_layer_norm.decomposed(input, normalized_shape, weight, bias, eps, cudnn_enable, quietly=True)
+    key = _forward_key(input, normalized_shape, weight, bias)
+    plan = _inference_plans.get(key) or _inference_plans.add(key, input, normalized_shape, weight, bias)
+    if plan is TO_ATEN:
+        return _aten_layer_norm(input, normalized_shape, weight, bias, eps, cudnn_enable)
+    return plan(input, None, weight, bias, eps)[0]
+
+
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """ATen's ``native_layer_norm``: (output, mean, rstd), statistics shaped and typed as ATen saves them."""
-    # ``signature`` of each tensor, spelled out: this key is built on every call.
-    key = ((input.shape, input.stride(), input.dtype, input.get_device()), tuple(normalized_shape),
-           None if weight is None else (weight.shape, weight.stride(), weight.dtype, weight.get_device()),
-           None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.get_device()))
+    key = _forward_key(input, normalized_shape, weight, bias)
     plan = _forward_plans.get(key) or _forward_plans.add(key, input, normalized_shape, weight, bias)
     if plan is TO_ATEN:
         return _aten_forward(input, normalized_shape, weight, bias, eps)

@@ -2,8 +2,9 @@
 
 The list is built against the running torch: an overload it lacks is left out, one that is
 CompositeImplicitAutograd there is served on the Autograd key by a differentiable implementation
-(rms_norm, _fused_rms_norm, instance_norm), and overloads ATen implements only on some devices (cuDNN's batch norm,
-the CUDA fused RMS norm backward) are served only where ATen has a kernel on this device's key.
+(layer_norm, rms_norm, _fused_rms_norm, instance_norm), and overloads ATen implements only on some devices
+(cuDNN's batch norm, the CUDA fused RMS norm backward) are served only where ATen has a kernel on this
+device's key.
 Implementations are named, not imported: enabling the family imports no kernel module (nor Triton)
 until an op's first call.
 """
@@ -55,6 +56,7 @@ def ops() -> list[OpImpl]:
         ("_weight_norm_interface_backward", "weight_norm:weight_norm_interface_backward"),
     ]
     result = [op for name, target in declared for op in _declare(name, _fn(target))]
+    result += _declare("layer_norm", None, _fn("layer_norm:layer_norm_op"))
     result += _declare("rms_norm", None, _fn("rms_norm:rms_norm_op"))
     result += _declare("instance_norm", None, _fn("instance_norm:instance_norm_op"))
     result += _declare("_fused_rms_norm", _fn("rms_norm:fused_rms_norm_backend_op"), _fn("rms_norm:fused_rms_norm_op"),

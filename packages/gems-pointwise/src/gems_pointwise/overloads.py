@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from flag_gems import OpImpl, aten_kernel, promote, registry
+from flag_gems import OpImpl, aten_kernel, promote
 from flag_gems.aten_names import is_composite_implicit
 from flag_gems.runtime import device
 
@@ -89,13 +89,7 @@ class AtenFallback:
     def __call__(self, *args, **kwargs):
         if not _INTERPRETER:
             return self.kernel(*args, **kwargs)
-        guard = registry._inside_kernel
-        inside = getattr(guard, "active", False)
-        guard.active = False
-        try:
-            return self.kernel(*args, **kwargs)
-        finally:
-            guard.active = inside
+        return self.kernel.decomposed(*args, **kwargs)
 
 
 def _functional(route: Route, fallback: AtenFallback, dtypes) -> Callable:
