@@ -332,3 +332,23 @@ def test_resident_softmax_int64_index(knobs, monkeypatch):
     assert len(_resident_launches()) == 2, "not served by the resident path"
     assert_close(res[0], torch.softmax(x.double(), -1), torch.float32)
     assert_close(res[1], torch.log_softmax(x.double(), -1), torch.float32)
+
+
+def test_resident_grid_fits_the_gpu(monkeypatch):
+    # The grid of programs that wait on each other never exceeds what one SM holds times the SMs: registers,
+    # shared memory and threads of the device at hand (an H100's, and a GPU with fewer threads and less
+    # shared memory an SM).
+    import types
+
+    from gems_reduction import resident
+
+    compiled = types.SimpleNamespace(n_regs=32, metadata=types.SimpleNamespace(shared=1024))
+    h100 = types.SimpleNamespace(regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=233472,
+                                 max_threads_per_multi_processor=2048)
+    smaller = types.SimpleNamespace(regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=102400,
+                                    max_threads_per_multi_processor=1536)
+    for props, expected in ((h100, 8), (smaller, 6)):  # registers for 8, threads for 8 or 6
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=0, props=props: props)
+        assert resident._programs_per_sm(compiled, 8) == expected
+    heavy = types.SimpleNamespace(n_regs=128, metadata=types.SimpleNamespace(shared=60 * 1024))
+    assert resident._programs_per_sm(heavy, 8) == 1  # shared memory: one 61 KB program in 100 KB

@@ -122,13 +122,16 @@ def tiles_for(length: int, itemsize: int) -> tuple[int, int] | None:
     return (chunk_r, chunks) if chunks <= 256 else None
 
 
-def _programs_per_sm(compiled, warps: int) -> int:
-    """Programs of ``compiled`` an SM of a Hopper-class GPU holds at once: by registers (allocated per warp
-    in units of 256), shared memory (228 KB, 1 KB reserved a program), warps (64) and programs (32)."""
+def _programs_per_sm(compiled, warps: int, index: int = 0) -> int:
+    """Programs of ``compiled`` one SM holds at once: by registers (allocated per warp in units of 256),
+    shared memory (1 KB reserved a program), threads, and programs (32 on every GPU since Volta)."""
+    props = torch.cuda.get_device_properties(index)
     per_warp = cdiv(max(compiled.n_regs, 1) * 32, 256) * 256
-    by_regs = 65536 // (per_warp * warps)
-    by_shared = (228 * 1024) // (compiled.metadata.shared + 1024)
-    return max(0, min(by_regs, by_shared, 64 // warps, 32))
+    by_regs = getattr(props, "regs_per_multiprocessor", 65536) // (per_warp * warps)
+    smem = getattr(props, "shared_memory_per_multiprocessor", 0) or 100 * 1024
+    by_shared = smem // (compiled.metadata.shared + 1024)
+    by_threads = props.max_threads_per_multi_processor // (32 * warps)
+    return max(0, min(by_regs, by_shared, by_threads, 32))
 
 
 class ResidentLaunch:
@@ -168,7 +171,7 @@ def plan(shape, dim: int, x_dtype: torch.dtype, y_dtype: torch.dtype, acc_dtype,
         compiled = _resident_softmax_kernel.warmup(x_dtype, y_dtype, torch.float32, torch.int32, length, outer,
                                                    grid=(1,), num_warps=warps, **options, **constexprs)
         compiled._init_handles()  # loads the binary: its register count is known from then on
-        resident = _programs_per_sm(compiled, warps) * lay.sm_count()
+        resident = _programs_per_sm(compiled, warps, torch.cuda.current_device()) * lay.sm_count()
         programs = min(programs, resident // chunks * chunks)
         if programs < chunks:
             return None
