@@ -95,11 +95,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--time", action="store_true", help="timings and a sync check instead of tables")
     opts = parser.parse_args()
+
+    def show(f, label):
+        return timings(f, label) if opts.time else table(f, opts.calls, opts.rows, label)
+
     for name in opts.cases:
         fn = CASES[name]()
-        def show(f, label):
-            return timings(f, label) if opts.time else table(f, opts.calls, opts.rows, label)
-
         show(fn, f"{name} ATen")
         with flag_gems.use_gems():
             show(fn, f"{name} gems")

@@ -27,9 +27,10 @@ from gems_reduction import layout as lay
 from gems_reduction.reduce import tl_dtype
 from gems_reduction.rows import geometry, safe_shift
 
-#: Bytes of a chunk (one program's tile) and its warps. On an H100, (512, 131072): bfloat16 softmax 117 us
-#: (79% of a copy of its bytes; the two-pass path 138 us), float32 213 us (85%; 315 us), with the next chunk
-#: loaded before the wait (``PREFETCH``; without it bfloat16 took 128 us) (tuning/ab_softmax_resident.py).
+#: Bytes of a chunk (one program's tile) and its warps. On an H100, (512, 131072): bfloat16 softmax 115 us
+#: (81% of a copy of its bytes; the two-pass path 140 us), float32 210 us (87%; 315 us), with the next chunk
+#: loaded before the wait (``PREFETCH``; without it bfloat16 took 128 us); 16 KB chunks 123 us
+#: (benchmark/results/2026-11-27-h100-7/logs/ab_softmax_resident_rows.txt).
 TILE_BYTES = 32768
 TILE_WARPS = 8
 #: Load the next row's chunk before waiting for the current row (twice the registers for the data).
@@ -43,11 +44,17 @@ ENABLED = not device.interpreter
 
 
 @triton.jit
-def _load_chunk(x_ptr, row, r, R, rows_count, INT64: tl.constexpr):
-    """A program's chunk (positions ``r``) of ``row``, -inf past the row's end or past the last row."""
+def _row_start(row, R, INT64: tl.constexpr):
+    """Offset of ``row``'s first element (in int64 where offsets may pass int32)."""
     if INT64:
         row = tl.cast(row, tl.int64)
-    return tl.load(x_ptr + row * R + r, mask=(r < R) & (row < rows_count), other=float("-inf"))
+    return row * R
+
+
+@triton.jit
+def _load_chunk(x_ptr, row, r, R, rows_count, INT64: tl.constexpr):
+    """A program's chunk (positions ``r``) of ``row``, -inf past the row's end or past the last row."""
+    return tl.load(x_ptr + _row_start(row, R, INT64) + r, mask=(r < R) & (row < rows_count), other=float("-inf"))
 
 
 @triton.jit
@@ -103,10 +110,7 @@ def _resident_softmax_kernel(
             y = e * (tl.exp(m - big) / total)
         if SAFE:
             y = tl.where(big == float("-inf"), 0.0, y)
-        start = row * R
-        if INT64:
-            start = tl.cast(row, tl.int64) * R
-        tl.store(y_ptr + start + r, y.to(y_ptr.dtype.element_ty), mask=r < R)
+        tl.store(y_ptr + _row_start(row, R, INT64) + r, y.to(y_ptr.dtype.element_ty), mask=r < R)
         raw = ahead if PREFETCH else _load_chunk(x_ptr, row + step, r, R, rows_count, INT64)
 
 
