@@ -14,7 +14,7 @@ Long rows along the last dim take a persistent grid (``tiles.SOFTMAX_ROWS_IN_FLI
 backward's ``tiles.SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES``): fewer programs, each taking every grid-th
 block of rows, so that the rows in flight stay within L2 and the walk back of the second loop re-reads
 them from it, not from DRAM (one program per block would hold every row at once: 128 MB for (512, 131072)
-bfloat16).
+bfloat16). On a GPU the forward over such rows takes neither: ``resident.py`` reads them once.
 """
 
 from __future__ import annotations
