@@ -102,6 +102,23 @@ class Launcher:
             pointers = tuple([i for i, a in enumerate(args) if isinstance(a, _Tensor)])
             self._compiled[spec_key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers)
 
+    def launch_addresses(self, grid: tuple, addresses: list, spec_key: tuple) -> bool:
+        """The direct launch of a kernel compiled for ``spec_key``, with ``addresses``: its arguments with each
+        tensor given as its ``data_ptr()`` (None stays Triton's null pointer). False when there is none to
+        take (on the interpreter, before the first launch for ``spec_key``, or while a profiler's launch
+        hook is installed): nothing is launched, and the caller launches through ``__call__`` instead."""
+        if not self._direct:
+            return False
+        compiled = self._compiled.get((_current_device(), *spec_key) if self._per_device else spec_key)
+        hooks = _runtime_knobs.launch_enter_hook  # a profiler's: it must see the launch, through Triton
+        if compiled is None or getattr(hooks, "calls", hooks):
+            return False
+        launch, function, head, tail, _ = compiled
+        size = len(grid)
+        launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(), function,
+               *head, *addresses, *tail)
+        return True
+
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:
     """(launch, function, leading arguments, trailing arguments) of a compiled kernel.

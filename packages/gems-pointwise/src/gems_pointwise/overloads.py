@@ -96,7 +96,8 @@ def _functional(route: Route, fallback: AtenFallback, dtypes) -> Callable:
     def op(*args, **kwargs):
         state = _check(args, dtypes)
         if state:
-            call = route(*args, **kwargs)
+            # Without keywords (nearly every call), no empty keyword dict is unpacked.
+            call = route(*args, **kwargs) if kwargs else route(*args)
             if call is not None:
                 kernel, kernel_args = call
                 if state == 2:

@@ -73,7 +73,8 @@ def _functional(name, launch, accepts):
 
     def functional(*args, **kwargs):
         if accepts(args):
-            result = launch(*args, **kwargs)
+            # Without keywords (nearly every call), no empty keyword dict is unpacked.
+            result = launch(*args, **kwargs) if kwargs else launch(*args)
             if result is not NotImplemented:
                 return result
         return fallback(*args, **kwargs)

@@ -1068,7 +1068,8 @@ def approx_division(result_dtype: torch.dtype) -> bool:
 def half_or_full(full, half, doc: str, knob: str | None = None):
     """A launcher taking ``half`` for results rounded to a half type (where ``knob``, when named, is on)."""
     def launch(x, out0=None):
-        fast = rounds_to_half(x, out0) and (knob is None or getattr(KNOBS, knob))
+        # rounds_to_half, inlined: this runs on every call
+        fast = (out0 if out0 is not None else x).dtype in _HALF_TYPES and (knob is None or getattr(KNOBS, knob))
         return (half if fast else full)(x, out0=out0)
 
     launch.__doc__ = doc

@@ -77,22 +77,29 @@ def block_size(n: int) -> tuple[int, int]:
 class _Plan:
     """Everything a call signature decides once: dtypes, operand kinds and compiled launchers."""
 
-    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "int_pos", "convert", "converts",
-                 "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
+    __slots__ = ("out_dtypes", "compute", "kinds", "tensor_pos", "tensor_pick", "pointer_pos", "int_pos", "convert",
+                 "converts", "like_first", "flat_pattern", "launchers", "flat_launchers", "flat_sizes", "layouts")
 
     def __init__(self, out_dtypes, compute, kinds, convert, num_outputs, int_pos, bound):
         self.out_dtypes = out_dtypes
         self.compute = compute
         self.kinds = kinds
         self.tensor_pos = [i for i, k in enumerate(kinds) if k in "tr"]
-        # None when every argument is a tensor operand: the call's arguments are its tensors.
+        # None when every argument is a tensor operand: the call's arguments are its tensors; a slice when
+        # the tensors lead the arguments (a tensor and its scalars), cheaper than picking them one by one.
         self.tensor_pick = None if len(self.tensor_pos) == len(kinds) else self.tensor_pos
+        if self.tensor_pick and self.tensor_pos == list(range(len(self.tensor_pos))):
+            self.tensor_pick = slice(len(self.tensor_pos))
+        # Where a launch's arguments (operands, outputs, then integers) hold tensors.
+        self.pointer_pos = (*self.tensor_pos, *range(len(kinds), len(kinds) + num_outputs))
         # Scalars reach the kernel as arguments, which Triton specialises when they are integers: the
         # positions of those (a signature fixes each scalar's type once converted).
         self.int_pos = int_pos
         # Per argument: how its value reaches the kernel (None: as it is).
         self.convert = convert
         self.converts = any(c is not None for c in convert)
+        # Whether the one output has the first operand's dtype (set by the op once it knows the operands).
+        self.like_first = False
         self.flat_pattern = Pattern(kinds, num_outputs, 0, bound)
         self.launchers: dict[tuple, Launcher] = {}
         self.flat_launchers: dict[tuple, Launcher] = {}
@@ -142,7 +149,7 @@ class PointwiseDynamic:
         self._bound = tuple([(i, a) for i, a in enumerate(fn.arg_names) if a in self.constexprs])
         self._bound_values = {f"K_{a}": self.constexprs[a] for _, a in self._bound}
         self.arg_names = [a for a in fn.arg_names if a not in self.constexprs]
-        nargs = len(self.arg_names)
+        nargs = self._nargs = len(self.arg_names)
         self.is_tensor = list(is_tensor) if is_tensor is not None else [True] * nargs
         if len(self.is_tensor) != nargs:
             raise ValueError(f"{self.__name__}: is_tensor has {len(self.is_tensor)} items for {nargs} arguments")
@@ -177,27 +184,96 @@ class PointwiseDynamic:
     def __call__(self, *args, out0=None, **kwargs):
         # ``out0`` is a parameter so that passing it builds no keyword dict; an output passed as None is
         # no output, and such a call takes the plain call's plan and path.
-        outs = self._no_outs
+        outs = no_outs = self._no_outs
         if kwargs:
-            outs = [out0] + [kwargs.pop(name, None) for name in self._out_names[1:]]
-            if kwargs:
-                args = self._bind(args, kwargs)
-            if all(o is None for o in outs):
-                outs = self._no_outs
+            args, outs = self._given_outputs(args, out0, kwargs)
         elif out0 is not None:
-            outs = [out0] + self._no_outs[1:]
-        if len(args) != len(self.arg_names):
-            raise TypeError(f"{self.__name__}() takes {len(self.arg_names)} arguments, got {len(args)}")
+            outs = [out0] + no_outs[1:]
+        if len(args) != self._nargs:
+            raise TypeError(f"{self.__name__}() takes {self._nargs} arguments, got {len(args)}")
         # The signature: dtypes (0-d tensors rank below others in promotion, and a CPU one beside GPU
         # tensors is a scalar), Python types of the other arguments, and the dtypes of given outputs.
         key = tuple([(a.dtype if a.ndim else (a.dtype, a.is_cpu)) if isinstance(a, _Tensor) else type(a)
                      for a in args])
-        if outs is not self._no_outs:
+        given = outs is not no_outs
+        if given:
             key += tuple([o.dtype if o is not None else None for o in outs])
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._make_plan(args, outs)
-        return self._run(plan, args, outs)
+        # The call's run, here rather than in a method of its own: one Python frame less per call.
+        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)] if plan.converts else args
+        pick = plan.tensor_pick
+        tensors = args if pick is None else args[pick] if type(pick) is slice else [args[i] for i in pick]
+        if not tensors:
+            raise TypeError(f"{self.__name__}() needs at least one tensor argument")
+        first = tensors[0]
+        flat = first.is_contiguous()
+        if flat and len(tensors) > 1:
+            shape = first.shape
+            for t in tensors[1:]:
+                if t.shape != shape or not t.is_contiguous():
+                    flat = False
+                    break
+        if given:
+            for o in outs:
+                if o is not None:
+                    check_no_partial_overlap(o, tensors)
+            if flat:
+                shape = first.shape
+                flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
+        if flat:
+            # Every operand shares one dense layout, so one index walks them all.
+            # New outputs like the first operand, contiguous: empty_like parses fewer arguments than empty.
+            n = first.numel()
+            if self.num_outputs == 1:
+                out = outs[0]
+                if out is None:
+                    # A dense vector's strides are the contiguous ones: then the output is empty_like's
+                    # own, and keyword arguments cost more to parse than the allocation's other work.
+                    out = (_empty_like(first) if plan.like_first and n > 1 and first.ndim == 1
+                           else _empty_like(first, dtype=plan.out_dtypes[0], memory_format=_DENSE))
+                results = (out,)
+            else:
+                results = tuple([o if o is not None else _empty_like(first, dtype=dt, memory_format=_DENSE)
+                                 for o, dt in zip(outs, plan.out_dtypes)])
+            if n:
+                sized = plan.flat_sizes.get(n)
+                if sized is None or _force_int64:
+                    sized = self._flat_size(plan, n)
+                grid, launcher, fixed = sized
+                launch_args = [*values, *results, n]
+        else:
+            results, layout = self._strided(plan, args, tensors, outs)
+            n = layout.n
+            if n:
+                grid, launcher, fixed = layout.grid, layout.launcher, layout.spec
+                launch_args = [*values, *results, *layout.tail]
+        if n and device.interpreter:
+            launcher(grid, launch_args)
+        elif n:
+            # The compiled kernel takes tensors as their addresses, read once here. With every one 16-byte
+            # aligned and no integer scalar (the common case), the launch's key is what the plan or layout
+            # fixed; otherwise _launch_spec works it out.
+            addresses = [*launch_args]
+            ptrs = 0
+            for i in plan.pointer_pos:
+                p = addresses[i] = launch_args[i].data_ptr()
+                ptrs |= p
+            spec = (_launch_spec(plan, fixed, values, tensors, outs, launch_args) if ptrs & 15 or plan.int_pos
+                    else fixed)
+            if not launcher.launch_addresses(grid, addresses, spec):
+                launcher(grid, launch_args, spec)
+        return results[0] if self.num_outputs == 1 else results
+
+    def _given_outputs(self, args, out0, kwargs) -> tuple:
+        """(args, outs) of a call given keyword arguments (outputs among them); outs all None is no output."""
+        outs = [out0] + [kwargs.pop(name, None) for name in self._out_names[1:]]
+        if kwargs:
+            args = self._bind(args, kwargs)
+        if all(o is None for o in outs):
+            outs = self._no_outs
+        return args, outs
 
     def _bind(self, args, kwargs):
         values = list(args) + [None] * (len(self.arg_names) - len(args))
@@ -246,59 +322,16 @@ class PointwiseDynamic:
                 compute_dtypes.append(None)
         int_pos = [i for i, (a, c, kind) in enumerate(zip(args, convert, kinds))
                    if kind in "sv" and type(a if c is None else c(a)) is int]
-        return _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs, int_pos, self._bound)
+        plan = _Plan(out_dtypes, compute_dtypes, tuple(kinds), convert, self.num_outputs, int_pos, self._bound)
+        if plan.tensor_pos and self.num_outputs == 1:
+            plan.like_first = out_dtypes[0] == args[plan.tensor_pos[0]].dtype
+        return plan
 
     def _kernel(self, pattern: Pattern):
         kernel = self._kernels.get(pattern)
         if kernel is None:
             kernel = self._kernels[pattern] = load_kernel(pattern, self.fn, self._tag)
         return kernel
-
-    def _run(self, plan: _Plan, args, outs):
-        values = [a if c is None else c(a) for a, c in zip(args, plan.convert)] if plan.converts else args
-        pick = plan.tensor_pick
-        tensors = args if pick is None else [args[i] for i in pick]
-        if not tensors:
-            raise TypeError(f"{self.__name__}() needs at least one tensor argument")
-        first = tensors[0]
-        flat = first.is_contiguous()
-        if flat and len(tensors) > 1:
-            shape = first.shape
-            for i in range(1, len(tensors)):
-                t = tensors[i]
-                if t.shape != shape or not t.is_contiguous():
-                    flat = False
-                    break
-        if outs is not self._no_outs:
-            for o in outs:
-                if o is not None:
-                    check_no_partial_overlap(o, tensors)
-            if flat:
-                shape = first.shape
-                flat = all(o is None or (o.shape == shape and o.is_contiguous()) for o in outs)
-        if not flat:
-            return self._run_strided(plan, args, values, tensors, outs)
-        # The flat path: every operand shares one dense layout, so one index walks them all.
-        # New outputs like the first operand, contiguous: empty_like parses fewer arguments than empty.
-        if self.num_outputs == 1:
-            out = outs[0]
-            if out is None:
-                out = _empty_like(first, dtype=plan.out_dtypes[0], memory_format=_DENSE)
-            results = (out,)
-        else:
-            results = tuple([o if o is not None else _empty_like(first, dtype=dt, memory_format=_DENSE)
-                             for o, dt in zip(outs, plan.out_dtypes)])
-        n = first.numel()
-        if n:
-            sized = plan.flat_sizes.get(n)
-            if sized is None or _force_int64:
-                sized = self._flat_size(plan, n)
-            grid, launcher, size_spec = sized
-            launch_args = [*values, *results, n]
-            spec = None if device.interpreter else _launch_spec(plan, size_spec, values, tensors, outs,
-                                                                 launch_args)
-            launcher(grid, launch_args, spec)
-        return results[0] if self.num_outputs == 1 else results
 
     def _flat_size(self, plan: _Plan, n: int) -> tuple:
         """(grid, launcher, specialisation of n) of the flat kernel for ``n`` elements, kept per plan."""
@@ -322,7 +355,8 @@ class PointwiseDynamic:
         options = {} if device.interpreter else {"enable_reflect_ftz": False}
         return Launcher(self._kernel(pattern), constexprs, num_warps=warps, **options)
 
-    def _run_strided(self, plan: _Plan, args, values, tensors, outs):
+    def _strided(self, plan: _Plan, args, tensors, outs) -> tuple:
+        """The outputs of a call whose operands do not share one dense layout, and its layout."""
         given = outs is not self._no_outs
         key = tuple([(t.shape, t.stride()) for t in tensors])
         if given:
@@ -343,12 +377,7 @@ class PointwiseDynamic:
                 o = (first.new_empty(layout.shape, dtype=dt) if layout.out_strides is None
                      else first.new_empty_strided(layout.shape, layout.out_strides, dtype=dt))
             results.append(o)
-        if layout.n:
-            launch_args = [*values, *results, *layout.tail]
-            spec = None if device.interpreter else _launch_spec(plan, layout.spec, values, tensors, outs,
-                                                                 launch_args)
-            layout.launcher(layout.grid, launch_args, spec)
-        return results[0] if self.num_outputs == 1 else tuple(results)
+        return tuple(results), layout
 
     def _layout(self, plan: _Plan, args, tensors, outs) -> tuple[_Layout, bool]:
         """The layout of a strided call, and whether later calls with the same operand shapes and
@@ -404,7 +433,7 @@ def _launch_spec(plan: _Plan, fixed: tuple, values, tensors, given, launch_args)
     the call's plan or layout fixed plus the integer scalars; otherwise Triton's specialisation of
     every argument. (The plan already fixes every dtype and value type.) Outputs allocated here start a
     block of the caching allocator, aligned: only operands and ``given`` outputs are looked at."""
-    ptrs = 0  # aligned(...), inlined: this runs on every launch
+    ptrs = 0  # aligned(...), inlined
     for t in tensors:
         ptrs |= t.data_ptr()
     for t in given:
