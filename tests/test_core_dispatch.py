@@ -4,6 +4,7 @@ by hand so that the tests do not depend on what the real families serve."""
 from __future__ import annotations
 
 import logging
+import threading
 import types
 
 import pytest
@@ -13,6 +14,7 @@ import triton.language as tl
 
 import flag_gems
 from flag_gems import plugins, registry
+from flag_gems.testing import assert_close
 
 
 @flag_gems.pointwise_dynamic(promotion_methods=[(0, "INT_TO_FLOAT")])
@@ -201,5 +203,46 @@ def test_after_disable_the_dispatcher_holds_exactly_atens_kernels():
     assert {name: torch._C._dispatch_dump(name) for name in names} != before
     with flag_gems.use_gems(families=["core_test"], include=["exp2"]):
         pass
+    flag_gems.disable()
+    assert {name: torch._C._dispatch_dump(name) for name in names} == before
+
+
+def test_a_use_gems_block_serves_its_own_thread_only():
+    # Outside enable(), a block serves the thread that opened it (as torch.autocast's state): another
+    # thread meanwhile runs ATen's kernels.
+    from flag_gems.recording import CallCounter
+
+    x = torch.randn(8)
+    elsewhere = {}
+
+    def other_thread():
+        with CallCounter() as counter:
+            torch.exp2(x)
+        elsewhere.update(counter.served)
+
+    expected = torch.exp2(x.double())
+    with flag_gems.use_gems(families=["core_test"], record=True):
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        with CallCounter() as counter:
+            result = torch.exp2(x)
+    assert_close(result, expected, torch.float32)
+    assert dict(counter.served) == {"exp2": 1} and elsewhere == {}
+
+
+def test_use_gems_blocks_enter_again_without_registering():
+    # The block's set stays registered at its dispatch key; the next block with the same selection only
+    # includes the key again. disable() gives it back.
+    from flag_gems import scoped
+
+    names = ["aten::exp2", "aten::expm1", "aten::square"]
+    before = {name: torch._C._dispatch_dump(name) for name in names}
+    with flag_gems.use_gems(families=["core_test"]):
+        handle = scoped._registered.handle
+    with flag_gems.use_gems(families=["core_test"]):
+        assert scoped._registered.handle is handle
+        assert served_by_core_test() == {"exp2", "expm1", "square"}
+    assert flag_gems.registered_ops() == {}
     flag_gems.disable()
     assert {name: torch._C._dispatch_dump(name) for name in names} == before

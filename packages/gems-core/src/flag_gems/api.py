@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from flag_gems import aten_names, plugins, recording, registry
+from flag_gems import aten_names, plugins, recording, registry, scoped
 
 
 @dataclass(frozen=True)
@@ -114,21 +114,65 @@ def enable(families: Sequence[str] | None = None, unused: Sequence[str] | None =
 
 
 def disable() -> None:
-    """Give every overload back to ATen."""
+    """Give every overload back to ATen, also those use_gems blocks left registered for their next entry."""
     _apply(None)
+    if not _scopes:
+        scoped.forget()
+
+
+# use_gems blocks open through ``scoped`` (outside any enable()), innermost last.
+_scopes: list[_Config] = []
 
 
 @contextlib.contextmanager
 def use_gems(families: Sequence[str] | None = None, include: Sequence[str] | None = None,
              exclude: Sequence[str] | None = None, record: bool = False) -> Iterator[None]:
     """Serve ops with gems inside the block; on exit (also on an exception) restore exactly what
-    was served before, whether that was nothing, ``enable()``'s set, or an outer ``use_gems``."""
+    was served before, whether that was nothing, ``enable()``'s set, or an outer ``use_gems``.
+
+    Outside ``enable()`` the block serves this thread only, and entering and leaving it costs microseconds
+    once a block with the same selection has run (``scoped``); under ``enable()`` it changes what every
+    thread is served, at the dispatcher's registration cost."""
+    config = _Config(_names(families), _names(include), _names(exclude) or (), record, None)
+    if _current is not None and not _scopes:
+        yield from _global_block(config)
+        return
+    yield from _scoped_block(config)
+
+
+def _global_block(config: _Config) -> Iterator[None]:
     previous = _current
-    _apply(_Config(_names(families), _names(include), _names(exclude) or (), record, None))
+    _apply(config)
     try:
         yield
     finally:
         _apply(previous)
+
+
+def _scoped_block(config: _Config) -> Iterator[None]:
+    global _current
+    previous = _current
+    _serve_scoped(config)
+    was_included = scoped.include()
+    _scopes.append(config)
+    _current = config
+    try:
+        yield
+    finally:
+        scoped.restore(was_included)
+        _scopes.pop()
+        _current = previous
+        if previous is None:
+            registry.apply({}, record=False)
+            recording.set_record(False)
+        else:
+            _serve_scoped(previous)
+
+
+def _serve_scoped(config: _Config) -> None:
+    scoped.prepare(_entries(config), config.record)
+    recording.set_record(config.record)
+    recording.detach_files()
 
 
 def is_enabled() -> bool:
@@ -141,5 +185,5 @@ def families() -> list[dict]:
 
 
 def registered_ops() -> dict[str, str]:
-    """The ATen overloads served right now, each with the family serving it."""
-    return {name: entry.family for name, entry in sorted(registry.served().items())}
+    """The ATen overloads served right now (on this thread), each with the family serving it."""
+    return {name: entry.family for name, entry in sorted(scoped.served().items())}

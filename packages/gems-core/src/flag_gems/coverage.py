@@ -40,7 +40,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flag_gems import aten_names, plugins, recording, registry
+from flag_gems import aten_names, plugins, recording, registry, scoped
 
 NOT_IMPLEMENTED = "not implemented"
 FALLBACK = "fallback"
@@ -331,7 +331,7 @@ class _DispatchObserver(TorchDispatchMode):
                 collector.count(info.name, None, COMPOSITE)
             with self:
                 return func.decompose(*args, **kwargs)
-        entry = registry.served().get(info.name)
+        entry = scoped.entry(info.name)
         if entry is not None and not entry.autograd:
             return collector.run_served(entry, func, args, kwargs)
         collector.count_unserved(info.name, info.view)
@@ -353,8 +353,7 @@ class _FunctionObserver(TorchFunctionMode):
             return func(*args, **kwargs)
         # A family may serve the op on the Autograd key, which inference mode skips.
         if not torch.is_inference_mode_enabled():
-            served = registry.served()
-            entry = next((served[o] for o in overloads if o in served and served[o].autograd), None)
+            entry = next((e for e in map(scoped.entry, overloads) if e is not None and e.autograd), None)
             if entry is not None:
                 return collector.run_served(entry, func, args, kwargs)
         collector.count(func.__name__, collector.declared.get(overloads[0]), COMPOSITE)

@@ -172,12 +172,12 @@ def aten_kernel(name: str, autograd: bool = False) -> AtenKernel:
 _wrappers: dict[str, tuple[Entry, bool, bool, Callable]] = {}
 
 
-def _wrapped(entry: Entry, record: bool) -> Callable:
+def wrapper_for(entry: Entry, record: bool) -> Callable:
     """The callable handed to the dispatcher: the family's function, plus only what this run needs.
     Made (and ATen's kernel captured) before the overload is first served."""
     cached = _wrappers.get(entry.name)
     imported = not (isinstance(entry.fn, lazy) and entry.fn.loaded is None)
-    if cached is not None and cached[1] == record and cached[2] == imported and _same(cached[0], entry):
+    if cached is not None and cached[1] == record and cached[2] == imported and same_entry(cached[0], entry):
         return cached[3]
     _capture_aten_kernel(entry.name, entry.key)
     wrapper = _wrap(entry, record)
@@ -216,10 +216,12 @@ def _promote(entry: Entry) -> None:
     batch removes both."""
     registration = _served.get(entry.name)
     if registration is None or registration.entry is not entry:
-        return  # no longer served as this entry (use_gems() ended, another family took it)
+        for hook in promotion_hooks:  # served some other way (a use_gems block's), or no longer served
+            hook(entry)
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
-        registration.batch.handle.impl(entry.name, _KEYS[entry.key], _wrapped(entry, registration.batch.record),
+        registration.batch.handle.impl(entry.name, _KEYS[entry.key], wrapper_for(entry, registration.batch.record),
                                        False)
 
 
@@ -238,7 +240,7 @@ def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
     return guarded
 
 
-def _first_tensor_device(args, kwargs):
+def first_tensor_device(args, kwargs):
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
             return value.device
@@ -250,7 +252,7 @@ def _first_tensor_device(args, kwargs):
 def _on_tensor_device(fn: Callable) -> Callable:
     # Triton launches on the current device; a tensor on cuda:1 needs cuda:1 current (rule 4).
     def on_device(*args, **kwargs):
-        dev = _first_tensor_device(args, kwargs)
+        dev = first_tensor_device(args, kwargs)
         if dev is None or dev.type != "cuda" or dev.index == torch.cuda.current_device():
             return fn(*args, **kwargs)
         with torch.cuda.device(dev):
@@ -279,7 +281,7 @@ def _register(entries: list[Entry], record: bool) -> None:
         for entry in entries:
             name = entry.name
             # The key as the enum: pybind would convert a string on every call (about 1.8 µs).
-            impl(name, autograd if entry.autograd else backend, _wrapped(entry, record), False)
+            impl(name, autograd if entry.autograd else backend, wrapper_for(entry, record), False)
             names.add(name)
             _served[name] = _Registration(entry, batch)
     except BaseException:
@@ -305,7 +307,7 @@ def _release(names) -> None:
 def apply(entries: dict[str, Entry], record: bool) -> None:
     """Serve exactly ``entries`` (name -> Entry) from now on; every other overload goes back to ATen."""
     leaving = [name for name, reg in _served.items()
-               if reg.batch.record != record or not _same(reg.entry, entries.get(name))]
+               if reg.batch.record != record or not same_entry(reg.entry, entries.get(name))]
     with warnings.catch_warnings():
         # torch warns once that a kernel is overridden: that is the point of this module.
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
@@ -314,10 +316,21 @@ def apply(entries: dict[str, Entry], record: bool) -> None:
         _register([entry for name, entry in entries.items() if name not in _served], record)
 
 
-def _same(entry: Entry, other: Entry | None) -> bool:
+def same_entry(entry: Entry, other: Entry | None) -> bool:
     return entry is other or entry == other
 
 
 def served() -> dict[str, Entry]:
-    """The overloads served right now."""
+    """The overloads served right now by registration (``enable()``; use_gems blocks: see ``scoped``)."""
     return {name: reg.entry for name, reg in _served.items()}
+
+
+def served_entry(name: str) -> Entry | None:
+    """The registered entry serving ``name``, or None."""
+    registration = _served.get(name)
+    return None if registration is None else registration.entry
+
+
+#: Called with a lazy entry whose function was imported by its first call, where registry did not register
+#: the entry itself (``scoped``'s registrations).
+promotion_hooks: list[Callable[[Entry], None]] = []
