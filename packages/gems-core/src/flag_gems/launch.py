@@ -80,23 +80,17 @@ class Launcher:
             if self._per_device:
                 spec_key = (_current_device(), *spec_key)
             compiled = self._compiled.get(spec_key)
-            if compiled is not None:
-                # Profilers install launch hooks; with any present, launches go through Triton so they see them.
-                hooks = _runtime_knobs.launch_enter_hook
-                if not getattr(hooks, "calls", hooks):
-                    launch, function, head, tail, pointers = compiled
-                    # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and
-                    # then the driver whether it is a device pointer (the dispatcher already put them there).
-                    # (A launch key fixes which arguments are tensors; None is Triton's null pointer.)
-                    args = [*args]
-                    for i in pointers:
-                        a = args[i]
-                        if a is not None:
-                            args[i] = a.data_ptr()
-                    size = len(grid)
-                    launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(),
-                           function, *head, *args, *tail)
-                    return
+            if compiled is not None and _no_launch_hook():
+                # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and
+                # then the driver whether it is a device pointer (the dispatcher already put them there).
+                # (A launch key fixes which arguments are tensors; None is Triton's null pointer.)
+                args = [*args]
+                for i in compiled[4]:
+                    a = args[i]
+                    if a is not None:
+                        args[i] = a.data_ptr()
+                _launch_compiled(compiled, grid, args)
+                return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
             pointers = tuple([i for i, a in enumerate(args) if isinstance(a, _Tensor)])
@@ -110,14 +104,23 @@ class Launcher:
         if not self._direct:
             return False
         compiled = self._compiled.get((_current_device(), *spec_key) if self._per_device else spec_key)
-        hooks = _runtime_knobs.launch_enter_hook  # a profiler's: it must see the launch, through Triton
-        if compiled is None or getattr(hooks, "calls", hooks):
+        if compiled is None or not _no_launch_hook():
             return False
-        launch, function, head, tail, _ = compiled
-        size = len(grid)
-        launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(), function,
-               *head, *addresses, *tail)
+        _launch_compiled(compiled, grid, addresses)
         return True
+
+
+def _no_launch_hook() -> bool:
+    """Whether no profiler has installed a launch hook: one that has must see each launch, through Triton."""
+    hooks = _runtime_knobs.launch_enter_hook
+    return not getattr(hooks, "calls", hooks)
+
+
+def _launch_compiled(compiled: tuple, grid: tuple, addresses: list) -> None:
+    launch, function, head, tail, _ = compiled
+    size = len(grid)
+    launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(), function,
+           *head, *addresses, *tail)
 
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:
