@@ -292,6 +292,7 @@ def test_contiguous_inputs_of_any_rank_use_the_flat_kernel():
 
 
 def test_generated_code_is_cached_on_disk():
+    abs_func(torch.randn(3, 5).t())  # this process generates at least one kernel, whatever ran before
     files = list(codegen.cache_dir().glob("pw_*.py"))
     assert files, "no generated kernel source found in the cache"
     assert all(os.path.getsize(f) > 0 for f in files)
