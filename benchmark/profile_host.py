@@ -21,6 +21,7 @@ import cProfile
 import io
 import pstats
 import time
+import types
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,20 @@ def stub_launches() -> None:
         self.kernel = _NoKernel()
 
     launch.Launcher.__init__ = make_stubbed
+    _stub_device_queries()
+
+
+def _stub_device_queries() -> None:
+    """Families size their grids from the GPU's properties and BLAS reads the current stream: answer
+    those on CPU as an H100 would."""
+    props = types.SimpleNamespace(
+        name="H100 (stub)", major=9, minor=0, multi_processor_count=132, total_memory=80 * 2**30,
+        L2_cache_size=50 * 2**20, regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=233472,
+        shared_memory_per_block_optin=232448, max_threads_per_multi_processor=2048, warp_size=32)
+    torch.cuda.get_device_properties = lambda *args, **kwargs: props
+    torch.cuda.current_device = lambda: 0
+    torch._C._cuda_getCurrentRawStream = lambda index: 0
+    torch._C._cuda_getDevice = lambda: 0
 
 
 @triton.jit

@@ -246,3 +246,21 @@ def test_use_gems_blocks_enter_again_without_registering():
     assert flag_gems.registered_ops() == {}
     flag_gems.disable()
     assert {name: torch._C._dispatch_dump(name) for name in names} == before
+
+
+def test_a_block_sends_tensors_of_another_backend_below_its_key(monkeypatch):
+    # On a GPU, a block's kernels see every backend's tensors: those not on gems' device go on to ATen.
+    # Here gems' device is taken to be the CPU and a meta tensor stands for the other backend.
+    from flag_gems import scoped
+    from flag_gems.runtime import device
+
+    monkeypatch.setattr(device, "name", "cpu")
+    calls = []
+    wrapped = scoped._on_device_only(lambda *a, **k: calls.append("gems"), lambda *a, **k: calls.append("aten"))
+    here, there = torch.ones(2), torch.ones(2, device="meta")
+    wrapped(here, 1.0)
+    wrapped(there, 1.0)
+    wrapped(1.0, here)  # the first tensor decides, wherever it stands
+    wrapped(1.0, other=there)
+    wrapped([here, here])
+    assert calls == ["gems", "aten", "gems", "aten", "gems"]

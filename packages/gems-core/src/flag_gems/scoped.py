@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from operator import attrgetter
 
 import torch
 
@@ -56,11 +57,21 @@ def _below(name: str) -> Callable:
     return below
 
 
+def _never(_) -> bool:
+    return False
+
+
 def _on_device_only(fn: Callable, below: Callable) -> Callable:
     # Tensors of another backend (CPU tensors beside a GPU) go on to ATen's kernel for them.
     name = device.name
+    # Tensor.is_cuda (or its backend's kin) is cheaper than building .device: most calls' first argument
+    # is a tensor on gems' device, and they go straight to the kernel.
+    on_device = attrgetter(f"is_{name}") if hasattr(torch.Tensor, f"is_{name}") else _never
+    tensor = torch.Tensor
 
     def scoped(*args, **kwargs):
+        if args and isinstance(args[0], tensor) and on_device(args[0]):
+            return fn(*args, **kwargs)
         dev = registry.first_tensor_device(args, kwargs)
         if dev is None or dev.type == name:
             return fn(*args, **kwargs)
