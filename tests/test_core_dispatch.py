@@ -257,7 +257,7 @@ def test_a_block_sends_tensors_of_another_backend_below_its_key(monkeypatch):
     monkeypatch.setattr(device, "name", "cpu")
     calls = []
     wrapped = scoped._on_device_only(lambda *a, **k: calls.append("gems"), lambda *a, **k: calls.append("aten"))
-    here, there = torch.ones(2), torch.ones(2, device="meta")
+    here, there = torch.ones(2, device="cpu"), torch.ones(2, device="meta")
     wrapped(here, 1.0)
     wrapped(there, 1.0)
     wrapped(1.0, here)  # the first tensor decides, wherever it stands

@@ -296,3 +296,95 @@ def test_topk_two_stages_out_and_other_dims(two_stages):
     assert not counter.ran_on_gems("topk")
     assert_equal(many.values, torch.topk(x, 129, 0).values)
     assert_equal(wide_top.values, columns.values.float())
+
+
+@pytest.fixture
+def radix(monkeypatch):
+    """kthvalue and the medians of long rows on the radix select: on the interpreter the register sort's limit
+    is lowered so that short rows take it; on a GPU rows past its limit do."""
+    from gems_reduction import sort as sort_module
+
+    monkeypatch.setattr(sort_module, "RADIX_SELECT", True)
+    monkeypatch.setattr(sort_module, "RADIX_MAX_ITEMSIZE", 8)
+    if DEVICE == "cuda":
+        return 3000
+    monkeypatch.setattr(sort_module, "MAX_ROW", 32)
+    monkeypatch.setattr(sort_module, "GPU_MAX_ROW", 32)
+    return 150
+
+
+def _check_pick(x, got, expected, dim, keepdim, k):
+    """Values ATen's; indices those of a stable sort (the k-th place), which point at the value."""
+    assert_equal(got.values, expected.values, equal_nan=True)
+    stable = torch.sort(x, dim=dim, stable=True).indices.narrow(dim, k - 1, 1)
+    assert_equal(got.indices, stable if keepdim else stable.squeeze(dim))
+    index = got.indices if keepdim else got.indices.unsqueeze(dim)
+    picked = torch.gather(x, dim, index)
+    assert_equal(picked if keepdim else picked.squeeze(dim), got.values, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int16,
+                                   torch.int8, torch.uint8])
+@pytest.mark.parametrize("dim, keepdim", [(1, False), (0, True), (-1, True)])
+def test_kthvalue_median_radix_select(radix, dtype, dim, keepdim):
+    shape = (3, radix) if dim != 0 else (radix, 2)
+    x = _spread(shape, dtype) if dtype != torch.uint8 else torch.randint(0, 9, shape, device=DEVICE).to(dtype)
+    if dtype.is_floating_point:
+        x.select(dim, 4).fill_(float("inf"))
+        x.select(dim, 9).fill_(float("-inf"))
+    ref = to_reference(x)
+    length = shape[dim]
+    with served("kthvalue", "median"):
+        kth = [torch.kthvalue(x, k, dim, keepdim) for k in (1, 40, length)]
+        med = torch.median(x, dim, keepdim)
+    for k, got in zip((1, 40, length), kth):
+        _check_pick(x, got, torch.kthvalue(ref, k, dim, keepdim), dim, keepdim, k)
+    _check_pick(x, med, torch.median(ref, dim, keepdim), dim, keepdim, (length - 1) // 2 + 1)
+
+
+def test_median_radix_select_nan_rows_and_out(radix):
+    x = _spread((4, radix), torch.float32)
+    x[1, 17] = float("nan")
+    x[2, 3:60:5] = float("nan")
+    x[3] = float("nan")
+    ref = to_reference(x)
+    values = torch.empty(0, device=DEVICE)
+    indices = torch.empty(0, dtype=torch.int64, device=DEVICE)
+    with served("kthvalue", "median", "nanmedian"):
+        med = torch.median(x, 1)
+        nanmed = torch.nanmedian(x, 1)
+        kth = torch.kthvalue(x, radix, 1)
+        torch.median(x, 1, out=(values, indices))
+        everything = (torch.median(x[:2, :radix // 2]), torch.nanmedian(x[1:3, :radix // 2]))
+    # median: NaN, reported at the first NaN, where the row has one; nanmedian skips them.
+    assert_equal(med.values, torch.median(ref, 1).values, equal_nan=True)
+    assert_equal(med.indices[1:], torch.tensor([17, 3, 0], device=DEVICE))
+    assert_equal(values, med.values, equal_nan=True)
+    assert_equal(indices, med.indices)
+    assert_equal(nanmed.values, torch.nanmedian(ref, 1).values, equal_nan=True)
+    assert_equal(torch.gather(x, 1, nanmed.indices[:, None]).squeeze(1), nanmed.values, equal_nan=True)
+    assert nanmed.indices[3] == 0
+    assert_equal(kth.values, torch.kthvalue(ref, radix, 1).values, equal_nan=True)  # NaN is the largest
+    assert_equal(everything[0], torch.median(ref[:2, :radix // 2]), equal_nan=True)
+    assert_equal(everything[1], torch.nanmedian(ref[1:3, :radix // 2]), equal_nan=True)
+
+
+def test_radix_select_hands_long_rows_of_wide_dtypes_to_aten():
+    # float32 rows past the register sort's limit: ATen's (the radix select is slower there on the GPU).
+    from flag_gems.testing import CallCounter
+
+    x = torch.randn(2, 5000, device=DEVICE)
+    with CallCounter() as counter, flag_gems.use_gems(record=True):
+        got = torch.kthvalue(x, 7, 1)
+    assert not counter.ran_on_gems("kthvalue")
+    assert_equal(got.values, torch.kthvalue(x, 7, 1).values)
+
+
+def test_radix_select_serves_long_half_rows_by_default():
+    x = torch.randn(3, 5000, device=DEVICE).to(torch.bfloat16)
+    with served("kthvalue", "median"):
+        kth = torch.kthvalue(x, 700, 1)
+        med = torch.median(x, 1)
+    assert_equal(kth.values, torch.kthvalue(x.float(), 700, 1).values.to(torch.bfloat16))
+    assert_equal(med.values, torch.median(x.float(), 1).values.to(torch.bfloat16))
+    assert_equal(torch.gather(x, 1, kth.indices[:, None]).squeeze(1), kth.values)

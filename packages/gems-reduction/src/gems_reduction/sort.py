@@ -15,6 +15,11 @@ times ATen's time.
 ``mode`` counts runs of equal values with a scan and no ``tl.gather``: with neighbours fetched by
 ``tl.gather`` its values were wrong on the GPU for rows whose sort was right (kthvalue of the same
 rows), the known weak spot being gathers of tensors smaller than the program's threads.
+
+With ``RADIX_SELECT`` on, kthvalue and the medians of 8- and 16-bit rows longer than the register sort takes (up to
+``RADIX_MAX_ROW``) are found by a radix select instead: one program a row, held in registers, picks the
+k-th smallest order-preserving key 8 bits at a time from a 256-bin histogram (2 passes for 16-bit dtypes,
+4 for 32-bit), then reports the k-th smallest's position as a stable sort would (so the register sort's).
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ MAX_ROW = 4096
 #: check them) but slower than ATen's radix sort: (4096, 4096) sort, kthvalue and median took 4-7x ATen's
 #: time on an H100.
 GPU_MAX_ROW = 1024
+#: kthvalue, median and nanmedian of rows longer than the register sort takes go to a radix select, for
+#: dtypes of at most RADIX_MAX_ITEMSIZE bytes. On an H100 (tuning/ab_select.py) bf16 (4096, 4096) took
+#: 0.47-0.59x ATen's time, (1024, 16384) 0.55-0.60x, the median over dim 0 0.30x; float32 took 1.4x at
+#: (4096, 4096) and 9x at (1024, 16384) (four passes over keys that no longer fit in registers): ATen's.
+RADIX_SELECT = True
+RADIX_MAX_ITEMSIZE = 2
+#: Longest row the radix select serves: one program holds the row's keys in registers.
+RADIX_MAX_ROW = 16384
+#: Keys a thread holds in the radix select (its warps: the row's keys / 32 / this, 4 to 16).
+RADIX_KEYS_PER_THREAD = 32
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
 #: topk of 16-bit rows longer than the register sort takes: 0 hands them to ATen; else the elements a program
@@ -176,6 +191,48 @@ def _sort_kernel(
 
 
 @triton.jit
+def _digit(bits, shift: tl.constexpr, FLIP: tl.constexpr):
+    """8 bits of a key from ``shift`` up; FLIP on the top digit of signed bits makes them order as unsigned."""
+    return ((bits >> shift) & 0xFF) ^ FLIP
+
+
+@triton.jit
+def _radix_pick_kernel(x_ptr, values_ptr, indices_ptr, R, K, WHICH: tl.constexpr, TOP: tl.constexpr,
+                       PASSES: tl.constexpr, SIGNED: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The k-th smallest of each contiguous row (or its median) by a radix select over 8-bit digits."""
+    row = tl.program_id(0).to(tl.int64)
+    r = tl.arange(0, BLOCK_R)
+    inside = r < R
+    x = tl.load(x_ptr + row * R + r, mask=inside, other=0)
+    bits = _order_bits(x, TOP, False)
+    if WHICH == KTH:
+        k = K
+    else:
+        nans = 0
+        if x.dtype.is_floating():
+            xf = x.to(tl.float32)
+            nans = tl.sum((inside & (xf != xf)).to(tl.int32), 0)
+        if WHICH == MEDIAN:
+            # Any NaN: the first NaN, the smallest of the keys that sort last.
+            k = tl.where(nans > 0, R - nans + 1, (R - 1) // 2 + 1)
+        else:
+            k = tl.maximum(R - nans - 1, 0) // 2 + 1
+    bins = tl.arange(0, 256)
+    chosen = inside  # elements whose key matches the k-th smallest's digits so far
+    for p in tl.static_range(PASSES):
+        digit = _digit(bits, 8 * (PASSES - 1 - p), 0x80 if SIGNED and p == 0 else 0)
+        counts = tl.histogram(digit, 256, mask=chosen)
+        # The digit is the first bin whose running count reaches k; k becomes the rank within that bin.
+        below = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)
+        k -= tl.sum(tl.where(bins < below, counts, 0), 0)
+        chosen = chosen & (digit == below)
+    # The k-th of the equal keys in position order: the element a stable sort puts at the k-th place.
+    index = tl.min(tl.where(chosen & (tl.cumsum(chosen.to(tl.int32), 0) == k), r, BLOCK_R), 0)
+    tl.store(values_ptr + row, tl.load(x_ptr + row * R + index))
+    tl.store(indices_ptr + row, index.to(tl.int64))
+
+
+@triton.jit
 def _smallest(keys, KP: tl.constexpr):
     """The KP smallest of a 1-D block of keys, ascending."""
     # tl.topk keeps the largest: on the complements (~key == -key - 1) that is the smallest keys.
@@ -250,9 +307,12 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
         return NotImplemented
     d = dims[0] if dims else 0
     length = x.shape[d] if x.dim() else 1
-    if length > (MAX_ROW if device.interpreter else GPU_MAX_ROW) or length == 0 or x.numel() == 0:
-        return NotImplemented
     if values is not None and (values.dtype != x.dtype or indices.dtype != torch.int64):
+        return NotImplemented
+    limit = MAX_ROW if device.interpreter else GPU_MAX_ROW
+    if length > limit and what == PICK and _takes_radix(length, x.dtype) and x.numel():
+        return _radix_pick(x, d, which, k, keepdim, values, indices)
+    if length > limit or length == 0 or x.numel() == 0:
         return NotImplemented
     source = x.contiguous()
     outer, _, inner = rows.geometry(source.shape, d)
@@ -290,6 +350,40 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
     elif what == SORT and not x.is_contiguous() and values is None:
         # A sort's results keep the input's layout, as ATen's.
         vals, idx = torch.empty_like(x).copy_(vals), torch.empty_like(x, dtype=torch.int64).copy_(idx)
+    return lay.deliver(vals, values), lay.deliver(idx, indices)
+
+
+def _takes_radix(length: int, dtype: torch.dtype) -> bool:
+    """Whether kthvalue / median of rows of ``length``, too long for the register sort, take the radix select."""
+    return RADIX_SELECT and length <= RADIX_MAX_ROW and dtype.itemsize <= RADIX_MAX_ITEMSIZE
+
+
+#: Per dtype: (the order bits' TOP, 8-bit passes, whether the order bits are signed).
+_RADIX_DIGITS = {torch.float16: (0x7FFF, 2, True), torch.bfloat16: (0x7FFF, 2, True),
+                 torch.float32: (0x7FFFFFFF, 4, True), torch.int32: (0, 4, True), torch.int16: (0, 2, True),
+                 torch.int8: (0, 1, True), torch.uint8: (0, 1, False), torch.bool: (0, 1, False)}
+
+
+def _radix_pick(x, d: int, which, k, keepdim: bool, values, indices):
+    """kthvalue / median / nanmedian of long rows by the radix select: rows made contiguous along ``d``."""
+    source = x.movedim(d, -1).contiguous()
+    length = source.shape[-1]
+    lanes_shape = source.shape[:-1]
+    vals = torch.empty(lanes_shape, dtype=x.dtype, device=x.device)
+    idx = torch.empty(lanes_shape, dtype=torch.int64, device=x.device)
+    key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD)
+    launcher = _plans.get(key)
+    if launcher is None:
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        top, passes, signed = _RADIX_DIGITS[x.dtype]
+        block_r = next_power_of_2(length)
+        warps = max(4, min(16, block_r // (32 * RADIX_KEYS_PER_THREAD)))
+        launcher = _plans[key] = Launcher(_radix_pick_kernel, dict(WHICH=which, TOP=top, PASSES=passes,
+                                                                   SIGNED=signed, BLOCK_R=block_r), num_warps=warps)
+    lay.launch(launcher, (vals.numel(),), [source, vals, idx, length, 1 if k is None else k])
+    if keepdim:
+        vals, idx = vals.unsqueeze(d), idx.unsqueeze(d)
     return lay.deliver(vals, values), lay.deliver(idx, indices)
 
 
