@@ -14,13 +14,12 @@ there is no GPU: it checks results, its times mean nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from timing import kernel_us
+from timing import kernel_us, module_settings
 
 import flag_gems
 from gems_reduction import sort
@@ -57,20 +56,12 @@ def _cases(smoke: bool) -> list[Case]:
     return cases + [Case("median", BF16, (300, 4) if smoke else (4096, 4096), dim=0)]
 
 
-@contextlib.contextmanager
 def applied(setting: str, smoke: bool):
     """The knobs of ``setting`` in force, then the previous values back (plans are keyed by them)."""
     knobs = dict(SETTINGS[setting])
     if smoke:
         knobs["MAX_ROW"] = knobs["GPU_MAX_ROW"] = SMOKE_ROW_LIMIT
-    saved = {name: getattr(sort, name) for name in knobs}
-    for name, value in knobs.items():
-        setattr(sort, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(sort, name, value)
+    return module_settings(sort, knobs)
 
 
 def _input(case: Case) -> torch.Tensor:

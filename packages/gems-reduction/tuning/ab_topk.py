@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import multiprocessing
 import os
 import sys
@@ -24,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from timing import kernel_us
+from timing import kernel_us, module_settings
 
 import flag_gems
 from gems_reduction import sort
@@ -82,18 +81,9 @@ def _knobs(setting: str, smoke: bool) -> dict:
     return knobs
 
 
-@contextlib.contextmanager
 def applied(setting: str, smoke: bool):
     """The knobs of ``setting`` in force, then the previous values back (plans are keyed by them)."""
-    knobs = _knobs(setting, smoke)
-    saved = {name: getattr(sort, name) for name in knobs}
-    for name, value in knobs.items():
-        setattr(sort, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(sort, name, value)
+    return module_settings(sort, _knobs(setting, smoke))
 
 
 def _input(case: Case) -> torch.Tensor:

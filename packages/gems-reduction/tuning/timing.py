@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import flag_gems
 
@@ -18,3 +20,16 @@ def kernel_us(fn: Callable[[], object], rep: int) -> float:
     import triton.testing
 
     return 1e3 * triton.testing.do_bench(fn, warmup=5, rep=rep, return_mode="median")
+
+
+@contextlib.contextmanager
+def module_settings(module: ModuleType, settings: dict) -> Iterator[None]:
+    """``settings`` (module-level names of ``module``) in force, then the previous values back."""
+    saved = {name: getattr(module, name) for name in settings}
+    for name, value in settings.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
