@@ -442,7 +442,43 @@ def test_pow_half_types():
             assert_equal(res, aten.to(res.device), equal_nan=True)
 
 
-def test_gcd_lcm_full_range():
+def test_pow_half_tensors_large_exponents():
+    """Exponents of 2**22 and more, infinite ones beside finite ones, and integer exponent tensors, against
+    ATen."""
+    base = torch.tensor([1.5, -1.5, 0.5, -0.5, -1.0, 1.0, 2.0, -2.0, 0.0, -0.0], device=DEVICE)
+    for dtype in (torch.bfloat16, torch.float16):
+        for exponents in ([2.0**22, -(2.0**22), 2.0**23, 3.0, -3.0, 2.0**30, float("inf"), 5.0, -7.0, 0.5],
+                          [float("inf"), -float("inf"), 3.0, -3.0, 4.0, 2.5, -2.5, 1e4, -1e4, 7.0]):
+            exponent = torch.tensor(exponents, device=DEVICE)
+            check(OPS[10], torch.pow, base.to(dtype), exponent.to(dtype))
+        check(OPS[10], torch.pow, base.to(dtype), torch.tensor([3, -3, 2, 5, 7, 0, 1, 6, -1, 4], device=DEVICE))
+
+
+# Settings of the gcd and lcm knobs besides the shipped ones: "old" is the kernel before int64 narrowed and
+# narrower types took the lean loop; "turned" every other choice, 5 and 3 steps a check so that the loop's
+# exit falls between checks (the interpreter runs no bfind: its setting only changes the kernel's name).
+GCD_KNOB_SETS = {
+    "default": {},
+    "old": {"gcd_steps_per_check": 2, "gcd_ctz_bfind": False, "gcd_lean_steps": False, "lcm_inverse_division": False,
+            "gcd64_narrow_blocks": False, "gcd64_steps_per_check": 2, "gcd64_lean_steps": False,
+            "gcd64_ctz_bfind": False, "lcm64_steps_per_check": 2, "lcm64_lean_steps": False,
+            "lcm64_inverse_division": False},
+    "turned": {"gcd_steps_per_check": 5, "gcd_ctz_bfind": False, "gcd_lean_steps": False,
+               "lcm_inverse_division": False, "gcd64_steps_per_check": 3, "gcd64_lean_steps": False,
+               "gcd64_ctz_bfind": True, "lcm64_steps_per_check": 5, "lcm64_lean_steps": True},
+}
+
+
+@pytest.fixture(params=list(GCD_KNOB_SETS))
+def gcd_knobs(request, monkeypatch):
+    """The binary GCD as shipped, as before, and with the knobs of gcd and lcm turned otherwise."""
+    from gems_pointwise.knobs import KNOBS
+    for name, value in GCD_KNOB_SETS[request.param].items():
+        assert hasattr(KNOBS, name), name
+        monkeypatch.setattr(KNOBS, name, value)
+
+
+def test_gcd_lcm_full_range(gcd_knobs):
     """Every integer dtype over its whole range; a block with the most negative value runs ATen's
     Euclid (|min| is min, and its results keep signs), the others the binary GCD."""
     for dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
@@ -456,6 +492,47 @@ def test_gcd_lcm_full_range():
         edges = torch.tensor([info.min, info.min, 0, info.min, 6, info.min, 7, 12, info.max], device=DEVICE)
         edges = edges.to(dtype)
         check(OPS[24], torch.gcd, edges, edges.flip(0))
+
+
+def test_gcd_lcm_binary_edges(gcd_knobs):
+    """Blocks without the most negative value (the binary GCD): the largest values, powers of two, zeros,
+    signs, and lcm's products that wrap around as ATen's do."""
+    for dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64):
+        info = torch.iinfo(dtype)
+        top = 1 << (info.bits - 2)
+        values = [0, 1, 2, 6, 7, 12, 18, info.max, info.max - 1, top, top // 3, -1, -2, -12, -top, info.min + 1]
+        grid = torch.tensor([v for v in values if info.min <= v <= info.max], device=DEVICE)
+        a, b = grid.repeat_interleave(len(grid)), grid.repeat(len(grid))
+        check(OPS[24], torch.gcd, a.to(dtype), b.to(dtype))
+        check(OPS[25], torch.lcm, a.to(dtype), b.to(dtype))
+
+
+def test_gcd_lcm_int64_narrowed_blocks(gcd_knobs):
+    """int64 blocks whose operands are all below 2**31 in magnitude compute the gcd (and lcm's quotient) in
+    int32: such blocks with their edges (2**31 - 1, zeros, signs, lcm's products up to 2**62), the same with
+    one value just outside among them (-2**31, 2**31, the largest and most negative int64), and many blocks,
+    some narrow and some not; exactly ATen's results."""
+    top = 2**31 - 1
+    inside = torch.tensor([0, 0, 1, -1, 6, -12, 7, 18, top, -top, top - 1, 2**30, -(2**30), 3 * 2**20, 46341,
+                           -65536], device=DEVICE)
+    others = inside.flip(0).roll(3)
+    for a, b in ((inside, others), (inside, inside), (inside, torch.zeros_like(inside))):
+        check(OPS[24], torch.gcd, a, b)
+        check(OPS[25], torch.lcm, a, b)
+    for outside in (-(2**31), 2**31, 2**40 * 3, -(2**63), 2**63 - 1):
+        a = inside.clone()
+        a[5] = outside
+        check(OPS[24], torch.gcd, a, others)
+        check(OPS[25], torch.lcm, a, others)
+    count = 6000
+    a = torch.randint(-top, top + 1, (count,), device=DEVICE)
+    b = torch.randint(-top, top + 1, (count,), device=DEVICE)
+    b[::7], a[3::11] = 0, b[3::11] * 5 // 3
+    wide = torch.randint(-(2**62), 2**62, (count,), device=DEVICE)
+    a[count // 2::97] = wide[count // 2::97]
+    b[count // 2 + 40::131] = -(2**63)
+    check(OPS[24], torch.gcd, a, b)
+    check(OPS[25], torch.lcm, a, b)
 
 
 def test_float_division_by_zero():
@@ -563,7 +640,7 @@ def test_shift_in_place_operators():
     assert_equal(x, ref.to(x.device))
 
 
-def test_gcd_lcm_edges():
+def test_gcd_lcm_edges(gcd_knobs):
     a = torch.tensor([0, 0, 12, -12, 7, -2**63, 2**40], device=DEVICE)
     b = torch.tensor([0, 5, 18, 18, -21, 0, 2**20 * 3], device=DEVICE)
     check(OPS[24], torch.gcd, a, b)

@@ -7,6 +7,7 @@
     python packages/gems-pointwise/tuning/ab_pointwise.py --cases gamma floor   # lgamma, digamma, floor_divide
     python packages/gems-pointwise/tuning/ab_pointwise.py \\
         --cases asinh acosh atanh logit ^elu ^celu log_s lgamma   # the log and expm1 formulas, lgamma's fits
+    python packages/gems-pointwise/tuning/ab_pointwise.py --cases gcd lcm   # gcd/lcm knobs and int64, < 90 s
     python packages/gems-pointwise/tuning/ab_pointwise.py --smoke        # tiny shapes; runs anywhere (CPU: interpreter)
 
 For each case (an op, a dtype, a shape of the pointwise benchmark) it times ATen, then each variant of our
@@ -21,21 +22,27 @@ replaced; Tensor ** Tensor has none of its own); "knob off" is digamma, lgamma a
 and asinh, acosh, atanh, logit (with and without eps), elu, celu and log_sigmoid with ``KNOBS.half_short_asinh``,
 ``half_fast_acosh``, ``half_fast_atanh``, ``half_fast_logit``, ``half_fast_elu`` or ``half_fast_log_sigmoid``
 off: the kernels their half-type formulas replaced; "long fits" is lgamma with ``KNOBS.half_short_lgamma`` off
-(bfloat16 results only).
+(bfloat16 results only). gcd and lcm (int32, int64; int64 also over its whole
+range, "full", where no block narrows) time the binary GCD's knobs: "old" is every gcd and lcm knob at its
+previous setting (2 steps a check, no bfind, no lean steps, lcm's division, int64 in the 64-bit loop
+throughout); "64-bit" (int64 only) the default with ``KNOBS.gcd64_narrow_blocks`` off: every block in the
+64-bit loop with the ``gcd64_*`` and ``lcm64_*`` settings, where the default narrows blocks below 2**31.
 
-Inputs are standard normal (but pow's base, uniform on [0.5, 2], x ** 2.5's x, uniform on [0.1, 4], acosh's on
-[1.1, 10], atanh's on [-0.9, 0.9], logit's on [0.05, 0.95] (with eps on [0, 1]), as in the pointwise
-benchmark), or (the division cases) subnormal, zeros, or "decayed": a normal tensor after 130 of
-ATen's in-place silu_, which halve small values, so that most are subnormal. In-place cases (``silu_``) time the
-op applied again and again to one tensor, as the pointwise benchmark does: its values keep decaying while timed
-(to zeros within ~150 calls); each timing starts from the same values.
+Inputs are standard normal (but gcd's integers, uniform on [1, 10000), lcm's on [1, 1000) ("full": on the
+whole int64 range), pow's base, uniform
+on [0.5, 2], x ** 2.5's x, uniform on [0.1, 4], acosh's on [1.1, 10], atanh's on [-0.9, 0.9], logit's on
+[0.05, 0.95] (with eps on [0, 1]), as in the pointwise benchmark), or (the division cases) subnormal, zeros,
+or "decayed": a normal tensor after 130 of ATen's in-place silu_, which halve small values, so that most are
+subnormal. In-place cases (``silu_``) time the op applied again and again to one tensor, as the pointwise
+benchmark does: its values keep decaying while timed (to zeros within ~150 calls); each timing starts from the
+same values.
 
 Kernel time is ``triton.testing.do_bench`` (median, L2 flushed before each run); ATen is timed before and
 after the variants and the lower time kept. Every variant's result is checked against ATen's before it is
-timed: within 1 ulp of the half type (float32: ATen's tolerance, 4 ulp), with an absolute slack of 1e-6 for
-results rounded from float32 sums that cancel (gelu's tail); a variant outside it is reported as a mismatch.
-The ceiling is a device-to-device copy of the case's bytes (read + written), measured here beside each case.
-``--smoke`` checks results on tiny shapes; its times mean nothing.
+timed: within 1 ulp of the half type (float32: ATen's tolerance, 4 ulp; integers: equal), with an absolute
+slack of 1e-6 for results rounded from float32 sums that cancel (gelu's tail); a variant outside it is
+reported as a mismatch. The ceiling is a device-to-device copy of the case's bytes (read + written), measured
+here beside each case. ``--smoke`` checks results on tiny shapes; its times mean nothing.
 """
 
 from __future__ import annotations
@@ -96,6 +103,20 @@ def _knob_off(knob: str, fn):
     return _knob_set(knob, False, fn)
 
 
+def _with_knobs(fn, **settings):
+    """``fn`` run with each ``KNOBS.<name>`` set to its value in ``settings``."""
+    def call(*args):
+        before = {name: getattr(KNOBS, name) for name in settings}
+        for name, value in settings.items():
+            setattr(KNOBS, name, value)
+        try:
+            return fn(*args)
+        finally:
+            for name, value in before.items():
+                setattr(KNOBS, name, value)
+    return call
+
+
 def _ieee_division(fn):
     return _knob_off("half_approx_division", fn)
 
@@ -119,6 +140,20 @@ def _pow_scalar_exponent(x):
 
 def _pow_scalar_base(x):
     return _pow(POW_BASE, x)
+
+
+_gcd, _lcm = _routed(binary.gcd), _routed(binary.lcm)
+# Every gcd and lcm knob as it was before int64 narrowed and narrower types took the lean loop.
+GCD_OLD = {"gcd_steps_per_check": 2, "gcd_ctz_bfind": False, "gcd_lean_steps": False, "lcm_inverse_division": False,
+           "gcd64_narrow_blocks": False, "gcd64_steps_per_check": 2, "gcd64_lean_steps": False,
+           "gcd64_ctz_bfind": False, "lcm64_steps_per_check": 2, "lcm64_lean_steps": False,
+           "lcm64_inverse_division": False}
+# Variants timed for int64 cases only (the same kernel as the default for narrower types).
+INT64_ONLY = ("64-bit",)
+
+
+def _gcd_variants(fn):
+    return {"old": _with_knobs(fn, **GCD_OLD), "64-bit": _with_knobs(fn, gcd64_narrow_blocks=False)}
 
 
 def _floor_divide(x, y):
@@ -185,6 +220,8 @@ OPS = {
     "celu": (lambda x: torch.nn.functional.celu(x, CELU_ALPHA), _celu, {"knob off": _knob_off("half_fast_elu", _celu)}),
     "log_sigmoid": (torch.nn.functional.logsigmoid, _log_sigmoid,
                     {"knob off": _knob_off("half_fast_log_sigmoid", _log_sigmoid)}),
+    "gcd": (torch.gcd, _gcd, _gcd_variants(_gcd)),
+    "lcm": (torch.lcm, _lcm, _gcd_variants(_lcm)),
 }
 # The ops whose log and expm1 formulas for half types sit behind knobs of their own.
 LOG_FORMULA_OPS = ("asinh", "acosh", "atanh", "logit", "logit_eps", "elu", "celu", "log_sigmoid")
@@ -192,6 +229,8 @@ LOG_FORMULA_OPS = ("asinh", "acosh", "atanh", "logit", "logit_eps", "elu", "celu
 # base (its exponent stays normal), and the tensor raised to 2.5.
 UNIFORM = {"pow": (0.5, 2.0), "pow_scalar_exponent": (0.1, 4.0), "acosh": (1.1, 10.0), "atanh": (-0.9, 0.9),
            "logit": (0.05, 0.95), "logit_eps": (0.0, 1.0)}
+# Integer operands: uniform on [low, high), as in the pointwise benchmark.
+INTEGER_RANGE = {"gcd": (1, 10000), "lcm": (1, 1000)}
 # How many of ATen's silu_ turn a standard normal tensor into mostly subnormal values ("decayed").
 DECAY_STEPS = 130
 
@@ -201,7 +240,7 @@ class Case:
     op: str
     dtype: torch.dtype
     shape: tuple
-    values: str = "randn"  # or "subnormal", "zeros", "decayed"
+    values: str = "randn"  # or "subnormal", "zeros", "decayed"; integers: "full" (the dtype's whole range)
 
     @property
     def name(self) -> str:
@@ -226,6 +265,9 @@ def _cases(smoke: bool) -> list[Case]:
         cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
     for op in LOG_FORMULA_OPS:
         cases += [Case(op, dtype, big) for dtype in (BF16, F16)]
+    for op in INTEGER_RANGE:
+        cases += [Case(op, dtype, big) for dtype in (torch.int32, torch.int64)]
+        cases.append(Case(op, torch.int64, big, "full"))
     return cases
 
 
@@ -247,7 +289,9 @@ def _values(case: Case) -> torch.Tensor:
 
 def _inputs(case: Case) -> tuple:
     """The benchmark's inputs (standard normal), with zeros, infinities and NaN in the smoke run."""
-    count = 2 if case.op in ("atan2", "silu_backward", "pow", "floor_divide") else 1
+    count = 2 if case.op in ("atan2", "silu_backward", "pow", "floor_divide", *INTEGER_RANGE) else 1
+    if case.op in INTEGER_RANGE:
+        return _integers(case, count)
     args = [_values(case) for _ in range(count)]
     if case.op in UNIFORM:
         low, high = UNIFORM[case.op]
@@ -263,10 +307,28 @@ def _inputs(case: Case) -> tuple:
     return tuple(args)
 
 
+def _integers(case: Case, count: int) -> tuple:
+    """Integer operands; the smoke run puts zeros, negatives and the largest values first (not the most
+    negative one, whose blocks take Euclid's loop instead of the binary GCD)."""
+    low, high = INTEGER_RANGE[case.op]
+    if case.values == "full":
+        low, high = torch.iinfo(case.dtype).min, torch.iinfo(case.dtype).max
+    args = [torch.randint(low, high, case.shape, device=DEVICE, dtype=case.dtype) for _ in range(count)]
+    if not ON_GPU:
+        info = torch.iinfo(case.dtype)
+        specials = torch.tensor([0, 0, -6, 4, -1, 12, 7, -18, info.max, info.max - 1], dtype=case.dtype)
+        for i, a in enumerate(args):
+            a.view(-1)[:len(specials)] = specials.roll(i * 3)
+    return tuple(args)
+
+
 def _mismatch(res: torch.Tensor, ref: torch.Tensor) -> str | None:
     """None when ``res`` is within 1 ulp of ``ref`` in the half type (4 ulp in float32), else a description."""
     if res.dtype != ref.dtype or res.shape != ref.shape:
         return f"dtype/shape {res.dtype}{tuple(res.shape)} != {ref.dtype}{tuple(ref.shape)}"
+    if not ref.dtype.is_floating_point:
+        off = res != ref
+        return f"{int(off.sum())} values differ" if off.any() else None
     res32, ref32 = res.float(), ref.float()
     ulps = 4 if ref.dtype == F32 else 1
     step = torch.finfo(ref.dtype).eps * ref32.abs().clamp_min(torch.finfo(ref.dtype).tiny)
@@ -322,6 +384,8 @@ def run_case(case: Case, rep_ms: float, deadline: float) -> list[str]:
     lines = []
     rows = [("default", default)] + list(variants.items())
     for setting, fn in rows:
+        if setting in INT64_ONLY and case.dtype is not torch.int64:
+            continue
         if time.time() > deadline:
             lines.append(f"{case.name:36} {setting:10} skipped (time budget spent)")
             continue

@@ -604,58 +604,208 @@ def polar_packed_kernel(magnitude, angle):
 
 
 @triton.jit
-def _odd_part(v):
-    # (v >> ctz(v), ctz(v)) for v > 0 (anything for v == 0): the lowest set bit v & -v is a power of
-    # two, and its float32 exponent is ctz(v) (Triton's interpreter has no ctz).
-    zeros = (((v & -v).to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127).to(v.dtype)
+def _trailing_zeros(low, BFIND: tl.constexpr):
+    # log2 of the power of two low = v & -v. BFIND on the GPU: one bfind (the highest set bit); otherwise its
+    # float32 exponent (the interpreter runs no inline assembly).
+    if BFIND and ON_GPU:
+        if low.dtype.primitive_bitwidth == 64:
+            zeros = tl.inline_asm_elementwise("bfind.u64 $0, $1;", "=r,l", [low], dtype=tl.int32, is_pure=True,
+                                              pack=1)
+        else:
+            zeros = tl.inline_asm_elementwise("bfind.u32 $0, $1;", "=r,r", [low], dtype=tl.int32, is_pure=True,
+                                              pack=1)
+    else:
+        zeros = (low.to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127
+    return zeros.to(low.dtype)
+
+
+@triton.jit
+def _trailing_zeros_in_width(low, BFIND: tl.constexpr):
+    # _trailing_zeros(low) modulo the type's width, as a shift takes its amount (low == 0: any amount): from
+    # the float32 exponent 127 + ctz, 128 + ctz is ctz modulo 32 and 64, one addition instead of a subtraction.
+    if BFIND and ON_GPU:
+        zeros = _trailing_zeros(low, BFIND)
+    else:
+        zeros = ((low.to(tl.float32).to(tl.int32, bitcast=True) >> 23) + 1).to(low.dtype)
+    return zeros & (low.dtype.primitive_bitwidth - 1)
+
+
+@triton.jit
+def _odd_part(v, BFIND: tl.constexpr):
+    # (v >> ctz(v), ctz(v)) for v > 0, (0, anything) for v == 0.
+    zeros = _trailing_zeros(v & -v, BFIND)
     return v >> zeros, zeros
 
 
 @triton.jit
-def _gcd(x, y):
-    a = tl.abs(x) + y * 0
-    b = tl.abs(y) + x * 0
-    if tl.min(tl.minimum(a, b), axis=0) < 0:
-        # |the most negative integer| is itself: ATen's Euclid, which gives it (and signs) its own way.
-        # The block loops until every lane is done.
-        while tl.max((a != 0).to(tl.int32), axis=0) > 0:
-            busy = a != 0
-            c = a
-            a = tl.where(busy, b % tl.where(busy, a, 1), 0)
-            b = tl.where(busy, c, b)
-    else:
-        # Binary GCD: gcd(u, v) = gcd(min(u, v), |u - v|) for odd u, v, with the factors of two of
-        # |u - v| dropped; no division, and fewer steps than Euclid for the slowest lane of a block.
-        # (g, g) is a fixed point, so lanes that are done may take extra steps. Narrow types run in
-        # int32, where |u - v| is signed.
-        wide = tl.int64 if a.dtype.primitive_bitwidth == 64 else tl.int32
-        zero = (a == 0) | (b == 0)
-        u, twos_u = _odd_part(tl.where(zero, 1, a).to(wide))
-        v, twos_v = _odd_part(tl.where(zero, 1, b).to(wide))
-        while tl.max((u != v).to(tl.int32), axis=0) > 0:
-            for _ in tl.static_range(2):  # two steps per check of the block
-                d = tl.abs(u - v)
-                u = tl.minimum(u, v)
-                v = tl.where(d == 0, u, _odd_part(d)[0])
-        b = tl.where(zero, a | b, (u << tl.minimum(twos_u, twos_v)).to(a.dtype))
+def _euclid_gcd(a, b):
+    # |the most negative integer| is itself: ATen's Euclid, which gives it (and signs) its own way. The block
+    # loops until every lane is done.
+    while tl.max((a != 0).to(tl.int32), axis=0) > 0:
+        busy = a != 0
+        c = a
+        a = tl.where(busy, b % tl.where(busy, a, 1), 0)
+        b = tl.where(busy, c, b)
     return b
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
-def gcd_kernel(x, y):
-    return _gcd(x, y)
+def _binary_gcd(a, b, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr):
+    # (odd part of gcd, its factors of two, a or b zero) for a, b >= 0. Binary GCD: gcd(u, v) = gcd(min(u, v),
+    # |u - v|) for odd u, v, with the factors of two of |u - v| dropped; no division, and fewer steps than
+    # Euclid for the slowest lane of a block. STEPS steps per check of the block. (g, g) is a fixed point, so
+    # lanes that are done may take extra steps. LEAN leaves out the test of |u - v| == 0 (0 shifted stays 0):
+    # (g, g) then goes to (g, 0) and stays at (0, g), whose larger half is g. Narrow types run in int32, where
+    # |u - v| is signed.
+    wide = tl.int64 if a.dtype.primitive_bitwidth == 64 else tl.int32
+    zero = (a == 0) | (b == 0)
+    u, twos_u = _odd_part(tl.where(zero, 1, a).to(wide), BFIND)
+    v, twos_v = _odd_part(tl.where(zero, 1, b).to(wide), BFIND)
+    if LEAN:
+        while tl.max(((u != v) & (tl.minimum(u, v) != 0)).to(tl.int32), axis=0) > 0:
+            for _ in tl.static_range(STEPS):
+                t = u - v  # the trailing zeros of |t| are t's
+                zeros = _trailing_zeros_in_width(t & -t, BFIND)
+                u = tl.minimum(u, v)
+                v = tl.abs(t) >> zeros
+        u = tl.maximum(u, v)
+    else:
+        while tl.max((u != v).to(tl.int32), axis=0) > 0:
+            for _ in tl.static_range(STEPS):
+                d = tl.abs(u - v)
+                u = tl.minimum(u, v)
+                v = tl.where(d == 0, u, _odd_part(d, BFIND)[0])
+    return u, tl.minimum(twos_u, twos_v), zero
 
 
-@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")])
 @triton.jit
-def lcm_kernel(x, y):
-    if x.dtype.primitive_bitwidth < 32:
-        # C++ computes |x / g * y| in int for narrower types, then narrows: the same wrap-around.
-        x = x.to(tl.int32)
-        y = y.to(tl.int32)
-    g = _gcd(x, y)
-    return tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+def _gcd(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr):
+    a = tl.abs(x) + y * 0
+    b = tl.abs(y) + x * 0
+    if tl.min(tl.minimum(a, b), axis=0) < 0:
+        b = _euclid_gcd(a, b)
+    else:
+        odd, twos, zero = _binary_gcd(a, b, STEPS, BFIND, LEAN)
+        b = tl.where(zero, a | b, (odd << twos).to(a.dtype))
+    return b
+
+
+@triton.jit
+def _inverse_of_odd(v):
+    # v**-1 modulo 2**bits for odd v, by Newton's iteration: v * v = 1 (mod 8), and each step doubles the bits.
+    inverse = v
+    for _ in tl.static_range(5 if v.dtype.primitive_bitwidth == 64 else 4):
+        inverse = inverse * (2 - v * inverse)
+    return inverse
+
+
+@triton.jit
+def _fits_int32(a, b):
+    # Whether every lane of the block has a and b (magnitudes, int64) below 2**31; |the most negative int64|
+    # is negative and does not fit.
+    return tl.max((((a | b) >> 31) != 0).to(tl.int32), axis=0) == 0
+
+
+@triton.jit
+def _gcd64(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, WIDE_STEPS: tl.constexpr,
+           WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr, NARROW: tl.constexpr):
+    # int64 gcd: a block below 2**31 in magnitude runs the 32-bit loop (its gcd is the same), others _gcd.
+    a = tl.abs(x) + y * 0
+    b = tl.abs(y) + x * 0
+    if NARROW:
+        if _fits_int32(a, b):
+            a32 = a.to(tl.int32)
+            b32 = b.to(tl.int32)
+            odd, twos, zero = _binary_gcd(a32, b32, STEPS, BFIND, LEAN)
+            g = tl.where(zero, a32 | b32, odd << twos).to(tl.int64)
+        else:
+            g = _gcd(x, y, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN)
+    else:
+        g = _gcd(x, y, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN)
+    return g
+
+
+@triton.jit
+def _lcm(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, INVERSE: tl.constexpr):
+    if INVERSE:
+        # x / g is exact: x >> twos times the inverse of g's odd part modulo 2**bits, in place of a division
+        # (Euclid's branch keeps the division).
+        a = tl.abs(x) + y * 0
+        b = tl.abs(y) + x * 0
+        if tl.min(tl.minimum(a, b), axis=0) < 0:
+            g = _euclid_gcd(a, b)
+            r = tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+        else:
+            odd, twos, zero = _binary_gcd(a, b, STEPS, BFIND, LEAN)
+            r = tl.where(zero, 0, tl.abs((x >> twos) * _inverse_of_odd(odd) * y))
+    else:
+        g = _gcd(x, y, STEPS, BFIND, LEAN)
+        r = tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+    return r
+
+
+@triton.jit
+def _narrow_lcm(a, b, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, INVERSE: tl.constexpr):
+    # lcm of int64 magnitudes a, b below 2**31: gcd and the exact quotient a / g (below 2**31) in int32, the
+    # product in int64, where it is below 2**62: ATen's |x / g * y| without a wrap-around to mirror.
+    a32 = a.to(tl.int32)
+    b32 = b.to(tl.int32)
+    odd, twos, zero = _binary_gcd(a32, b32, STEPS, BFIND, LEAN)
+    if INVERSE:
+        quotient = (a32 >> twos) * _inverse_of_odd(odd)
+    else:
+        quotient = a32 // tl.where(zero, 1, odd << twos)
+    return tl.where(zero, 0, quotient.to(tl.int64) * b32.to(tl.int64))
+
+
+@triton.jit
+def _lcm64(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, INVERSE: tl.constexpr,
+           WIDE_STEPS: tl.constexpr, WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr,
+           WIDE_INVERSE: tl.constexpr, NARROW: tl.constexpr):
+    if NARROW:
+        a = tl.abs(x) + y * 0
+        b = tl.abs(y) + x * 0
+        if _fits_int32(a, b):
+            r = _narrow_lcm(a, b, STEPS, BFIND, LEAN, INVERSE)
+        else:
+            r = _lcm(x, y, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN, WIDE_INVERSE)
+    else:
+        r = _lcm(x, y, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN, WIDE_INVERSE)
+    return r
+
+
+# The knobs of gcd and lcm (KNOBS.gcd_*, gcd64_*, lcm_*, lcm64_*) as constexprs; the defaults are the
+# shipped kernel. The WIDE_* ones apply to int64, the others to narrower types and narrowed int64 blocks.
+_GCD_DEFAULTS = {"STEPS": 4, "BFIND": True, "LEAN": True, "WIDE_STEPS": 4, "WIDE_BFIND": False, "WIDE_LEAN": True,
+                 "NARROW": True}
+_LCM_DEFAULTS = {**_GCD_DEFAULTS, "INVERSE": True, "WIDE_STEPS": 2, "WIDE_LEAN": False, "WIDE_INVERSE": True}
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")], constexprs=_GCD_DEFAULTS)
+@triton.jit
+def gcd_kernel(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, WIDE_STEPS: tl.constexpr,
+               WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr, NARROW: tl.constexpr):
+    if (x + y * 0).dtype.primitive_bitwidth == 64:
+        r = _gcd64(x, y, STEPS, BFIND, LEAN, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN, NARROW)
+    else:
+        r = _gcd(x, y, STEPS, BFIND, LEAN)
+    return r
+
+
+@pointwise_dynamic(promotion_methods=[(0, 1, "DEFAULT")], constexprs=_LCM_DEFAULTS)
+@triton.jit
+def lcm_kernel(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, INVERSE: tl.constexpr,
+               WIDE_STEPS: tl.constexpr, WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr,
+               WIDE_INVERSE: tl.constexpr, NARROW: tl.constexpr):
+    if (x + y * 0).dtype.primitive_bitwidth == 64:
+        r = _lcm64(x, y, STEPS, BFIND, LEAN, INVERSE, WIDE_STEPS, WIDE_BFIND, WIDE_LEAN, WIDE_INVERSE, NARROW)
+    else:
+        if x.dtype.primitive_bitwidth < 32:
+            # C++ computes |x / g * y| in int for narrower types, then narrows: the same wrap-around.
+            x = x.to(tl.int32)
+            y = y.to(tl.int32)
+        r = _lcm(x, y, STEPS, BFIND, LEAN, INVERSE)
+    return r
 
 
 # -- routes -----------------------------------------------------------------------------------------
@@ -836,8 +986,36 @@ ldexp = binary_route(ldexp_kernel, "self * 2 ** other.")
 hypot = binary_route(hypot_kernel, "sqrt(self**2 + other**2).", both_integral)
 logaddexp = binary_route(logaddexp_kernel, "log(exp(self) + exp(other)).", both_integral)
 logaddexp2 = binary_route(logaddexp2_kernel, "log2(2**self + 2**other).", both_integral)
-gcd = binary_route(gcd_kernel, "Greatest common divisor of integers.", _not_integers)
-lcm = binary_route(lcm_kernel, "Least common multiple of integers.", _not_integers)
+_GCD_VARIANTS = {}
+
+
+def _gcd_variant(kernel, lcm: bool):
+    """``kernel`` (gcd_kernel or lcm_kernel) with the constexprs of the current gcd and lcm knobs."""
+    settings = {"STEPS": KNOBS.gcd_steps_per_check, "BFIND": KNOBS.gcd_ctz_bfind, "LEAN": KNOBS.gcd_lean_steps,
+                "WIDE_BFIND": KNOBS.gcd64_ctz_bfind, "NARROW": KNOBS.gcd64_narrow_blocks}
+    if lcm:
+        settings.update(INVERSE=KNOBS.lcm_inverse_division, WIDE_STEPS=KNOBS.lcm64_steps_per_check,
+                        WIDE_LEAN=KNOBS.lcm64_lean_steps, WIDE_INVERSE=KNOBS.lcm64_inverse_division)
+    else:
+        settings.update(WIDE_STEPS=KNOBS.gcd64_steps_per_check, WIDE_LEAN=KNOBS.gcd64_lean_steps)
+    if all(kernel.constexprs[name] == value for name, value in settings.items()):
+        return kernel
+    key = (kernel.__name__, *settings.values())
+    bound = _GCD_VARIANTS.get(key)
+    if bound is None:
+        name = "_".join([kernel.__name__, *(f"{k.lower()}{int(v)}" for k, v in settings.items())])
+        bound = _GCD_VARIANTS[key] = kernel.bind(name, **settings)
+    return bound
+
+
+def gcd(self, other):
+    """Greatest common divisor of integers."""
+    return None if _not_integers(self, other) else (_gcd_variant(gcd_kernel, False), (self, other))
+
+
+def lcm(self, other):
+    """Least common multiple of integers."""
+    return None if _not_integers(self, other) else (_gcd_variant(lcm_kernel, True), (self, other))
 
 
 def nextafter(self, other):
