@@ -52,6 +52,9 @@ RADIX_MAX_ITEMSIZE = 2
 RADIX_MAX_ROW = 16384
 #: Keys a thread holds in the radix select (its warps: the row's keys / 32 / this, 4 to 16).
 RADIX_KEYS_PER_THREAD = 32
+#: The radix select one bit a step (a count of the candidates with a 0) instead of 8 bits a pass (a 256-bin
+#: histogram): 32 sums for a float32 row against 4 histograms. Not timed on a GPU yet (tuning/ab_select.py).
+RADIX_BIT_BY_BIT = False
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
 #: topk of 16-bit rows longer than the register sort takes: 0 hands them to ATen; else the elements a program
@@ -197,9 +200,40 @@ def _digit(bits, shift: tl.constexpr, FLIP: tl.constexpr):
 
 
 @triton.jit
+def _pick_by_histograms(bits, chosen, k, PASSES: tl.constexpr, SIGNED: tl.constexpr):
+    """(the elements whose key is the k-th smallest of those ``chosen``, the k-th's rank among them), 8 bits a
+    pass from a 256-bin histogram."""
+    bins = tl.arange(0, 256)
+    for p in tl.static_range(PASSES):
+        digit = _digit(bits, 8 * (PASSES - 1 - p), 0x80 if SIGNED and p == 0 else 0)
+        counts = tl.histogram(digit, 256, mask=chosen)
+        # The digit is the first bin whose running count reaches k; k becomes the rank within that bin.
+        below = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)
+        k -= tl.sum(tl.where(bins < below, counts, 0), 0)
+        chosen = chosen & (digit == below)
+    return chosen, k
+
+
+@triton.jit
+def _pick_bit_by_bit(bits, chosen, k, WIDTH: tl.constexpr, SIGNED: tl.constexpr):
+    """``_pick_by_histograms``'s result one bit a step, from the top: the k-th smallest has a 0 there when at
+    least k of the candidates do. A count is one sum where a histogram bins every candidate."""
+    for b in tl.static_range(WIDTH):
+        bit = (bits >> (WIDTH - 1 - b)) & 1
+        if SIGNED and b == 0:
+            bit = bit ^ 1  # the sign bit: negative keys order first
+        zeros = tl.sum((chosen & (bit == 0)).to(tl.int32), 0)
+        one = zeros < k
+        k = tl.where(one, k - zeros, k)
+        chosen = chosen & (bit == one.to(tl.int32))
+    return chosen, k
+
+
+@triton.jit
 def _radix_pick_kernel(x_ptr, values_ptr, indices_ptr, R, K, WHICH: tl.constexpr, TOP: tl.constexpr,
-                       PASSES: tl.constexpr, SIGNED: tl.constexpr, BLOCK_R: tl.constexpr):
-    """The k-th smallest of each contiguous row (or its median) by a radix select over 8-bit digits."""
+                       PASSES: tl.constexpr, SIGNED: tl.constexpr, BIT_BY_BIT: tl.constexpr,
+                       BLOCK_R: tl.constexpr):
+    """The k-th smallest of each contiguous row (or its median) by a radix select over 8-bit digits, or bits."""
     row = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, BLOCK_R)
     inside = r < R
@@ -217,15 +251,10 @@ def _radix_pick_kernel(x_ptr, values_ptr, indices_ptr, R, K, WHICH: tl.constexpr
             k = tl.where(nans > 0, R - nans + 1, (R - 1) // 2 + 1)
         else:
             k = tl.maximum(R - nans - 1, 0) // 2 + 1
-    bins = tl.arange(0, 256)
-    chosen = inside  # elements whose key matches the k-th smallest's digits so far
-    for p in tl.static_range(PASSES):
-        digit = _digit(bits, 8 * (PASSES - 1 - p), 0x80 if SIGNED and p == 0 else 0)
-        counts = tl.histogram(digit, 256, mask=chosen)
-        # The digit is the first bin whose running count reaches k; k becomes the rank within that bin.
-        below = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)
-        k -= tl.sum(tl.where(bins < below, counts, 0), 0)
-        chosen = chosen & (digit == below)
+    if BIT_BY_BIT:
+        chosen, k = _pick_bit_by_bit(bits, inside, k, 8 * PASSES, SIGNED)
+    else:
+        chosen, k = _pick_by_histograms(bits, inside, k, PASSES, SIGNED)
     # The k-th of the equal keys in position order: the element a stable sort puts at the k-th place.
     index = tl.min(tl.where(chosen & (tl.cumsum(chosen.to(tl.int32), 0) == k), r, BLOCK_R), 0)
     tl.store(values_ptr + row, tl.load(x_ptr + row * R + index))
@@ -371,7 +400,7 @@ def _radix_pick(x, d: int, which, k, keepdim: bool, values, indices):
     lanes_shape = source.shape[:-1]
     vals = torch.empty(lanes_shape, dtype=x.dtype, device=x.device)
     idx = torch.empty(lanes_shape, dtype=torch.int64, device=x.device)
-    key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD)
+    key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD, RADIX_BIT_BY_BIT)
     launcher = _plans.get(key)
     if launcher is None:
         if len(_plans) >= MAX_PLANS:
@@ -380,7 +409,8 @@ def _radix_pick(x, d: int, which, k, keepdim: bool, values, indices):
         block_r = next_power_of_2(length)
         warps = max(4, min(16, block_r // (32 * RADIX_KEYS_PER_THREAD)))
         launcher = _plans[key] = Launcher(_radix_pick_kernel, dict(WHICH=which, TOP=top, PASSES=passes,
-                                                                   SIGNED=signed, BLOCK_R=block_r), num_warps=warps)
+                                                                   SIGNED=signed, BIT_BY_BIT=RADIX_BIT_BY_BIT,
+                                                                   BLOCK_R=block_r), num_warps=warps)
     lay.launch(launcher, (vals.numel(),), [source, vals, idx, length, 1 if k is None else k])
     if keepdim:
         vals, idx = vals.unsqueeze(d), idx.unsqueeze(d)
