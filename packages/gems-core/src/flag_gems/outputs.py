@@ -42,24 +42,33 @@ def _memory_range(t: torch.Tensor) -> tuple[int, int]:
     return start, start + t.numel() * t.element_size()
 
 
+# Whether two tensors view one storage (not merely the same bytes): ATen's alias test.
+_same_storage = torch._C._is_alias_of
+
+
 def check_no_partial_overlap(out: torch.Tensor, inputs) -> None:
     """Raise ATen's error when ``out`` and an input share some memory but are not the same tensor.
 
     As ATen decides it: only tensors that are dense in memory are compared; equal memory ranges count
-    as the same tensor (in-place use), any other overlap is an error.
+    as the same tensor (in-place use), any other overlap within one storage is an error. Address ranges
+    come first, so that a call whose tensors lie apart asks for no storage.
     """
     if out.numel() == 0:
         return
-    storage = out.untyped_storage().data_ptr()
     out_range = None
     for t in inputs:
-        if t is out or t.numel() == 0 or t.untyped_storage().data_ptr() != storage:
+        if t is out or t.numel() == 0:
             continue
-        if not (is_non_overlapping_and_dense(out) and is_non_overlapping_and_dense(t)):
+        if out_range is None:
+            if not is_non_overlapping_and_dense(out):
+                return
+            out_range = _memory_range(out)
+        if not is_non_overlapping_and_dense(t):
             continue
-        out_range = out_range or _memory_range(out)
         start, end = _memory_range(t)
-        if (start, end) != out_range and start < out_range[1] and out_range[0] < end:
+        if (start, end) == out_range or end <= out_range[0] or out_range[1] <= start:
+            continue
+        if _same_storage(t, out):
             raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to "
                                "tensor refer to a single memory location. Please clone() the tensor before "
                                "performing the operation.")
