@@ -2,6 +2,7 @@
 
     python fresh_process.py import              import torch, then import flag_gems and enable()
     python fresh_process.py first-call OP        the first calls of OP under gems, then ATen's
+    python fresh_process.py serving-paths        µs a call of tiny ops: ATen, enable(), a use_gems() block
 
 Each prints one JSON object on its last line. Nothing of flag_gems is imported before it is timed.
 ``run_fresh`` is the parent's side.
@@ -128,6 +129,51 @@ def measure_first_call(op: str, tiny: bool) -> dict:
             "relative_error": err, "matches_aten": err < 2e-2}
 
 
+def measure_serving_paths(calls: int) -> dict:
+    """µs a call of a tiny add, in-place add_ and fill_ (1024 bf16 elements): ATen's; under ``enable()`` in
+    a process where nothing else was served before; inside ``use_gems()`` blocks (a dispatch key of their
+    own); and under ``enable()`` again after those blocks. Both ways of serving call the same kernels."""
+    import torch
+
+    import flag_gems
+
+    device = flag_gems.device
+    x = torch.randn(1024, device=device, dtype=torch.bfloat16)
+    y = torch.randn(1024, device=device, dtype=torch.bfloat16)
+    ops = {"add": lambda: torch.add(x, y), "add_": lambda: x.add_(y), "fill_": lambda: x.fill_(0.5)}
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def per_call_us(fn) -> float:
+        for _ in range(max(calls // 10, 10)):
+            fn()
+        best = float("inf")
+        for _ in range(3):
+            sync()
+            start = _clock()
+            for _ in range(calls):
+                fn()
+            sync()
+            best = min(best, (_clock() - start) / calls * 1e6)
+        return best
+
+    def row(label: str) -> dict:
+        return {f"{label}_{name}_us": per_call_us(fn) for name, fn in ops.items()}
+
+    result = row("aten")
+    flag_gems.enable()
+    result.update(row("enable"))
+    flag_gems.disable()
+    with flag_gems.use_gems():
+        result.update(row("block"))
+    flag_gems.enable()
+    result.update(row("enable_after_blocks"))
+    flag_gems.disable()
+    return result
+
+
 def run_fresh(*args: str, timeout: float = 300, env: dict | None = None) -> dict:
     """Run this file in a new interpreter with ``args`` and return its JSON result (the parent's side)."""
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
@@ -149,6 +195,8 @@ def main(argv: list[str]) -> int:
         result = measure_import()
     elif what == "first-call" and len(argv) > 2:
         result = measure_first_call(argv[2], tiny)
+    elif what == "serving-paths":
+        result = measure_serving_paths(20 if tiny else 4000)
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -137,6 +137,15 @@ def _use_gems_enter_exit(bench) -> None:
     bench.metric("dispatch", "use_gems enter+exit", values, targets={"use_gems_ms": 1.0}, verdicts=verdicts)
 
 
+def test_enable_and_block_per_call(bench):
+    """µs a call of add, add_ and fill_ on a tiny tensor under ``enable()`` and inside ``use_gems()`` blocks,
+    in a fresh process (the overhead cases above measure inside blocks)."""
+    bench.check_budget()
+    with bench.reporting("serving", "add, add_, fill_ of 1024 bf16"):
+        values = run_fresh("serving-paths", *(["--tiny"] if bench.quick else []))
+        bench.metric("serving", "add, add_, fill_ of 1024 bf16", values)
+
+
 def _us_per_call(call, calls: int = 2000) -> float:
     """µs per call on the benchmark's device: many calls, one synchronize, best of 3 after a warm-up."""
     loop_time_us(call, [()], calls // 4)
