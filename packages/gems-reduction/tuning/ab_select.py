@@ -14,12 +14,11 @@ there is no GPU: it checks results, its times mean nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from timing import kernel_us, module_settings
+from timing import kernel_us, module_settings, report_end, setting_lines
 
 import flag_gems
 from gems_reduction import sort
@@ -100,22 +99,9 @@ def _time_case(case: Case, smoke: bool) -> list[str]:
     x = _input(case)
     ref = _call(case, x)
     aten_us = kernel_us(lambda: _call(case, x), rep=25)
-    lines = []
-    for setting in SETTINGS:
-        us = None
-        try:
-            with applied(setting, smoke), flag_gems.testing.CallCounter() as counter, \
-                    flag_gems.use_gems(families=["reduction"], record=True):
-                problem = _mismatch(case, x, _call(case, x), ref)
-                if problem is None:
-                    us = kernel_us(lambda: _call(case, x), rep=25)
-            note = "ours" if counter.ran_on_gems(case.op) else "ATen"
-        except Exception as error:
-            problem = f"{type(error).__name__}: {str(error)[:80]}"
-        if problem:
-            lines.append(f"{'':36} {setting:<16} {'-':>9} {'-':>8}  WRONG: {problem}")
-            continue
-        lines.append(f"{'':36} {setting:<16} {us:9.1f} {aten_us / us:7.2f}x  {note}")
+    lines = setting_lines(SETTINGS, lambda setting: applied(setting, smoke), lambda: _call(case, x),
+                          lambda got: _mismatch(case, x, got, ref), lambda fn: kernel_us(fn, rep=25), case.op,
+                          aten_us, 16)
     return [f"{case.name:<36} {'ATen':<16} {aten_us:9.1f} {1:7.2f}x"] + lines
 
 
@@ -130,10 +116,7 @@ def main() -> None:
     for case in cases:
         lines += _time_case(case, options.smoke)
         print("\n".join(lines[-len(SETTINGS) - 1:]), flush=True)
-    wrong = sum("WRONG" in line for line in lines)
-    print(f"{len(cases)} cases, {wrong} wrong, {time.perf_counter() - start:.0f} s")
-    if wrong:
-        sys.exit(1)
+    report_end(lines, len(cases), start)
 
 
 if __name__ == "__main__":

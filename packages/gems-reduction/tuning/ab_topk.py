@@ -18,12 +18,11 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
-from timing import kernel_us, module_settings
+from timing import kernel_us, module_settings, report_end, setting_lines
 
 import flag_gems
 from gems_reduction import sort
@@ -150,22 +149,8 @@ def _time_case(case: Case, smoke: bool) -> list[str]:
     x = _input(case)
     ref = _call(case, x)
     aten_us = _time_us(lambda: _call(case, x))
-    lines = []
-    for setting in SETTINGS:
-        note, us = "", None
-        try:
-            with applied(setting, smoke), flag_gems.testing.CallCounter() as counter, \
-                    flag_gems.use_gems(families=["reduction"], record=True):
-                problem = _mismatch(x, _call(case, x), ref)
-                if problem is None:
-                    us = _time_us(lambda: _call(case, x))
-            note = "ours" if counter.ran_on_gems("topk") else "ATen"
-        except Exception as error:
-            problem = f"{type(error).__name__}: {str(error)[:80]}"
-        if problem:
-            lines.append(f"{'':36} {setting:<24} {'-':>9} {'-':>8}  WRONG: {problem}")
-            continue
-        lines.append(f"{'':36} {setting:<24} {us:9.1f} {aten_us / us:7.2f}x  {note}")
+    lines = setting_lines(SETTINGS, lambda setting: applied(setting, smoke), lambda: _call(case, x),
+                          lambda got: _mismatch(x, got, ref), _time_us, "topk", aten_us, 24)
     aten_us = min(aten_us, _time_us(lambda: _call(case, x)))
     return [f"{case.name:<36} {'ATen':<24} {aten_us:9.1f} {1:7.2f}x"] + lines
 
@@ -183,10 +168,7 @@ def main() -> None:
     print(f"{'case':<36} {'setting':<24} {'us':>9} {'vs ATen':>8}  served by")
     lines = [line for case in cases for line in _time_case(case, options.smoke)]
     print("\n".join(lines))
-    wrong = sum("WRONG" in line for line in lines)
-    print(f"{len(cases)} cases, {wrong} wrong, {time.perf_counter() - start:.0f} s")
-    if wrong:
-        sys.exit(1)
+    report_end(lines, len(cases), start)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from types import ModuleType
 
 import flag_gems
+import flag_gems.testing
 
 
 def kernel_us(fn: Callable[[], object], rep: int) -> float:
@@ -33,3 +36,35 @@ def module_settings(module: ModuleType, settings: dict) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(module, name, value)
+
+
+def setting_lines(settings, applied: Callable[[str], AbstractContextManager], run: Callable[[], object],
+                  mismatch: Callable[[object], str | None], time_us: Callable[[Callable], float], op: str,
+                  aten_us: float, width: int) -> list[str]:
+    """A line per setting: ``run``'s result checked (``mismatch`` says why it is wrong, or None), then its
+    time against ATen's and whether ``op`` ran on gems there."""
+    lines = []
+    for setting in settings:
+        note, us = "", None
+        try:
+            with applied(setting), flag_gems.testing.CallCounter() as counter, \
+                    flag_gems.use_gems(families=["reduction"], record=True):
+                problem = mismatch(run())
+                if problem is None:
+                    us = time_us(run)
+            note = "ours" if counter.ran_on_gems(op) else "ATen"
+        except Exception as error:
+            problem = f"{type(error).__name__}: {str(error)[:80]}"
+        if problem:
+            lines.append(f"{'':36} {setting:<{width}} {'-':>9} {'-':>8}  WRONG: {problem}")
+        else:
+            lines.append(f"{'':36} {setting:<{width}} {us:9.1f} {aten_us / us:7.2f}x  {note}")
+    return lines
+
+
+def report_end(lines: list[str], cases: int, start: float) -> None:
+    """The closing line of an A/B run; a wrong result makes the script fail."""
+    wrong = sum("WRONG" in line for line in lines)
+    print(f"{cases} cases, {wrong} wrong, {time.perf_counter() - start:.0f} s")
+    if wrong:
+        sys.exit(1)
