@@ -80,6 +80,24 @@ def _on_device_only(fn: Callable, below: Callable) -> Callable:
     return scoped
 
 
+_shadowed_names: list[str] | None = None
+
+
+def _shadowed() -> list[str]:
+    """The ATen overloads with a kernel of their own for gems' device and a composite one (CompositeExplicit-
+    Autograd or its NonFunctional kind). The dispatcher puts the composite kernel at ``KEY`` too, ahead of the
+    fallthrough, so inside a block such an op would run its composite kernel rather than its device kernel
+    (not always alike: ATen's composite mse_loss warns of a resized output). Those not served go below ``KEY``."""
+    global _shadowed_names
+    if _shadowed_names is None:
+        has = torch._C._dispatch_has_kernel_for_dispatch_key
+        composite = ("CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
+        _shadowed_names = [name[len("aten::"):] for name in torch._C._dispatch_get_all_op_names()
+                           if name.startswith("aten::") and has(name, device.dispatch_key)
+                           and any(has(name, key) for key in composite)]
+    return _shadowed_names
+
+
 def _register(source: dict[str, registry.Entry], record: bool) -> None:
     """Make the backend-key entries of ``source`` the set registered at ``KEY`` (nothing done when they already
     are: a selection's entries are one dict, kept by the caller while the plugins found do not change)."""
@@ -98,6 +116,9 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
         if not device.interpreter:
             fn = _on_device_only(fn, _below(name))
         handle.impl(name, KEY, fn, False)
+    for name in _shadowed():
+        if name not in entries:
+            handle.impl(name, KEY, _below(name), False)
     _registered.source, _registered.entries, _registered.record, _registered.handle = source, entries, record, handle
     _registered.others = {n: e for n, e in source.items() if e.autograd}
 
