@@ -85,13 +85,15 @@ _shadowed_names: list[str] | None = None
 
 def _shadowed() -> list[str]:
     """The ATen overloads with a kernel of their own for gems' device and a composite one (CompositeExplicit-
-    Autograd or its NonFunctional kind). The dispatcher puts the composite kernel at ``KEY`` too, ahead of the
-    fallthrough, so inside a block such an op would run its composite kernel rather than its device kernel
-    (not always alike: ATen's composite mse_loss warns of a resized output). Those not served go below ``KEY``."""
+    Autograd, its NonFunctional kind, or CompositeImplicitAutograd). The dispatcher puts the composite kernel at
+    ``KEY`` too, ahead of the fallthrough, so inside a block such an op would run its composite kernel rather
+    than its device kernel (not always alike: ATen's composite mse_loss warns of a resized output). Those not
+    served go below ``KEY``."""
     global _shadowed_names
     if _shadowed_names is None:
         has = torch._C._dispatch_has_kernel_for_dispatch_key
-        composite = ("CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
+        composite = ("CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional",
+                     "CompositeImplicitAutograd")
         _shadowed_names = [name[len("aten::"):] for name in torch._C._dispatch_get_all_op_names()
                            if name.startswith("aten::") and has(name, device.dispatch_key)
                            and any(has(name, key) for key in composite)]
