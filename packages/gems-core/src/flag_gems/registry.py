@@ -109,13 +109,9 @@ class AtenKernel:
         """The same call, not counted as a fallback (for calls gems never took)."""
         kernel = self._kernel
         if kernel is None:
-            self._tensor_slots = _tensor_slots(self.name)
+            self._tensor_slots = tensor_slots(self.name)
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
-        for i in self._tensor_slots:
-            if i < len(args) and isinstance(args[i], (bool, int, float)):
-                args = _wrap_numbers(args, self._tensor_slots)
-                break
-        return kernel.call_boxed(self._keyset, *args, **kwargs)
+        return kernel.call_boxed(self._keyset, *wrap_numbers(args, self._tensor_slots), **kwargs)
 
 
     def decomposed(self, *args, quietly: bool = False, **kwargs):
@@ -133,7 +129,7 @@ class AtenKernel:
             _inside_kernel.active = inside
 
 
-def _tensor_slots(name: str) -> tuple[int, ...]:
+def tensor_slots(name: str) -> tuple[int, ...]:
     """Positions of the overload's positional Tensor arguments."""
     overload = aten_names.resolve(name)
     if overload is None:
@@ -148,7 +144,11 @@ def _tensor_slots(name: str) -> tuple[int, ...]:
     return tuple(slots)
 
 
-def _wrap_numbers(args: tuple, slots: tuple[int, ...]) -> tuple:
+def wrap_numbers(args: tuple, slots: tuple[int, ...]) -> tuple:
+    """``args`` with the numbers in Tensor ``slots`` (wrapped numbers, which reach Python as numbers) made 0-d
+    CPU tensors again, of a dtype that keeps ATen's promotion (``args`` itself when there is none)."""
+    if not any(i < len(args) and isinstance(args[i], (bool, int, float)) for i in slots):
+        return args
     from flag_gems.promotion import promote
 
     tensors = [a for a in args if isinstance(a, torch.Tensor)]

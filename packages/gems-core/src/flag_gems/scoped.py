@@ -47,10 +47,14 @@ _registered = _Set()
 
 
 def _below(name: str) -> Callable:
-    """The overload called again with ``KEY`` left out: ATen's kernel for whichever backend the tensors have."""
+    """The overload called again with ``KEY`` left out: ATen's kernel for whichever backend the tensors have.
+    A wrapped number (a Python scalar ATen made a 0-d tensor) reaches Python as a number; the overload's
+    Tensor slot takes it as a 0-d tensor again."""
     overload = aten_names.resolve(name)
+    slots = registry.tensor_slots(name)
 
     def below(*args, **kwargs):
+        args = registry.wrap_numbers(args, slots)
         with torch._C._ExcludeDispatchKeyGuard(_KEYSET):
             return overload(*args, **kwargs)
 
