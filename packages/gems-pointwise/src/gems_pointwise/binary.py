@@ -679,9 +679,14 @@ def _binary_gcd(a, b, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constex
 
 
 @triton.jit
+def _magnitudes(x, y):
+    # |x| and |y|, broadcast to one shape and dtype.
+    return tl.abs(x) + y * 0, tl.abs(y) + x * 0
+
+
+@triton.jit
 def _gcd(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr):
-    a = tl.abs(x) + y * 0
-    b = tl.abs(y) + x * 0
+    a, b = _magnitudes(x, y)
     if tl.min(tl.minimum(a, b), axis=0) < 0:
         b = _euclid_gcd(a, b)
     else:
@@ -710,8 +715,7 @@ def _fits_int32(a, b):
 def _gcd64(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, WIDE_STEPS: tl.constexpr,
            WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr, NARROW: tl.constexpr):
     # int64 gcd: a block below 2**31 in magnitude runs the 32-bit loop (its gcd is the same), others _gcd.
-    a = tl.abs(x) + y * 0
-    b = tl.abs(y) + x * 0
+    a, b = _magnitudes(x, y)
     if NARROW:
         if _fits_int32(a, b):
             a32 = a.to(tl.int32)
@@ -726,21 +730,24 @@ def _gcd64(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, W
 
 
 @triton.jit
+def _lcm_by_division(x, y, g):
+    # ATen's |x / g * y|; 0 where g is (x and y both 0).
+    return tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+
+
+@triton.jit
 def _lcm(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, INVERSE: tl.constexpr):
     if INVERSE:
         # x / g is exact: x >> twos times the inverse of g's odd part modulo 2**bits, in place of a division
         # (Euclid's branch keeps the division).
-        a = tl.abs(x) + y * 0
-        b = tl.abs(y) + x * 0
+        a, b = _magnitudes(x, y)
         if tl.min(tl.minimum(a, b), axis=0) < 0:
-            g = _euclid_gcd(a, b)
-            r = tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+            r = _lcm_by_division(x, y, _euclid_gcd(a, b))
         else:
             odd, twos, zero = _binary_gcd(a, b, STEPS, BFIND, LEAN)
             r = tl.where(zero, 0, tl.abs((x >> twos) * _inverse_of_odd(odd) * y))
     else:
-        g = _gcd(x, y, STEPS, BFIND, LEAN)
-        r = tl.where(g == 0, 0, tl.abs(x // tl.where(g == 0, 1, g) * y))
+        r = _lcm_by_division(x, y, _gcd(x, y, STEPS, BFIND, LEAN))
     return r
 
 
@@ -763,8 +770,7 @@ def _lcm64(x, y, STEPS: tl.constexpr, BFIND: tl.constexpr, LEAN: tl.constexpr, I
            WIDE_STEPS: tl.constexpr, WIDE_BFIND: tl.constexpr, WIDE_LEAN: tl.constexpr,
            WIDE_INVERSE: tl.constexpr, NARROW: tl.constexpr):
     if NARROW:
-        a = tl.abs(x) + y * 0
-        b = tl.abs(y) + x * 0
+        a, b = _magnitudes(x, y)
         if _fits_int32(a, b):
             r = _narrow_lcm(a, b, STEPS, BFIND, LEAN, INVERSE)
         else:
