@@ -113,7 +113,6 @@ class AtenKernel:
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
         return kernel.call_boxed(self._keyset, *wrap_numbers(args, self._tensor_slots), **kwargs)
 
-
     def decomposed(self, *args, quietly: bool = False, **kwargs):
         """The same call (``quietly``: not counted as a fallback), with the ops that ATen's kernel calls in
         turn reaching gems again: a composite kernel's decomposition. On the interpreter a call into ATen

@@ -15,6 +15,7 @@ keep ATen's kernels, autograd's own threads inherit the block's state for the gr
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from operator import attrgetter
@@ -46,6 +47,7 @@ class _Set:
 _registered = _Set()
 
 
+@functools.cache
 def _below(name: str) -> Callable:
     """The overload called again with ``KEY`` left out: ATen's kernel for whichever backend the tensors have.
     A wrapped number (a Python scalar ATen made a 0-d tensor) reaches Python as a number; the overload's
@@ -84,6 +86,12 @@ def _on_device_only(fn: Callable, below: Callable) -> Callable:
     return scoped
 
 
+def _kernel_for(entry: registry.Entry, record: bool) -> Callable:
+    """What ``KEY`` holds for ``entry``: registry's wrapper, on a GPU behind the check of the tensors' device."""
+    fn = registry.wrapper_for(entry, record)
+    return fn if device.interpreter else _on_device_only(fn, _below(entry.name))
+
+
 _shadowed_names: list[str] | None = None
 
 
@@ -118,10 +126,7 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
         _registered.fallthrough.fallback_fallthrough()
     handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
     for name, entry in entries.items():
-        fn = registry.wrapper_for(entry, record)
-        if not device.interpreter:
-            fn = _on_device_only(fn, _below(name))
-        handle.impl(name, KEY, fn, False)
+        handle.impl(name, KEY, _kernel_for(entry, record), False)
     for name in _shadowed():
         if name not in entries:
             handle.impl(name, KEY, _below(name), False)
@@ -184,12 +189,9 @@ def _promote(promoted: registry.Entry) -> None:
     # the importing one, as registry does for what enable() serves.
     if _registered.entries.get(promoted.name) is not promoted:
         return
-    fn = registry.wrapper_for(promoted, _registered.record)
-    if not device.interpreter:
-        fn = _on_device_only(fn, _below(promoted.name))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
-        _registered.handle.impl(promoted.name, KEY, fn, False)
+        _registered.handle.impl(promoted.name, KEY, _kernel_for(promoted, _registered.record), False)
 
 
 registry.promotion_hooks.append(_promote)
