@@ -24,6 +24,8 @@ k-th smallest order-preserving key 8 bits at a time from a 256-bin histogram (2 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -326,7 +328,17 @@ def sort_tiles(lane_count: int, length: int) -> tuple[int, int, int]:
     return block_l, block_r, max(4, min(16, block_l * block_r // 256))
 
 
-_plans: dict[tuple, tuple] = {}
+_plans: dict[tuple, object] = {}
+
+
+def _cached_plan(key: tuple, build: Callable[[], object]):
+    """The plan kept for ``key``, built (``build()``) at its first use; the cache is emptied when full."""
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        plan = _plans[key] = build()
+    return plan
 
 
 def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, values=None, indices=None):
@@ -353,10 +365,8 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
     idx = torch.empty(out_shape, dtype=torch.int64, device=x.device)
     if vals.numel():
         key = (source.shape, d, x.dtype, what, which, descending, count, k, lay.force_int64)
-        plan = _plans.get(key)
-        if plan is None:
-            if len(_plans) >= MAX_PLANS:
-                _plans.clear()
+
+        def build():
             columns = inner > 1
             lane_count = inner if columns else outer
             block_l, block_r, warps = sort_tiles(lane_count, length)
@@ -369,9 +379,10 @@ def _select(x, dim, what, which=0, descending=False, k=None, keepdim=True, value
                 strides = [1, inner, length * inner, 1, count * inner]
             else:  # lanes are whole rows
                 strides = [length, 1, 0, count, 0]
-            plan = _plans[key] = (launcher, (lane_blocks * (outer if columns else 1),),
-                                  [length, count if k is None else k, lane_count, lane_blocks, *strides])
-        launcher, grid, ints = plan
+            return (launcher, (lane_blocks * (outer if columns else 1),),
+                    [length, count if k is None else k, lane_count, lane_blocks, *strides])
+
+        launcher, grid, ints = _cached_plan(key, build)
         args = [source, vals, idx, *ints]
         lay.launch(launcher, grid, args)
     if what in (PICK, MODE) and x.dim() and not keepdim:
@@ -401,16 +412,15 @@ def _radix_pick(x, d: int, which, k, keepdim: bool, values, indices):
     vals = torch.empty(lanes_shape, dtype=x.dtype, device=x.device)
     idx = torch.empty(lanes_shape, dtype=torch.int64, device=x.device)
     key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD, RADIX_BIT_BY_BIT)
-    launcher = _plans.get(key)
-    if launcher is None:
-        if len(_plans) >= MAX_PLANS:
-            _plans.clear()
+
+    def build():
         top, passes, signed = _RADIX_DIGITS[x.dtype]
         block_r = next_power_of_2(length)
         warps = max(4, min(16, block_r // (32 * RADIX_KEYS_PER_THREAD)))
-        launcher = _plans[key] = Launcher(_radix_pick_kernel, dict(WHICH=which, TOP=top, PASSES=passes,
-                                                                   SIGNED=signed, BIT_BY_BIT=RADIX_BIT_BY_BIT,
-                                                                   BLOCK_R=block_r), num_warps=warps)
+        return Launcher(_radix_pick_kernel, dict(WHICH=which, TOP=top, PASSES=passes, SIGNED=signed,
+                                                 BIT_BY_BIT=RADIX_BIT_BY_BIT, BLOCK_R=block_r), num_warps=warps)
+
+    launcher = _cached_plan(key, build)
     lay.launch(launcher, (vals.numel(),), [source, vals, idx, length, 1 if k is None else k])
     if keepdim:
         vals, idx = vals.unsqueeze(d), idx.unsqueeze(d)
@@ -451,11 +461,7 @@ def _two_stage_topk(x, d: int, k: int, largest: bool, values, indices):
         return NotImplemented
     source = x.contiguous()
     key = ("two-stage", source.shape, d, x.dtype, k, largest, TOPK_CHUNK, TOPK_MERGE)
-    plan = _plans.get(key)
-    if plan is None:
-        if len(_plans) >= MAX_PLANS:
-            _plans.clear()
-        plan = _plans[key] = _two_stage_plan(source.shape, d, k, largest)
+    plan = _cached_plan(key, lambda: _two_stage_plan(source.shape, d, k, largest))
     first, first_grid, first_ints, second, second_grid, candidates, second_ints = plan
     out_shape = list(source.shape)
     out_shape[d] = k
