@@ -943,3 +943,23 @@ def test_autotune_keeps_the_fastest_within_budget(monkeypatch, tmp_path):
     assert json.loads((tmp_path / "cache.json").read_text())["shape"]["config"] == configs[2].to_json()
     monkeypatch.setattr(autotune, "budget_s", -1.0)  # no time left: the heuristic's choice stands
     assert autotune.tune((), configs, time_ms) == configs[0]
+
+
+@pytest.mark.parametrize("shape", [(4, 2048, 2048), (16, 2048, 8192), (16, 8192, 2048), (64, 4096, 4096),
+                                   (4096, 16, 14336), (16, 32000, 2048)])
+def test_skinny_products_fill_a_hopper_gpu_without_splitting_k(shape, monkeypatch):
+    # The rule as a 132-SM Hopper GPU sees it: every SM gets a tile of the long side, no K split (one launch),
+    # and no table entry tuned for another skinny shape decides (off, 16x2048x8192 took a 16x4096x14336 entry's
+    # 32 tiles).
+    monkeypatch.setattr(heuristics, "device", type("Device", (), {"interpreter": False}))
+    facts, (m, n, k) = heuristics.DeviceFacts(hopper=True, num_sms=132), shape
+    config = heuristics.matmul_config(1, m, n, k, "f16", facts)
+    tiles = -(-m // config.block_m) * -(-n // config.block_n)
+    assert config.split_k == 1 and tiles >= min(132, -(-max(m, n) // 128))
+    assert (config.block_m if m <= n else config.block_n) == min(64, max(16, min(m, n)))  # the short side's
+    assert config.block_k * 2 == (512 if k >= 4 * max(m, n) else 256)
+    assert heuristics.matmul_config(1, m, n, k, "f32", facts).block_k == 32  # full fp32: its own rule
+    monkeypatch.setattr(heuristics, "SKINNY_FILL", False)
+    if shape == (16, 2048, 8192):
+        old = heuristics.matmul_config(1, m, n, k, "f16", facts)
+        assert -(-m // old.block_m) * -(-n // old.block_n) == 32

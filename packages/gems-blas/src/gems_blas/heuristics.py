@@ -28,6 +28,19 @@ _SMEM_HOPPER = 200 * 1024
 _SMEM_OTHER = 144 * 1024
 # Without a GPU the rules still run, as if on a small device, so that split-K is exercised by tests.
 _INTERPRETER_SMS = 8
+#: Skinny products (a side of 2 to 64, as a decoding step's batch of a few tokens times a weight) on
+#: Hopper: the long side's tile as wide as leaves at least one tile an SM (16 to 128), so that the weight
+#: streams through every SM without a split of K (whose partials need a second kernel), and the rule
+#: rather than the table's nearest entry decides (an entry tuned for one skinny shape starved others
+#: of SMs: 16x2048x8192 took the 16x4096x14336 entry's 64-wide tiles, 32 programs). H100, bf16
+#: nn.Linear kernel time against cuBLAS (tuning/ab_skinny.py): 16x2048x2048 0.86x (split-K rule 0.66x),
+#: 4x8192x2048 0.90x (0.45x), 16x4096x4096 0.94x (0.83x), 64x2048x2048 0.82x (0.62x), and one launch a
+#: call instead of two; shapes with N of 14336 or 32000 unchanged (0.91-1.03x).
+SKINNY_FILL = True
+#: Bytes of K a skinny product's program loads per operand row each step; twice that where K is at
+#: least four times the long side (H100: 16x2048x8192 25.9 us against 29.8, 0.89x cuBLAS; at 4096x4096
+#: and 8192x2048 the longer step tied or lost).
+SKINNY_STEP_BYTES = 256
 
 
 # The on/off options of a matrix-product configuration, as the table names them.
@@ -206,8 +219,11 @@ def rule_config(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFa
         # Few rows (or columns): the product streams the other operand from memory. A narrow tile on the
         # short side, long K steps, a deep pipeline.
         narrow = _pow2_clamp(min(m, n), 16, 64)
-        bm, bn = (narrow, _pow2_clamp(n, 16, 128)) if m <= n else (_pow2_clamp(m, 16, 128), narrow)
-        bk = 256 // elem
+        wide = _fill_width(max(m, n), facts.num_sms) if _fills(batch, m, n, pclass, facts) else None
+        bm, bn = ((narrow, wide or _pow2_clamp(n, 16, 128)) if m <= n
+                  else (wide or _pow2_clamp(m, 16, 128), narrow))
+        long_k = wide is not None and k >= 4 * max(m, n)
+        bk = SKINNY_STEP_BYTES * (2 if long_k else 1) // elem
         warps = 4
         stages = _stages(bm, bn, bk, elem, smem, 5)
     else:
@@ -222,10 +238,23 @@ def rule_config(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFa
     return MatmulConfig(bm, bn, bk, 8, warps, stages, split_for(batch, m, n, k, bm, bn, bk, facts.num_sms))
 
 
+def _fills(batch: int, m: int, n: int, pclass: str, facts: DeviceFacts) -> bool:
+    """Whether SKINNY_FILL shapes this product (see there; timed for 16-bit operands only)."""
+    return SKINNY_FILL and facts.hopper and pclass == "f16" and batch == 1 and min(m, n) <= 64
+
+
+def _fill_width(long_side: int, num_sms: int) -> int:
+    """The widest power of two in [16, 128] that cuts ``long_side`` into at least ``num_sms`` tiles."""
+    width = 16
+    while width < 128 and cdiv(long_side, 2 * width) >= num_sms:
+        width *= 2
+    return width
+
+
 def matmul_config(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFacts) -> MatmulConfig:
     """The configuration for a product of ``batch`` (M x K) @ (K x N) matrices (M, N, K >= 1)."""
     config = None
-    if facts.hopper:
+    if facts.hopper and not _fills(batch, m, n, pclass, facts):
         config = table_config(batch, m, n, k, pclass)
     if config is None:
         return rule_config(batch, m, n, k, pclass, facts)
