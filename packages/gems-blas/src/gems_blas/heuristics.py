@@ -32,7 +32,8 @@ _INTERPRETER_SMS = 8
 #: Hopper: the long side's tile as wide as leaves at least one tile an SM (16 to 128), so that the weight
 #: streams through every SM without a split of K (whose partials need a second kernel), and the rule
 #: rather than the table's nearest entry decides (an entry tuned for one skinny shape starved others
-#: of SMs: 16x2048x8192 took the 16x4096x14336 entry's 64-wide tiles, 32 programs). H100, bf16
+#: of SMs: 16x2048x8192 took the 16x4096x14336 entry's 64-wide tiles, 32 programs); the shapes the
+#: table holds keep their entries (16x4096x14336: 63.0 us with the rule, 55.6 with its entry). H100, bf16
 #: nn.Linear kernel time against cuBLAS (tuning/ab_skinny.py): 16x2048x2048 0.86x (split-K rule 0.66x),
 #: 4x8192x2048 0.90x (0.45x), 16x4096x4096 0.94x (0.83x), 64x2048x2048 0.82x (0.62x), and one launch a
 #: call instead of two; shapes with N of 14336 or 32000 unchanged (0.91-1.03x).
@@ -171,15 +172,16 @@ def _table() -> dict[str, list[tuple[bool, float, float, float, MatmulConfig]]]:
     return table
 
 
-def table_config(batch: int, m: int, n: int, k: int, pclass: str):
-    """The tuned configuration of the nearest table shape (each of M, N, K within a factor of 2), or None."""
+def table_config(batch: int, m: int, n: int, k: int, pclass: str, reach: float = 1.0):
+    """The tuned configuration of the nearest table shape (each of M, N, K within a factor of 2**reach), or
+    None."""
     lm, ln, lk = math.log2(m), math.log2(n), math.log2(k)
     best, best_distance = None, math.inf
     for batched, em, en, ek, config in _table().get(pclass, ()):
         if batched != (batch > 1):
             continue
         d = (abs(lm - em), abs(ln - en), abs(lk - ek))
-        if max(d) <= 1.0 and sum(d) < best_distance:
+        if max(d) <= reach and sum(d) < best_distance:
             best, best_distance = config, sum(d)
     return best
 
@@ -254,8 +256,9 @@ def _fill_width(long_side: int, num_sms: int) -> int:
 def matmul_config(batch: int, m: int, n: int, k: int, pclass: str, facts: DeviceFacts) -> MatmulConfig:
     """The configuration for a product of ``batch`` (M x K) @ (K x N) matrices (M, N, K >= 1)."""
     config = None
-    if facts.hopper and not _fills(batch, m, n, pclass, facts):
-        config = table_config(batch, m, n, k, pclass)
+    if facts.hopper:
+        # A skinny shape the table holds keeps its tuned entry; its neighbours take the rule (SKINNY_FILL).
+        config = table_config(batch, m, n, k, pclass, 0.0 if _fills(batch, m, n, pclass, facts) else 1.0)
     if config is None:
         return rule_config(batch, m, n, k, pclass, facts)
     if config.split_k > 1:
