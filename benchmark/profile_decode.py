@@ -9,12 +9,16 @@ per ATen op, ATen first, then gems. Diagnostics for issue work, not a benchmark 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import flag_gems
-from benchmark import decoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's benchmark package
+from benchmark import decoder  # noqa: E402
 
 
 def table(model, token, steps: int, rows: int, label: str) -> None:
