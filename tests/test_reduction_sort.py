@@ -298,16 +298,14 @@ def test_topk_two_stages_out_and_other_dims(two_stages):
     assert_equal(wide_top.values, columns.values.float())
 
 
-@pytest.fixture(params=[False, True], ids=["histograms", "bit_by_bit"])
-def radix(request, monkeypatch):
-    """kthvalue and the medians of long rows on the radix select (8 bits a pass, or one bit a step): on the
-    interpreter the register sort's limit is lowered so that short rows take it; on a GPU rows past its limit
-    do."""
+@pytest.fixture
+def radix(monkeypatch):
+    """kthvalue and the medians of long rows on the radix select: on the interpreter the register sort's limit
+    is lowered so that short rows take it; on a GPU rows past its limit do."""
     from gems_reduction import sort as sort_module
 
     monkeypatch.setattr(sort_module, "RADIX_SELECT", True)
     monkeypatch.setattr(sort_module, "RADIX_MAX_ITEMSIZE", 8)
-    monkeypatch.setattr(sort_module, "RADIX_BIT_BY_BIT", request.param)
     if DEVICE == "cuda":
         return 3000
     monkeypatch.setattr(sort_module, "MAX_ROW", 32)

@@ -29,9 +29,6 @@ SETTINGS = {
     "off": {"RADIX_SELECT": False},
     "radix": {"RADIX_SELECT": True, "RADIX_MAX_ITEMSIZE": 8},
     "radix 8/thread": {"RADIX_SELECT": True, "RADIX_MAX_ITEMSIZE": 8, "RADIX_KEYS_PER_THREAD": 8},
-    "bit by bit": {"RADIX_SELECT": True, "RADIX_MAX_ITEMSIZE": 8, "RADIX_BIT_BY_BIT": True},
-    "bit by bit 8/thread": {"RADIX_SELECT": True, "RADIX_MAX_ITEMSIZE": 8, "RADIX_BIT_BY_BIT": True,
-                            "RADIX_KEYS_PER_THREAD": 8},
 }
 #: The register sort's row limit in ``--smoke``, so that rows of a few hundred take the radix select.
 SMOKE_ROW_LIMIT = 128

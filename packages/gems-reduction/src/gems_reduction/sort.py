@@ -54,9 +54,6 @@ RADIX_MAX_ITEMSIZE = 2
 RADIX_MAX_ROW = 16384
 #: Keys a thread holds in the radix select (its warps: the row's keys / 32 / this, 4 to 16).
 RADIX_KEYS_PER_THREAD = 32
-#: The radix select one bit a step (a count of the candidates with a 0) instead of 8 bits a pass (a 256-bin
-#: histogram): 32 sums for a float32 row against 4 histograms. Not timed on a GPU yet (tuning/ab_select.py).
-RADIX_BIT_BY_BIT = False
 #: topk with k up to this picks the best k one at a time (k min-reductions) instead of sorting.
 SELECT_UP_TO = 16
 #: topk of 16-bit rows longer than the register sort takes: 0 hands them to ATen; else the elements a program
@@ -217,25 +214,9 @@ def _pick_by_histograms(bits, chosen, k, PASSES: tl.constexpr, SIGNED: tl.conste
 
 
 @triton.jit
-def _pick_bit_by_bit(bits, chosen, k, WIDTH: tl.constexpr, SIGNED: tl.constexpr):
-    """``_pick_by_histograms``'s result one bit a step, from the top: the k-th smallest has a 0 there when at
-    least k of the candidates do. A count is one sum where a histogram bins every candidate."""
-    for b in tl.static_range(WIDTH):
-        bit = (bits >> (WIDTH - 1 - b)) & 1
-        if SIGNED and b == 0:
-            bit = bit ^ 1  # the sign bit: negative keys order first
-        zeros = tl.sum((chosen & (bit == 0)).to(tl.int32), 0)
-        one = zeros < k
-        k = tl.where(one, k - zeros, k)
-        chosen = chosen & (bit == one.to(tl.int32))
-    return chosen, k
-
-
-@triton.jit
 def _radix_pick_kernel(x_ptr, values_ptr, indices_ptr, R, K, WHICH: tl.constexpr, TOP: tl.constexpr,
-                       PASSES: tl.constexpr, SIGNED: tl.constexpr, BIT_BY_BIT: tl.constexpr,
-                       BLOCK_R: tl.constexpr):
-    """The k-th smallest of each contiguous row (or its median) by a radix select over 8-bit digits, or bits."""
+                       PASSES: tl.constexpr, SIGNED: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The k-th smallest of each contiguous row (or its median) by a radix select over 8-bit digits."""
     row = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, BLOCK_R)
     inside = r < R
@@ -253,10 +234,7 @@ def _radix_pick_kernel(x_ptr, values_ptr, indices_ptr, R, K, WHICH: tl.constexpr
             k = tl.where(nans > 0, R - nans + 1, (R - 1) // 2 + 1)
         else:
             k = tl.maximum(R - nans - 1, 0) // 2 + 1
-    if BIT_BY_BIT:
-        chosen, k = _pick_bit_by_bit(bits, inside, k, 8 * PASSES, SIGNED)
-    else:
-        chosen, k = _pick_by_histograms(bits, inside, k, PASSES, SIGNED)
+    chosen, k = _pick_by_histograms(bits, inside, k, PASSES, SIGNED)
     # The k-th of the equal keys in position order: the element a stable sort puts at the k-th place.
     index = tl.min(tl.where(chosen & (tl.cumsum(chosen.to(tl.int32), 0) == k), r, BLOCK_R), 0)
     tl.store(values_ptr + row, tl.load(x_ptr + row * R + index))
@@ -411,14 +389,14 @@ def _radix_pick(x, d: int, which, k, keepdim: bool, values, indices):
     lanes_shape = source.shape[:-1]
     vals = torch.empty(lanes_shape, dtype=x.dtype, device=x.device)
     idx = torch.empty(lanes_shape, dtype=torch.int64, device=x.device)
-    key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD, RADIX_BIT_BY_BIT)
+    key = ("radix", length, x.dtype, which, RADIX_KEYS_PER_THREAD)
 
     def build():
         top, passes, signed = _RADIX_DIGITS[x.dtype]
         block_r = next_power_of_2(length)
         warps = max(4, min(16, block_r // (32 * RADIX_KEYS_PER_THREAD)))
         return Launcher(_radix_pick_kernel, dict(WHICH=which, TOP=top, PASSES=passes, SIGNED=signed,
-                                                 BIT_BY_BIT=RADIX_BIT_BY_BIT, BLOCK_R=block_r), num_warps=warps)
+                                                 BLOCK_R=block_r), num_warps=warps)
 
     launcher = _cached_plan(key, build)
     lay.launch(launcher, (vals.numel(),), [source, vals, idx, length, 1 if k is None else k])
