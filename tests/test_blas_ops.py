@@ -972,3 +972,24 @@ def test_skinny_shapes_of_the_table_keep_their_entries(monkeypatch):
         if entry.get("batch", 1) == 1 and min(entry["m"], entry["n"]) <= 64:
             expected = heuristics.MatmulConfig.from_json(entry["config"])
             assert heuristics.matmul_config(1, entry["m"], entry["n"], entry["k"], "f16", facts) == expected
+
+
+@pytest.mark.parametrize("m, n, k", [(4, 40, 600), (24, 72, 96)])
+def test_skinny_rule_configuration_computes_the_product(m, n, k, monkeypatch):
+    # The configuration the skinny rule gives a Hopper GPU (16-wide tiles of the long side, 256 or 512 B of K a
+    # step, no split), run on nn.Linear's layout (the weight transposed) through the Hopper kernel's code.
+    monkeypatch.setattr(heuristics, "device", type("Device", (), {"interpreter": False}))
+    config = heuristics.matmul_config(1, m, n, k, "f16", heuristics.DeviceFacts(hopper=True, num_sms=132))
+    monkeypatch.undo()
+    assert config.split_k == 1 and config.block_n == 16 and config.block_k == (256 if k >= 4 * n else 128)
+    a, w = _rand((1, m, k), torch.bfloat16), _rand((1, n, k), torch.bfloat16, scale=k**-0.5)
+    b = w.transpose(1, 2)
+    ref64 = torch.bmm(*_refs(a, b))
+    with mm_module.forced_kernel("tma"):
+        out = torch.empty((1, m, n), dtype=torch.bfloat16, device=a.device)
+        layout = mm_module.operand_layout(a.get_device(), a, b, 1, m, n, k, a.stride(), b.stride())
+        key = mm_module.plan_key(layout, out, torch.bfloat16, 1, m, n, k, None, out.stride(), None)
+        plan = mm_module.plan_for(key, config)
+        call = mm_module.layout_call(plan, layout, out, a, b, None, 1, m, n, k, out.stride(), None)
+        call(out, a, b, None, 1.0, 0.0)
+    _check(out, ref64, torch.bmm(a, b), torch.bfloat16, k)
