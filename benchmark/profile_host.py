@@ -72,7 +72,8 @@ def stub_launches() -> None:
 
     plugins.discover()  # the families import their kernels as the interpreter wants them
     device.interpreter = False
-    launch._current_stream = lambda: 0
+    launch._raw_stream = lambda index: 0
+    launch._current_device = lambda: 0
     launch._direct_call = lambda kernel, constexprs: (_no_launch, None, (), constexprs)
     make = launch.Launcher.__init__
 

@@ -142,7 +142,8 @@ def test_the_direct_launch_passes_tensors_as_their_addresses(monkeypatch):
 
     monkeypatch.setattr(launch_module, "_direct_call", lambda kernel, constexprs: (compiled_launcher, "fn", ("h",),
                                                                                    constexprs))
-    monkeypatch.setattr(launch_module, "_current_stream", lambda: 7)
+    monkeypatch.setattr(launch_module, "_raw_stream", lambda index: 7 + index)
+    monkeypatch.setattr(launch_module, "_current_device", lambda: 0)
     launcher = launch_module.Launcher(Kernel(), {"BLOCK": 16})
     launcher._direct = True
     x, out = torch.randn(4), torch.empty(4)

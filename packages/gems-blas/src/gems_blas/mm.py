@@ -794,7 +794,8 @@ def cached_call(key: tuple, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor
     if entry is None:
         return None
     shape, dtype, dev, call = entry
-    out = torch.empty(shape, dtype=dtype, device=dev)
+    # new_empty takes a's device without building a torch.device: Python's cheapest allocation on the GPU.
+    out = a.new_empty(shape) if dtype is a.dtype else torch.empty(shape, dtype=dtype, device=dev)
     # beta == 0: the input is not read at all, so NaN or Inf in it never shows (ATen's rule).
     call(out, a, b, bias if beta != 0 else None, float(alpha), float(beta))
     return out

@@ -18,13 +18,11 @@ from flag_gems.runtime import device
 _runtime_knobs = None
 
 if device.interpreter:
-    _current_stream = None
+    _raw_stream = _current_device = None
 else:
+    # A launch asks for the current device's current stream: two C calls, no Python frame.
     _raw_stream = torch._C._cuda_getCurrentRawStream
     _current_device = torch._C._cuda_getDevice
-
-    def _current_stream() -> int:
-        return _raw_stream(_current_device())
 
 
 _I32 = range(-(2**31), 2**31)
@@ -71,56 +69,48 @@ class Launcher:
         self.options = options
         self._compiled: dict[tuple, tuple] = {}
         self._direct = not device.interpreter
-        # A compiled kernel is loaded into one device's context: with several GPUs, key by device.
         self._per_device = self._direct and device.device_count() > 1
 
     def __call__(self, grid: tuple, args: list, spec_key: tuple | None = None) -> None:
         """Launch on ``grid`` (1 to 3 sizes) with the kernel's non-constexpr ``args`` in order."""
-        if self._direct and spec_key is not None:
-            if self._per_device:
-                spec_key = (_current_device(), *spec_key)
-            compiled = self._compiled.get(spec_key)
-            if compiled is not None and _no_launch_hook():
-                # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and
-                # then the driver whether it is a device pointer (the dispatcher already put them there).
-                # (A launch key fixes which arguments are tensors; None is Triton's null pointer.)
-                args = [*args]
-                for i in compiled[4]:
-                    a = args[i]
-                    if a is not None:
-                        args[i] = a.data_ptr()
-                _launch_compiled(compiled, grid, args)
-                return
+        if spec_key is not None and self.launch_addresses(grid, args, spec_key, tensors=True):
+            return
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
             pointers = tuple([i for i, a in enumerate(args) if isinstance(a, _Tensor)])
-            self._compiled[spec_key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers)
+            # A compiled kernel is loaded into one device's context: with several GPUs, kept by device.
+            key = (_current_device(), *spec_key) if self._per_device else spec_key
+            self._compiled[key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers)
 
-    def launch_addresses(self, grid: tuple, addresses: list, spec_key: tuple) -> bool:
+    def launch_addresses(self, grid: tuple, addresses: list, spec_key: tuple, tensors: bool = False) -> bool:
         """The direct launch of a kernel compiled for ``spec_key``, with ``addresses``: its arguments with each
-        tensor given as its ``data_ptr()`` (None stays Triton's null pointer). False when there is none to
-        take (on the interpreter, before the first launch for ``spec_key``, or while a profiler's launch
-        hook is installed): nothing is launched, and the caller launches through ``__call__`` instead."""
+        tensor given as its ``data_ptr()`` (None stays Triton's null pointer), or with ``tensors``, as given.
+        False when there is none to take (on the interpreter, before the first launch for ``spec_key``, or
+        while a profiler's launch hook is installed): nothing is launched, and the caller launches through
+        ``__call__`` instead. One Python frame from the caller to Triton's C launcher: this runs every call."""
         if not self._direct:
             return False
-        compiled = self._compiled.get((_current_device(), *spec_key) if self._per_device else spec_key)
-        if compiled is None or not _no_launch_hook():
+        index = _current_device()
+        compiled = self._compiled.get((index, *spec_key) if self._per_device else spec_key)
+        if compiled is None:
             return False
-        _launch_compiled(compiled, grid, addresses)
+        hooks = _runtime_knobs.launch_enter_hook  # a profiler's hook must see each launch, through Triton
+        if getattr(hooks, "calls", hooks):
+            return False
+        launch, function, head, tail, pointers = compiled
+        if tensors:
+            # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and then
+            # the driver whether it is a device pointer (the dispatcher already put them there). A launch key
+            # fixes which arguments are tensors; None is Triton's null pointer. The caller's list stays.
+            addresses = [*addresses]
+            for i in pointers:
+                a = addresses[i]
+                if a is not None:
+                    addresses[i] = a.data_ptr()
+        size = len(grid)
+        launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _raw_stream(index), function,
+               *head, *addresses, *tail)
         return True
-
-
-def _no_launch_hook() -> bool:
-    """Whether no profiler has installed a launch hook: one that has must see each launch, through Triton."""
-    hooks = _runtime_knobs.launch_enter_hook
-    return not getattr(hooks, "calls", hooks)
-
-
-def _launch_compiled(compiled: tuple, grid: tuple, addresses: list) -> None:
-    launch, function, head, tail, _ = compiled
-    size = len(grid)
-    launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _current_stream(), function,
-           *head, *addresses, *tail)
 
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:

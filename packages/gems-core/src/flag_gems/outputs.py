@@ -49,15 +49,13 @@ _same_storage = torch._C._is_alias_of
 def check_no_partial_overlap(out: torch.Tensor, inputs) -> None:
     """Raise ATen's error when ``out`` and an input share some memory but are not the same tensor.
 
-    As ATen decides it: only tensors that are dense in memory are compared; equal memory ranges count
-    as the same tensor (in-place use), any other overlap within one storage is an error. Address ranges
-    come first, so that a call whose tensors lie apart asks for no storage.
+    As ATen decides it: only tensors of one storage that are dense in memory are compared; equal memory
+    ranges count as the same tensor (in-place use), any other overlap is an error. The storage test comes
+    first: one C call settles the usual case, tensors of different storages.
     """
-    if out.numel() == 0:
-        return
     out_range = None
     for t in inputs:
-        if t is out or t.numel() == 0:
+        if t is out or not _same_storage(t, out) or t.numel() == 0 or out.numel() == 0:
             continue
         if out_range is None:
             if not is_non_overlapping_and_dense(out):
@@ -68,7 +66,6 @@ def check_no_partial_overlap(out: torch.Tensor, inputs) -> None:
         start, end = _memory_range(t)
         if (start, end) == out_range or end <= out_range[0] or out_range[1] <= start:
             continue
-        if _same_storage(t, out):
-            raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to "
-                               "tensor refer to a single memory location. Please clone() the tensor before "
-                               "performing the operation.")
+        raise RuntimeError("unsupported operation: some elements of the input tensor and the written-to "
+                           "tensor refer to a single memory location. Please clone() the tensor before "
+                           "performing the operation.")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from operator import attrgetter
 
 import torch
+from torch.library import fallthrough_kernel
 
 from flag_gems import aten_names, registry
 from flag_gems.runtime import device
@@ -100,7 +101,7 @@ def _shadowed() -> list[str]:
     Autograd, its NonFunctional kind, or CompositeImplicitAutograd). The dispatcher puts the composite kernel at
     ``KEY`` too, ahead of the fallthrough, so inside a block such an op would run its composite kernel rather
     than its device kernel (not always alike: ATen's composite mse_loss warns of a resized output). Those not
-    served go below ``KEY``."""
+    served fall through ``KEY``."""
     global _shadowed_names
     if _shadowed_names is None:
         has = torch._C._dispatch_has_kernel_for_dispatch_key
@@ -129,7 +130,9 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
         handle.impl(name, KEY, _kernel_for(entry, record), False)
     for name in _shadowed():
         if name not in entries:
-            handle.impl(name, KEY, _below(name), False)
+            # A fallthrough of its own: the call stays in the dispatcher (a Python kernel going below ``KEY``
+            # cost a decoding step's cat about 10 us a call).
+            handle.impl(name, KEY, fallthrough_kernel, False)
     _registered.source, _registered.entries, _registered.record, _registered.handle = source, entries, record, handle
     _registered.others = {n: e for n, e in source.items() if e.autograd}
 

@@ -63,6 +63,7 @@ def _copy_kernel(src_dtype: torch.dtype, dst_dtype: torch.dtype):
 # Whether a tensor is on the device our kernels run on, read without building a torch.device.
 _on_device = operator.attrgetter("is_cpu" if _DEVICE_TYPE == "cpu" else "is_cuda")
 _STRIDED = torch.strided
+_same_storage = torch._C._is_alias_of
 
 
 def _plain(t) -> bool:
@@ -114,8 +115,7 @@ def _broadcasts(src: torch.Tensor, dst: torch.Tensor) -> bool:
 def copy_(self, src, non_blocking=False):
     """Copies ``src`` (broadcast to ``self``'s shape, converted to its dtype) into ``self``."""
     if (not _plain(self) or not _plain(src) or self.get_device() != src.get_device() or not _broadcasts(src, self)
-            or ((self._is_view() or src._is_view())
-                and self.untyped_storage().data_ptr() == src.untyped_storage().data_ptr())):
+            or _same_storage(self, src)):
         # Shared memory: ATen tells the harmless cases (the same view, disjoint slices) from overlaps.
         return _ATEN_COPY(self, _as_tensor(src), non_blocking)
     if src.shape != self.shape:
