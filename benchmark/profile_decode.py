@@ -1,9 +1,11 @@
 """Where a decoding step of the small Llama spends its time, with and without gems.
 
     python benchmark/profile_decode.py [--steps N] [--rows N]
+    python benchmark/profile_decode.py --time [--steps N]
 
 Prints torch.profiler's tables for a few greedy decoding steps: device time per kernel and host time
-per ATen op, ATen first, then gems. Diagnostics for issue work, not a benchmark of record.
+per ATen op, ATen first, then gems; with ``--time``, milliseconds a token instead (no profiler), five
+rounds of ATen and gems in turn. Diagnostics for issue work, not a benchmark of record.
 """
 
 from __future__ import annotations
@@ -52,13 +54,42 @@ def python_profile(model, token, steps: int, rows: int) -> None:
     print(f"\n===== gems: {steps} steps, cProfile by own time\n{text.getvalue()}")
 
 
+def per_token(model, token, steps: int) -> None:
+    """Milliseconds a token, ATen and gems in turn (the benchmark's decode row, without its harness)."""
+    import statistics
+    import time
+
+    def ms() -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.decode(token, 256, steps)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps * 1e3
+
+    ms()
+    with flag_gems.use_gems():
+        ms()
+    aten, gems = [], []
+    for _ in range(5):
+        aten.append(ms())
+        with flag_gems.use_gems():
+            gems.append(ms())
+    a, g = statistics.median(aten), statistics.median(gems)
+    print(f"decoding step, {steps} tokens a round: ATen {a:.2f} ms a token, gems {g:.2f} ({g / a:.2f}x); "
+          f"rounds ATen {[round(v, 2) for v in aten]}, gems {[round(v, 2) for v in gems]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rows", type=int, default=18)
+    parser.add_argument("--time", action="store_true", help="milliseconds a token, no profiler")
     opts = parser.parse_args()
     model = decoder.Decoder(decoder.LLAMA_1B, "cuda", torch.bfloat16)
     token = torch.zeros(1, 1, dtype=torch.int64, device="cuda")
+    if opts.time:
+        per_token(model, token, max(opts.steps, 32))
+        return
     table(model, token, opts.steps, opts.rows, "ATen")
     with flag_gems.use_gems():
         table(model, token, opts.steps, opts.rows, "gems")
