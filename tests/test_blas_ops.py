@@ -720,6 +720,24 @@ def test_gemv_rules(rule, bias):
     _check(y, ref64, ref64, torch.bfloat16, k)
 
 
+def test_gemv_splits_a_column_major_matrix_only_below_its_own_threshold(monkeypatch):
+    # x @ W with W row-major reaches the matrix-vector kernel as a column-major matrix: its K is split only
+    # when the row blocks give fewer than column_programs_per_sm programs an SM (partials and a finish kernel
+    # cost more than the programs they add); a row-major matrix keeps programs_per_sm.
+    from flag_gems.runtime import device
+
+    monkeypatch.setattr(device, "interpreter", False)
+    hopper = heuristics.DeviceFacts(True, 132)
+    rule = heuristics.GemvRule(16384)
+    unsplit = heuristics.gemv_config(4096, 4096, False, 2, hopper, rule)  # 128 blocks of 32 rows
+    assert (unsplit.split_k, unsplit.block_k) == (1, 512)  # fewer programs than SMs: steps of twice the bytes
+    assert heuristics.gemv_config(8192, 4096, False, 2, hopper, rule).block_k == 256
+    assert heuristics.gemv_config(1024, 4096, False, 2, hopper, rule).split_k == 2  # 32 blocks: below 66
+    assert heuristics.gemv_config(4096, 4096, True, 2, hopper, rule).split_k > 1
+    old = heuristics.GemvRule(16384, column_programs_per_sm=2)
+    assert heuristics.gemv_config(4096, 4096, False, 2, hopper, old).split_k == 2
+
+
 def test_mv_addmv_out_inplace_and_empty():
     a, x, bias = _rand((30, 40), torch.float32), _rand((40,), torch.float32), _rand((30,), torch.float32)
     out, out2, inplace = torch.empty(30, device=DEVICE), torch.empty(0, device=DEVICE), bias.clone()

@@ -109,13 +109,15 @@ class ProductCase:
 
 @dataclasses.dataclass
 class GemvCase:
-    """y = A @ x (+ bias: addmv) with A (M x K) row-major."""
+    """y = A @ x (+ bias: addmv) with A (M x K) row-major; with ``columns``, A column-major: the product
+    x @ W of a row vector and a row-major (K x M) W, as ATen's mm computes it."""
 
     name: str
     m: int
     k: int
     dtype: torch.dtype
     bias: bool = False
+    columns: bool = False
 
 
 def _configs(*labels: str) -> list[MatmulConfig]:
@@ -261,8 +263,18 @@ GEMV_CANDIDATES = [
     GemvRule(32768, 512, 16, 1, 2), GemvRule(16384, 1024, 8, 1, 2), GemvRule(65536, 1024, 16, 1, 1),
     GemvRule(16384, 256, 8, 3, 2), GemvRule(32768, 512, 8, 2, 2), GemvRule(32768, 512, 8, 1, 0.5),
 ]
+# x @ W with W row-major (a column-major matrix to the kernel): its runs are 32 rows of 64 bytes, so K is split
+# only below column_programs_per_sm (0.5: the 4096-row products run unsplit). Candidates: the table's rule with
+# other thresholds (2 was the rows' rule, the old default), and with 32 KB steps.
+_TABLE_GEMV = GemvRule(16384, 1024, 8, 1, 2)
+GEMV_CANDIDATES += [dataclasses.replace(_TABLE_GEMV, column_programs_per_sm=c) for c in (2, 1, 0.25)]
+GEMV_CANDIDATES += [dataclasses.replace(_TABLE_GEMV, step_bytes=32768, column_programs_per_sm=c) for c in (1, 0.5)]
 GEMVS = [GemvCase("mv bf16 14336x4096", 14336, 4096, BF16), GemvCase("mv bf16 4096x14336", 4096, 14336, BF16),
-         GemvCase("addmv bf16 14336x4096", 14336, 4096, BF16, bias=True)]
+         GemvCase("addmv bf16 14336x4096", 14336, 4096, BF16, bias=True),
+         GemvCase("xw bf16 1x4096x4096", 4096, 4096, BF16, columns=True),
+         GemvCase("xw bf16 1x4096x14336", 14336, 4096, BF16, columns=True),
+         GemvCase("xw bf16 1x14336x4096", 4096, 14336, BF16, columns=True),
+         GemvCase("xw bf16 1x2048x8192", 8192, 2048, BF16, columns=True)]
 
 
 def smoke_cases() -> tuple[list[ProductCase], list[GemvCase], list[GemvRule]]:
@@ -281,8 +293,9 @@ def smoke_cases() -> tuple[list[ProductCase], list[GemvCase], list[GemvRule]]:
                     entry=(1, 48, 40, 56)),
         ProductCase("mm-f32 fp32 32x48x64", "mm", (1, 32, 48, 64), FP32, small, tf32x3=True),
     ]
-    gemvs = [GemvCase("mv bf16 200x300", 200, 300, BF16), GemvCase("addmv bf16 100x520", 100, 520, BF16, bias=True)]
-    rules = [GemvRule(32768, 512, 8, 2, 2), GemvRule(16384, 256, 8, 1, 4)]
+    gemvs = [GemvCase("mv bf16 200x300", 200, 300, BF16), GemvCase("addmv bf16 100x520", 100, 520, BF16, bias=True),
+             GemvCase("xw bf16 1x72x300", 300, 72, BF16, columns=True)]
+    rules = [GemvRule(32768, 512, 8, 2, 2), GemvRule(16384, 256, 8, 1, 4), GemvRule(16384, 256, 8, 1, 4, 2)]
     return products, gemvs, rules
 
 
@@ -507,10 +520,14 @@ class GemvRun:
         dev = flag_gems.device
         g = torch.Generator(device=dev).manual_seed(0)
         rand = lambda *s: torch.randn(*s, generator=g, device=dev, dtype=FP32).to(case.dtype)  # noqa: E731
-        self.a, self.x = rand(case.m, case.k), rand(case.k) * case.k ** -0.5
+        self.a = rand(case.k, case.m).t() if case.columns else rand(case.m, case.k)
+        self.x = rand(case.k) * case.k ** -0.5
         self.bias = rand(case.m) if case.bias else None
         self.y = torch.empty(case.m, dtype=case.dtype, device=dev)
-        if case.bias:
+        if case.columns:
+            row, weight = self.x.view(1, case.k), self.a.t()
+            self.aten = lambda: torch.mm(row, weight).view(case.m)
+        elif case.bias:
             self.aten = lambda: torch.addmv(self.bias, self.a, self.x)
         else:
             self.aten = lambda: torch.mv(self.a, self.x)
