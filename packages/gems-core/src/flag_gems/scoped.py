@@ -131,7 +131,7 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
     for name in _shadowed():
         if name not in entries:
             # A fallthrough of its own: the call stays in the dispatcher (a Python kernel going below ``KEY``
-            # cost a decoding step's cat about 10 us a call).
+            # cost a decoding step's rotary cat 15 us a call on an H100).
             handle.impl(name, KEY, fallthrough_kernel, False)
     _registered.source, _registered.entries, _registered.record, _registered.handle = source, entries, record, handle
     _registered.others = {n: e for n, e in source.items() if e.autograd}
