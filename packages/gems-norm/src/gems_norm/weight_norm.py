@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from flag_gems import aten_kernel
-from gems_norm.heuristics import MAX_ROW_BLOCK, ReadyLaunch, cdiv, launch, next_pow2, row_tile, warps
+from gems_norm.heuristics import MAX_ROW_BLOCK, Plans, ReadyLaunch, cdiv, launch, next_pow2, row_tile, warps
 from gems_norm.layer_norm import records_graph
 from gems_norm.per_channel import ChannelView, channel_affine, channel_sums
 from gems_norm.semantics import FLOAT_DTYPES
@@ -93,21 +93,21 @@ def _rows(v: torch.Tensor, dim: int | None) -> tuple[int, int] | None:
     return (m, n) if next_pow2(n) <= MAX_ROW_BLOCK else None
 
 
-# The row kernel's launches by (rows, direction, tensor dtypes): a repeated call (each training step's) finds
-# its grid, tile and compiled kernel here and only checks its pointers.
-_ready_rows: dict[tuple, ReadyLaunch] = {}
+def _rows_launch(rows: tuple[int, int], backward: bool, dtypes: tuple) -> ReadyLaunch:
+    block_m, block_n = row_tile(*rows)
+    return ReadyLaunch(_rows_kernel, (cdiv(rows[0], block_m),), warps(block_m * block_n), dtypes, rows,
+                       BLOCK_M=block_m, BLOCK_N=block_n, BACKWARD=backward)
+
+
+#: The row kernel's launches by (rows, direction, tensor dtypes): a repeated call (each training step's) finds
+#: its grid, tile and compiled kernel here and only checks its pointers.
+_row_launches = Plans(_rows_launch)
 
 
 def _launch_rows(rows: tuple[int, int], args: list, backward: bool) -> None:
     dtypes = tuple([a.dtype for a in args])
     key = (rows, backward, dtypes)
-    ready = _ready_rows.get(key)
-    if ready is None:
-        block_m, block_n = row_tile(*rows)
-        if len(_ready_rows) >= 1024:  # shapes that keep changing: keep the cache bounded
-            _ready_rows.clear()
-        ready = _ready_rows[key] = ReadyLaunch(_rows_kernel, (cdiv(rows[0], block_m),), warps(block_m * block_n),
-                                               dtypes, rows, BLOCK_M=block_m, BLOCK_N=block_n, BACKWARD=backward)
+    ready = _row_launches.get(key) or _row_launches.add(key, rows, backward, dtypes)
     ready((*args, *rows))
 
 
