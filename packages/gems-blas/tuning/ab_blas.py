@@ -266,7 +266,7 @@ GEMV_CANDIDATES = [
 # x @ W with W row-major (a column-major matrix to the kernel): its runs are 32 rows of 64 bytes, so K is split
 # only below column_programs_per_sm (0.5: the 4096-row products run unsplit). Candidates: the table's rule with
 # other thresholds (2 was the rows' rule, the old default), and with 32 KB steps.
-_TABLE_GEMV = GemvRule(16384, 1024, 8, 1, 2)
+_TABLE_GEMV = heuristics.gemv_rule("f16", heuristics.DeviceFacts(hopper=True, num_sms=0))  # the table's rule
 GEMV_CANDIDATES += [dataclasses.replace(_TABLE_GEMV, column_programs_per_sm=c) for c in (2, 1, 0.25)]
 GEMV_CANDIDATES += [dataclasses.replace(_TABLE_GEMV, step_bytes=32768, column_programs_per_sm=c) for c in (1, 0.5)]
 GEMVS = [GemvCase("mv bf16 14336x4096", 14336, 4096, BF16), GemvCase("mv bf16 4096x14336", 4096, 14336, BF16),
