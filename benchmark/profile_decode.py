@@ -77,6 +77,12 @@ def per_token(model, token, steps: int) -> None:
     a, g = statistics.median(aten), statistics.median(gems)
     print(f"decoding step, {steps} tokens a round: ATen {a:.2f} ms a token, gems {g:.2f} ({g / a:.2f}x); "
           f"rounds ATen {[round(v, 2) for v in aten]}, gems {[round(v, 2) for v in gems]}")
+    from flag_gems import native
+
+    print("replayed launches (op: calls replayed, signatures planned, signatures given up, why not):")
+    for op, (hits, plans, gave_up, why) in sorted(native.stats().items()):
+        if hits or plans or gave_up or why:
+            print(f"  {op:32s} {hits:8d} {plans:4d} {gave_up:4d} {why}")
 
 
 def main() -> None:

@@ -142,7 +142,7 @@ def layers_of_add(calls: int) -> None:
             kernel(x, y, out0=out)  # compiles the kernel the direct-launch row calls
             plan = kernel._plans[(x.dtype, x.dtype, out.dtype)]
             launcher = next(iter(plan.flat_launchers.values()))
-            launch, function, head, tail, _ = next(iter(launcher._compiled.values()))
+            launch, function, head, tail, *_ = next(iter(launcher._compiled.values()))
             stream = torch.cuda.current_stream().cuda_stream
             args = [x, y, out, 1024]
             rows.append(("compiled kernel, direct launch",

@@ -13,3 +13,5 @@ for project in packages/gems-core/ packages/*/ examples/gems-example-plugin/ tes
   "${pip[@]}" "$project" >/tmp/gems-install.log 2>&1 || { echo "failed to install $project:"; tail -5 /tmp/gems-install.log; }
 done
 python3 -c "import flag_gems, torch, triton; print('flag_gems', flag_gems.__version__, 'torch', torch.__version__, 'triton', triton.__version__, 'device', flag_gems.device)"
+# Build the replay module now (once per machine and torch), so that no process pays for it on a first call.
+python3 -c "from flag_gems import native; print('replayed launches:', 'on' if native.module() is not None else 'off')"

@@ -75,12 +75,15 @@ class Launcher:
         """Launch on ``grid`` (1 to 3 sizes) with the kernel's non-constexpr ``args`` in order."""
         if spec_key is not None and self.launch_addresses(grid, args, spec_key, tensors=True):
             return
+        if recording:
+            taint_recording("launched through Triton's own path")
         kernel = self.kernel[grid](*args, **self.constexprs, **self.options)
         if self._direct and spec_key is not None:
             pointers = tuple([i for i, a in enumerate(args) if isinstance(a, _Tensor)])
             # A compiled kernel is loaded into one device's context: with several GPUs, kept by device.
             key = (_current_device(), *spec_key) if self._per_device else spec_key
-            self._compiled[key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers)
+            self._compiled[key] = (*_direct_call(kernel, tuple(self.constexprs.values())), pointers,
+                                   _replay_facts(kernel, len(args)))
 
     def launch_addresses(self, grid: tuple, addresses: list, spec_key: tuple, tensors: bool = False) -> bool:
         """The direct launch of a kernel compiled for ``spec_key``, with ``addresses``: its arguments with each
@@ -95,9 +98,9 @@ class Launcher:
         if compiled is None:
             return False
         hooks = _runtime_knobs.launch_enter_hook  # a profiler's hook must see each launch, through Triton
-        if getattr(hooks, "calls", hooks):
+        if getattr(hooks, "calls", hooks) and not (recording and hooks.calls == _SPY_ONLY):
             return False
-        launch, function, head, tail, pointers = compiled
+        launch, function, head, tail, pointers, facts = compiled
         if tensors:
             # Tensors travel as their addresses: Triton's launcher would ask each for data_ptr() and then
             # the driver whether it is a device pointer (the dispatcher already put them there). A launch key
@@ -110,7 +113,69 @@ class Launcher:
         size = len(grid)
         launch(grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, _raw_stream(index), function,
                *head, *addresses, *tail)
+        if recording:
+            _report(function, grid, facts, addresses)
         return True
+
+
+# -- replayed launches (flag_gems.native) -----------------------------------------------------------------
+#: True while a call is being recorded for replay, on some thread: launches then report themselves.
+recording = False
+_replay = None  # the compiled replay module, bound by begin_recording
+
+
+def _spy(*_args) -> None:
+    # In Triton's hook chain while recording: a launch through Triton's own path is one we cannot replay.
+    _replay.taint("launched through Triton's own path")
+
+
+_SPY_ONLY = [_spy]
+
+
+def begin_recording(replay) -> None:
+    """Called by the replay module before it runs a Python kernel it records (the GIL held)."""
+    global recording, _replay
+    _replay = replay
+    recording = True
+    if _runtime_knobs is not None:
+        _runtime_knobs.launch_enter_hook.add(_spy)
+
+
+def end_recording() -> None:
+    global recording
+    recording = False
+    if _runtime_knobs is not None:
+        _runtime_knobs.launch_enter_hook.remove(_spy)
+
+
+def taint_recording(why: str) -> None:
+    """The call being recorded did work a replay would not repeat."""
+    if _replay is not None:
+        _replay.taint(why)
+
+
+def _replay_facts(kernel, num_args: int) -> tuple | None:
+    """What a replay of ``kernel`` needs beyond its arguments: (num_warps, num_ctas, shared memory), whether
+    it launches in a mode of its own (cooperative, programmatic dependent, with scratch memory), and the
+    types of its ``num_args`` runtime parameters as Triton's signature writes them."""
+    signature = getattr(getattr(kernel, "src", None), "signature", None)
+    if not isinstance(signature, dict):
+        return None
+    runner = kernel.run
+    special = bool(getattr(runner, "launch_cooperative_grid", 1) or getattr(runner, "launch_pdl", 1)
+                   or getattr(runner, "global_scratch_size", 1) or getattr(runner, "profile_scratch_size", 1))
+    types = [t if isinstance(t, str) else "unsupported" for t in list(signature.values())[:num_args]]
+    return tuple(kernel.packed_metadata), special, types
+
+
+def _report(function, grid, facts, addresses) -> None:
+    if facts is None:
+        _replay.taint("launched a kernel Triton describes in another way")
+        return
+    (warps, ctas, shared), special, types = facts
+    size = len(grid)
+    _replay.record_launch(function, grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, warps, ctas,
+                          shared, special, types, list(addresses))
 
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:

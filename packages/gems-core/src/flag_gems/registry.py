@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flag_gems import aten_names, recording
+from flag_gems import aten_names, launch, native, recording
 from flag_gems.runtime import device
 from flag_gems.spec import lazy
 
@@ -50,13 +50,20 @@ class _Batch:
     """One dispatcher registration handle and the overloads registered through it, all with the same
     ``record`` setting."""
 
-    __slots__ = ("handle", "record", "names")
+    __slots__ = ("handle", "record", "names", "replay")
 
     def __init__(self, record: bool) -> None:
         # The dispatcher's own handle, without torch.library.Library's Python bookkeeping.
         self.handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
         self.record = record
         self.names: set[str] = set()
+        # Recorded calls must reach Python, where they are counted.
+        self.replay = None if record or device.interpreter else native.Handle(device.dispatch_key)
+
+    def reset(self) -> None:
+        if self.replay is not None:
+            self.replay.reset()
+        self.handle.reset()
 
 
 class _Registration:
@@ -108,6 +115,8 @@ class AtenKernel:
     def call_quietly(self, *args, **kwargs):
         """The same call, not counted as a fallback (for calls gems never took)."""
         kernel = self._kernel
+        if launch.recording:
+            launch.taint_recording("called ATen's own kernel")
         if kernel is None:
             self._tensor_slots = tensor_slots(self.name)
             kernel = self._kernel = _capture_aten_kernel(self.name, self.key)
@@ -222,6 +231,8 @@ def _promote(entry: Entry) -> None:
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         registration.batch.handle.impl(entry.name, _KEYS[entry.key], wrapper_for(entry, registration.batch.record),
                                        False)
+        if registration.batch.replay is not None and not entry.autograd:
+            registration.batch.replay.install(entry.name)
 
 
 def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
@@ -283,10 +294,12 @@ def _register(entries: list[Entry], record: bool) -> None:
             impl(name, autograd if entry.autograd else backend, wrapper_for(entry, record), False)
             names.add(name)
             _served[name] = _Registration(entry, batch)
+            if batch.replay is not None and not entry.autograd:
+                batch.replay.install(name)
     except BaseException:
         for name in names:
             del _served[name]
-        batch.handle.reset()
+        batch.reset()
         _batches.remove(batch)
         raise
 
@@ -298,7 +311,7 @@ def _release(names) -> None:
         survivors = [_served[name].entry for name in batch.names - leaving]
         for name in batch.names:
             del _served[name]
-        batch.handle.reset()
+        batch.reset()
         _batches.remove(batch)
         _register(survivors, batch.record)
 

@@ -23,7 +23,7 @@ from operator import attrgetter
 import torch
 from torch.library import fallthrough_kernel
 
-from flag_gems import aten_names, registry
+from flag_gems import aten_names, native, registry
 from flag_gems.runtime import device
 
 KEY = torch._C._parse_dispatch_key("CustomRNGKeyId")
@@ -34,7 +34,7 @@ class _Set:
     """The entries registered at ``KEY`` (of the selection ``source``), their ``record`` setting, the
     registration handles, and the selection's Autograd-key entries."""
 
-    __slots__ = ("source", "entries", "others", "record", "handle", "fallthrough")
+    __slots__ = ("source", "entries", "others", "record", "handle", "fallthrough", "replay")
 
     def __init__(self) -> None:
         self.source: dict | None = None
@@ -43,6 +43,7 @@ class _Set:
         self.record: bool | None = None
         self.handle = None
         self.fallthrough = None
+        self.replay: native.Handle | None = None
 
 
 _registered = _Set()
@@ -119,22 +120,34 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
     if _registered.handle is not None and _registered.source is source and _registered.record == record:
         return
     entries = {n: e for n, e in source.items() if not e.autograd}
-    if _registered.handle is not None:
-        _registered.handle.reset()
-        _registered.handle = None
+    _reset_handles()
     if _registered.fallthrough is None:
         _registered.fallthrough = torch._C._dispatch_library("IMPL", "_", "CustomRNGKeyId", __file__, 0)
         _registered.fallthrough.fallback_fallthrough()
     handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
+    # Recorded calls must reach Python, where they are counted.
+    replay = None if record or device.interpreter else native.Handle("CustomRNGKeyId")
     for name, entry in entries.items():
         handle.impl(name, KEY, _kernel_for(entry, record), False)
+        if replay is not None:
+            replay.install(name)
     for name in _shadowed():
         if name not in entries:
             # A fallthrough of its own: the call stays in the dispatcher (a Python kernel going below ``KEY``
             # cost a decoding step's rotary cat 15 us a call on an H100).
             handle.impl(name, KEY, fallthrough_kernel, False)
     _registered.source, _registered.entries, _registered.record, _registered.handle = source, entries, record, handle
+    _registered.replay = replay
     _registered.others = {n: e for n, e in source.items() if e.autograd}
+
+
+def _reset_handles() -> None:
+    if _registered.replay is not None:
+        _registered.replay.reset()
+        _registered.replay = None
+    if _registered.handle is not None:
+        _registered.handle.reset()
+        _registered.handle = None
 
 
 def prepare(entries: dict[str, registry.Entry], record: bool) -> None:
@@ -158,8 +171,7 @@ def restore(included: bool) -> None:
 
 def forget() -> None:
     """Give back what ``KEY`` holds (``disable()``): the dispatcher then has ATen's kernels alone."""
-    if _registered.handle is not None:
-        _registered.handle.reset()
+    _reset_handles()
     if _registered.fallthrough is not None:
         _registered.fallthrough.reset()
     _registered.__init__()
@@ -195,6 +207,8 @@ def _promote(promoted: registry.Entry) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         _registered.handle.impl(promoted.name, KEY, _kernel_for(promoted, _registered.record), False)
+        if _registered.replay is not None:
+            _registered.replay.install(promoted.name)
 
 
 registry.promotion_hooks.append(_promote)

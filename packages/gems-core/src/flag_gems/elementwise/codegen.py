@@ -35,9 +35,13 @@ class Pattern:
     bound: tuple[tuple[int, str], ...] = ()
 
 
+def cache_root() -> Path:
+    """Where flag_gems keeps what it generates: ``GEMS_CACHE_DIR``, else ``~/.cache/flag_gems``."""
+    return Path(os.environ.get("GEMS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "flag_gems"))
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("GEMS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "flag_gems")
-    return Path(root) / "pointwise" / f"v{CODEGEN_VERSION}"
+    return cache_root() / "pointwise" / f"v{CODEGEN_VERSION}"
 
 
 def _tensor_args(pattern: Pattern) -> list[int]:

@@ -1,0 +1,86 @@
+"""Replayed launches: a served op's later calls skip Python altogether.
+
+A Python kernel of ours costs a call from the dispatcher into Python, the kernel's own Python and Triton's
+launcher: on an H100 about twice ATen's whole host time for a tiny add. ``replay.cpp`` puts a C++ kernel in
+front of the Python one. The first call of a signature runs the Python kernel and watches it (see the
+C++ file's header); when what it did was one Triton launch on the call's tensors and fresh outputs, later
+calls of that signature allocate the outputs and launch the kernel from C++.
+
+Only functional overloads (results that alias no argument) are replayed, only on a GPU, and only while calls
+are not recorded (``record=True`` counts every call in Python). ``GEMS_REPLAY=0`` turns replay off; a
+machine where the module cannot be built warns once and serves every call through Python, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from flag_gems import launch
+from flag_gems.runtime import device
+
+_module = None
+_tried = False
+
+
+def module():
+    """The compiled replay module, built at the first use on this machine; None where replay is off."""
+    global _module, _tried
+    if _tried:
+        return _module
+    _tried = True
+    if device.interpreter or device.name != "cuda" or os.environ.get("GEMS_REPLAY", "1") == "0":
+        return None
+    try:
+        from flag_gems.native import build
+
+        loaded = build.load()
+        if not loaded.launch_available():
+            raise RuntimeError("the CUDA driver library was not found")
+        loaded.set_hooks(lambda: launch.begin_recording(loaded), launch.end_recording)
+        _module = loaded
+    except Exception as error:  # a machine without a compiler still serves every op, through Python
+        warnings.warn(f"flag_gems: replayed launches are off ({error})", RuntimeWarning, stacklevel=2)
+    return _module
+
+
+class Handle:
+    """The replaying kernels put in front of one registration handle's Python kernels, at one key."""
+
+    __slots__ = ("key", "_library")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._library = None
+
+    def install(self, name: str) -> bool:
+        """Replay ``name``'s calls, in front of the kernel registered for it at this key now."""
+        replay = module()
+        if replay is None:
+            return False
+        if self._library is None:
+            self._library = replay.Library(self.key)
+        return self._library.install(name)
+
+    def reset(self) -> None:
+        if self._library is not None:
+            self._library.reset()
+            self._library = None
+
+
+def clear() -> None:
+    """Forget every plan (after a change to a setting that Python kernels read when they plan a call)."""
+    if _module is not None:
+        _module.clear()
+
+
+def stats() -> dict[str, tuple[int, int, int, str]]:
+    """Per op: (calls replayed, signatures with a plan, signatures given up on, why the latest recording made
+    no plan)."""
+    return {} if _module is None else dict(_module.stats())
+
+
+def set_enabled(on: bool) -> None:
+    """Replay calls (the default) or send every call to Python; the plans are kept."""
+    if _module is not None:
+        _module.set_enabled(on)

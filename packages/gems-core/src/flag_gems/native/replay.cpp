@@ -1,0 +1,654 @@
+// Replayed launches: a dispatcher kernel in front of a served op's Python kernel.
+//
+// The first call of a signature runs the Python kernel while recording what it does: which Triton
+// kernel it launched (function, grid, arguments) and what it returned. When that is exactly one
+// launch whose pointer arguments are the call's tensors and fresh outputs, and nothing else ran
+// (no other ATen op than allocations and views, no launch outside flag_gems.launch), the call is kept
+// as a plan. Later calls with the same signature (dtypes, shapes, strides, alignment, scalar values,
+// the global flags a kernel reads) allocate the outputs and launch the kernel from here: the call
+// never reaches Python. Everything else goes to the Python kernel, as before.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/Context.h>
+#include <ATen/ops/empty_strided.h>
+#include <ATen/record_function.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <c10/util/Exception.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/library.h>
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// cuLaunchKernel from the driver Triton already loaded: no CUDA headers needed to build this.
+using LaunchKernel = int (*)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             void*, void**, void**);
+
+LaunchKernel launch_kernel() {
+  static LaunchKernel fn = [] {
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == nullptr) lib = dlopen("libcuda.so.1", RTLD_NOW);
+    return lib == nullptr ? nullptr : reinterpret_cast<LaunchKernel>(dlsym(lib, "cuLaunchKernel"));
+  }();
+  return fn;
+}
+
+constexpr size_t kMaxParams = 64;
+constexpr size_t kMaxPlans = 4096;
+
+// Where a kernel parameter's value comes from at replay.
+enum class Source : uint8_t { kInput, kOutput, kConstant };
+
+struct Param {
+  Source source;
+  uint32_t index;  // argument or output position
+  uint64_t bits;   // the constant, packed as the kernel takes it
+};
+
+struct Output {
+  std::vector<int64_t> sizes, strides;
+  c10::ScalarType dtype;
+};
+
+struct Plan {
+  std::atomic<bool> used{false};
+  bool ready = false;
+  int failures = 0;
+  bool launches = false;
+  uint64_t function = 0;
+  unsigned grid[3] = {1, 1, 1};
+  unsigned threads = 0, shared = 0;
+  std::vector<Param> params;
+  std::vector<Output> outputs;
+};
+
+struct KeyHash {
+  size_t operator()(const std::vector<int64_t>& key) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : key) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+// Plans of one op, shared by its kernels at every dispatch key.
+struct Table {
+  std::shared_mutex lock;
+  std::unordered_map<std::vector<int64_t>, std::shared_ptr<Plan>, KeyHash> plans;
+  std::atomic<int64_t> hits{0};
+  // Plans made and plans replayed at least once: an op whose signatures keep changing (a scalar that
+  // differs every call) stops recording once many plans went unused, for each recording costs a call.
+  std::atomic<int64_t> made{0}, reused{0};
+  std::string last_refusal;  // why the latest recording made no plan (under lock)
+};
+
+constexpr int64_t kUnusedPlansLimit = 256;
+
+std::mutex tables_lock;
+std::unordered_map<std::string, std::shared_ptr<Table>> tables;
+std::atomic<bool> enabled{true};
+
+std::shared_ptr<Table> table_for(const std::string& name) {
+  std::lock_guard<std::mutex> guard(tables_lock);
+  auto& table = tables[name];
+  if (!table) table = std::make_shared<Table>();
+  return table;
+}
+
+// One recorded launch, as flag_gems.launch reported it.
+struct Launch {
+  uint64_t function;
+  unsigned grid[3];
+  unsigned threads, shared;
+  std::vector<bool> pointer;
+  std::vector<uint64_t> bits;
+};
+
+struct Recording {
+  std::vector<Launch> launches;
+  const char* tainted = nullptr;  // why the call cannot be replayed
+  std::string op;                 // the op that tainted it, if one did
+};
+
+thread_local Recording* recording = nullptr;
+
+// Python's side of a recording: flag_gems.native's begin() and end().
+py::object* py_begin = nullptr;
+py::object* py_end = nullptr;
+
+// Ops a recorded Python kernel may call: allocations, views and metadata. Anything else (a copy, a fill,
+// another served op) did work a replay would not repeat.
+const std::unordered_set<std::string>& allowed_ops() {
+  static const std::unordered_set<std::string> ops = {
+      "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided",
+      "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::expand", "aten::expand_as", "aten::t",
+      "aten::transpose", "aten::permute", "aten::reshape", "aten::_reshape_alias", "aten::unsqueeze",
+      "aten::squeeze", "aten::select", "aten::slice", "aten::narrow", "aten::alias", "aten::detach",
+      "aten::flatten", "aten::view_as", "aten::contiguous", "aten::result_type", "aten::can_cast",
+      "aten::promote_types", "aten::item", "aten::_debug_has_internal_overlap", "aten::is_same_size", "aten::size", "aten::stride",
+      "aten::sym_size", "aten::sym_stride", "aten::numel", "aten::dim"};
+  return ops;
+}
+
+std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
+  Recording* rec = recording;
+  if (rec == nullptr) return nullptr;
+  const char* name = fn.name();
+  if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
+    // A CPU scalar's value is part of the call's key; a device tensor's value is not.
+    auto inputs = fn.inputs();
+    if (inputs.empty() || !inputs[0].isTensor() || !inputs[0].toTensor().is_cpu()) {
+      rec->tainted = "read a device tensor's value";
+    }
+    return nullptr;
+  }
+  if (allowed_ops().count(name) == 0 && rec->tainted == nullptr) {
+    rec->tainted = "called another op";
+    rec->op = name;
+  }
+  return nullptr;
+}
+
+uint64_t scalar_bits(const at::Tensor& t) {
+  uint64_t bits = 0;
+  std::memcpy(&bits, t.const_data_ptr(), std::min<size_t>(t.element_size(), sizeof(bits)));
+  return bits;
+}
+
+// Appends what decides a call's plan; false when the call cannot have one.
+bool encode(const c10::IValue& v, std::vector<int64_t>& key, std::vector<const at::Tensor*>& tensors) {
+  if (v.isTensor()) {
+    const at::Tensor& t = v.toTensor();
+    if (!t.defined()) {
+      key.push_back(1);
+      return true;
+    }
+    if (t.layout() != c10::kStrided || t.is_conj() || t.is_neg()) return false;
+    const c10::Device device = t.device();
+    const int64_t dim = t.dim();
+    key.push_back(2 | (static_cast<int64_t>(t.scalar_type()) << 8) |
+                  (static_cast<int64_t>(device.type()) << 16) | ((static_cast<int64_t>(device.index()) + 1) << 24) |
+                  (dim << 32));
+    if (device.is_cpu()) {
+      // A CPU 0-d tensor beside device tensors is a scalar: its value decides the launch.
+      if (dim != 0) return false;
+      key.push_back(static_cast<int64_t>(scalar_bits(t)));
+      return true;
+    }
+    const auto sizes = t.sizes();
+    const auto strides = t.strides();
+    key.insert(key.end(), sizes.begin(), sizes.end());
+    key.insert(key.end(), strides.begin(), strides.end());
+    const uintptr_t address = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    // Triton specialises on 16-byte alignment; the same address as an earlier tensor fixes which
+    // argument a recorded pointer was.
+    int64_t same = -1;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (reinterpret_cast<uintptr_t>(tensors[i]->const_data_ptr()) == address) {
+        same = static_cast<int64_t>(i);
+        break;
+      }
+    }
+    key.push_back(((address & 15) == 0) | ((same + 1) << 1));
+    tensors.push_back(&t);
+    return true;
+  }
+  if (v.isNone()) {
+    key.push_back(3);
+  } else if (v.isDouble()) {
+    const double d = v.toDouble();
+    int64_t bits;
+    std::memcpy(&bits, &d, sizeof(bits));
+    key.push_back(4);
+    key.push_back(bits);
+  } else if (v.isInt()) {
+    key.push_back(5);
+    key.push_back(v.toInt());
+  } else if (v.isBool()) {
+    key.push_back(6 | (static_cast<int64_t>(v.toBool()) << 8));
+  } else if (v.isIntList()) {
+    const auto list = v.toIntList();
+    key.push_back(7 | (static_cast<int64_t>(list.size()) << 8));
+    for (int64_t i : list) key.push_back(i);
+  } else if (v.isString()) {
+    const auto& s = v.toStringRef();
+    key.push_back(8 | (static_cast<int64_t>(s.size()) << 8));
+    for (size_t i = 0; i < s.size(); i += 8) {
+      int64_t chunk = 0;
+      std::memcpy(&chunk, s.data() + i, std::min<size_t>(8, s.size() - i));
+      key.push_back(chunk);
+    }
+  } else if (v.isDevice()) {
+    const c10::Device d = v.toDevice();
+    key.push_back(9 | (static_cast<int64_t>(d.type()) << 8) | ((static_cast<int64_t>(d.index()) + 1) << 16));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The global state a Python kernel may read besides its arguments.
+int64_t global_flags() {
+  auto& ctx = at::globalContext();
+  return static_cast<int64_t>(ctx.allowTF32CuBLAS()) | (static_cast<int64_t>(ctx.deterministicAlgorithms()) << 1) |
+         (static_cast<int64_t>(c10::GradMode::is_enabled()) << 2) |
+         (static_cast<int64_t>(c10::InferenceMode::is_enabled()) << 3) |
+         (static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) << 8);
+}
+
+class Replay final : public c10::OperatorKernel {
+ public:
+  // ``aliases``: per return, the argument it is (an in-place or out= op's written tensor), or -1 for a new
+  // tensor; ``written``: the arguments the op writes.
+  Replay(std::shared_ptr<Table> table, c10::SafeKernelFunction python, size_t num_args, std::vector<int> aliases,
+         std::vector<int> written)
+      : table_(std::move(table)), python_(std::move(python)), num_args_(num_args),
+        num_returns_(aliases.size()), aliases_(std::move(aliases)), written_(std::move(written)) {}
+
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+    thread_local std::vector<int64_t> key;
+    thread_local std::vector<const at::Tensor*> tensors;
+    key.clear();
+    tensors.clear();
+    key.push_back(global_flags());
+    const c10::IValue* args = stack->data() + stack->size() - num_args_;
+    bool plannable = enabled.load(std::memory_order_relaxed) && recording == nullptr;
+    for (size_t i = 0; plannable && i < num_args_; ++i) plannable = encode(args[i], key, tensors);
+    c10::DeviceIndex index = -1;
+    if (plannable) {
+      for (const at::Tensor* t : tensors) {
+        if (t->is_cuda()) {
+          index = t->device().index();
+          break;
+        }
+      }
+      plannable = index >= 0 && c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getDevice().index() == index;
+      // A written tensor sharing memory with another argument (other than being it) is the Python kernel's
+      // to judge: ATen refuses some such calls, and the key does not tell them apart.
+      plannable = plannable && (written_.empty() || !overlapping(args));
+    }
+    if (!plannable) {
+      python_.callBoxed(op, keys, stack);
+      return;
+    }
+    std::shared_ptr<Plan> plan;
+    {
+      std::shared_lock<std::shared_mutex> read(table_->lock);
+      auto found = table_->plans.find(key);
+      if (found != table_->plans.end()) plan = found->second;
+    }
+    if (plan && plan->ready) {
+      table_->hits.fetch_add(1, std::memory_order_relaxed);
+      if (!plan->used.load(std::memory_order_relaxed) && !plan->used.exchange(true)) table_->reused.fetch_add(1);
+      run(*plan, stack, index);
+      return;
+    }
+    if ((plan && plan->failures >= 2) || table_->made.load() - table_->reused.load() > kUnusedPlansLimit) {
+      python_.callBoxed(op, keys, stack);
+      return;
+    }
+    record(op, keys, stack, key, index, plan ? plan->failures : 0);
+  }
+
+ private:
+  void run(const Plan& plan, torch::jit::Stack* stack, c10::DeviceIndex index) {
+    const c10::Device device(c10::DeviceType::CUDA, index);
+    c10::SmallVector<at::Tensor, 2> outputs;
+    for (const Output& o : plan.outputs) {
+      outputs.push_back(at::empty_strided(o.sizes, o.strides, at::TensorOptions().dtype(o.dtype).device(device)));
+    }
+    if (plan.launches) {
+      const c10::IValue* args = stack->data() + stack->size() - num_args_;
+      uint64_t values[kMaxParams + 2];
+      void* params[kMaxParams + 2];
+      const size_t n = plan.params.size();
+      for (size_t i = 0; i < n; ++i) {
+        const Param& p = plan.params[i];
+        switch (p.source) {
+          case Source::kInput:
+            values[i] = reinterpret_cast<uint64_t>(args[p.index].toTensor().const_data_ptr());
+            break;
+          case Source::kOutput:
+            values[i] = reinterpret_cast<uint64_t>(outputs[p.index].const_data_ptr());
+            break;
+          default:
+            values[i] = p.bits;
+        }
+        params[i] = &values[i];
+      }
+      // Triton's global and profile scratch pointers: none for the kernels planned here.
+      values[n] = values[n + 1] = 0;
+      params[n] = &values[n];
+      params[n + 1] = &values[n + 1];
+      const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+      void* stream = guard->getStreamNativeHandle(guard->getStream(device));
+      const int status = launch_kernel()(reinterpret_cast<void*>(plan.function), plan.grid[0], plan.grid[1],
+                                         plan.grid[2], plan.threads, 1, 1, plan.shared, stream, params, nullptr);
+      TORCH_CHECK(status == 0, "flag_gems: a replayed kernel launch failed (CUDA driver error ", status, ")");
+    }
+    c10::SmallVector<c10::IValue, 2> results;
+    const c10::IValue* args = stack->data() + stack->size() - num_args_;
+    size_t fresh = 0;
+    for (int alias : aliases_) results.push_back(alias >= 0 ? args[alias] : c10::IValue(std::move(outputs[fresh++])));
+    torch::jit::drop(*stack, num_args_);
+    for (auto& r : results) stack->push_back(std::move(r));
+  }
+
+  void record(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack,
+              const std::vector<int64_t>& key, c10::DeviceIndex index, int failures) {
+    std::vector<int64_t> saved_key = key;
+    std::vector<at::Tensor> inputs(num_args_);
+    std::vector<bool> is_tensor(num_args_, false);
+    const c10::IValue* args = stack->data() + stack->size() - num_args_;
+    for (size_t i = 0; i < num_args_; ++i) {
+      if (args[i].isTensor() && args[i].toTensor().defined()) {
+        inputs[i] = args[i].toTensor();
+        is_tensor[i] = true;
+      }
+    }
+    Recording rec;
+    recording = &rec;
+    auto handle = at::addThreadLocalCallback(
+        at::RecordFunctionCallback(on_op).needsInputs(true).scopes({at::RecordScope::FUNCTION}));
+    try {
+      {
+        py::gil_scoped_acquire gil;
+        (*py_begin)();
+      }
+      python_.callBoxed(op, keys, stack);
+    } catch (...) {
+      finish(handle);
+      throw;
+    }
+    finish(handle);
+    auto plan = std::make_shared<Plan>();
+    const char* refusal = plan_from(rec, *stack, inputs, is_tensor, *plan);
+    plan->ready = refusal == nullptr;
+    plan->failures = plan->ready ? 0 : failures + 1;
+    if (plan->ready) table_->made.fetch_add(1);
+    std::unique_lock<std::shared_mutex> write(table_->lock);
+    if (!plan->ready) table_->last_refusal = rec.op.empty() ? refusal : std::string(refusal) + " " + rec.op;
+    if (table_->plans.size() >= kMaxPlans) {
+      table_->plans.clear();
+      table_->made = table_->reused = 0;
+    }
+    table_->plans[std::move(saved_key)] = std::move(plan);
+  }
+
+  static void finish(at::CallbackHandle handle) {
+    at::removeCallback(handle);
+    recording = nullptr;
+    py::gil_scoped_acquire gil;
+    (*py_end)();
+  }
+
+  // Fills ``plan`` from what the Python kernel did; why it cannot be replayed, or nullptr.
+  const char* plan_from(const Recording& rec, const torch::jit::Stack& stack, const std::vector<at::Tensor>& inputs,
+                 const std::vector<bool>& is_tensor, Plan& plan) const {
+    if (rec.tainted != nullptr) return rec.tainted;
+    if (rec.launches.size() > 1) return "launched more than one kernel";
+    if (stack.size() < num_returns_) return "returned too little";
+    const c10::IValue* returned = stack.data() + stack.size() - num_returns_;
+    std::vector<uintptr_t> out_addresses;
+    bool all_empty = true;
+    for (size_t j = 0; j < num_returns_; ++j) {
+      if (!returned[j].isTensor()) return "returned something else than a tensor";
+      const at::Tensor& t = returned[j].toTensor();
+      if (aliases_[j] >= 0) {
+        if (!is_tensor[aliases_[j]] || !t.is_same(inputs[aliases_[j]])) return "returned another tensor than its output";
+        all_empty = all_empty && t.numel() == 0;
+        continue;
+      }
+      if (!t.defined() || !t.is_cuda() || t.storage_offset() != 0 || t.layout() != c10::kStrided) {
+        return "returned a tensor it did not allocate on the device";
+      }
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        if (is_tensor[i] && inputs[i].is_alias_of(t)) return "returned a view of an argument";
+      }
+      all_empty = all_empty && t.numel() == 0;
+      plan.outputs.push_back({t.sizes().vec(), t.strides().vec(), t.scalar_type()});
+      out_addresses.push_back(reinterpret_cast<uintptr_t>(t.const_data_ptr()));
+    }
+    if (rec.launches.empty()) {
+      // Nothing launched is right only when there is nothing to compute.
+      return all_empty ? nullptr : "launched nothing";
+    }
+    const Launch& launch = rec.launches.front();
+    if (launch.bits.size() > kMaxParams) return "too many kernel parameters";
+    plan.launches = true;
+    plan.function = launch.function;
+    std::copy(launch.grid, launch.grid + 3, plan.grid);
+    plan.threads = launch.threads;
+    plan.shared = launch.shared;
+    for (size_t i = 0; i < launch.bits.size(); ++i) {
+      const uint64_t bits = launch.bits[i];
+      if (!launch.pointer[i] || bits == 0) {
+        plan.params.push_back({Source::kConstant, 0, bits});
+        continue;
+      }
+      bool matched = false;
+      for (size_t j = 0; j < out_addresses.size() && !matched; ++j) {
+        if (out_addresses[j] == bits) {
+          plan.params.push_back({Source::kOutput, static_cast<uint32_t>(j), 0});
+          matched = true;
+        }
+      }
+      for (size_t a = 0; a < inputs.size() && !matched; ++a) {
+        if (is_tensor[a] && inputs[a].is_cuda() && reinterpret_cast<uintptr_t>(inputs[a].const_data_ptr()) == bits) {
+          plan.params.push_back({Source::kInput, static_cast<uint32_t>(a), 0});
+          matched = true;
+        }
+      }
+      // A pointer to memory the call made for itself (a copy, a scratch buffer) cannot be replayed.
+      if (!matched) return "launched on memory it made for itself";
+    }
+    return nullptr;
+  }
+
+  // [first, last) bytes a tensor's elements span.
+  static std::pair<uintptr_t, uintptr_t> span(const at::Tensor& t) {
+    if (t.numel() == 0) return {0, 0};
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const uintptr_t first = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    return {first, first + static_cast<uintptr_t>((last + 1) * t.element_size())};
+  }
+
+  bool overlapping(const c10::IValue* args) const {
+    for (int w : written_) {
+      if (!args[w].isTensor()) return true;
+      const at::Tensor& out = args[w].toTensor();
+      const auto written = span(out);
+      if (written.first == written.second) continue;
+      for (size_t i = 0; i < num_args_; ++i) {
+        if (static_cast<int>(i) == w || !args[i].isTensor()) continue;
+        const at::Tensor& t = args[i].toTensor();
+        if (!t.defined() || !t.is_cuda()) continue;
+        if (t.const_data_ptr() == out.const_data_ptr() && t.sizes() == out.sizes() && t.strides() == out.strides()) {
+          continue;  // the same elements: an in-place op reading its own output (x.add_(x))
+        }
+        const auto read = span(t);
+        if (read.first < written.second && written.first < read.second) return true;
+      }
+    }
+    return false;
+  }
+
+  std::shared_ptr<Table> table_;
+  c10::SafeKernelFunction python_;
+  size_t num_args_, num_returns_;
+  std::vector<int> aliases_, written_;
+};
+
+// Registering in front of our own Python kernel is the point: torch's warning about overriding a kernel
+// says nothing to the user here.
+class Silent final : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning&) override {}
+};
+
+// The kernels of one registration handle: dropping it gives the dispatcher back what was there before.
+class Library {
+ public:
+  explicit Library(const std::string& key) : key_(c10::parseDispatchKey(key)) {}
+
+  // Puts a replaying kernel in front of the kernel registered now for ``name`` at this key; false for an
+  // op with results of other kinds than new tensors and the tensors it writes.
+  bool install(const std::string& name) {
+    auto dot = name.find('.');
+    const std::string base = "aten::" + name.substr(0, dot);
+    const std::string overload = dot == std::string::npos ? "" : name.substr(dot + 1);
+    auto op = c10::Dispatcher::singleton().findSchema({base, overload});
+    if (!op) return false;
+    const auto& schema = op->schema();
+    if (schema.is_vararg() || schema.is_varret()) return false;
+    std::vector<int> written, aliases;
+    const auto& arguments = schema.arguments();
+    for (size_t i = 0; i < arguments.size(); ++i) {
+      const auto* alias = arguments[i].alias_info();
+      if (alias == nullptr) continue;
+      if (arguments[i].type()->kind() != c10::TypeKind::TensorType) return false;
+      if (alias->isWrite()) written.push_back(static_cast<int>(i));
+    }
+    for (const auto& r : schema.returns()) {
+      if (r.type()->kind() != c10::TypeKind::TensorType) return false;
+      int alias = -1;
+      if (r.alias_info() != nullptr) {
+        for (int w : written) {
+          if (*arguments[w].alias_info() == *r.alias_info()) alias = w;
+        }
+        if (alias < 0) return false;  // a view of an argument
+      }
+      aliases.push_back(alias);
+    }
+    if (!op->hasKernelForDispatchKey(key_)) return false;
+    auto python = op->getComputedKernelForDispatchKey(key_);
+    Silent silent;
+    c10::WarningUtils::WarningHandlerGuard quiet(&silent);
+    if (!library_) library_ = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", key_, "flag_gems", 0);
+    library_->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<Replay>(
+                                     table_for(name), std::move(python), arguments.size(), std::move(aliases),
+                                     std::move(written))));
+    return true;
+  }
+
+  void reset() { library_.reset(); }
+
+ private:
+  c10::DispatchKey key_;
+  std::unique_ptr<torch::Library> library_;
+};
+
+uint64_t pack(const std::string& type, const py::handle& value, bool& pointer) {
+  pointer = type[0] == '*';
+  if (pointer) return value.is_none() ? 0 : value.cast<uint64_t>();
+  if (type == "fp32" || type == "f32") {
+    const float f = static_cast<float>(value.cast<double>());
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof(bits));
+    return bits;
+  }
+  if (type == "fp64") {
+    const double d = value.cast<double>();
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof(bits));
+    return bits;
+  }
+  if (type == "i1" || type == "i8" || type == "i16" || type == "i32" || type == "i64" || type == "u1" ||
+      type == "u8" || type == "u16" || type == "u32" || type == "u64") {
+    return static_cast<uint64_t>(value.cast<int64_t>());
+  }
+  throw std::invalid_argument("unplannable parameter type " + type);
+}
+
+// flag_gems.launch reports a launch made while this thread records.
+void record_launch(uint64_t function, unsigned gx, unsigned gy, unsigned gz, unsigned warps, unsigned ctas,
+                   unsigned shared, bool special, const std::vector<std::string>& types, const py::list& values) {
+  Recording* rec = recording;
+  if (rec == nullptr) return;
+  if (ctas != 1 || special || types.size() != values.size()) {
+    rec->tainted = "launched a kernel in a special mode (clusters, cooperative, scratch memory)";
+    return;
+  }
+  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, {}, {}};
+  try {
+    for (size_t i = 0; i < types.size(); ++i) {
+      if (types[i] == "constexpr") continue;
+      bool pointer = false;
+      launch.bits.push_back(pack(types[i], values[i], pointer));
+      launch.pointer.push_back(pointer);
+    }
+  } catch (const std::exception&) {
+    rec->tainted = "launched a kernel with a parameter type not replayed";
+    return;
+  }
+  rec->launches.push_back(std::move(launch));
+}
+
+void taint(const std::string& why) {
+  thread_local std::unordered_set<std::string> reasons;  // the reasons outlive the recording
+  if (recording != nullptr && recording->tainted == nullptr) recording->tainted = reasons.insert(why).first->c_str();
+}
+
+bool is_recording() { return recording != nullptr; }
+
+void clear() {
+  std::lock_guard<std::mutex> guard(tables_lock);
+  for (auto& entry : tables) {
+    std::unique_lock<std::shared_mutex> write(entry.second->lock);
+    entry.second->plans.clear();
+    entry.second->made = 0;
+    entry.second->reused = 0;
+  }
+}
+
+py::dict stats() {
+  py::dict out;
+  std::lock_guard<std::mutex> guard(tables_lock);
+  for (auto& entry : tables) {
+    std::shared_lock<std::shared_mutex> read(entry.second->lock);
+    int64_t ready = 0, gave_up = 0;
+    for (auto& plan : entry.second->plans) {
+      ready += plan.second->ready;
+      gave_up += !plan.second->ready && plan.second->failures >= 2;
+    }
+    out[py::str(entry.first)] = py::make_tuple(entry.second->hits.load(), ready, gave_up, entry.second->last_refusal);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_gems_replay, m) {
+  py::class_<Library>(m, "Library")
+      .def(py::init<const std::string&>())
+      .def("install", &Library::install)
+      .def("reset", &Library::reset);
+  m.def("record_launch", &record_launch);
+  m.def("taint", &taint);
+  m.def("is_recording", &is_recording);
+  m.def("clear", &clear);
+  m.def("stats", &stats);
+  m.def("set_enabled", [](bool on) { enabled.store(on); });
+  m.def("set_hooks", [](py::object begin, py::object end) {
+    delete py_begin;
+    delete py_end;
+    py_begin = new py::object(std::move(begin));
+    py_end = new py::object(std::move(end));
+  });
+  m.def("launch_available", [] { return launch_kernel() != nullptr; });
+}
