@@ -515,10 +515,14 @@ class Library {
     auto op = c10::Dispatcher::singleton().findSchema({base, overload});
     if (!op) return false;
     const auto& schema = op->schema();
-    if (schema.is_vararg() || schema.is_varret()) return false;
+    // A random op's Python kernel reads the generator's state, which no signature holds.
+    if (schema.is_vararg() || schema.is_varret() || op->hasTag(at::Tag::nondeterministic_seeded)) return false;
     std::vector<int> written, aliases;
     const auto& arguments = schema.arguments();
     for (size_t i = 0; i < arguments.size(); ++i) {
+      c10::TypePtr type = arguments[i].type();
+      if (type->kind() == c10::TypeKind::OptionalType) type = type->castRaw<c10::OptionalType>()->getElementType();
+      if (type->kind() == c10::TypeKind::GeneratorType) return false;
       const auto* alias = arguments[i].alias_info();
       if (alias == nullptr) continue;
       if (arguments[i].type()->kind() != c10::TypeKind::TensorType) return false;
