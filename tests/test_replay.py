@@ -64,6 +64,9 @@ CASES = [
     ("copy_converting", "copy_", lambda c, k: c.copy_(k), lambda d: (_x(4, 256, dtype=d), _x(4, 256))),
 ]
 
+# A float32 product with TF32 off is computed in pieces (several launches): never replayed.
+SEVERAL_LAUNCHES = {("linear", torch.float32)}
+
 
 def _aten(fn, inputs):
     flag_gems.disable()
@@ -73,7 +76,7 @@ def _aten(fn, inputs):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_replayed_calls_match_aten(case, dtype):
-    _, op, fn, make = case
+    name, op, fn, make = case
     before = _hits(op)
     for _ in range(CALLS):
         inputs = make(dtype)  # new values (and addresses) each call: a replay reads the call's own tensors
@@ -83,6 +86,8 @@ def test_replayed_calls_match_aten(case, dtype):
         assert result.dtype == expected.dtype and result.shape == expected.shape
         assert result.stride() == expected.stride()
         assert_close(result, expected, dtype, reduce_dim=inputs[0].shape[-1])
+    if (name, dtype) in SEVERAL_LAUNCHES:
+        return  # the results matched: the calls went to Python
     assert _hits(op) > before, f"{op} was not replayed: {native.stats().get(op)}"
 
 
