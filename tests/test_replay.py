@@ -101,6 +101,27 @@ def test_an_in_place_op_over_its_own_shifted_view_raises_atens_error():
             x[1:].add_(x[:-1])
 
 
+def test_an_autograd_key_op_replays_only_calls_that_record_no_graph():
+    x, w = _x(1, 1, 2048), (torch.rand(2048, device=DEVICE) + 0.5).to(torch.bfloat16).requires_grad_()
+    expected = _aten(lambda: F.rms_norm(x, (2048,), w, 1e-6), ())
+    with flag_gems.use_gems():
+        with torch.no_grad():
+            before = _hits("rms_norm")
+            for _ in range(CALLS):
+                result = F.rms_norm(x, (2048,), w, 1e-6)
+            assert _hits("rms_norm") > before
+        assert_close(result, expected, torch.bfloat16)
+        before = _hits("rms_norm")
+        for _ in range(CALLS):
+            graph = F.rms_norm(x, (2048,), w, 1e-6)
+        assert _hits("rms_norm") == before  # a graph is recorded: Python's autograd function
+        assert graph.grad_fn is not None
+        graph.float().sum().backward()
+    grad, w.grad = w.grad, None
+    F.rms_norm(x, (2048,), w, 1e-6).float().sum().backward()
+    assert_close(grad, w.grad, torch.bfloat16, reduce_dim=1)
+
+
 def test_each_scalar_value_is_a_signature_of_its_own():
     x = _x(1024)
     with flag_gems.use_gems():

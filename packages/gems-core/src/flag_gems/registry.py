@@ -57,12 +57,20 @@ class _Batch:
         self.handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
         self.record = record
         self.names: set[str] = set()
-        # Recorded calls must reach Python, where they are counted.
-        self.replay = None if record or device.interpreter else native.Handle(device.dispatch_key)
+        # Replaying kernels in front of the Python ones, by key; none where calls are recorded: recorded calls
+        # must reach Python, where they are counted.
+        self.replay: dict[str, native.Handle] | None = None if record or device.interpreter else {}
+
+    def install_replay(self, entry: Entry) -> None:
+        if self.replay is not None:
+            handle = self.replay.get(entry.key)
+            if handle is None:
+                handle = self.replay[entry.key] = native.Handle(entry.key)
+            handle.install(entry.name)
 
     def reset(self) -> None:
-        if self.replay is not None:
-            self.replay.reset()
+        for handle in (self.replay or {}).values():
+            handle.reset()
         self.handle.reset()
 
 
@@ -231,8 +239,7 @@ def _promote(entry: Entry) -> None:
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         registration.batch.handle.impl(entry.name, _KEYS[entry.key], wrapper_for(entry, registration.batch.record),
                                        False)
-        if registration.batch.replay is not None and not entry.autograd:
-            registration.batch.replay.install(entry.name)
+        registration.batch.install_replay(entry)
 
 
 def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
@@ -294,8 +301,7 @@ def _register(entries: list[Entry], record: bool) -> None:
             impl(name, autograd if entry.autograd else backend, wrapper_for(entry, record), False)
             names.add(name)
             _served[name] = _Registration(entry, batch)
-            if batch.replay is not None and not entry.autograd:
-                batch.replay.install(name)
+            batch.install_replay(entry)
     except BaseException:
         for name in names:
             del _served[name]

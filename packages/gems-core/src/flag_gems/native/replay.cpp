@@ -254,10 +254,12 @@ class Replay final : public c10::OperatorKernel {
  public:
   // ``aliases``: per return, the argument it is (an in-place or out= op's written tensor), or -1 for a new
   // tensor; ``written``: the arguments the op writes.
+  // ``autograd``: the kernel sits at an Autograd key, where only calls that record no graph are replayed.
   Replay(std::shared_ptr<Table> table, c10::SafeKernelFunction python, size_t num_args, std::vector<int> aliases,
-         std::vector<int> written)
+         std::vector<int> written, bool autograd)
       : table_(std::move(table)), python_(std::move(python)), num_args_(num_args),
-        num_returns_(aliases.size()), aliases_(std::move(aliases)), written_(std::move(written)) {}
+        num_returns_(aliases.size()), aliases_(std::move(aliases)), written_(std::move(written)),
+        autograd_(autograd) {}
 
   void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
     thread_local std::vector<int64_t> key;
@@ -280,6 +282,9 @@ class Replay final : public c10::OperatorKernel {
       // A written tensor sharing memory with another argument (other than being it) is the Python kernel's
       // to judge: ATen refuses some such calls, and the key does not tell them apart.
       plannable = plannable && (written_.empty() || !overlapping(args));
+      if (autograd_ && plannable && c10::GradMode::is_enabled()) {
+        for (const at::Tensor* t : tensors) plannable = plannable && !t->requires_grad();
+      }
     }
     if (!plannable) {
       python_.callBoxed(op, keys, stack);
@@ -492,6 +497,7 @@ class Replay final : public c10::OperatorKernel {
   c10::SafeKernelFunction python_;
   size_t num_args_, num_returns_;
   std::vector<int> aliases_, written_;
+  bool autograd_;
 };
 
 // Registering in front of our own Python kernel is the point: torch's warning about overriding a kernel
@@ -539,14 +545,16 @@ class Library {
       }
       aliases.push_back(alias);
     }
-    if (!op->hasKernelForDispatchKey(key_)) return false;
+    // At an Autograd key an in-place op also bumps its tensor's version, which a replay would not.
+    const bool autograd = c10::isIncludedInAlias(key_, c10::DispatchKey::Autograd);
+    if ((autograd && !written.empty()) || !op->hasKernelForDispatchKey(key_)) return false;
     auto python = op->getComputedKernelForDispatchKey(key_);
     Silent silent;
     c10::WarningUtils::WarningHandlerGuard quiet(&silent);
     if (!library_) library_ = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", key_, "flag_gems", 0);
     library_->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<Replay>(
                                      table_for(name), std::move(python), arguments.size(), std::move(aliases),
-                                     std::move(written))));
+                                     std::move(written), autograd)));
     return true;
   }
 
