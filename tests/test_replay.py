@@ -54,6 +54,7 @@ CASES = [
     ("sum_dim", "sum.dim_IntList", lambda a: a.sum(-1), lambda d: (_x(64, 512, dtype=d),)),
     ("amax", "amax", lambda a: a.amax(-1), lambda d: (_x(64, 512, dtype=d),)),
     ("linear", "mm", F.linear, lambda d: (_x(1, 2048, dtype=d), _x(2048, 2048, dtype=d))),
+    ("mm_tiny", "mm", torch.mm, lambda d: (_x(16, 16, dtype=d), _x(16, 16, dtype=d))),
     # In place and out=: the written tensor is an argument, and the result is that argument.
     ("add_inplace", "add_.Tensor", lambda a, b: a.add_(b), lambda d: (_x(64, 33, dtype=d), _x(64, 33, dtype=d))),
     ("add_inplace_itself", "add_.Tensor", lambda a: a.add_(a), lambda d: (_x(1000, dtype=d),)),
@@ -65,7 +66,7 @@ CASES = [
 ]
 
 # A float32 product with TF32 off is computed in pieces (several launches): never replayed.
-SEVERAL_LAUNCHES = {("linear", torch.float32)}
+SEVERAL_LAUNCHES = {("linear", torch.float32), ("mm_tiny", torch.float32)}
 
 
 def _aten(fn, inputs):

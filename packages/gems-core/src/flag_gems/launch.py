@@ -156,26 +156,28 @@ def taint_recording(why: str) -> None:
 
 def _replay_facts(kernel, num_args: int) -> tuple | None:
     """What a replay of ``kernel`` needs beyond its arguments: (num_warps, num_ctas, shared memory), whether
-    it launches in a mode of its own (cooperative, programmatic dependent, with scratch memory), and the
+    it launches in a mode of its own (cooperative, programmatic dependent, profiled), the global scratch
+    memory each program takes (bytes, alignment: Hopper kernels build tensor descriptors there), and the
     types of its ``num_args`` runtime parameters as Triton's signature writes them."""
     signature = getattr(getattr(kernel, "src", None), "signature", None)
     if not isinstance(signature, dict):
         return None
     runner = kernel.run
     special = bool(getattr(runner, "launch_cooperative_grid", 1) or getattr(runner, "launch_pdl", 1)
-                   or getattr(runner, "global_scratch_size", 1) or getattr(runner, "profile_scratch_size", 1))
+                   or getattr(runner, "profile_scratch_size", 1))
+    scratch = (getattr(runner, "global_scratch_size", 0), getattr(runner, "global_scratch_align", 1))
     types = [t if isinstance(t, str) else "unsupported" for t in list(signature.values())[:num_args]]
-    return tuple(kernel.packed_metadata), special, types
+    return tuple(kernel.packed_metadata), special, scratch, types
 
 
 def _report(function, grid, facts, addresses) -> None:
     if facts is None:
         _replay.taint("launched a kernel Triton describes in another way")
         return
-    (warps, ctas, shared), special, types = facts
+    (warps, ctas, shared), special, (scratch, align), types = facts
     size = len(grid)
     _replay.record_launch(function, grid[0], grid[1] if size > 1 else 1, grid[2] if size > 2 else 1, warps, ctas,
-                          shared, special, types, list(addresses))
+                          shared, special, scratch, align, types, list(addresses))
 
 
 def _direct_call(kernel, constexprs: tuple) -> tuple:

@@ -9,6 +9,7 @@
 // never reaches Python. Everything else goes to the Python kernel, as before.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Context.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 #include <ATen/record_function.h>
 #include <c10/core/GradMode.h>
@@ -73,6 +74,7 @@ struct Plan {
   uint64_t function = 0;
   unsigned grid[3] = {1, 1, 1};
   unsigned threads = 0, shared = 0;
+  uint64_t scratch = 0, scratch_align = 1;  // global scratch bytes a program takes, and their alignment
   std::vector<Param> params;
   std::vector<Output> outputs;
 };
@@ -114,6 +116,7 @@ struct Launch {
   uint64_t function;
   unsigned grid[3];
   unsigned threads, shared;
+  uint64_t scratch, scratch_align;
   std::vector<bool> pointer;
   std::vector<uint64_t> bits;
 };
@@ -335,8 +338,16 @@ class Replay final : public c10::OperatorKernel {
         }
         params[i] = &values[i];
       }
-      // Triton's global and profile scratch pointers: none for the kernels planned here.
+      // Triton's global scratch (memory each program may use during the launch; freed after it, the
+      // caching allocator hands it out again only to work that the stream runs later) and profile scratch.
+      at::Tensor scratch;
       values[n] = values[n + 1] = 0;
+      if (plan.scratch != 0) {
+        const uint64_t bytes = plan.scratch * plan.grid[0] * plan.grid[1] * plan.grid[2] + plan.scratch_align;
+        scratch = at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
+        const uint64_t start = reinterpret_cast<uint64_t>(scratch.const_data_ptr());
+        values[n] = (start + plan.scratch_align - 1) / plan.scratch_align * plan.scratch_align;
+      }
       params[n] = &values[n];
       params[n + 1] = &values[n + 1];
       const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
@@ -439,6 +450,8 @@ class Replay final : public c10::OperatorKernel {
     std::copy(launch.grid, launch.grid + 3, plan.grid);
     plan.threads = launch.threads;
     plan.shared = launch.shared;
+    plan.scratch = launch.scratch;
+    plan.scratch_align = launch.scratch_align;
     for (size_t i = 0; i < launch.bits.size(); ++i) {
       const uint64_t bits = launch.bits[i];
       if (!launch.pointer[i] || bits == 0) {
@@ -589,14 +602,15 @@ uint64_t pack(const std::string& type, const py::handle& value, bool& pointer) {
 
 // flag_gems.launch reports a launch made while this thread records.
 void record_launch(uint64_t function, unsigned gx, unsigned gy, unsigned gz, unsigned warps, unsigned ctas,
-                   unsigned shared, bool special, const std::vector<std::string>& types, const py::list& values) {
+                   unsigned shared, bool special, uint64_t scratch, uint64_t scratch_align,
+                   const std::vector<std::string>& types, const py::list& values) {
   Recording* rec = recording;
   if (rec == nullptr) return;
-  if (ctas != 1 || special || types.size() != values.size()) {
-    rec->tainted = "launched a kernel in a special mode (clusters, cooperative, scratch memory)";
+  if (ctas != 1 || special || types.size() != values.size() || scratch_align == 0 || scratch_align > 4096) {
+    rec->tainted = "launched a kernel in a special mode (clusters, cooperative, profiled)";
     return;
   }
-  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, {}, {}};
+  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, scratch, scratch_align, {}, {}};
   try {
     for (size_t i = 0; i < types.size(); ++i) {
       if (types[i] == "constexpr") continue;
