@@ -119,8 +119,9 @@ class Launcher:
 
 
 # -- replayed launches (flag_gems.native) -----------------------------------------------------------------
-#: True while a call is being recorded for replay, on some thread: launches then report themselves.
-recording = False
+#: How many threads record a call for replay now: while any does, launches report themselves (the module
+#: keeps each report for the thread that made it).
+recording = 0
 _replay = None  # the compiled replay module, bound by begin_recording
 
 
@@ -136,15 +137,17 @@ def begin_recording(replay) -> None:
     """Called by the replay module before it runs a Python kernel it records (the GIL held)."""
     global recording, _replay
     _replay = replay
-    recording = True
-    if _runtime_knobs is not None:
-        _runtime_knobs.launch_enter_hook.add(_spy)
+    recording += 1
+    if _runtime_knobs is None:
+        _bind_triton()
+    _runtime_knobs.launch_enter_hook.add(_spy)
 
 
 def end_recording() -> None:
+    """Called by the replay module after the recorded kernel returned or raised (the GIL held)."""
     global recording
-    recording = False
-    if _runtime_knobs is not None:
+    recording -= 1
+    if not recording:
         _runtime_knobs.launch_enter_hook.remove(_spy)
 
 

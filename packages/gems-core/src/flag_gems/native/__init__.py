@@ -32,16 +32,31 @@ def module():
     if device.interpreter or device.name != "cuda" or os.environ.get("GEMS_REPLAY", "1") == "0":
         return None
     try:
-        from flag_gems.native import build
-
-        loaded = build.load()
+        loaded = _load()
         if not loaded.launch_available():
             raise RuntimeError("the CUDA driver library was not found")
-        loaded.set_hooks(lambda: launch.begin_recording(loaded), launch.end_recording)
         _module = loaded
     except Exception as error:  # a machine without a compiler still serves every op, through Python
         warnings.warn(f"flag_gems: replayed launches are off ({error})", RuntimeWarning, stacklevel=2)
     return _module
+
+
+def _load():
+    from flag_gems.native import build
+
+    loaded = build.load()
+    loaded.set_hooks(lambda: launch.begin_recording(loaded), launch.end_recording)
+    return loaded
+
+
+def use_test_launcher(launcher) -> None:
+    """Tests without a GPU: replay calls on CPU tensors, launching through ``launcher(function, grid,
+    parameters)`` (the kernel's parameters as integers, then the scratch pointer); None ends it. Builds the
+    module where the running device never would."""
+    global _module, _tried
+    if _module is None:
+        _module, _tried = _load(), True
+    _module.set_test_launcher(launcher)
 
 
 class Handle:
@@ -69,7 +84,8 @@ class Handle:
 
 
 def clear() -> None:
-    """Forget every plan (after a change to a setting that Python kernels read when they plan a call)."""
+    """Forget every plan, and the counts ``stats`` gives (after a change to a setting that Python kernels read
+    when they plan a call)."""
     if _module is not None:
         _module.clear()
 

@@ -129,6 +129,13 @@ struct Recording {
 
 thread_local Recording* recording = nullptr;
 
+// The device whose tensors calls are planned for: the GPU. Tests on a machine without one plan CPU tensors
+// and launch through a Python function that plays the kernel (``test_launcher``).
+c10::DeviceType device_type = c10::DeviceType::CUDA;
+py::object* test_launcher = nullptr;
+
+bool on_device(const at::Tensor& t) { return t.device().type() == device_type; }
+
 // Python's side of a recording: flag_gems.native's begin() and end().
 py::object* py_begin = nullptr;
 py::object* py_end = nullptr;
@@ -137,13 +144,13 @@ py::object* py_end = nullptr;
 // another served op) did work a replay would not repeat.
 const std::unordered_set<std::string>& allowed_ops() {
   static const std::unordered_set<std::string> ops = {
-      "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided",
-      "aten::view", "aten::_unsafe_view", "aten::as_strided", "aten::expand", "aten::expand_as", "aten::t",
-      "aten::transpose", "aten::permute", "aten::reshape", "aten::_reshape_alias", "aten::unsqueeze",
-      "aten::squeeze", "aten::select", "aten::slice", "aten::narrow", "aten::alias", "aten::detach",
-      "aten::flatten", "aten::view_as", "aten::contiguous", "aten::result_type", "aten::can_cast",
-      "aten::promote_types", "aten::item", "aten::_debug_has_internal_overlap", "aten::is_same_size", "aten::size", "aten::stride",
-      "aten::sym_size", "aten::sym_stride", "aten::numel", "aten::dim"};
+      "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+      "view", "_unsafe_view", "as_strided", "expand", "expand_as", "t",
+      "transpose", "permute", "reshape", "_reshape_alias", "unsqueeze",
+      "squeeze", "select", "slice", "narrow", "alias", "detach",
+      "flatten", "view_as", "contiguous", "result_type", "can_cast",
+      "promote_types", "item", "_debug_has_internal_overlap", "is_same_size", "size", "stride",
+      "sym_size", "sym_stride", "numel", "dim"};
   return ops;
 }
 
@@ -151,15 +158,17 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
   Recording* rec = recording;
   if (rec == nullptr) return nullptr;
   const char* name = fn.name();
-  if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
+  // ATen's ops, named with or without their namespace (bindings name some calls bare).
+  const char* bare = std::strncmp(name, "aten::", 6) == 0 ? name + 6 : name;
+  if (std::strcmp(bare, "_local_scalar_dense") == 0) {
     // A CPU scalar's value is part of the call's key; a device tensor's value is not.
     auto inputs = fn.inputs();
-    if (inputs.empty() || !inputs[0].isTensor() || !inputs[0].toTensor().is_cpu()) {
+    if (inputs.empty() || !inputs[0].isTensor() || on_device(inputs[0].toTensor())) {
       rec->tainted = "read a device tensor's value";
     }
     return nullptr;
   }
-  if (allowed_ops().count(name) == 0 && rec->tainted == nullptr) {
+  if (allowed_ops().count(bare) == 0 && rec->tainted == nullptr) {
     rec->tainted = "called another op";
     rec->op = name;
   }
@@ -186,9 +195,9 @@ bool encode(const c10::IValue& v, std::vector<int64_t>& key, std::vector<const a
     key.push_back(2 | (static_cast<int64_t>(t.scalar_type()) << 8) |
                   (static_cast<int64_t>(device.type()) << 16) | ((static_cast<int64_t>(device.index()) + 1) << 24) |
                   (dim << 32));
-    if (device.is_cpu()) {
+    if (device.type() != device_type) {
       // A CPU 0-d tensor beside device tensors is a scalar: its value decides the launch.
-      if (dim != 0) return false;
+      if (dim != 0 || !device.is_cpu()) return false;
       key.push_back(static_cast<int64_t>(scalar_bits(t)));
       return true;
     }
@@ -275,13 +284,17 @@ class Replay final : public c10::OperatorKernel {
     for (size_t i = 0; plannable && i < num_args_; ++i) plannable = encode(args[i], key, tensors);
     c10::DeviceIndex index = -1;
     if (plannable) {
+      bool found = false;
       for (const at::Tensor* t : tensors) {
-        if (t->is_cuda()) {
+        if (on_device(*t)) {
           index = t->device().index();
+          found = true;
           break;
         }
       }
-      plannable = index >= 0 && c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getDevice().index() == index;
+      // Kernels launch on the current device: a call for another one goes through Python, which switches.
+      plannable = found && (test_launcher != nullptr ||
+                            c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getDevice().index() == index);
       // A written tensor sharing memory with another argument (other than being it) is the Python kernel's
       // to judge: ATen refuses some such calls, and the key does not tell them apart.
       plannable = plannable && (written_.empty() || !overlapping(args));
@@ -314,7 +327,7 @@ class Replay final : public c10::OperatorKernel {
 
  private:
   void run(const Plan& plan, torch::jit::Stack* stack, c10::DeviceIndex index) {
-    const c10::Device device(c10::DeviceType::CUDA, index);
+    const c10::Device device(device_type, index);
     c10::SmallVector<at::Tensor, 2> outputs;
     for (const Output& o : plan.outputs) {
       outputs.push_back(at::empty_strided(o.sizes, o.strides, at::TensorOptions().dtype(o.dtype).device(device)));
@@ -350,11 +363,13 @@ class Replay final : public c10::OperatorKernel {
       }
       params[n] = &values[n];
       params[n + 1] = &values[n + 1];
-      const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
-      void* stream = guard->getStreamNativeHandle(guard->getStream(device));
-      const int status = launch_kernel()(reinterpret_cast<void*>(plan.function), plan.grid[0], plan.grid[1],
-                                         plan.grid[2], plan.threads, 1, 1, plan.shared, stream, params, nullptr);
-      TORCH_CHECK(status == 0, "flag_gems: a replayed kernel launch failed (CUDA driver error ", status, ")");
+      if (test_launcher != nullptr) {
+        py::gil_scoped_acquire gil;
+        (*test_launcher)(plan.function, py::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]),
+                         std::vector<uint64_t>(values, values + n + 1));
+      } else {
+        launch(plan, device, params);
+      }
     }
     c10::SmallVector<c10::IValue, 2> results;
     const c10::IValue* args = stack->data() + stack->size() - num_args_;
@@ -362,6 +377,14 @@ class Replay final : public c10::OperatorKernel {
     for (int alias : aliases_) results.push_back(alias >= 0 ? args[alias] : c10::IValue(std::move(outputs[fresh++])));
     torch::jit::drop(*stack, num_args_);
     for (auto& r : results) stack->push_back(std::move(r));
+  }
+
+  static void launch(const Plan& plan, const c10::Device& device, void** params) {
+    const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+    void* stream = guard->getStreamNativeHandle(guard->getStream(device));
+    const int status = launch_kernel()(reinterpret_cast<void*>(plan.function), plan.grid[0], plan.grid[1],
+                                       plan.grid[2], plan.threads, 1, 1, plan.shared, stream, params, nullptr);
+    TORCH_CHECK(status == 0, "flag_gems: a replayed kernel launch failed (CUDA driver error ", status, ")");
   }
 
   void record(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack,
@@ -429,7 +452,7 @@ class Replay final : public c10::OperatorKernel {
         all_empty = all_empty && t.numel() == 0;
         continue;
       }
-      if (!t.defined() || !t.is_cuda() || t.storage_offset() != 0 || t.layout() != c10::kStrided) {
+      if (!t.defined() || !on_device(t) || t.storage_offset() != 0 || t.layout() != c10::kStrided) {
         return "returned a tensor it did not allocate on the device";
       }
       for (size_t i = 0; i < inputs.size(); ++i) {
@@ -466,7 +489,8 @@ class Replay final : public c10::OperatorKernel {
         }
       }
       for (size_t a = 0; a < inputs.size() && !matched; ++a) {
-        if (is_tensor[a] && inputs[a].is_cuda() && reinterpret_cast<uintptr_t>(inputs[a].const_data_ptr()) == bits) {
+        if (is_tensor[a] && on_device(inputs[a]) &&
+            reinterpret_cast<uintptr_t>(inputs[a].const_data_ptr()) == bits) {
           plan.params.push_back({Source::kInput, static_cast<uint32_t>(a), 0});
           matched = true;
         }
@@ -495,7 +519,7 @@ class Replay final : public c10::OperatorKernel {
       for (size_t i = 0; i < num_args_; ++i) {
         if (static_cast<int>(i) == w || !args[i].isTensor()) continue;
         const at::Tensor& t = args[i].toTensor();
-        if (!t.defined() || !t.is_cuda()) continue;
+        if (!t.defined() || !on_device(t)) continue;
         if (t.const_data_ptr() == out.const_data_ptr() && t.sizes() == out.sizes() && t.strides() == out.strides()) {
           continue;  // the same elements: an in-place op reading its own output (x.add_(x))
         }
@@ -527,9 +551,13 @@ class Library {
 
   // Puts a replaying kernel in front of the kernel registered now for ``name`` at this key; false for an
   // op with results of other kinds than new tensors and the tensors it writes.
-  bool install(const std::string& name) {
+  bool install(const std::string& qualified) {
+    // "add.Tensor" is ATen's; "ns::op.overload" another namespace's.
+    const auto colons = qualified.find("::");
+    const std::string ns = colons == std::string::npos ? "aten" : qualified.substr(0, colons);
+    const std::string name = colons == std::string::npos ? qualified : qualified.substr(colons + 2);
     auto dot = name.find('.');
-    const std::string base = "aten::" + name.substr(0, dot);
+    const std::string base = ns + "::" + name.substr(0, dot);
     const std::string overload = dot == std::string::npos ? "" : name.substr(dot + 1);
     auto op = c10::Dispatcher::singleton().findSchema({base, overload});
     if (!op) return false;
@@ -564,18 +592,19 @@ class Library {
     auto python = op->getComputedKernelForDispatchKey(key_);
     Silent silent;
     c10::WarningUtils::WarningHandlerGuard quiet(&silent);
-    if (!library_) library_ = std::make_unique<torch::Library>(torch::Library::IMPL, "aten", key_, "flag_gems", 0);
-    library_->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<Replay>(
-                                     table_for(name), std::move(python), arguments.size(), std::move(aliases),
-                                     std::move(written), autograd)));
+    auto& library = libraries_[ns];
+    if (!library) library = std::make_unique<torch::Library>(torch::Library::IMPL, ns, key_, "flag_gems", 0);
+    library->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<Replay>(
+                                    table_for(qualified), std::move(python), arguments.size(), std::move(aliases),
+                                    std::move(written), autograd)));
     return true;
   }
 
-  void reset() { library_.reset(); }
+  void reset() { libraries_.clear(); }
 
  private:
   c10::DispatchKey key_;
-  std::unique_ptr<torch::Library> library_;
+  std::unordered_map<std::string, std::unique_ptr<torch::Library>> libraries_;
 };
 
 uint64_t pack(const std::string& type, const py::handle& value, bool& pointer) {
@@ -639,6 +668,8 @@ void clear() {
     entry.second->plans.clear();
     entry.second->made = 0;
     entry.second->reused = 0;
+    entry.second->hits = 0;
+    entry.second->last_refusal.clear();
   }
 }
 
@@ -677,4 +708,11 @@ PYBIND11_MODULE(_gems_replay, m) {
     py_end = new py::object(std::move(end));
   });
   m.def("launch_available", [] { return launch_kernel() != nullptr; });
+  // Tests without a GPU: plan CPU tensors and launch through ``launcher(function, grid, parameters)``
+  // (None: the GPU again).
+  m.def("set_test_launcher", [](py::object launcher) {
+    delete test_launcher;
+    test_launcher = launcher.is_none() ? nullptr : new py::object(std::move(launcher));
+    device_type = test_launcher == nullptr ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  });
 }

@@ -1,0 +1,226 @@
+"""The replay module's logic without a GPU: ops of a test namespace whose Python kernels play a kernel on CPU
+memory and report it as flag_gems.launch reports a launch; the module replays them through the same player.
+What is planned, what is refused and why, in-place calls and overlaps, and the schemas it will not serve."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from flag_gems import launch, native
+
+pytestmark = pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                                reason="building the replay module needs a C++ compiler")
+
+NS = "gems_replay_test"
+SCALE, AXPY = 101, 102
+FACTS = {SCALE: ((4, 1, 0), False, (0, 1), ["*fp32", "*fp32", "fp32", "i32"]),
+         AXPY: ((4, 1, 0), False, (0, 1), ["*fp32", "*fp32", "fp32", "i32"])}
+
+
+def _floats(address: int, n: int) -> np.ndarray:
+    return np.frombuffer((ctypes.c_float * n).from_address(address), dtype=np.float32)
+
+
+def _f32(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+
+
+def play(function: int, grid, params) -> None:
+    """The kernels, on raw addresses: what a launch computes, whether Python or the replay launches it."""
+    n = params[3]
+    if function == SCALE:  # out = x * s
+        _floats(params[1], n)[:] = _floats(params[0], n) * _f32(params[2])
+    elif function == AXPY:  # y += a * x
+        _floats(params[0], n)[:] += _f32(params[2]) * _floats(params[1], n)
+
+
+def _launch(function: int, pointers: list, a: float, n: int) -> None:
+    addresses = [*pointers, a, n]
+    play(function, (1, 1, 1), [*pointers, struct.unpack("<I", struct.pack("<f", a))[0], n])
+    if launch.recording:
+        launch._report(function, (1, 1, 1), FACTS[function], addresses)
+
+
+def _scale(x, s):
+    out = torch.empty_like(x)
+    _launch(SCALE, [x.data_ptr(), out.data_ptr()], s, x.numel())
+    return out
+
+
+def _scale_(x, s):
+    _launch(SCALE, [x.data_ptr(), x.data_ptr()], s, x.numel())
+    return x
+
+
+def _axpy_(y, x, a):
+    _launch(AXPY, [y.data_ptr(), x.data_ptr()], a, y.numel())
+    return y
+
+
+def _twice(x):
+    out = _scale(x, 2.0)
+    _launch(SCALE, [out.data_ptr(), out.data_ptr()], 1.0, x.numel())
+    return out
+
+
+def _own_memory(x):
+    tmp, out = torch.empty_like(x), torch.empty_like(x)
+    _launch(SCALE, [x.data_ptr(), tmp.data_ptr()], 3.0, x.numel())
+    ctypes.memmove(out.data_ptr(), tmp.data_ptr(), 4 * x.numel())  # no op a recording would see
+    return out
+
+
+def _cloned(x):
+    return _scale(x.clone(), 4.0)
+
+
+def _strict(x, s):
+    if s < 0:
+        raise ValueError("strict: s must not be negative")
+    return _scale(x, s)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    lib = torch.library.Library(NS, "DEF")
+    kernels = {
+        "scale(Tensor x, float s) -> Tensor": _scale,
+        "scale_(Tensor(a!) x, float s) -> Tensor(a!)": _scale_,
+        "axpy_(Tensor(a!) y, Tensor x, float a) -> Tensor(a!)": _axpy_,
+        "twice(Tensor x) -> Tensor": _twice,
+        "own_memory(Tensor x) -> Tensor": _own_memory,
+        "cloned(Tensor x) -> Tensor": _cloned,
+        "strict(Tensor x, float s) -> Tensor": _strict,
+        "view(Tensor(a) x) -> Tensor(a)": lambda x: x.view(-1),
+        "pieces(Tensor x) -> Tensor[]": lambda x: [x.clone()],
+        "noisy(Tensor x, Generator? generator=None) -> Tensor": lambda x, generator=None: x.clone(),
+    }
+    for schema, fn in kernels.items():
+        lib.define(schema)
+        lib.impl(schema.split("(")[0], fn, "CPU")
+    native.use_test_launcher(play)
+    handle = native.Handle("CPU")
+    for name in ("scale", "scale_", "axpy_", "twice", "own_memory", "cloned", "strict"):
+        assert handle.install(f"{NS}::{name}")
+    yield getattr(torch.ops, NS)
+    handle.reset()
+    native.use_test_launcher(None)
+    native.clear()
+    lib._destroy()
+
+
+def _stats(name: str):
+    return native.stats().get(f"{NS}::{name}", (0, 0, 0, ""))
+
+
+def _x(n: int = 1000) -> torch.Tensor:
+    return torch.randn(n, dtype=torch.float32, device="cpu")
+
+
+def test_a_signature_is_recorded_once_and_replayed_after(ops):
+    op = ops
+    native.clear()
+    for _ in range(4):
+        x = _x()
+        torch.testing.assert_close(op.scale(x, 0.5), x * 0.5, rtol=0, atol=0)
+    hits, plans, gave_up, _ = _stats("scale")
+    assert (hits, plans, gave_up) == (3, 1, 0)
+    assert launch.recording == 0
+
+
+def test_a_new_scalar_alignment_or_shape_is_a_new_signature(ops):
+    op = ops
+    native.clear()
+    x = _x(1001)
+    for args in [(x, 0.5), (x, 2.0), (x[1:], 2.0), (x[:500], 2.0), (x, 0.5), (x[1:], 2.0)]:
+        torch.testing.assert_close(op.scale(*args), args[0] * args[1], rtol=0, atol=0)
+    hits, plans, _, _ = _stats("scale")
+    assert plans == 4 and hits >= 2
+
+
+def test_in_place_calls_replay_and_return_their_tensor(ops):
+    op = ops
+    native.clear()
+    for _ in range(3):
+        x = _x()
+        expected = x * 1.5
+        result = op.scale_(x, 1.5)
+        assert result.data_ptr() == x.data_ptr()
+        torch.testing.assert_close(x, expected, rtol=0, atol=0)
+    assert _stats("scale_")[0] >= 2
+
+
+def test_a_written_tensor_overlapping_another_argument_goes_to_python(ops):
+    op = ops
+    native.clear()
+    for _ in range(3):
+        y, x = _x(1001), _x(1001)
+        op.axpy_(y[1:], x[:-1], 2.0)  # the signature of the call below, without an overlap
+    hits = _stats("axpy_")[0]
+    z = _x(1001)
+    op.axpy_(z[1:], z[:-1], 2.0)
+    assert _stats("axpy_")[0] == hits  # Python's kernel judged it
+
+
+@pytest.mark.parametrize("name, why", [
+    ("twice", "launched more than one kernel"),
+    ("own_memory", "launched on memory it made for itself"),
+    ("cloned", "called another op aten::clone"),
+])
+def test_calls_doing_more_than_one_launch_on_their_tensors_stay_in_python(ops, name, why):
+    op = ops
+    native.clear()
+    fn = getattr(op, name)
+    expected = {"twice": 2.0, "own_memory": 3.0, "cloned": 4.0}[name]
+    for _ in range(4):
+        x = _x()
+        torch.testing.assert_close(fn(x), x * expected, rtol=0, atol=0)
+    hits, plans, gave_up, reason = _stats(name)
+    assert (hits, plans, gave_up) == (0, 0, 1)
+    assert reason == why
+
+
+def test_an_error_raised_while_recording_reaches_the_caller(ops):
+    op = ops
+    native.clear()
+    with pytest.raises(ValueError, match="must not be negative"):
+        op.strict(_x(), -1.0)
+    assert launch.recording == 0
+    x = _x()
+    for _ in range(3):
+        torch.testing.assert_close(op.strict(x, 1.0), x, rtol=0, atol=0)
+    assert _stats("strict")[0] == 2
+
+
+def test_switched_off_and_cleared(ops):
+    op = ops
+    native.clear()
+    x = _x(64)
+    op.scale(x, 7.0)
+    native.set_enabled(False)
+    try:
+        hits = _stats("scale")[0]
+        torch.testing.assert_close(op.scale(x, 7.0), x * 7.0, rtol=0, atol=0)
+        assert _stats("scale")[0] == hits
+    finally:
+        native.set_enabled(True)
+    native.clear()
+    assert _stats("scale")[1] == 0
+
+
+@pytest.mark.parametrize("key, name", [
+    ("CPU", f"{NS}::view"),  # a result that is a view of an argument
+    ("CPU", f"{NS}::pieces"),  # a list of tensors
+    ("CPU", f"{NS}::noisy"),  # a generator
+    ("CPU", "native_dropout"),  # a random op (its schema's tag)
+    ("AutogradCPU", "add_.Tensor"),  # in place at an Autograd key: the version counter
+    ("CPU", f"{NS}::no_such_op"),
+])
+def test_ops_it_will_not_serve(ops, key, name):
+    assert not native.Handle(key).install(name)
