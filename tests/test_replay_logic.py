@@ -224,3 +224,40 @@ def test_switched_off_and_cleared(ops):
 ])
 def test_ops_it_will_not_serve(ops, key, name):
     assert not native.Handle(key).install(name)
+
+
+def _set_a_pointwise_knob():
+    from gems_pointwise.knobs import KNOBS
+
+    KNOBS.half_fast_pow = KNOBS.half_fast_pow
+
+
+def _clear_norm_plans():
+    from gems_norm import heuristics
+
+    heuristics.clear_plans()
+
+
+def _forget_reduction_plans():
+    from gems_reduction import reduce
+
+    reduce.forget_plans()
+
+
+def _clear_blas_caches():
+    from gems_blas import mm
+
+    mm.clear_caches()
+
+
+@pytest.mark.parametrize("change", [_set_a_pointwise_knob, _clear_norm_plans, _forget_reduction_plans,
+                                    _clear_blas_caches])
+def test_a_family_setting_changed_forgets_the_replayed_calls(ops, change):
+    # A replayed call keeps the kernel its recording chose: a new setting must reach the next call.
+    op = ops
+    native.clear()
+    x = _x(64)
+    op.scale(x, 5.0)
+    assert _stats("scale")[1] == 1
+    change()
+    assert _stats("scale")[1] == 0

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from flag_gems import aten_kernel
+from flag_gems import aten_kernel, native
 from flag_gems.intmath import cdiv
 from flag_gems.launch import Launcher
 from flag_gems.runtime import device
@@ -736,10 +736,12 @@ def plan_for(key: tuple, config: heuristics.MatmulConfig, precision: str | None 
 
 
 def clear_caches() -> None:
-    """Forget the products' plans and calls (after a change to what decides them: the forced kernel)."""
+    """Forget the products' plans and calls, and the calls core replays from C++ (after a change to what
+    decides them: the forced kernel)."""
     _plans.clear()
     _calls.clear()
     op_calls.clear()
+    native.clear()
 
 
 @contextlib.contextmanager

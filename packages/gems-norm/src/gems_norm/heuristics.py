@@ -12,6 +12,7 @@ import functools
 
 import torch
 
+from flag_gems import native
 from flag_gems.launch import aligned, shared_launcher, specialization
 from flag_gems.runtime import device
 
@@ -210,9 +211,11 @@ class Plans(dict):
 
 
 def clear_plans() -> None:
-    """Forget every plan of the family, so that the next calls build theirs anew (after a knob changes)."""
+    """Forget every plan of the family, and the calls core replays from C++, so that the next calls build
+    theirs anew (after a knob changes)."""
     for plans in _every_plans:
         plans.clear()
+    native.clear()
 
 
 class _ToAten:

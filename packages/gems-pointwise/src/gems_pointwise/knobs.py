@@ -1,15 +1,21 @@
 """Choices between kernel variants that only timing on the GPU settles (``tuning/ab_pointwise.py`` times
-them against ATen). Launchers read them at every call, so a change applies to the next call; the defaults
-are what the library ships with."""
+them against ATen). Launchers read them at every call, and setting one forgets the calls core replays from
+C++, so a change applies to the next call; the defaults are what the library ships with."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from flag_gems import native
+
 
 @dataclasses.dataclass
 class Knobs:
     """The knobs of the pointwise family."""
+
+    def __setattr__(self, name, value) -> None:
+        object.__setattr__(self, name, value)
+        native.clear()  # a replayed call keeps the kernel the knob chose when it was recorded
 
     #: silu, sigmoid and silu_backward with results rounded to a half type divide with Triton's ``/``
     #: (div.full.f32: within 2 ulp over the whole float32 range, subnormals kept, no branch) instead of the

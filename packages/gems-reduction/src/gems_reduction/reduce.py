@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from flag_gems import native
 from flag_gems.intmath import cdiv
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
@@ -687,9 +688,11 @@ def plan(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted=Fa
 
 
 def forget_plans() -> None:
-    """Drop every cached plan and ready call of the family, so that changed ``tiles`` knobs apply."""
+    """Drop every cached plan and ready call of the family, and the calls core replays from C++, so that
+    changed ``tiles`` knobs apply (a replayed call keeps the kernel its plan chose)."""
     _plans.clear()
     lay.calls.clear()
+    native.clear()
 
 
 def _partials(pl: _Plan, like: torch.Tensor):
