@@ -13,6 +13,7 @@ import torch
 
 import flag_gems
 from flag_gems import cli, plugins
+from flag_gems.runtime import device
 
 pytestmark = pytest.mark.filterwarnings("ignore::flag_gems.plugins.PluginWarning")
 
@@ -38,6 +39,8 @@ def test_list_shows_every_family_with_version_and_served_count(capsys):
         assert int(row[3]) == counts.get(family["name"], 0)
         assert int(row[4]) == len(family["ops"])
     assert f"{sum(counts.values())} ATen overloads served in all" in out
+    expected = "replayed launches: on" if not device.interpreter else "replayed launches: off (kernels run on"
+    assert lines[1].startswith(expected)
 
 
 def test_list_json_names_served_ops(capsys):

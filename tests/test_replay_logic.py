@@ -261,3 +261,42 @@ def test_a_family_setting_changed_forgets_the_replayed_calls(ops, change):
     assert _stats("scale")[1] == 1
     change()
     assert _stats("scale")[1] == 0
+
+
+def test_threads_record_and_replay_their_own_calls(ops):
+    import threading
+
+    op = ops
+    native.clear()
+    failures = []
+
+    def work(scale: float) -> None:
+        try:
+            for _ in range(50):
+                x = _x(257)
+                torch.testing.assert_close(op.scale(x, scale), x * scale, rtol=0, atol=0)
+        except AssertionError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (0.25, 0.5, 2.0, 4.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    hits, plans, _, _ = _stats("scale")
+    assert plans == 4 and hits >= 4 * 48
+    assert launch.recording == 0
+
+
+def test_an_op_whose_signatures_keep_changing_stops_recording(ops):
+    # A scalar that differs every call makes a new signature every call: after 256 plans never replayed,
+    # new signatures of the op go to Python without a recording.
+    op = ops
+    native.clear()
+    x = _x(16)
+    for i in range(300):
+        torch.testing.assert_close(op.scale(x, 1.0 + i), x * (1.0 + i), rtol=0, atol=0)
+    assert _stats("scale")[1] == 257
+    torch.testing.assert_close(op.scale(x, 1.0), x, rtol=0, atol=0)
+    assert _stats("scale")[0] == 1  # a signature planned before still replays

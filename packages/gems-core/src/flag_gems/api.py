@@ -75,7 +75,7 @@ def _select(config: _Config, found: dict[str, plugins.FamilyInfo]) -> dict[str, 
         if len(infos) > 1:
             _warn_conflict(name, infos)
         op = winner.ops[name]
-        entries[name] = registry.Entry(name, winner.name, op.fn, op.autograd)
+        entries[name] = registry.Entry(name, winner.name, op.fn, op.autograd, op.replay)
     return entries
 
 

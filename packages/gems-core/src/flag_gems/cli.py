@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 import flag_gems
-from flag_gems import api, plugins
+from flag_gems import api, native, plugins
 from flag_gems.runtime import device
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -59,6 +59,7 @@ def _list(args: argparse.Namespace) -> int:
                           "families": found}, indent=2))
         return 0
     print(_where())
+    print(f"replayed launches: {native.status()}")
     if not found:
         print("no family is installed: install gems-pointwise, gems-reduction, gems-blas, gems-norm or a plugin")
         return 0

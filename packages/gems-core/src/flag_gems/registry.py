@@ -40,6 +40,7 @@ class Entry:
     family: str
     fn: Callable
     autograd: bool = False
+    replay: bool = True
 
     @property
     def key(self) -> str:
@@ -62,7 +63,7 @@ class _Batch:
         self.replay: dict[str, native.Handle] | None = None if record or device.interpreter else {}
 
     def install_replay(self, entry: Entry) -> None:
-        if self.replay is not None:
+        if self.replay is not None and entry.replay:
             handle = self.replay.get(entry.key)
             if handle is None:
                 handle = self.replay[entry.key] = native.Handle(entry.key)

@@ -129,7 +129,7 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
     replay = None if record or device.interpreter else native.Handle("CustomRNGKeyId")
     for name, entry in entries.items():
         handle.impl(name, KEY, _kernel_for(entry, record), False)
-        if replay is not None:
+        if replay is not None and entry.replay:
             replay.install(name)
     for name in _shadowed():
         if name not in entries:
@@ -207,7 +207,7 @@ def _promote(promoted: registry.Entry) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         _registered.handle.impl(promoted.name, KEY, _kernel_for(promoted, _registered.record), False)
-        if _registered.replay is not None:
+        if _registered.replay is not None and promoted.replay:
             _registered.replay.install(promoted.name)
 
 

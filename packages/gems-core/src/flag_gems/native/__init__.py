@@ -21,15 +21,20 @@ from flag_gems.runtime import device
 
 _module = None
 _tried = False
+_why_off = ""
 
 
 def module():
     """The compiled replay module, built at the first use on this machine; None where replay is off."""
-    global _module, _tried
+    global _module, _tried, _why_off
     if _tried:
         return _module
     _tried = True
-    if device.interpreter or device.name != "cuda" or os.environ.get("GEMS_REPLAY", "1") == "0":
+    if device.interpreter or device.name != "cuda":
+        _why_off = f"not built for {device.name}"
+        return None
+    if os.environ.get("GEMS_REPLAY", "1") == "0":
+        _why_off = "GEMS_REPLAY=0"
         return None
     try:
         loaded = _load()
@@ -37,8 +42,16 @@ def module():
             raise RuntimeError("the CUDA driver library was not found")
         _module = loaded
     except Exception as error:  # a machine without a compiler still serves every op, through Python
+        _why_off = str(error).splitlines()[0]
         warnings.warn(f"flag_gems: replayed launches are off ({error})", RuntimeWarning, stacklevel=2)
     return _module
+
+
+def status() -> str:
+    """"on", or "off" and why (building the module first where it may be built)."""
+    if device.interpreter:
+        return "off (kernels run on Triton's interpreter)"
+    return "on" if module() is not None else f"off ({_why_off})"
 
 
 def _load():

@@ -322,7 +322,7 @@ class Replay final : public c10::OperatorKernel {
       python_.callBoxed(op, keys, stack);
       return;
     }
-    record(op, keys, stack, key, index, plan ? plan->failures : 0);
+    record(op, keys, stack, key, plan ? plan->failures : 0);
   }
 
  private:
@@ -388,7 +388,7 @@ class Replay final : public c10::OperatorKernel {
   }
 
   void record(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack,
-              const std::vector<int64_t>& key, c10::DeviceIndex index, int failures) {
+              const std::vector<int64_t>& key, int failures) {
     std::vector<int64_t> saved_key = key;
     std::vector<at::Tensor> inputs(num_args_);
     std::vector<bool> is_tensor(num_args_, false);
@@ -399,15 +399,19 @@ class Replay final : public c10::OperatorKernel {
         is_tensor[i] = true;
       }
     }
+    if (py_begin == nullptr) {  // the module was loaded without flag_gems.native (no launch reports)
+      python_.callBoxed(op, keys, stack);
+      return;
+    }
+    {
+      py::gil_scoped_acquire gil;
+      (*py_begin)();
+    }
     Recording rec;
     recording = &rec;
     auto handle = at::addThreadLocalCallback(
         at::RecordFunctionCallback(on_op).needsInputs(true).scopes({at::RecordScope::FUNCTION}));
     try {
-      {
-        py::gil_scoped_acquire gil;
-        (*py_begin)();
-      }
       python_.callBoxed(op, keys, stack);
     } catch (...) {
       finish(handle);
