@@ -219,6 +219,7 @@ def _decoding_step(bench, model, name: str) -> None:
     values = {"aten_ms_per_token": aten_ms, "gems_ms_per_token": gems_ms, "ratio": gems_ms / aten_ms,
               "relative_error": error, "steps": steps}
     values.update(_served_calls_per_step(model, token, start))
+    values.update(_replayed_calls_per_step(model, token, start))
     bench.metric("decode", name, values, targets={"ratio": 1.0}, verdicts={"ratio": verdict(gems_ms / aten_ms, 1.0)})
 
 
@@ -234,6 +235,20 @@ def _served_calls_per_step(model, token, start) -> dict:
         return {}
     return {"gems_calls_per_step": sum(counter.served.values()),
             "handed_back_per_step": sum(counter.fallbacks.values())}
+
+
+def _replayed_calls_per_step(model, token, start) -> dict:
+    """How many op calls of one decoding step were replayed from C++ (flag_gems.native), not run in Python."""
+    from flag_gems import native
+
+    def replayed() -> int:
+        return sum(stats[0] for stats in native.stats().values())
+
+    before = replayed()
+    with gems_on():
+        model.step(token, start)
+    synchronize()
+    return {"replayed_per_step": replayed() - before}
 
 
 GRAPH_CASES = {
