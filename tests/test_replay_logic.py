@@ -80,6 +80,17 @@ def _cloned(x):
     return _scale(x.clone(), 4.0)
 
 
+_KEPT = {}
+
+
+def _with_kept(x):
+    # A second result kept from the first call: no launch of a later call writes it.
+    kept = _KEPT.get(x.numel())
+    if kept is None:
+        kept = _KEPT[x.numel()] = torch.full_like(x, 7.0)
+    return _scale(x, 2.0), kept
+
+
 def _strict(x, s):
     if s < 0:
         raise ValueError("strict: s must not be negative")
@@ -97,6 +108,7 @@ def ops():
         "own_memory(Tensor x) -> Tensor": _own_memory,
         "cloned(Tensor x) -> Tensor": _cloned,
         "strict(Tensor x, float s) -> Tensor": _strict,
+        "with_kept(Tensor x) -> (Tensor, Tensor)": _with_kept,
         "view(Tensor(a) x) -> Tensor(a)": lambda x: x.view(-1),
         "pieces(Tensor x) -> Tensor[]": lambda x: [x.clone()],
         "noisy(Tensor x, Generator? generator=None) -> Tensor": lambda x, generator=None: x.clone(),
@@ -106,7 +118,7 @@ def ops():
         lib.impl(schema.split("(")[0], fn, "CPU")
     native.use_test_launcher(play)
     handle = native.Handle("CPU")
-    for name in ("scale", "scale_", "axpy_", "twice", "own_memory", "cloned", "strict"):
+    for name in ("scale", "scale_", "axpy_", "twice", "own_memory", "cloned", "strict", "with_kept"):
         assert handle.install(f"{NS}::{name}")
     yield getattr(torch.ops, NS)
     handle.reset()
@@ -184,6 +196,18 @@ def test_calls_doing_more_than_one_launch_on_their_tensors_stay_in_python(ops, n
     hits, plans, gave_up, reason = _stats(name)
     assert (hits, plans, gave_up) == (0, 0, 1)
     assert reason == why
+
+
+def test_a_result_no_launch_wrote_is_not_replayed(ops):
+    op = ops
+    native.clear()
+    for _ in range(4):
+        x = _x(100)
+        doubled, kept = op.with_kept(x)
+        torch.testing.assert_close(doubled, x * 2.0, rtol=0, atol=0)
+        torch.testing.assert_close(kept, torch.full_like(x, 7.0), rtol=0, atol=0)
+    hits, plans, gave_up, reason = _stats("with_kept")
+    assert (hits, plans, gave_up, reason) == (0, 0, 1, "returned a tensor its launch did not take")
 
 
 def test_an_error_raised_while_recording_reaches_the_caller(ops):

@@ -502,6 +502,19 @@ class Replay final : public c10::OperatorKernel {
       // A pointer to memory the call made for itself (a copy, a scratch buffer) cannot be replayed.
       if (!matched) return "launched on memory it made for itself";
     }
+    // Every result the call computes must be a parameter of its launch: a result filled some other way (a
+    // tensor kept from an earlier call) would come back uninitialised.
+    size_t fresh = 0;
+    for (size_t j = 0; j < num_returns_; ++j) {
+      const at::Tensor& t = returned[j].toTensor();
+      const bool is_fresh = aliases_[j] < 0;
+      const Source source = is_fresh ? Source::kOutput : Source::kInput;
+      const uint32_t index = static_cast<uint32_t>(is_fresh ? fresh++ : aliases_[j]);
+      if (t.numel() == 0) continue;
+      bool written = false;
+      for (const Param& p : plan.params) written = written || (p.source == source && p.index == index);
+      if (!written) return "returned a tensor its launch did not take";
+    }
     return nullptr;
   }
 
