@@ -676,8 +676,6 @@ void taint(const std::string& why) {
   if (recording != nullptr && recording->tainted == nullptr) recording->tainted = reasons.insert(why).first->c_str();
 }
 
-bool is_recording() { return recording != nullptr; }
-
 void clear() {
   std::lock_guard<std::mutex> guard(tables_lock);
   for (auto& entry : tables) {
@@ -714,7 +712,6 @@ PYBIND11_MODULE(_gems_replay, m) {
       .def("reset", &Library::reset);
   m.def("record_launch", &record_launch);
   m.def("taint", &taint);
-  m.def("is_recording", &is_recording);
   m.def("clear", &clear);
   m.def("stats", &stats);
   m.def("set_enabled", [](bool on) { enabled.store(on); });
