@@ -58,21 +58,38 @@ class _Batch:
         self.handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
         self.record = record
         self.names: set[str] = set()
-        # Replaying kernels in front of the Python ones, by key; none where calls are recorded: recorded calls
-        # must reach Python, where they are counted.
-        self.replay: dict[str, native.Handle] | None = None if record or device.interpreter else {}
-
-    def install_replay(self, entry: Entry) -> None:
-        if self.replay is not None and entry.replay:
-            handle = self.replay.get(entry.key)
-            if handle is None:
-                handle = self.replay[entry.key] = native.Handle(entry.key)
-            handle.install(entry.name)
+        self.replay = Replays(record)
 
     def reset(self) -> None:
-        for handle in (self.replay or {}).values():
-            handle.reset()
+        self.replay.reset()
         self.handle.reset()
+
+
+class Replays:
+    """The replaying kernels (``flag_gems.native``) put in front of one registration's Python kernels, by
+    dispatch key. None where calls are recorded (they must reach Python, where they are counted) or run on
+    the interpreter."""
+
+    __slots__ = ("_handles",)
+
+    def __init__(self, record: bool) -> None:
+        self._handles: dict[str, native.Handle] | None = None if record or device.interpreter else {}
+
+    def install(self, entry: Entry, key: str | None = None) -> None:
+        """Replay ``entry``'s calls at ``key`` (its own key by default), unless it declared replay=False."""
+        if self._handles is None or not entry.replay:
+            return
+        key = key or entry.key
+        handle = self._handles.get(key)
+        if handle is None:
+            handle = self._handles[key] = native.Handle(key)
+        handle.install(entry.name)
+
+    def reset(self) -> None:
+        for handle in (self._handles or {}).values():
+            handle.reset()
+        if self._handles:
+            self._handles.clear()
 
 
 class _Registration:
@@ -240,7 +257,7 @@ def _promote(entry: Entry) -> None:
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         registration.batch.handle.impl(entry.name, _KEYS[entry.key], wrapper_for(entry, registration.batch.record),
                                        False)
-        registration.batch.install_replay(entry)
+        registration.batch.replay.install(entry)
 
 
 def _reentry_guarded(fn: Callable, fallback: AtenKernel) -> Callable:
@@ -302,7 +319,7 @@ def _register(entries: list[Entry], record: bool) -> None:
             impl(name, autograd if entry.autograd else backend, wrapper_for(entry, record), False)
             names.add(name)
             _served[name] = _Registration(entry, batch)
-            batch.install_replay(entry)
+            batch.replay.install(entry)
     except BaseException:
         for name in names:
             del _served[name]

@@ -23,10 +23,11 @@ from operator import attrgetter
 import torch
 from torch.library import fallthrough_kernel
 
-from flag_gems import aten_names, native, registry
+from flag_gems import aten_names, registry
 from flag_gems.runtime import device
 
-KEY = torch._C._parse_dispatch_key("CustomRNGKeyId")
+_KEY_NAME = "CustomRNGKeyId"
+KEY = torch._C._parse_dispatch_key(_KEY_NAME)
 _KEYSET = torch._C.DispatchKeySet(KEY)
 
 
@@ -43,7 +44,7 @@ class _Set:
         self.record: bool | None = None
         self.handle = None
         self.fallthrough = None
-        self.replay: native.Handle | None = None
+        self.replay: registry.Replays | None = None
 
 
 _registered = _Set()
@@ -122,15 +123,13 @@ def _register(source: dict[str, registry.Entry], record: bool) -> None:
     entries = {n: e for n, e in source.items() if not e.autograd}
     _reset_handles()
     if _registered.fallthrough is None:
-        _registered.fallthrough = torch._C._dispatch_library("IMPL", "_", "CustomRNGKeyId", __file__, 0)
+        _registered.fallthrough = torch._C._dispatch_library("IMPL", "_", _KEY_NAME, __file__, 0)
         _registered.fallthrough.fallback_fallthrough()
     handle = torch._C._dispatch_library("IMPL", "aten", "", __file__, 0)
-    # Recorded calls must reach Python, where they are counted.
-    replay = None if record or device.interpreter else native.Handle("CustomRNGKeyId")
+    replay = registry.Replays(record)
     for name, entry in entries.items():
         handle.impl(name, KEY, _kernel_for(entry, record), False)
-        if replay is not None and entry.replay:
-            replay.install(name)
+        replay.install(entry, _KEY_NAME)
     for name in _shadowed():
         if name not in entries:
             # A fallthrough of its own: the call stays in the dispatcher (a Python kernel going below ``KEY``
@@ -207,8 +206,7 @@ def _promote(promoted: registry.Entry) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         _registered.handle.impl(promoted.name, KEY, _kernel_for(promoted, _registered.record), False)
-        if _registered.replay is not None and promoted.replay:
-            _registered.replay.install(promoted.name)
+        _registered.replay.install(promoted, _KEY_NAME)
 
 
 registry.promotion_hooks.append(_promote)

@@ -38,7 +38,7 @@ def _library_path() -> Path:
     digest.update(SOURCE.read_bytes())
     digest.update(f"{torch.__version__} {sys.version} {torch._C._GLIBCXX_USE_CXX11_ABI}".encode())
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    return Path(cache_root()) / "native" / digest.hexdigest()[:16] / f"{NAME}{suffix}"
+    return cache_root() / "native" / digest.hexdigest()[:16] / f"{NAME}{suffix}"
 
 
 def _compile(target: Path) -> None:
