@@ -69,6 +69,51 @@ def _twice(x):
     return out
 
 
+def _two_steps(x):
+    # A partial result passed from one launch to the next, in memory the call allocates.
+    partial, out = torch.empty_like(x), torch.empty_like(x)
+    _launch(SCALE, [x.data_ptr(), partial.data_ptr()], 2.0, x.numel())
+    _launch(SCALE, [partial.data_ptr(), out.data_ptr()], 3.0, x.numel())
+    return out
+
+
+_KEPT_PARTIAL = torch.empty(1000)
+
+
+def _kept_buffer(x):
+    # The same steps through a buffer kept from before the call: replays would share it. (A buffer the first
+    # call allocates and keeps is the recorded call's own: replays get their own.)
+    out = torch.empty_like(x)
+    _launch(SCALE, [x.data_ptr(), _KEPT_PARTIAL.data_ptr()], 2.0, x.numel())
+    _launch(SCALE, [_KEPT_PARTIAL.data_ptr(), out.data_ptr()], 3.0, x.numel())
+    return out
+
+
+def _second_half(x):
+    # A launch on an element inside an argument.
+    half = x.numel() // 2
+    out = x.new_empty(x.numel() - half)
+    _launch(SCALE, [x.data_ptr() + 4 * half, out.data_ptr()], 5.0, out.numel())
+    return out
+
+
+def _front_of_buffer(x):
+    # The result is the front of a buffer whose back holds the partial result.
+    n = x.numel()
+    buffer = torch.empty(2 * n, dtype=x.dtype)
+    out = buffer[:n]
+    _launch(SCALE, [x.data_ptr(), buffer[n:].data_ptr()], 2.0, n)
+    _launch(SCALE, [buffer[n:].data_ptr(), out.data_ptr()], 1.0, n)
+    return out
+
+
+def _shifted(x, y):
+    # Reads y from its second element: an address inside both x and y when y is a view of x.
+    out = y.new_empty(y.numel() - 1)
+    _launch(SCALE, [y.data_ptr() + 4, out.data_ptr()], 1.0, out.numel())
+    return out
+
+
 def _own_memory(x):
     tmp, out = torch.empty_like(x), torch.empty_like(x)
     _launch(SCALE, [x.data_ptr(), tmp.data_ptr()], 3.0, x.numel())
@@ -105,6 +150,11 @@ def ops():
         "scale_(Tensor(a!) x, float s) -> Tensor(a!)": _scale_,
         "axpy_(Tensor(a!) y, Tensor x, float a) -> Tensor(a!)": _axpy_,
         "twice(Tensor x) -> Tensor": _twice,
+        "two_steps(Tensor x) -> Tensor": _two_steps,
+        "kept_buffer(Tensor x) -> Tensor": _kept_buffer,
+        "second_half(Tensor x) -> Tensor": _second_half,
+        "front_of_buffer(Tensor x) -> Tensor": _front_of_buffer,
+        "shifted(Tensor x, Tensor y) -> Tensor": _shifted,
         "own_memory(Tensor x) -> Tensor": _own_memory,
         "cloned(Tensor x) -> Tensor": _cloned,
         "strict(Tensor x, float s) -> Tensor": _strict,
@@ -118,7 +168,8 @@ def ops():
         lib.impl(schema.split("(")[0], fn, "CPU")
     native.use_test_launcher(play)
     handle = native.Handle("CPU")
-    for name in ("scale", "scale_", "axpy_", "twice", "own_memory", "cloned", "strict", "with_kept"):
+    for name in ("scale", "scale_", "axpy_", "twice", "two_steps", "kept_buffer", "second_half", "front_of_buffer",
+                 "shifted", "own_memory", "cloned", "strict", "with_kept"):
         assert handle.install(f"{NS}::{name}")
     yield getattr(torch.ops, NS)
     handle.reset()
@@ -180,22 +231,53 @@ def test_a_written_tensor_overlapping_another_argument_goes_to_python(ops):
     assert _stats("axpy_")[0] == hits  # Python's kernel judged it
 
 
-@pytest.mark.parametrize("name, why", [
-    ("twice", "launched more than one kernel"),
-    ("own_memory", "launched on memory it made for itself"),
-    ("cloned", "called another op aten::clone"),
-])
-def test_calls_doing_more_than_one_launch_on_their_tensors_stay_in_python(ops, name, why):
+@pytest.mark.parametrize("name, expected", [("twice", 2.0), ("two_steps", 6.0), ("second_half", 5.0)])
+def test_calls_of_several_launches_through_their_own_memory_replay(ops, name, expected):
     op = ops
     native.clear()
     fn = getattr(op, name)
-    expected = {"twice": 2.0, "own_memory": 3.0, "cloned": 4.0}[name]
+    results = []
+    for _ in range(4):
+        x = _x()
+        result = fn(x)
+        results.append(result)
+        torch.testing.assert_close(result, x[x.numel() - result.numel():] * expected, rtol=0, atol=0)
+    assert _stats(name)[:3] == (3, 1, 0)
+    assert len({r.data_ptr() for r in results}) == len(results)  # each call its own result
+
+
+@pytest.mark.parametrize("name, why", [
+    ("kept_buffer", "launched on memory it did not allocate"),
+    ("front_of_buffer", "returned part of a larger buffer"),
+    ("own_memory", "returned a tensor its launch did not take"),
+    ("cloned", "called another op aten::clone"),
+])
+def test_calls_a_replay_could_not_repeat_stay_in_python(ops, name, why):
+    op = ops
+    native.clear()
+    fn = getattr(op, name)
+    expected = {"kept_buffer": 6.0, "front_of_buffer": 2.0, "own_memory": 3.0, "cloned": 4.0}[name]
     for _ in range(4):
         x = _x()
         torch.testing.assert_close(fn(x), x * expected, rtol=0, atol=0)
     hits, plans, gave_up, reason = _stats(name)
     assert (hits, plans, gave_up) == (0, 0, 1)
     assert reason == why
+
+
+def test_an_address_inside_two_arguments_is_not_replayed(ops):
+    op = ops
+    native.clear()
+    for _ in range(3):
+        x = _x()
+        y = x[1:]
+        torch.testing.assert_close(op.shifted(x, y), y[1:], rtol=0, atol=0)
+    hits, plans, gave_up, reason = _stats("shifted")
+    assert (hits, plans, gave_up, reason) == (0, 0, 1, "launched on memory that several arguments hold")
+    for _ in range(3):  # apart, the same call replays
+        x, y = _x(), _x()
+        torch.testing.assert_close(op.shifted(x, y), y[1:], rtol=0, atol=0)
+    assert _stats("shifted")[0] == 2
 
 
 def test_a_result_no_launch_wrote_is_not_replayed(ops):
@@ -207,7 +289,7 @@ def test_a_result_no_launch_wrote_is_not_replayed(ops):
         torch.testing.assert_close(doubled, x * 2.0, rtol=0, atol=0)
         torch.testing.assert_close(kept, torch.full_like(x, 7.0), rtol=0, atol=0)
     hits, plans, gave_up, reason = _stats("with_kept")
-    assert (hits, plans, gave_up, reason) == (0, 0, 1, "returned a tensor its launch did not take")
+    assert (hits, plans, gave_up, reason) == (0, 0, 1, "returned a tensor it did not allocate on the device")
 
 
 def test_an_error_raised_while_recording_reaches_the_caller(ops):

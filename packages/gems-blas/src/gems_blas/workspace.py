@@ -10,7 +10,8 @@ Two kinds, each one buffer per device and stream, grown when a call needs more:
 Work on one stream runs in order, so a buffer is never written by one call while an earlier call on its
 stream still reads it; a buffer kept for another stream is never handed out. During CUDA graph capture
 every call gets fresh memory from the graph's pool, as a plain allocation would, since a replay may run
-beside work on other streams.
+beside work on other streams. So does a call recorded for replay (``flag_gems.native``): a replayed call
+allocates the memory its recording allocated, and a buffer kept from before would be shared instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import triton
 from triton.runtime import _allocation
 
+from flag_gems import launch
 from flag_gems.runtime import device
 
 if device.interpreter:
@@ -47,7 +49,7 @@ _local = threading.local()
 def partials(numel: int, like: torch.Tensor) -> torch.Tensor:
     """An fp32 buffer of at least ``numel`` elements on ``like``'s device for this thread and the current
     stream. Kernels take only its address: its shape is not the partials' shape."""
-    if _capturing():
+    if _capturing() or launch.recording:
         return torch.empty(numel, dtype=torch.float32, device=like.device)
     buffers = getattr(_local, "partials", None)
     if buffers is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flag_gems import launch as launches
 from flag_gems.launch import Launcher, specialization
 from flag_gems.runtime import device
 
@@ -172,7 +173,10 @@ def dims_key(dim):
 
 def spare(buffers: dict, device: torch.device, shape, dtype: torch.dtype) -> torch.Tensor:
     """A buffer of ``buffers`` (a ready call's, one per device) for a result a kernel must store but
-    nobody reads: launches may share it, even concurrently, since nothing ever reads it."""
+    nobody reads: launches may share it, even concurrently, since nothing ever reads it. A call recorded for
+    replay gets its own, which its replays allocate again (they take no memory from outside the call)."""
+    if launches.recording:
+        return torch.empty(shape, dtype=dtype, device=device)
     found = buffers.get(device)
     if found is None:
         found = buffers[device] = torch.empty(shape, dtype=dtype, device=device)

@@ -1,14 +1,16 @@
 // Replayed launches: a dispatcher kernel in front of a served op's Python kernel.
 //
 // The first call of a signature runs the Python kernel while recording what it does: which Triton
-// kernel it launched (function, grid, arguments) and what it returned. When that is exactly one
-// launch whose pointer arguments are the call's tensors and fresh outputs, and nothing else ran
-// (no other ATen op than allocations and views, no launch outside flag_gems.launch), the call is kept
-// as a plan. Later calls with the same signature (dtypes, shapes, strides, alignment, scalar values,
-// the global flags a kernel reads) allocate the outputs and launch the kernel from here: the call
-// never reaches Python. Everything else goes to the Python kernel, as before.
+// kernels it launched (function, grid, arguments), what it allocated and what it returned. When every
+// pointer a launch took is one of the call's tensors, an output, or memory the call allocated for itself
+// (partial results passed from one launch to the next), and nothing else ran (no other ATen op than
+// allocations and views, no launch outside flag_gems.launch), the call is kept as a plan. Later calls
+// with the same signature (dtypes, shapes, strides, alignment, scalar values, the global flags a kernel
+// reads) allocate the outputs and that memory and launch the kernels from here: the call never reaches
+// Python. Everything else goes to the Python kernel, as before.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Context.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
 #include <ATen/record_function.h>
@@ -22,6 +24,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -51,14 +54,18 @@ LaunchKernel launch_kernel() {
 
 constexpr size_t kMaxParams = 64;
 constexpr size_t kMaxPlans = 4096;
+constexpr size_t kMaxLaunches = 16;
+// Where each buffer of a plan starts in the block a replay allocates for them: the caching allocator's
+// own alignment, so that a pointer into a buffer keeps the alignment Triton specialised on.
+constexpr uint64_t kBufferAlign = 512;
 
 // Where a kernel parameter's value comes from at replay.
-enum class Source : uint8_t { kInput, kOutput, kConstant };
+enum class Source : uint8_t { kInput, kOutput, kBuffer, kConstant };
 
 struct Param {
   Source source;
-  uint32_t index;  // argument or output position
-  uint64_t bits;   // the constant, packed as the kernel takes it
+  uint32_t index;  // argument, output or buffer position
+  uint64_t bits;   // the constant, packed as the kernel takes it; else the byte offset into the tensor
 };
 
 struct Output {
@@ -66,17 +73,24 @@ struct Output {
   c10::ScalarType dtype;
 };
 
-struct Plan {
-  std::atomic<bool> used{false};
-  bool ready = false;
-  int failures = 0;
-  bool launches = false;
+struct PlannedLaunch {
   uint64_t function = 0;
   unsigned grid[3] = {1, 1, 1};
   unsigned threads = 0, shared = 0;
   uint64_t scratch = 0, scratch_align = 1;  // global scratch bytes a program takes, and their alignment
   std::vector<Param> params;
+};
+
+struct Plan {
+  std::atomic<bool> used{false};
+  bool ready = false;
+  int failures = 0;
+  std::vector<PlannedLaunch> launches;  // in the order the Python kernel made them
   std::vector<Output> outputs;
+  // Memory the call allocated for itself and only its launches use: each buffer's start in one block that
+  // a replay allocates (and frees after its launches are queued, as the Python kernel's tensors would be).
+  std::vector<uint64_t> buffer_starts;
+  uint64_t buffer_bytes = 0;
 };
 
 struct KeyHash {
@@ -119,10 +133,18 @@ struct Launch {
   uint64_t scratch, scratch_align;
   std::vector<bool> pointer;
   std::vector<uint64_t> bits;
+  size_t allocations_before;  // how many allocations the call had made when it launched this
+};
+
+// The bytes [start, end) of a tensor the call allocated while recorded.
+struct Allocation {
+  uintptr_t start, end;
+  bool holds(uintptr_t address) const { return start <= address && address < end; }
 };
 
 struct Recording {
   std::vector<Launch> launches;
+  std::vector<Allocation> allocations;  // in the order made
   const char* tainted = nullptr;  // why the call cannot be replayed
   std::string op;                 // the op that tainted it, if one did
 };
@@ -154,12 +176,17 @@ const std::unordered_set<std::string>& allowed_ops() {
   return ops;
 }
 
+// ATen's ops, named with or without their namespace (bindings name some calls bare).
+const char* bare_name(const at::RecordFunction& fn) {
+  const char* name = fn.name();
+  return std::strncmp(name, "aten::", 6) == 0 ? name + 6 : name;
+}
+
 std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
   Recording* rec = recording;
   if (rec == nullptr) return nullptr;
   const char* name = fn.name();
-  // ATen's ops, named with or without their namespace (bindings name some calls bare).
-  const char* bare = std::strncmp(name, "aten::", 6) == 0 ? name + 6 : name;
+  const char* bare = bare_name(fn);
   if (std::strcmp(bare, "_local_scalar_dense") == 0) {
     // A CPU scalar's value is part of the call's key; a device tensor's value is not.
     auto inputs = fn.inputs();
@@ -173,6 +200,20 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
     rec->op = name;
   }
   return nullptr;
+}
+
+// After an op: an allocation's memory is the call's own, which its launches may pass from one to the next.
+void on_op_end(const at::RecordFunction& fn, at::ObserverContext*) {
+  Recording* rec = recording;
+  if (rec == nullptr) return;
+  const char* bare = bare_name(fn);
+  if (std::strncmp(bare, "empty", 5) != 0 && std::strncmp(bare, "new_empty", 9) != 0) return;
+  const auto& outputs = fn.outputs();
+  if (outputs.empty() || !outputs[0].isTensor()) return;
+  const at::Tensor& t = outputs[0].toTensor();
+  if (!t.defined() || !t.has_storage() || t.storage().nbytes() == 0) return;
+  const auto start = reinterpret_cast<uintptr_t>(t.storage().data());
+  rec->allocations.push_back({start, start + t.storage().nbytes()});
 }
 
 uint64_t scalar_bits(const at::Tensor& t) {
@@ -328,58 +369,69 @@ class Replay final : public c10::OperatorKernel {
  private:
   void run(const Plan& plan, torch::jit::Stack* stack, c10::DeviceIndex index) {
     const c10::Device device(device_type, index);
+    const auto bytes = at::TensorOptions().dtype(at::kByte).device(device);
     c10::SmallVector<at::Tensor, 2> outputs;
     for (const Output& o : plan.outputs) {
       outputs.push_back(at::empty_strided(o.sizes, o.strides, at::TensorOptions().dtype(o.dtype).device(device)));
     }
-    if (plan.launches) {
-      const c10::IValue* args = stack->data() + stack->size() - num_args_;
+    // The buffers live until the launches are queued: the caching allocator hands their memory out again
+    // only to work that the stream runs later.
+    at::Tensor buffers;
+    uint64_t buffers_start = 0;
+    if (plan.buffer_bytes != 0) {
+      buffers = at::empty({static_cast<int64_t>(plan.buffer_bytes)}, bytes);
+      buffers_start = reinterpret_cast<uint64_t>(buffers.const_data_ptr());
+    }
+    const c10::IValue* args = stack->data() + stack->size() - num_args_;
+    for (const PlannedLaunch& launched : plan.launches) {
       uint64_t values[kMaxParams + 2];
       void* params[kMaxParams + 2];
-      const size_t n = plan.params.size();
+      const size_t n = launched.params.size();
       for (size_t i = 0; i < n; ++i) {
-        const Param& p = plan.params[i];
+        const Param& p = launched.params[i];
         switch (p.source) {
           case Source::kInput:
-            values[i] = reinterpret_cast<uint64_t>(args[p.index].toTensor().const_data_ptr());
+            values[i] = reinterpret_cast<uint64_t>(args[p.index].toTensor().const_data_ptr()) + p.bits;
             break;
           case Source::kOutput:
-            values[i] = reinterpret_cast<uint64_t>(outputs[p.index].const_data_ptr());
+            values[i] = reinterpret_cast<uint64_t>(outputs[p.index].const_data_ptr()) + p.bits;
+            break;
+          case Source::kBuffer:
+            values[i] = buffers_start + plan.buffer_starts[p.index] + p.bits;
             break;
           default:
             values[i] = p.bits;
         }
         params[i] = &values[i];
       }
-      // Triton's global scratch (memory each program may use during the launch; freed after it, the
-      // caching allocator hands it out again only to work that the stream runs later) and profile scratch.
+      // Triton's global scratch (memory each program may use during the launch) and profile scratch.
       at::Tensor scratch;
       values[n] = values[n + 1] = 0;
-      if (plan.scratch != 0) {
-        const uint64_t bytes = plan.scratch * plan.grid[0] * plan.grid[1] * plan.grid[2] + plan.scratch_align;
-        scratch = at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions().dtype(at::kByte).device(device));
+      if (launched.scratch != 0) {
+        const uint64_t size =
+            launched.scratch * launched.grid[0] * launched.grid[1] * launched.grid[2] + launched.scratch_align;
+        scratch = at::empty({static_cast<int64_t>(size)}, bytes);
         const uint64_t start = reinterpret_cast<uint64_t>(scratch.const_data_ptr());
-        values[n] = (start + plan.scratch_align - 1) / plan.scratch_align * plan.scratch_align;
+        values[n] = (start + launched.scratch_align - 1) / launched.scratch_align * launched.scratch_align;
       }
       params[n] = &values[n];
       params[n + 1] = &values[n + 1];
       if (test_launcher != nullptr) {
         py::gil_scoped_acquire gil;
-        (*test_launcher)(plan.function, py::make_tuple(plan.grid[0], plan.grid[1], plan.grid[2]),
+        (*test_launcher)(launched.function, py::make_tuple(launched.grid[0], launched.grid[1], launched.grid[2]),
                          std::vector<uint64_t>(values, values + n + 1));
       } else {
-        launch(plan, device, params);
+        launch(launched, device, params);
       }
     }
     c10::SmallVector<c10::IValue, 2> results;
-    const c10::IValue* args = stack->data() + stack->size() - num_args_;
     size_t fresh = 0;
     for (int alias : aliases_) results.push_back(alias >= 0 ? args[alias] : c10::IValue(std::move(outputs[fresh++])));
     torch::jit::drop(*stack, num_args_);
     for (auto& r : results) stack->push_back(std::move(r));
   }
 
-  static void launch(const Plan& plan, const c10::Device& device, void** params) {
+  static void launch(const PlannedLaunch& plan, const c10::Device& device, void** params) {
     const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
     void* stream = guard->getStreamNativeHandle(guard->getStream(device));
     const int status = launch_kernel()(reinterpret_cast<void*>(plan.function), plan.grid[0], plan.grid[1],
@@ -410,7 +462,8 @@ class Replay final : public c10::OperatorKernel {
     Recording rec;
     recording = &rec;
     auto handle = at::addThreadLocalCallback(
-        at::RecordFunctionCallback(on_op).needsInputs(true).scopes({at::RecordScope::FUNCTION}));
+        at::RecordFunctionCallback(on_op, on_op_end).needsInputs(true).needsOutputs(true).scopes(
+            {at::RecordScope::FUNCTION}));
     try {
       python_.callBoxed(op, keys, stack);
     } catch (...) {
@@ -441,12 +494,13 @@ class Replay final : public c10::OperatorKernel {
 
   // Fills ``plan`` from what the Python kernel did; why it cannot be replayed, or nullptr.
   const char* plan_from(const Recording& rec, const torch::jit::Stack& stack, const std::vector<at::Tensor>& inputs,
-                 const std::vector<bool>& is_tensor, Plan& plan) const {
+                        const std::vector<bool>& is_tensor, Plan& plan) const {
+    constexpr size_t kNone = static_cast<size_t>(-1);
     if (rec.tainted != nullptr) return rec.tainted;
-    if (rec.launches.size() > 1) return "launched more than one kernel";
+    if (rec.launches.size() > kMaxLaunches) return "launched too many kernels";
     if (stack.size() < num_returns_) return "returned too little";
     const c10::IValue* returned = stack.data() + stack.size() - num_returns_;
-    std::vector<uintptr_t> out_addresses;
+    std::vector<size_t> out_allocation;  // per new result: the allocation that made it
     bool all_empty = true;
     for (size_t j = 0; j < num_returns_; ++j) {
       if (!returned[j].isTensor()) return "returned something else than a tensor";
@@ -462,47 +516,98 @@ class Replay final : public c10::OperatorKernel {
       for (size_t i = 0; i < inputs.size(); ++i) {
         if (is_tensor[i] && inputs[i].is_alias_of(t)) return "returned a view of an argument";
       }
+      // A replay allocates just the result's elements: a result that is the front of a larger buffer, whose
+      // rest the launches also use, cannot be replayed.
+      if (t.storage().nbytes() != at::detail::computeStorageNbytes(t.sizes(), t.strides(), t.element_size())) {
+        return "returned part of a larger buffer";
+      }
+      size_t made = kNone;
+      const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+      for (size_t a = rec.allocations.size(); t.numel() != 0 && a-- > 0;) {
+        if (rec.allocations[a].start == start) {
+          made = a;
+          break;
+        }
+      }
+      if (t.numel() != 0 && made == kNone) return "returned a tensor it did not allocate on the device";
       all_empty = all_empty && t.numel() == 0;
       plan.outputs.push_back({t.sizes().vec(), t.strides().vec(), t.scalar_type()});
-      out_addresses.push_back(reinterpret_cast<uintptr_t>(t.const_data_ptr()));
+      out_allocation.push_back(made);
     }
     if (rec.launches.empty()) {
       // Nothing launched is right only when there is nothing to compute.
       return all_empty ? nullptr : "launched nothing";
     }
-    const Launch& launch = rec.launches.front();
-    if (launch.bits.size() > kMaxParams) return "too many kernel parameters";
-    plan.launches = true;
-    plan.function = launch.function;
-    std::copy(launch.grid, launch.grid + 3, plan.grid);
-    plan.threads = launch.threads;
-    plan.shared = launch.shared;
-    plan.scratch = launch.scratch;
-    plan.scratch_align = launch.scratch_align;
-    for (size_t i = 0; i < launch.bits.size(); ++i) {
-      const uint64_t bits = launch.bits[i];
-      if (!launch.pointer[i] || bits == 0) {
-        plan.params.push_back({Source::kConstant, 0, bits});
-        continue;
-      }
-      bool matched = false;
-      for (size_t j = 0; j < out_addresses.size() && !matched; ++j) {
-        if (out_addresses[j] == bits) {
-          plan.params.push_back({Source::kOutput, static_cast<uint32_t>(j), 0});
-          matched = true;
+    std::vector<size_t> buffer_allocation;  // per buffer: the allocation it stands for
+    for (const Launch& launch : rec.launches) {
+      if (launch.bits.size() > kMaxParams) return "too many kernel parameters";
+      PlannedLaunch planned;
+      planned.function = launch.function;
+      std::copy(launch.grid, launch.grid + 3, planned.grid);
+      planned.threads = launch.threads;
+      planned.shared = launch.shared;
+      planned.scratch = launch.scratch;
+      planned.scratch_align = launch.scratch_align;
+      for (size_t i = 0; i < launch.bits.size(); ++i) {
+        const uint64_t bits = launch.bits[i];
+        if (!launch.pointer[i] || bits == 0) {
+          planned.params.push_back({Source::kConstant, 0, bits});
+          continue;
         }
-      }
-      for (size_t a = 0; a < inputs.size() && !matched; ++a) {
-        if (is_tensor[a] && on_device(inputs[a]) &&
-            reinterpret_cast<uintptr_t>(inputs[a].const_data_ptr()) == bits) {
-          plan.params.push_back({Source::kInput, static_cast<uint32_t>(a), 0});
-          matched = true;
+        // Memory the call allocated: the latest allocation before this launch that holds the address (an
+        // earlier one there was freed). It is a result, or a buffer of the plan's own.
+        size_t made = kNone;
+        for (size_t a = launch.allocations_before; a-- > 0;) {
+          if (rec.allocations[a].holds(bits)) {
+            made = a;
+            break;
+          }
         }
+        if (made != kNone) {
+          const uint64_t offset = bits - rec.allocations[made].start;
+          const auto result = std::find(out_allocation.begin(), out_allocation.end(), made);
+          if (result != out_allocation.end()) {
+            planned.params.push_back({Source::kOutput, static_cast<uint32_t>(result - out_allocation.begin()), offset});
+            continue;
+          }
+          auto buffer = std::find(buffer_allocation.begin(), buffer_allocation.end(), made);
+          if (buffer == buffer_allocation.end()) buffer = buffer_allocation.insert(buffer_allocation.end(), made);
+          planned.params.push_back({Source::kBuffer, static_cast<uint32_t>(buffer - buffer_allocation.begin()), offset});
+          continue;
+        }
+        // Else an argument: its first element, or one inside it (half of a glu's input) when no other
+        // argument holds that address.
+        int found = -1;
+        bool ambiguous = false;
+        for (size_t a = 0; a < inputs.size() && found < 0; ++a) {
+          if (is_tensor[a] && on_device(inputs[a]) && reinterpret_cast<uintptr_t>(inputs[a].const_data_ptr()) == bits) {
+            found = static_cast<int>(a);
+          }
+        }
+        if (found < 0) {
+          for (size_t a = 0; a < inputs.size(); ++a) {
+            if (!is_tensor[a] || !on_device(inputs[a])) continue;
+            const auto bytes = span(inputs[a]);
+            if (bytes.first < bits && bits < bytes.second) {
+              ambiguous = ambiguous || found >= 0;
+              found = static_cast<int>(a);
+            }
+          }
+        }
+        if (ambiguous) return "launched on memory that several arguments hold";
+        // Memory kept from outside the call (a cached buffer) would be shared by replays running apart.
+        if (found < 0) return "launched on memory it did not allocate";
+        const uint64_t offset = bits - reinterpret_cast<uintptr_t>(inputs[found].const_data_ptr());
+        planned.params.push_back({Source::kInput, static_cast<uint32_t>(found), offset});
       }
-      // A pointer to memory the call made for itself (a copy, a scratch buffer) cannot be replayed.
-      if (!matched) return "launched on memory it made for itself";
+      plan.launches.push_back(std::move(planned));
     }
-    // Every result the call computes must be a parameter of its launch: a result filled some other way (a
+    for (size_t b : buffer_allocation) {
+      const Allocation& made = rec.allocations[b];
+      plan.buffer_starts.push_back(plan.buffer_bytes);
+      plan.buffer_bytes += (made.end - made.start + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
+    }
+    // Every result the call computes must be a parameter of a launch: a result filled some other way (a
     // tensor kept from an earlier call) would come back uninitialised.
     size_t fresh = 0;
     for (size_t j = 0; j < num_returns_; ++j) {
@@ -512,7 +617,9 @@ class Replay final : public c10::OperatorKernel {
       const uint32_t index = static_cast<uint32_t>(is_fresh ? fresh++ : aliases_[j]);
       if (t.numel() == 0) continue;
       bool written = false;
-      for (const Param& p : plan.params) written = written || (p.source == source && p.index == index);
+      for (const PlannedLaunch& launched : plan.launches) {
+        for (const Param& p : launched.params) written = written || (p.source == source && p.index == index);
+      }
       if (!written) return "returned a tensor its launch did not take";
     }
     return nullptr;
@@ -656,7 +763,7 @@ void record_launch(uint64_t function, unsigned gx, unsigned gy, unsigned gz, uns
     rec->tainted = "launched a kernel in a special mode (clusters, cooperative, profiled)";
     return;
   }
-  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, scratch, scratch_align, {}, {}};
+  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, scratch, scratch_align, {}, {}, rec->allocations.size()};
   try {
     for (size_t i = 0; i < types.size(); ++i) {
       if (types[i] == "constexpr") continue;

@@ -1,0 +1,139 @@
+"""Which calls replay (flag_gems.native), why the others do not, and their time per call against ATen's.
+
+    python benchmark/replay_report.py [CASE ...] [--calls N]
+
+Each case runs a few calls with new tensors under ``use_gems()`` (checked against ATen), then both sides'
+time per call over ``--calls`` calls with one synchronize (operator mode's clock), then the replay module's
+counts for the overloads the case reaches. Diagnostics for issue work, not a benchmark of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+import flag_gems
+from flag_gems import native
+
+aten = torch.ops.aten
+DEV = flag_gems.device
+BF16, F32 = torch.bfloat16, torch.float32
+
+
+def _x(*shape, dtype=BF16):
+    return torch.randn(*shape, dtype=dtype, device=DEV)
+
+
+def _cross_entropy():
+    x, t = _x(1, 32000), torch.randint(0, 32000, (1,), device=DEV)
+    return lambda: F.cross_entropy(x, t)
+
+
+def _layer_norm_backward():
+    x, w, b, gy = _x(1, 4096), _x(4096), _x(4096), _x(1, 4096)
+    _, mean, rstd = aten.native_layer_norm(x, [4096], w, b, 1e-5)
+    return lambda: aten.native_layer_norm_backward(gy, x, [4096], mean, rstd, w, b, [True, True, True])
+
+
+def _batch_norm_train():
+    x, w, b = _x(2, 64, 16, 16, dtype=F32), _x(64, dtype=F32), _x(64, dtype=F32)
+    rm, rv = torch.zeros(64, device=DEV), torch.ones(64, device=DEV)
+    return lambda: F.batch_norm(x, rm, rv, w, b, training=True)
+
+
+def _glu_backward():
+    x, gy = _x(1, 4096), _x(1, 2048)
+    return lambda: aten.glu_backward(gy, x, -1)
+
+
+def _unary(fn, *shape, dtype=BF16):
+    def make():
+        x = _x(*shape, dtype=dtype)
+        return lambda: fn(x)
+    return make
+
+
+def _binary(fn, a_shape, b_shape, dtype=BF16):
+    def make():
+        a, b = _x(*a_shape, dtype=dtype), _x(*b_shape, dtype=dtype)
+        return lambda: fn(a, b)
+    return make
+
+
+# name: (overloads reached, maker of a call with fresh tensors)
+CASES = {
+    "argmax_last": (["argmax"], _unary(lambda x: x.argmax(-1), 1, 4096)),
+    "argmax_dim0": (["argmax"], _unary(lambda x: x.argmax(0), 4096, 1)),
+    "argmax_all": (["argmax"], _unary(lambda x: x.argmax(), 64, 4096)),
+    "sum_long_row": (["sum.dim_IntList"], _unary(lambda x: x.sum(-1), 1, 131072)),
+    "softmax_long_row": (["_softmax"], _unary(lambda x: x.softmax(-1), 1, 131072)),
+    "glu": (["glu"], _unary(lambda x: F.glu(x, -1), 1, 4096)),
+    "glu_backward": (["glu_backward"], _glu_backward),
+    "elu_backward": (["elu_backward"], _binary(
+        lambda gy, y: aten.elu_backward(gy, 1.0, 1.0, 1.0, False, y), (1, 4096), (1, 4096))),
+    "cross_entropy": (["_log_softmax", "nll_loss_forward"], _cross_entropy),
+    "mm_16x4096x4096": (["mm"], _binary(torch.mm, (16, 4096), (4096, 4096))),
+    "bmm_8x64": (["bmm"], _binary(torch.bmm, (8, 64, 64), (8, 64, 64))),
+    "mm_fp32_16": (["mm"], _binary(torch.mm, (16, 16), (16, 16), dtype=F32)),
+    "linear_fp32": (["mm"], _binary(F.linear, (1, 2048), (2048, 2048), dtype=F32)),
+    "layer_norm": (["layer_norm"], _unary(lambda x: F.layer_norm(x, (4096,)), 1, 4096)),
+    "layer_norm_backward": (["native_layer_norm_backward"], _layer_norm_backward),
+    "batch_norm_train": (["native_batch_norm", "_native_batch_norm_legit"], _batch_norm_train),
+}
+
+
+def per_call_us(fn, calls: int) -> float:
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, (tuple, list)):
+        return all(_close(x, y) for x, y in zip(a, b))
+    if not isinstance(a, torch.Tensor):
+        return True
+    if a.dtype in (torch.int64, torch.int32, torch.bool):
+        return torch.equal(a, b)
+    return torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+def report(name: str, calls: int) -> None:
+    overloads, make = CASES[name]
+    native.clear()
+    matches = True
+    for _ in range(4):
+        fn = make()
+        expected = fn()
+        with flag_gems.use_gems():
+            matches = matches and _close(fn(), expected)
+    aten_us = per_call_us(fn, calls)
+    with flag_gems.use_gems():
+        gems_us = per_call_us(fn, calls)
+    stats = native.stats()
+    found = [f"{op}: {stats[op][0]} replayed, {stats[op][1]} planned, {stats[op][2]} given up"
+             + (f" ({stats[op][3]})" if stats[op][3] else "") for op in overloads if op in stats]
+    print(f"{name:22s} ATen {aten_us:6.1f} us  gems {gems_us:6.1f} us  ({aten_us / gems_us:4.2f}x)  "
+          f"{'matches' if matches else 'DIFFERS'}  " + ("; ".join(found) or "no replaying kernel reached"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(CASES)}")
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    print(f"replayed launches: {native.status()}; {torch.cuda.get_device_name()}")
+    for name in args.cases or CASES:
+        report(name, args.calls)
+
+
+if __name__ == "__main__":
+    main()
