@@ -77,7 +77,7 @@ def _two_steps(x):
     return out
 
 
-_KEPT_PARTIAL = torch.empty(1000)
+_KEPT_PARTIAL = torch.empty(1000, device="cpu")  # the tests may run with a GPU as the default device
 
 
 def _kept_buffer(x):
@@ -100,7 +100,7 @@ def _second_half(x):
 def _front_of_buffer(x):
     # The result is the front of a buffer whose back holds the partial result.
     n = x.numel()
-    buffer = torch.empty(2 * n, dtype=x.dtype)
+    buffer = x.new_empty(2 * n)
     out = buffer[:n]
     _launch(SCALE, [x.data_ptr(), buffer[n:].data_ptr()], 2.0, n)
     _launch(SCALE, [buffer[n:].data_ptr(), out.data_ptr()], 1.0, n)
@@ -112,6 +112,11 @@ def _shifted(x, y):
     out = y.new_empty(y.numel() - 1)
     _launch(SCALE, [y.data_ptr() + 4, out.data_ptr()], 1.0, out.numel())
     return out
+
+
+def _asked_for(x, mask):
+    # Results a mask asks for; the others undefined, as ATen's backward ops return gradients not asked for.
+    return tuple(_scale(x, 2.0 + i) if wanted else None for i, wanted in enumerate(mask))
 
 
 def _own_memory(x):
@@ -155,6 +160,7 @@ def ops():
         "second_half(Tensor x) -> Tensor": _second_half,
         "front_of_buffer(Tensor x) -> Tensor": _front_of_buffer,
         "shifted(Tensor x, Tensor y) -> Tensor": _shifted,
+        "asked_for(Tensor x, bool[2] mask) -> (Tensor, Tensor)": _asked_for,
         "own_memory(Tensor x) -> Tensor": _own_memory,
         "cloned(Tensor x) -> Tensor": _cloned,
         "strict(Tensor x, float s) -> Tensor": _strict,
@@ -169,7 +175,7 @@ def ops():
     native.use_test_launcher(play)
     handle = native.Handle("CPU")
     for name in ("scale", "scale_", "axpy_", "twice", "two_steps", "kept_buffer", "second_half", "front_of_buffer",
-                 "shifted", "own_memory", "cloned", "strict", "with_kept"):
+                 "shifted", "asked_for", "own_memory", "cloned", "strict", "with_kept"):
         assert handle.install(f"{NS}::{name}")
     yield getattr(torch.ops, NS)
     handle.reset()
@@ -244,6 +250,20 @@ def test_calls_of_several_launches_through_their_own_memory_replay(ops, name, ex
         torch.testing.assert_close(result, x[x.numel() - result.numel():] * expected, rtol=0, atol=0)
     assert _stats(name)[:3] == (3, 1, 0)
     assert len({r.data_ptr() for r in results}) == len(results)  # each call its own result
+
+
+def test_results_not_asked_for_stay_undefined(ops):
+    op = ops
+    native.clear()
+    for mask in [[True, False], [False, True], [True, True]] * 4:
+        x = _x()
+        results = op.asked_for(x, mask)
+        for i, (wanted, result) in enumerate(zip(mask, results)):
+            if wanted:
+                torch.testing.assert_close(result, x * (2.0 + i), rtol=0, atol=0)
+            else:
+                assert result is None
+    assert _stats("asked_for")[:3] == (9, 3, 0)  # each mask a signature of its own
 
 
 @pytest.mark.parametrize("name, why", [

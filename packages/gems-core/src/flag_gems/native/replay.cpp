@@ -71,6 +71,7 @@ struct Param {
 struct Output {
   std::vector<int64_t> sizes, strides;
   c10::ScalarType dtype;
+  bool defined;  // an optional result the call did not compute (a gradient not asked for) is undefined
 };
 
 struct PlannedLaunch {
@@ -277,6 +278,12 @@ bool encode(const c10::IValue& v, std::vector<int64_t>& key, std::vector<const a
     const auto list = v.toIntList();
     key.push_back(7 | (static_cast<int64_t>(list.size()) << 8));
     for (int64_t i : list) key.push_back(i);
+  } else if (v.isBoolList()) {
+    const auto list = v.toBoolList();
+    key.push_back(10 | (static_cast<int64_t>(list.size()) << 8));
+    int64_t bits = 0;
+    for (size_t i = 0; i < list.size(); ++i) bits |= static_cast<int64_t>(list.get(i)) << (i % 64);
+    key.push_back(bits);
   } else if (v.isString()) {
     const auto& s = v.toStringRef();
     key.push_back(8 | (static_cast<int64_t>(s.size()) << 8));
@@ -372,7 +379,8 @@ class Replay final : public c10::OperatorKernel {
     const auto bytes = at::TensorOptions().dtype(at::kByte).device(device);
     c10::SmallVector<at::Tensor, 2> outputs;
     for (const Output& o : plan.outputs) {
-      outputs.push_back(at::empty_strided(o.sizes, o.strides, at::TensorOptions().dtype(o.dtype).device(device)));
+      outputs.push_back(o.defined ? at::empty_strided(o.sizes, o.strides, at::TensorOptions().dtype(o.dtype).device(device))
+                                  : at::Tensor());
     }
     // The buffers live until the launches are queued: the caching allocator hands their memory out again
     // only to work that the stream runs later.
@@ -510,7 +518,12 @@ class Replay final : public c10::OperatorKernel {
         all_empty = all_empty && t.numel() == 0;
         continue;
       }
-      if (!t.defined() || !on_device(t) || t.storage_offset() != 0 || t.layout() != c10::kStrided) {
+      if (!t.defined()) {
+        plan.outputs.push_back({{}, {}, c10::ScalarType::Undefined, false});
+        out_allocation.push_back(kNone);
+        continue;
+      }
+      if (!on_device(t) || t.storage_offset() != 0 || t.layout() != c10::kStrided) {
         return "returned a tensor it did not allocate on the device";
       }
       for (size_t i = 0; i < inputs.size(); ++i) {
@@ -531,7 +544,7 @@ class Replay final : public c10::OperatorKernel {
       }
       if (t.numel() != 0 && made == kNone) return "returned a tensor it did not allocate on the device";
       all_empty = all_empty && t.numel() == 0;
-      plan.outputs.push_back({t.sizes().vec(), t.strides().vec(), t.scalar_type()});
+      plan.outputs.push_back({t.sizes().vec(), t.strides().vec(), t.scalar_type(), true});
       out_allocation.push_back(made);
     }
     if (rec.launches.empty()) {
@@ -615,7 +628,7 @@ class Replay final : public c10::OperatorKernel {
       const bool is_fresh = aliases_[j] < 0;
       const Source source = is_fresh ? Source::kOutput : Source::kInput;
       const uint32_t index = static_cast<uint32_t>(is_fresh ? fresh++ : aliases_[j]);
-      if (t.numel() == 0) continue;
+      if (!t.defined() || t.numel() == 0) continue;
       bool written = false;
       for (const PlannedLaunch& launched : plan.launches) {
         for (const Param& p : launched.params) written = written || (p.source == source && p.index == index);
@@ -759,6 +772,7 @@ void record_launch(uint64_t function, unsigned gx, unsigned gy, unsigned gz, uns
                    const std::vector<std::string>& types, const py::list& values) {
   Recording* rec = recording;
   if (rec == nullptr) return;
+  if (rec->tainted != nullptr) return;  // the first reason is the one reported
   if (ctas != 1 || special || types.size() != values.size() || scratch_align == 0 || scratch_align > 4096) {
     rec->tainted = "launched a kernel in a special mode (clusters, cooperative, profiled)";
     return;
