@@ -8,6 +8,8 @@
 #
 # Usage: bash benchmark/run_gpu.sh [OUTPUT_DIR]
 # Environment: PYTHON (default python3); GEMS_BENCH_OPS (only these cases, kernel mode);
+# GEMS_BENCH_STEPS (only these steps, e.g. operator-pointwise,operator-norm: into an existing OUTPUT_DIR they
+# measure again, replacing those steps' records, and the report covers every record there);
 # GEMS_BENCH_SECONDS, the wall-clock budget of the whole run
 # (default 570: under 10 minutes); GEMS_BENCH_REP_MS / GEMS_BENCH_WARMUP_MS, do_bench's times per point
 # (default 60 / 15 ms).
@@ -69,6 +71,17 @@ if [ -n "${GEMS_BENCH_OPS:-}" ]; then
   FILTERED=()
   for step in "${STEPS[@]}"; do
     case $step in kernel-*) FILTERED+=("$step --bench-ops $GEMS_BENCH_OPS") ;; esac
+  done
+  STEPS=("${FILTERED[@]}")
+fi
+if [ -n "${GEMS_BENCH_STEPS:-}" ]; then
+  FILTERED=()
+  for step in "${STEPS[@]}"; do
+    name=${step%%|*}
+    if [[ ",$GEMS_BENCH_STEPS," == *",$name,"* ]]; then
+      FILTERED+=("$step")
+      rm -f "$OUT/records/$name.jsonl" "$OUT/pytest-benchmark/$name-"*.json
+    fi
   done
   STEPS=("${FILTERED[@]}")
 fi
