@@ -20,10 +20,11 @@ class OpImpl:
     ``autograd=True`` ``fn`` is registered on the device's Autograd key: it must be differentiable on its
     own (a ``torch.autograd.Function``). That is the only way to serve a CompositeImplicitAutograd op.
 
-    On a GPU core replays a signature's calls from C++ once one was recorded doing a single launch through
-    ``flag_gems.launch`` (see ``flag_gems.native``). ``replay=False`` keeps every call in ``fn``: for a
-    kernel whose work a recording cannot see (memory written by other means than the dispatcher or
-    flag_gems.launch, state that changes between calls of one signature).
+    On a GPU core replays a signature's calls from C++ once one was recorded launching only through
+    ``flag_gems.launch``, on its tensors and memory it allocated (see ``flag_gems.native``).
+    ``replay=False`` keeps every call in ``fn``: for a kernel whose work a recording cannot see (memory
+    written by other means than the dispatcher or flag_gems.launch, state that changes between calls of
+    one signature).
     """
 
     aten: str

@@ -3,12 +3,12 @@
 A Python kernel of ours costs a call from the dispatcher into Python, the kernel's own Python and Triton's
 launcher: on an H100 about twice ATen's whole host time for a tiny add. ``replay.cpp`` puts a C++ kernel in
 front of the Python one. The first call of a signature runs the Python kernel and watches it (see the
-C++ file's header); when what it did was one Triton launch on the call's tensors and fresh outputs, later
-calls of that signature allocate the outputs and launch the kernel from C++.
+C++ file's header); when what it did was Triton launches on the call's tensors, on fresh outputs and on memory
+it allocated for itself, later calls of that signature allocate that memory and launch the kernels from C++.
 
-Only functional overloads (results that alias no argument) are replayed, only on a GPU, and only while calls
-are not recorded (``record=True`` counts every call in Python). ``GEMS_REPLAY=0`` turns replay off; a
-machine where the module cannot be built warns once and serves every call through Python, as before.
+Functional, in-place and ``out=`` overloads are replayed (not ones returning views or lists), only on a GPU,
+and only while calls are not recorded (``record=True`` counts every call in Python). ``GEMS_REPLAY=0`` turns
+replay off; a machine where the module cannot be built warns once and serves every call through Python.
 """
 
 from __future__ import annotations
