@@ -44,6 +44,19 @@ def _batch_norm_train():
     return lambda: F.batch_norm(x, rm, rv, w, b, training=True)
 
 
+def _layer_norm_backward_64():
+    x, w, b, gy = _x(64, 4096), _x(4096), _x(4096), _x(64, 4096)
+    _, mean, rstd = aten.native_layer_norm(x, [4096], w, b, 1e-5)
+    return lambda: aten.native_layer_norm_backward(gy, x, [4096], mean, rstd, w, b, [True, True, True])
+
+
+def _batch_norm_backward():
+    x, w, b, gy = _x(2, 64, 16, 16, dtype=F32), _x(64, dtype=F32), _x(64, dtype=F32), _x(2, 64, 16, 16, dtype=F32)
+    rm, rv = torch.zeros(64, device=DEV), torch.ones(64, device=DEV)
+    _, mean, invstd = aten.native_batch_norm(x, w, b, rm.clone(), rv.clone(), True, 0.1, 1e-5)
+    return lambda: aten.native_batch_norm_backward(gy, x, w, rm, rv, mean, invstd, True, 1e-5, [True, True, True])
+
+
 def _glu_backward():
     x, gy = _x(1, 4096), _x(1, 2048)
     return lambda: aten.glu_backward(gy, x, -1)
@@ -70,6 +83,9 @@ CASES = {
     "argmax_all": (["argmax"], _unary(lambda x: x.argmax(), 64, 4096)),
     "sum_long_row": (["sum.dim_IntList"], _unary(lambda x: x.sum(-1), 1, 131072)),
     "softmax_long_row": (["_softmax"], _unary(lambda x: x.softmax(-1), 1, 131072)),
+    "amax_dim0_64": (["amax"], _unary(lambda x: x.amax(0), 64, 4096)),
+    "sum_dim0_64": (["sum.dim_IntList"], _unary(lambda x: x.sum(0), 64, 4096)),
+    "celu": (["celu", "elu"], _unary(lambda x: F.celu(x, 0.5), 1, 4096)),
     "glu": (["glu"], _unary(lambda x: F.glu(x, -1), 1, 4096)),
     "glu_backward": (["glu_backward"], _glu_backward),
     "elu_backward": (["elu_backward"], _binary(
@@ -81,6 +97,8 @@ CASES = {
     "linear_fp32": (["mm"], _binary(F.linear, (1, 2048), (2048, 2048), dtype=F32)),
     "layer_norm": (["layer_norm"], _unary(lambda x: F.layer_norm(x, (4096,)), 1, 4096)),
     "layer_norm_backward": (["native_layer_norm_backward"], _layer_norm_backward),
+    "layer_norm_backward_64": (["native_layer_norm_backward"], _layer_norm_backward_64),
+    "batch_norm_backward": (["native_batch_norm_backward"], _batch_norm_backward),
     "batch_norm_train": (["native_batch_norm", "_native_batch_norm_legit"], _batch_norm_train),
 }
 
@@ -129,10 +147,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", help=f"default: all of {', '.join(CASES)}")
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--profile", action="store_true", help="also each case's kernels under gems, by device time")
     args = parser.parse_args()
     print(f"replayed launches: {native.status()}; {torch.cuda.get_device_name()}")
     for name in args.cases or CASES:
         report(name, args.calls)
+        if args.profile:
+            kernels(name)
+
+
+def kernels(name: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    fn = CASES[name][1]()
+    with flag_gems.use_gems():
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+    for event in prof.key_averages():
+        if event.device_time_total > 0:
+            print(f"    {event.count // 20:2d} x {event.device_time_total / event.count:7.2f} us  {event.key[:90]}")
 
 
 if __name__ == "__main__":
