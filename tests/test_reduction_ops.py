@@ -210,6 +210,22 @@ def test_split_rows_of_dim0(monkeypatch, dtype):
             assert_close(a, r, dtype, equal_nan=True, reduce_dim=3000)
 
 
+def test_small_ranges_are_not_split(monkeypatch):
+    # A split costs a second launch: programs that would read little unsplit keep their whole range.
+    from gems_reduction import reduce, tiles
+
+    monkeypatch.setattr(tiles, "INTERPRETER_TILES", False)  # the GPU's tiles, which split long ranges
+    monkeypatch.setattr(tiles, "PROGRAMS_PER_SM", 64)
+    x = torch.randn(512, 40, dtype=torch.bfloat16, device=DEVICE)
+    shipped, grids = tiles.SPLIT_MIN_BYTES, []
+    for min_bytes in (shipped, 0):
+        monkeypatch.setattr(tiles, "SPLIT_MIN_BYTES", min_bytes)
+        grids.append(reduce.plan(x.shape, x.stride(), (0,), reduce.SUM_OF, x.dtype, x.dtype, x.dtype).grid[1])
+        with served("sum"):
+            assert_close(x.sum(0), to_reference(x, upcast=True).sum(0), torch.bfloat16, reduce_dim=512)
+    assert grids[0] == 1 and grids[1] > 1
+
+
 # Knob settings the tuning script times on a GPU: each must give the same results.
 TILE_SETTINGS = [
     {}, {"STEP_BYTES": 32768, "THREAD_BYTES": 128}, {"THREAD_BYTES": 32}, {"COLS_BYTES": 256},

@@ -637,6 +637,7 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
     arg = arg and not tile
     step = tiles.step_elements(itemsize, arg)
     per_thread = tiles.thread_elements(itemsize, arg)
+    data = kept_n * length * itemsize  # bytes read: what the programs share, unsplit
     if by_cols:
         # Tile the kept group nearest in memory; outputs sit at k1 * K2 + k2 (logical order).
         n, s_n = groups[inner]
@@ -648,15 +649,18 @@ def _build(shape, strides, dims, kind: Kind, in_dtype, cast, out_dtype, shifted,
         if not may_split:
             splits, chunk = 1, max(length, 1)
         elif in_thread:
-            splits, chunk = tiles.split_count(programs, length, block_r, tiles.IN_THREAD_PROGRAMS_PER_SM, False)
+            splits, chunk = tiles.split_count(programs, length, block_r, tiles.IN_THREAD_PROGRAMS_PER_SM, False,
+                                              program_bytes=data // programs)
         else:
-            splits, chunk = tiles.split_count(programs, length, block_r, tiles.COLS_PROGRAMS_PER_SM)
+            splits, chunk = tiles.split_count(programs, length, block_r, tiles.COLS_PROGRAMS_PER_SM,
+                                              program_bytes=data // programs)
         kernel, blocks = _reduce_cols_kernel, dict(BLOCK_R=block_r, BLOCK_N=block_n)
         ints = [m, n, length, chunk, kept_n, s_m, s_n, sr1, o_m, o_n]
     else:
         block_k, block_r, warps = tiles.rows_tiles(kept_n, length, step, per_thread)
         programs = cdiv(kept_n, block_k)
-        splits, chunk = tiles.split_count(programs, length, block_r) if may_split else (1, max(length, 1))
+        splits, chunk = (tiles.split_count(programs, length, block_r, program_bytes=data // programs) if may_split
+                         else (1, max(length, 1)))
         kernel = _reduce_rows_kernel
         blocks = dict(TWO_R=lo.num_reduced == 2, BLOCK_K=block_k, BLOCK_R=block_r)
         ints = [kept_n, k2, length, r2, chunk, kept_n, sk1, sk2, sr1, sr2]

@@ -95,6 +95,10 @@ IN_THREAD_PROGRAMS_PER_SM = 4
 #: 8-warp programs), True rounds down, so the grid never exceeds ~the target. True won 1-2% on every
 #: dim-0 case of bfloat16 (8192, 8192) and (512, 131072) on an H100 (sum over dim 0: 63.5 -> 62.4 us).
 SPLIT_FLOOR = True
+#: A split costs a second launch (a few microseconds of host and device time): ranges whose programs would
+#: each read fewer bytes than this unsplit are not split. bfloat16 (64, 4096) over dim 0 on an H200: two
+#: launches of ~2 us each, 11-20 us a call against ATen's 8-12 (benchmark/results/2026-11-28-h200-replay).
+SPLIT_MIN_BYTES = 131072
 
 
 #: Softmax over a non-last dim whose columns are too long for one pass (see ``softmax.py``): 0 keeps the
@@ -142,7 +146,7 @@ def settings() -> tuple:
     """Every knob's value: part of each plan's cache key."""
     return (INTERPRETER_TILES, STEP_BYTES, THREAD_BYTES, ARG_STEP_ELEMENTS, ARG_THREAD_ELEMENTS, COLS_BYTES,
             ARG_COLS_BYTES, ARG_TILE, ARG_TILE_COLS, ARG_TILE_COLS_IN_THREAD, STAGES, HALF_STEPS, PROGRAMS_PER_SM,
-            COLS_PROGRAMS_PER_SM, IN_THREAD_PROGRAMS_PER_SM, SPLIT_FLOOR, SOFTMAX_SPLIT_PER_SM,
+            COLS_PROGRAMS_PER_SM, IN_THREAD_PROGRAMS_PER_SM, SPLIT_FLOOR, SPLIT_MIN_BYTES, SOFTMAX_SPLIT_PER_SM,
             SOFTMAX_SPLIT_COLS_BYTES, SOFTMAX_BACKWARD_SPLIT_PER_SM, SOFTMAX_BACKWARD_SPLIT_COLS_BYTES,
             SOFTMAX_ROWS_IN_FLIGHT_BYTES, SOFTMAX_ROWS_STEP_BYTES, SOFTMAX_BACKWARD_ROWS_IN_FLIGHT_BYTES,
             SOFTMAX_BACKWARD_ROWS_STEP_BYTES, SOFTMAX_SPLIT_FEW_ROWS)
@@ -203,18 +207,19 @@ def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int
     return block_r, block_n, warps_for(block_r * block_n, per_thread)
 
 
-def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: bool | None = None
-                ) -> tuple[int, int]:
+def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: bool | None = None,
+                program_bytes: int | None = None) -> tuple[int, int]:
     """(splits, chunk): how many programs share one reduced range, and the length each takes.
 
     Too few programs to fill the GPU are split up to ``per_sm`` (default ``PROGRAMS_PER_SM``) per SM,
     the splits per range rounded down where ``floor`` (default ``SPLIT_FLOOR``); a split always covers
-    whole blocks.
+    whole blocks. Programs reading fewer than ``SPLIT_MIN_BYTES`` unsplit (``program_bytes``) are not split.
     """
     splits = 1
     target = (per_sm or PROGRAMS_PER_SM) * lay.sm_count()
     floor = SPLIT_FLOOR if floor is None else floor
-    if 2 * programs < target and length > 2 * block:
+    worth_it = program_bytes is None or program_bytes >= SPLIT_MIN_BYTES
+    if 2 * programs < target and length > 2 * block and worth_it:
         ways = target // programs if floor else cdiv(target, programs)
         splits = min(ways, cdiv(length, block))
     chunk = max(cdiv(cdiv(length, splits), block) * block, 1)

@@ -170,7 +170,8 @@ const std::unordered_set<std::string>& allowed_ops() {
       "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
       "view", "_unsafe_view", "as_strided", "expand", "expand_as", "t",
       "transpose", "permute", "reshape", "_reshape_alias", "unsqueeze",
-      "squeeze", "select", "slice", "narrow", "alias", "detach",
+      "squeeze", "select", "slice", "narrow", "alias", "detach", "unbind", "split", "split_with_sizes",
+      "chunk", "unflatten", "movedim", "swapaxes", "diagonal",
       "flatten", "view_as", "contiguous", "result_type", "can_cast",
       "promote_types", "item", "_debug_has_internal_overlap", "is_same_size", "size", "stride",
       "sym_size", "sym_stride", "numel", "dim"};
