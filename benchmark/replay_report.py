@@ -3,20 +3,24 @@
     python benchmark/replay_report.py [CASE ...] [--calls N]
 
 Each case runs a few calls with new tensors under ``use_gems()`` (checked against ATen), then both sides'
-time per call over ``--calls`` calls with one synchronize (operator mode's clock), then the replay module's
+time per call over ``--calls`` calls with one synchronize (the best of five loops), then the replay module's
 counts for the overloads the case reaches. Diagnostics for issue work, not a benchmark of record.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import flag_gems
 from flag_gems import native
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmark.profile_host import per_call_us  # noqa: E402  (the best of five loops of calls)
 
 aten = torch.ops.aten
 DEV = flag_gems.device
@@ -101,17 +105,6 @@ CASES = {
     "batch_norm_backward": (["native_batch_norm_backward"], _batch_norm_backward),
     "batch_norm_train": (["native_batch_norm", "_native_batch_norm_legit"], _batch_norm_train),
 }
-
-
-def per_call_us(fn, calls: int) -> float:
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def _close(a, b) -> bool:
