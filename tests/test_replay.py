@@ -117,6 +117,19 @@ def test_a_backward_replays_the_gradients_asked_for(mask):
     assert _hits(op) > before, f"{op} was not replayed: {native.stats().get(op)}"
 
 
+@pytest.mark.parametrize("op, call, reference", [
+    ("gems_norm::rms_norm", lambda x, w: flag_gems.rms_norm(x, (1024,), w, 1e-6),
+     lambda x, w: F.rms_norm(x.float(), (1024,), w.float(), 1e-6)),
+    ("gems_pointwise::silu_and_mul", flag_gems.silu_and_mul, lambda a, b: F.silu(a.float()) * b.float()),
+])
+def test_public_functions_replay_without_a_graph(op, call, reference):
+    before = _hits(op)
+    for _ in range(CALLS):
+        x, w = _x(4, 1024), _x(1024)
+        assert_close(call(x, w), reference(x, w), torch.bfloat16, reduce_dim=1024)
+    assert _hits(op) > before, f"{op} was not replayed: {native.stats().get(op)}"
+
+
 def test_an_in_place_op_over_its_own_shifted_view_raises_atens_error():
     a, b = _x(1025), _x(1025)
     with flag_gems.use_gems():

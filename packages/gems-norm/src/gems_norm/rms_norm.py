@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from flag_gems import aten_kernel, aten_names
+from flag_gems import aten_kernel, aten_names, native
 from flag_gems.runtime import device
 from gems_norm import row_norm
 from gems_norm.heuristics import KNOBS, TO_ATEN, Plans, signature
@@ -175,10 +175,24 @@ def fused_rms_norm_backward_op(grad_out, input, normalized_shape, rstd, weight, 
 def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
              eps: float | None = None) -> torch.Tensor:
     """RMS norm of ``x`` over its trailing ``normalized_shape`` dims, as ``torch.nn.functional.rms_norm``."""
-    out = _rms_norm(x, normalized_shape, weight, eps, records_graph(x, weight), rstd=False)
+    if not records_graph(x, weight):
+        return _inference_op(x, list(normalized_shape), weight, eps)
+    out = _rms_norm(x, normalized_shape, weight, eps, True, rstd=False)
     if out is None:
         return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
     return out[0]
+
+
+def _inference(x, normalized_shape, weight, eps):
+    out = _rms_norm(x, normalized_shape, weight, eps, False, rstd=False)
+    if out is None:
+        return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
+    return out[0]
+
+
+# Without an autograd node to build, rms_norm is an op of the dispatcher: its calls replay from C++.
+_inference_op = native.function_op(
+    "gems_norm", "rms_norm(Tensor x, int[] normalized_shape, Tensor? weight, float? eps) -> Tensor", _inference)
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
@@ -193,6 +207,16 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape
         return torch.nn.functional.rms_norm(h, normalized_shape, weight, eps), h
     if records_graph(x, residual, weight):
         return _AddRMSNorm.apply(x, residual, weight, _eps(eps), *shape)
+    return _add_inference_op(x, residual, list(normalized_shape), weight, eps)
+
+
+def _add_inference(x, residual, normalized_shape, weight, eps):
+    shape = rows_of(x, normalized_shape, weight)
     y, _, _, h = row_norm.forward(x.contiguous(), *shape, flat(weight), None, _eps(eps), False, torch.float32, None,
                                   residual=residual.contiguous())
     return y, h
+
+
+_add_inference_op = native.function_op(
+    "gems_norm", "fused_add_rms_norm(Tensor x, Tensor residual, int[] normalized_shape, Tensor? weight, float? eps) "
+    "-> (Tensor, Tensor)", _add_inference)

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from flag_gems import aten_kernel
+from flag_gems import aten_kernel, native
 from gems_norm.heuristics import MAX_ROW_BLOCK, Plans, ReadyLaunch, cdiv, launch, next_pow2, row_tile, warps
 from gems_norm.layer_norm import records_graph
 from gems_norm.per_channel import ChannelView, channel_affine, channel_sums
@@ -213,4 +213,12 @@ def weight_norm(v: torch.Tensor, g: torch.Tensor, dim: int = 0) -> torch.Tensor:
         return torch._weight_norm(v, g, dim)
     if records_graph(v, g):
         return _WeightNorm.apply(v, g, kept)
-    return forward(v.contiguous(), g.contiguous(), kept)[0]
+    return _inference_op(v, g, kept)
+
+
+def _inference(v: torch.Tensor, g: torch.Tensor, dim: int | None) -> torch.Tensor:
+    return forward(v.contiguous(), g.contiguous(), dim)[0]
+
+
+# Without an autograd node to build, weight_norm is an op of the dispatcher: its calls replay from C++.
+_inference_op = native.function_op("gems_norm", "weight_norm(Tensor v, Tensor g, int? dim) -> Tensor", _inference)

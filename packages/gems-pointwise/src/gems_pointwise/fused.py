@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from flag_gems import pointwise_dynamic
+from flag_gems import native, pointwise_dynamic
 from gems_pointwise.overloads import FLOATS
 
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
@@ -106,10 +106,8 @@ class _GatedActivation(torch.autograd.Function):
         return _grad_like(grad_a, a), _grad_like(grad_b, b), None, None
 
 
-def _gated(a: torch.Tensor, b: torch.Tensor, kernels) -> torch.Tensor:
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        return _GatedActivation.apply(a, b, *kernels)
-    return kernels[0](a, b)  # inference: no autograd node to build
+def _needs_graph(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
 
 
 def _computable(a, b) -> bool:
@@ -121,7 +119,15 @@ def silu_and_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``silu(a) * b`` (a and b broadcast), differentiable, in one pass each way."""
     if not _computable(a, b):
         return torch.nn.functional.silu(a) * b
-    return _gated(a, b, (silu_and_mul_kernel, silu_and_mul_backward_kernel))
+    if _needs_graph(a, b):
+        return _GatedActivation.apply(a, b, silu_and_mul_kernel, silu_and_mul_backward_kernel)
+    return _silu_and_mul_op(a, b)
+
+
+# Without an autograd node to build, the gated activations are ops of the dispatcher: their calls replay
+# from C++.
+_silu_and_mul_op = native.function_op("gems_pointwise", "silu_and_mul(Tensor a, Tensor b) -> Tensor",
+                                      lambda a, b: silu_and_mul_kernel(a, b))
 
 
 _GELU_KERNELS = {
@@ -137,4 +143,11 @@ def gelu_and_mul(a: torch.Tensor, b: torch.Tensor, approximate: str = "none") ->
         raise RuntimeError("approximate argument must be either none or tanh.")
     if not _computable(a, b):
         return torch.nn.functional.gelu(a, approximate=approximate) * b
-    return _gated(a, b, kernels)
+    if _needs_graph(a, b):
+        return _GatedActivation.apply(a, b, *kernels)
+    return _gelu_and_mul_op(a, b, approximate)
+
+
+_gelu_and_mul_op = native.function_op(
+    "gems_pointwise", "gelu_and_mul(Tensor a, Tensor b, str approximate) -> Tensor",
+    lambda a, b, approximate: _GELU_KERNELS[approximate][0](a, b))

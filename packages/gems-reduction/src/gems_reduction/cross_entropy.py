@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from flag_gems import aten_kernel
+from flag_gems import aten_kernel, native
 from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import shared_launcher
 from flag_gems.runtime import device
@@ -376,4 +376,12 @@ def cross_entropy_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.
                        label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of logits ``input`` (N, C), (C,) or (N, C, d1, ...) against class indices or
     class probabilities, as ``torch.nn.functional.cross_entropy``, without materialising softmax."""
-    return cross_entropy(input, target, weight, REDUCTIONS[reduction], ignore_index, label_smoothing)
+    if input.requires_grad and torch.is_grad_enabled():
+        return cross_entropy(input, target, weight, REDUCTIONS[reduction], ignore_index, label_smoothing)
+    return _inference_op(input, target, weight, REDUCTIONS[reduction], ignore_index, label_smoothing)
+
+
+# Without an autograd node to build, the loss is an op of the dispatcher: its calls replay from C++.
+_inference_op = native.function_op(
+    "gems_reduction", "cross_entropy_loss(Tensor input, Tensor target, Tensor? weight, int reduction, "
+    "int ignore_index, float label_smoothing) -> Tensor", cross_entropy)

@@ -113,3 +113,34 @@ def set_enabled(on: bool) -> None:
     """Replay calls (the default) or send every call to Python; the plans are kept."""
     if _module is not None:
         _module.set_enabled(on)
+
+
+_function_ops: dict[str, tuple] = {}  # "namespace::name" -> (the op, its replaying kernels)
+_function_libraries: dict[str, object] = {}
+
+
+def function_op(namespace: str, schema: str, fn):
+    """``fn`` as the dispatcher op ``namespace::name`` (``schema`` names it), registered at the device's backend
+    key with a replaying kernel in front where replay is on: a public function that calls the op when it needs
+    no autograd node skips Python for a signature's later calls, as served ATen ops do. Defined once a process;
+    returns the op (an ``OpOverload``). ``fn`` may do anything a Python kernel does (its calls that cannot be
+    replayed run in Python)."""
+    import torch
+
+    name = schema.split("(", 1)[0]
+    qualified = f"{namespace}::{name}"
+    found = _function_ops.get(qualified)
+    if found is None:
+        library = _function_libraries.get(namespace)
+        if library is None:
+            library = _function_libraries[namespace] = torch.library.Library(namespace, "DEF")
+        library.define(schema)
+        # The device's key, where the replaying kernel goes in front, and every other backend's (a call on
+        # tensors elsewhere reaches ``fn`` too, as the public function's own Python would).
+        library.impl(name, fn, device.dispatch_key)
+        library.impl(name, fn, "CompositeExplicitAutograd")
+        handle = Handle(device.dispatch_key)
+        handle.install(qualified)
+        found = _function_ops[qualified] = (getattr(getattr(torch.ops, namespace), name).default, handle)
+    return found[0]
+
