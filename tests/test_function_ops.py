@@ -81,7 +81,31 @@ def _gelu_and_mul():
             F.gelu(to_reference(a), approximate="tanh") * to_reference(b), 1)
 
 
+def _skip_layer_norm():
+    x, r, w, b = _x(4, 64), _x(4, 64), _x(64), _x(64)
+    h = to_reference(x) + to_reference(r)
+    return ((lambda x, r, w, b: flag_gems.skip_layer_norm(x, r, (64,), w, b, 1e-5)), (x, r, w, b),
+            F.layer_norm(h, (64,), to_reference(w), to_reference(b), 1e-5), 64)
+
+
+def _rotary():
+    q, k = _x(2, 5, 4, 16), _x(2, 5, 2, 16)
+    angles = torch.arange(8, dtype=torch.float64, device=DEVICE)[:, None] * torch.rand(8, device=DEVICE).double()
+    cos, sin = angles.cos(), angles.sin()
+
+    def rotate(x):
+        x = to_reference(x)
+        a, b = x[..., :8], x[..., 8:]
+        c, s = cos[:5, None, :], sin[:5, None, :]
+        return torch.cat([a * c - b * s, b * c + a * s], -1)
+
+    cos32, sin32 = cos.float(), sin.float()
+    return ((lambda q, k: flag_gems.apply_rotary_pos_emb(q, k, cos32, sin32)), (q, k), (rotate(q), rotate(k)), 1)
+
+
 CASES = {
+    "gems_norm::skip_layer_norm": _skip_layer_norm,
+    "gems_pointwise::apply_rotary_pos_emb": _rotary,
     "gems_norm::rms_norm": _rms_norm,
     "gems_norm::fused_add_rms_norm": _fused_add_rms_norm,
     "gems_norm::weight_norm": _weight_norm,

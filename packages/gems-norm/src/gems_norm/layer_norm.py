@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from flag_gems import aten_kernel
+from flag_gems import aten_kernel, native
 from gems_norm import row_norm
 from gems_norm.heuristics import TO_ATEN, Plans, dtype_of, no_grads, signature
 from gems_norm.semantics import FLOAT_DTYPES, stats_dtype
@@ -225,5 +225,16 @@ def skip_layer_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: S
         return torch.nn.functional.layer_norm(x + residual, normalized_shape, weight, bias, eps)
     if records_graph(x, residual, weight, bias):
         return _SkipLayerNorm.apply(x, residual, weight, bias, tuple(normalized_shape), eps, *shape)
+    return _skip_inference_op(x, residual, list(normalized_shape), weight, bias, eps)
+
+
+def _skip_inference(x, residual, normalized_shape, weight, bias, eps):
+    shape = rows_of(x, normalized_shape, weight, bias)
     return row_norm.forward(x.contiguous(), *shape, flat(weight), flat(bias), eps, True, torch.float32, None,
                             residual=residual.contiguous())[0]
+
+
+# Without an autograd node to build, skip_layer_norm is an op of the dispatcher: its calls replay from C++.
+_skip_inference_op = native.function_op(
+    "gems_norm", "skip_layer_norm(Tensor x, Tensor residual, int[] normalized_shape, Tensor? weight, Tensor? bias, "
+    "float eps) -> Tensor", _skip_inference)
