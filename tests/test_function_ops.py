@@ -145,3 +145,27 @@ def test_inputs_that_require_grad_take_the_op_under_no_grad_and_the_graph_otherw
     first = result[0] if isinstance(result, tuple) else result
     assert first.grad_fn is not None
     _check(tuple(r.detach() for r in result) if isinstance(result, tuple) else result.detach(), ref, reduce_dim)
+
+
+def _flat(result) -> tuple:
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+@pytest.mark.parametrize("op", CASES)
+def test_the_fake_gives_the_results_shapes_and_dtypes(op):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    fn, args, _, _ = CASES[op]()
+    real = _flat(fn(*args))
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = _flat(fn(*(mode.from_tensor(a) for a in args)))
+    assert [(r.shape, r.dtype) for r in real] == [(f.shape, f.dtype) for f in fake]
+
+
+@pytest.mark.parametrize("op", ["gems_norm::rms_norm", "gems_pointwise::silu_and_mul",
+                                "gems_pointwise::apply_rotary_pos_emb"])
+def test_torch_compile_traces_the_op_whole(op):
+    # The op is opaque to tracing (its fake gives the shapes): one graph, which calls our kernels.
+    fn, args, ref, reduce_dim = CASES[op]()
+    compiled = torch.compile(fn, backend="eager", fullgraph=True)
+    _check(compiled(*args), ref, reduce_dim)

@@ -237,4 +237,4 @@ def _skip_inference(x, residual, normalized_shape, weight, bias, eps):
 # Without an autograd node to build, skip_layer_norm is an op of the dispatcher: its calls replay from C++.
 _skip_inference_op = native.function_op(
     "gems_norm", "skip_layer_norm(Tensor x, Tensor residual, int[] normalized_shape, Tensor? weight, Tensor? bias, "
-    "float eps) -> Tensor", _skip_inference)
+    "float eps) -> Tensor", _skip_inference, lambda x, *_: torch.empty_like(x, memory_format=torch.contiguous_format))

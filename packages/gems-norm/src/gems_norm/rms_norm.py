@@ -192,7 +192,8 @@ def _inference(x, normalized_shape, weight, eps):
 
 # Without an autograd node to build, rms_norm is an op of the dispatcher: its calls replay from C++.
 _inference_op = native.function_op(
-    "gems_norm", "rms_norm(Tensor x, int[] normalized_shape, Tensor? weight, float? eps) -> Tensor", _inference)
+    "gems_norm", "rms_norm(Tensor x, int[] normalized_shape, Tensor? weight, float? eps) -> Tensor", _inference,
+    lambda x, *_: torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, normalized_shape: Sequence[int],
@@ -219,4 +220,6 @@ def _add_inference(x, residual, normalized_shape, weight, eps):
 
 _add_inference_op = native.function_op(
     "gems_norm", "fused_add_rms_norm(Tensor x, Tensor residual, int[] normalized_shape, Tensor? weight, float? eps) "
-    "-> (Tensor, Tensor)", _add_inference)
+    "-> (Tensor, Tensor)", _add_inference,
+    lambda x, *_: (torch.empty_like(x, memory_format=torch.contiguous_format),
+                   torch.empty_like(x, memory_format=torch.contiguous_format)))

@@ -221,4 +221,5 @@ def _inference(v: torch.Tensor, g: torch.Tensor, dim: int | None) -> torch.Tenso
 
 
 # Without an autograd node to build, weight_norm is an op of the dispatcher: its calls replay from C++.
-_inference_op = native.function_op("gems_norm", "weight_norm(Tensor v, Tensor g, int? dim) -> Tensor", _inference)
+_inference_op = native.function_op("gems_norm", "weight_norm(Tensor v, Tensor g, int? dim) -> Tensor", _inference,
+                                   lambda v, *_: torch.empty_like(v, memory_format=torch.contiguous_format))

@@ -126,8 +126,14 @@ def silu_and_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # Without an autograd node to build, the gated activations are ops of the dispatcher: their calls replay
 # from C++.
+def _gated_result(a: torch.Tensor, b: torch.Tensor, *_) -> torch.Tensor:
+    # The broadcast shape in the promoted dtype: what the kernels return, for tracing.
+    shape = torch.broadcast_shapes(a.shape, b.shape)
+    return a.new_empty(shape, dtype=torch.promote_types(a.dtype, b.dtype))
+
+
 _silu_and_mul_op = native.function_op("gems_pointwise", "silu_and_mul(Tensor a, Tensor b) -> Tensor",
-                                      lambda a, b: silu_and_mul_kernel(a, b))
+                                      lambda a, b: silu_and_mul_kernel(a, b), _gated_result)
 
 
 _GELU_KERNELS = {
@@ -150,4 +156,4 @@ def gelu_and_mul(a: torch.Tensor, b: torch.Tensor, approximate: str = "none") ->
 
 _gelu_and_mul_op = native.function_op(
     "gems_pointwise", "gelu_and_mul(Tensor a, Tensor b, str approximate) -> Tensor",
-    lambda a, b, approximate: _GELU_KERNELS[approximate][0](a, b))
+    lambda a, b, approximate: _GELU_KERNELS[approximate][0](a, b), _gated_result)

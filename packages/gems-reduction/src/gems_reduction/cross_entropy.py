@@ -384,4 +384,6 @@ def cross_entropy_loss(input: torch.Tensor, target: torch.Tensor, weight: torch.
 # Without an autograd node to build, the loss is an op of the dispatcher: its calls replay from C++.
 _inference_op = native.function_op(
     "gems_reduction", "cross_entropy_loss(Tensor input, Tensor target, Tensor? weight, int reduction, "
-    "int ignore_index, float label_smoothing) -> Tensor", cross_entropy)
+    "int ignore_index, float label_smoothing) -> Tensor", cross_entropy,
+    lambda x, target, weight, reduction, *_: x.new_empty(
+        (x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()) if reduction == 0 else ()))

@@ -119,12 +119,13 @@ _function_ops: dict[str, tuple] = {}  # "namespace::name" -> (the op, its replay
 _function_libraries: dict[str, object] = {}
 
 
-def function_op(namespace: str, schema: str, fn):
-    """``fn`` as the dispatcher op ``namespace::name`` (``schema`` names it), registered at the device's backend
-    key with a replaying kernel in front where replay is on: a public function that calls the op when it needs
-    no autograd node skips Python for a signature's later calls, as served ATen ops do. Defined once a process;
-    returns the op (an ``OpOverload``). ``fn`` may do anything a Python kernel does (its calls that cannot be
-    replayed run in Python)."""
+def function_op(namespace: str, schema: str, fn, fake):
+    """``fn`` as the dispatcher op ``namespace::name`` (``schema`` names it), with a replaying kernel in front
+    where replay is on: a public function that calls the op when it needs no autograd node skips Python for a
+    signature's later calls, as served ATen ops do. ``fn`` runs for the device's tensors and CPU tensors and
+    may do anything a Python kernel does (calls that cannot be replayed run in Python); ``fake`` gives the
+    results' shapes and dtypes without computing them (meta tensors, ``torch.compile``'s tracing, to which the
+    op is opaque). Defined once a process; returns the op (an ``OpOverload``)."""
     import torch
 
     name = schema.split("(", 1)[0]
@@ -135,12 +136,10 @@ def function_op(namespace: str, schema: str, fn):
         if library is None:
             library = _function_libraries[namespace] = torch.library.Library(namespace, "DEF")
         library.define(schema)
-        # The device's key, where the replaying kernel goes in front, and every other backend's (a call on
-        # tensors elsewhere reaches ``fn`` too, as the public function's own Python would).
-        library.impl(name, fn, device.dispatch_key)
-        library.impl(name, fn, "CompositeExplicitAutograd")
+        for key in dict.fromkeys((device.dispatch_key, "CPU")):
+            library.impl(name, fn, key)
+        torch.library.register_fake(qualified, fake, lib=library)
         handle = Handle(device.dispatch_key)
         handle.install(qualified)
         found = _function_ops[qualified] = (getattr(getattr(torch.ops, namespace), name).default, handle)
     return found[0]
-
