@@ -61,6 +61,37 @@ def _batch_norm_backward():
     return lambda: aten.native_batch_norm_backward(gy, x, w, rm, rv, mean, invstd, True, 1e-5, [True, True, True])
 
 
+def _rotary():
+    q, k = _x(1, 1, 32, 128), _x(1, 1, 8, 128)
+    cos, sin = _x(4096, 64, dtype=F32), _x(4096, 64, dtype=F32)
+    positions = torch.tensor([[17]], device=DEV)
+
+    def aten():
+        c, s = cos[positions][..., None, :], sin[positions][..., None, :]
+        return tuple(torch.cat([x[..., :64] * c - x[..., 64:] * s, x[..., 64:] * c + x[..., :64] * s], -1).to(x.dtype)
+                     for x in (q, k))
+
+    return lambda: flag_gems.apply_rotary_pos_emb(q, k, cos, sin, positions), aten
+
+
+def _weight_norm_fused():
+    v, g = _x(64, 4096), _x(64, 1)
+    return lambda: flag_gems.weight_norm(v, g, 0), lambda: torch._weight_norm(v, g, 0)
+
+
+def _cross_entropy_fused():
+    x, t = _x(16, 128256), torch.randint(0, 128256, (16,), device=DEV)
+    return lambda: flag_gems.cross_entropy_loss(x, t), lambda: F.cross_entropy(x, t)
+
+
+def _public(gems, aten, *shapes):
+    """A public function of ours (``gems``) against the ATen ops it stands for (``aten``), on the same inputs."""
+    def make():
+        tensors = [_x(*shape) for shape in shapes]
+        return lambda: gems(*tensors), lambda: aten(*tensors)
+    return make
+
+
 def _glu_backward():
     x, gy = _x(1, 4096), _x(1, 2048)
     return lambda: aten.glu_backward(gy, x, -1)
@@ -99,6 +130,18 @@ CASES = {
     "bmm_8x64": (["bmm"], _binary(torch.bmm, (8, 64, 64), (8, 64, 64))),
     "mm_fp32_16": (["mm"], _binary(torch.mm, (16, 16), (16, 16), dtype=F32)),
     "linear_fp32": (["mm"], _binary(F.linear, (1, 2048), (2048, 2048), dtype=F32)),
+    # Public functions, which call ops of their own namespace when they need no autograd node.
+    "rms_norm_fused": (["gems_norm::rms_norm"], _public(
+        lambda x, w: flag_gems.rms_norm(x, (4096,), w, 1e-6), lambda x, w: F.rms_norm(x, (4096,), w, 1e-6),
+        (1, 4096), (4096,))),
+    "fused_add_rms_norm": (["gems_norm::fused_add_rms_norm"], _public(
+        lambda x, r: flag_gems.fused_add_rms_norm(x, r, (4096,), None, 1e-6),
+        lambda x, r: (F.rms_norm(x + r, (4096,), None, 1e-6), x + r), (1, 4096), (1, 4096))),
+    "silu_and_mul": (["gems_pointwise::silu_and_mul"], _public(
+        flag_gems.silu_and_mul, lambda a, b: F.silu(a) * b, (1, 14336), (1, 14336))),
+    "rotary": (["gems_pointwise::apply_rotary_pos_emb"], _rotary),
+    "weight_norm_fused": (["gems_norm::weight_norm"], _weight_norm_fused),
+    "cross_entropy_fused": (["gems_reduction::cross_entropy_loss"], _cross_entropy_fused),
     "layer_norm": (["layer_norm"], _unary(lambda x: F.layer_norm(x, (4096,)), 1, 4096)),
     "layer_norm_backward": (["native_layer_norm_backward"], _layer_norm_backward),
     "layer_norm_backward_64": (["native_layer_norm_backward"], _layer_norm_backward_64),
@@ -122,11 +165,12 @@ def report(name: str, calls: int) -> None:
     native.clear()
     matches = True
     for _ in range(4):
-        fn = make()
-        expected = fn()
+        made = make()  # a call, or (our public function's call, the ATen ops it stands for)
+        fn, aten_fn = made if isinstance(made, tuple) else (made, made)
+        expected = aten_fn()
         with flag_gems.use_gems():
             matches = matches and _close(fn(), expected)
-    aten_us = per_call_us(fn, calls)
+    aten_us = per_call_us(aten_fn, calls)
     with flag_gems.use_gems():
         gems_us = per_call_us(fn, calls)
     stats = native.stats()
@@ -142,7 +186,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="also each case's kernels under gems, by device time")
     args = parser.parse_args()
-    print(f"replayed launches: {native.status()}; {torch.cuda.get_device_name()}")
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (Triton's interpreter)"
+    print(f"replayed launches: {native.status()}; {card}")
     for name in args.cases or CASES:
         report(name, args.calls)
         if args.profile:
@@ -152,7 +197,8 @@ def main() -> None:
 def kernels(name: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    fn = CASES[name][1]()
+    made = CASES[name][1]()
+    fn = made[0] if isinstance(made, tuple) else made
     with flag_gems.use_gems():
         fn()
         torch.cuda.synchronize()
