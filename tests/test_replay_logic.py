@@ -119,6 +119,30 @@ def _asked_for(x, mask):
     return tuple(_scale(x, 2.0 + i) if wanted else None for i, wanted in enumerate(mask))
 
 
+def _accumulated(x):
+    # Zeroed memory of the call's own that a launch accumulates into (a counter, partial sums).
+    total = torch.zeros_like(x)
+    _launch(AXPY, [total.data_ptr(), x.data_ptr()], 2.0, x.numel())
+    return total
+
+
+def _zeroed_twice(x):
+    # A zero fill of memory the call allocated, between two launches: the order must hold.
+    out = torch.empty_like(x)
+    _launch(SCALE, [x.data_ptr(), out.data_ptr()], 2.0, x.numel())
+    out.zero_()
+    _launch(AXPY, [out.data_ptr(), x.data_ptr()], 3.0, x.numel())
+    return out
+
+
+def _accumulated_in_kept(x):
+    _KEPT_PARTIAL.zero_()
+    _launch(AXPY, [_KEPT_PARTIAL.data_ptr(), x.data_ptr()], 2.0, x.numel())
+    out = torch.empty_like(x)
+    _launch(SCALE, [_KEPT_PARTIAL.data_ptr(), out.data_ptr()], 1.0, x.numel())
+    return out
+
+
 def _own_memory(x):
     tmp, out = torch.empty_like(x), torch.empty_like(x)
     _launch(SCALE, [x.data_ptr(), tmp.data_ptr()], 3.0, x.numel())
@@ -161,6 +185,10 @@ def ops():
         "front_of_buffer(Tensor x) -> Tensor": _front_of_buffer,
         "shifted(Tensor x, Tensor y) -> Tensor": _shifted,
         "asked_for(Tensor x, bool[2] mask) -> (Tensor, Tensor)": _asked_for,
+        "accumulated(Tensor x) -> Tensor": _accumulated,
+        "zeroed_twice(Tensor x) -> Tensor": _zeroed_twice,
+        "accumulated_in_kept(Tensor x) -> Tensor": _accumulated_in_kept,
+        "clear_(Tensor(a!) x) -> Tensor(a!)": lambda x: x.zero_(),
         "own_memory(Tensor x) -> Tensor": _own_memory,
         "cloned(Tensor x) -> Tensor": _cloned,
         "strict(Tensor x, float s) -> Tensor": _strict,
@@ -175,7 +203,8 @@ def ops():
     native.use_test_launcher(play)
     handle = native.Handle("CPU")
     for name in ("scale", "scale_", "axpy_", "twice", "two_steps", "kept_buffer", "second_half", "front_of_buffer",
-                 "shifted", "asked_for", "own_memory", "cloned", "strict", "with_kept"):
+                 "shifted", "asked_for", "accumulated", "zeroed_twice", "accumulated_in_kept", "clear_",
+                 "own_memory", "cloned", "strict", "with_kept"):
         assert handle.install(f"{NS}::{name}")
     yield getattr(torch.ops, NS)
     handle.reset()
@@ -264,6 +293,29 @@ def test_results_not_asked_for_stay_undefined(ops):
             else:
                 assert result is None
     assert _stats("asked_for")[:3] == (9, 3, 0)  # each mask a signature of its own
+
+
+@pytest.mark.parametrize("name, expected", [("accumulated", 2.0), ("zeroed_twice", 3.0)])
+def test_zero_fills_of_the_calls_own_memory_replay_in_order(ops, name, expected):
+    op = ops
+    native.clear()
+    fn = getattr(op, name)
+    for _ in range(4):
+        x = _x()
+        torch.testing.assert_close(fn(x), x * expected, rtol=0, atol=0)
+    assert _stats(name)[:3] == (3, 1, 0)
+
+
+def test_a_zero_fill_of_other_memory_is_not_replayed(ops):
+    op = ops
+    native.clear()
+    for _ in range(3):
+        x = _x()
+        torch.testing.assert_close(op.accumulated_in_kept(x), x * 2.0, rtol=0, atol=0)
+        y = _x()
+        assert op.clear_(y) is not None and not y.any()  # an argument zeroed: the op's own Python did it
+    assert _stats("accumulated_in_kept")[1:] == (0, 1, "filled memory it did not allocate")
+    assert _stats("clear_")[1:] == (0, 1, "filled memory it did not allocate")
 
 
 @pytest.mark.parametrize("name, why", [

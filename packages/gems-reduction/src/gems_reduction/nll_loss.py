@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flag_gems import launch as launches
 from flag_gems.intmath import cdiv, next_power_of_2
 from flag_gems.launch import launch, shared_launcher
 from flag_gems.runtime import device
@@ -243,7 +244,11 @@ class _Forward:
 
     def _sums_and_counter(self, x) -> list:
         """The spread forward's scratch on ``x``'s device and current stream: the counter starts at
-        zero and every launch leaves it there."""
+        zero and every launch leaves it there. A call recorded for replay gets its own (its replays allocate
+        and zero them again: memory kept from outside a call is never replayed)."""
+        if launches.recording:
+            return [torch.empty(2 * self.parts, dtype=self.acc, device=x.device),
+                    torch.zeros(1, dtype=torch.int32, device=x.device)]
         index = x.get_device()
         key = (index, 0 if device.interpreter else torch._C._cuda_getCurrentRawStream(index))
         found = self.scratch.get(key)

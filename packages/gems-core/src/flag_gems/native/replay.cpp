@@ -25,6 +25,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -43,12 +44,24 @@ namespace {
 using LaunchKernel = int (*)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                              void*, void**, void**);
 
-LaunchKernel launch_kernel() {
-  static LaunchKernel fn = [] {
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (lib == nullptr) lib = dlopen("libcuda.so.1", RTLD_NOW);
-    return lib == nullptr ? nullptr : reinterpret_cast<LaunchKernel>(dlsym(lib, "cuLaunchKernel"));
+void* driver_symbol(const char* name) {
+  static void* lib = [] {
+    void* found = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    return found == nullptr ? dlopen("libcuda.so.1", RTLD_NOW) : found;
   }();
+  return lib == nullptr ? nullptr : dlsym(lib, name);
+}
+
+LaunchKernel launch_kernel() {
+  static LaunchKernel fn = reinterpret_cast<LaunchKernel>(driver_symbol("cuLaunchKernel"));
+  return fn;
+}
+
+// cuMemsetD8Async: a recorded call's zero fill of memory it allocated.
+using MemsetD8 = int (*)(uint64_t, unsigned char, size_t, void*);
+
+MemsetD8 memset_d8() {
+  static MemsetD8 fn = reinterpret_cast<MemsetD8>(driver_symbol("cuMemsetD8Async"));
   return fn;
 }
 
@@ -74,7 +87,9 @@ struct Output {
   bool defined;  // an optional result the call did not compute (a gradient not asked for) is undefined
 };
 
+// A step of a plan: a kernel launch, or (``zero_bytes`` set) a zero fill of the memory ``params[0]`` points to.
 struct PlannedLaunch {
+  uint64_t zero_bytes = 0;
   uint64_t function = 0;
   unsigned grid[3] = {1, 1, 1};
   unsigned threads = 0, shared = 0;
@@ -86,7 +101,7 @@ struct Plan {
   std::atomic<bool> used{false};
   bool ready = false;
   int failures = 0;
-  std::vector<PlannedLaunch> launches;  // in the order the Python kernel made them
+  std::vector<PlannedLaunch> launches;  // launches and zero fills, in the order the Python kernel made them
   std::vector<Output> outputs;
   // Memory the call allocated for itself and only its launches use: each buffer's start in one block that
   // a replay allocates (and frees after its launches are queued, as the Python kernel's tensors would be).
@@ -135,6 +150,14 @@ struct Launch {
   std::vector<bool> pointer;
   std::vector<uint64_t> bits;
   size_t allocations_before;  // how many allocations the call had made when it launched this
+  size_t fills_before;        // and how many zero fills
+};
+
+// A zero fill the call made of bytes [start, start + bytes) (a counter or accumulator it allocated).
+struct Fill {
+  uintptr_t start;
+  uint64_t bytes;
+  size_t allocations_before;
 };
 
 // The bytes [start, end) of a tensor the call allocated while recorded.
@@ -146,6 +169,7 @@ struct Allocation {
 struct Recording {
   std::vector<Launch> launches;
   std::vector<Allocation> allocations;  // in the order made
+  std::vector<Fill> fills;              // in the order made
   const char* tainted = nullptr;  // why the call cannot be replayed
   std::string op;                 // the op that tainted it, if one did
 };
@@ -178,6 +202,41 @@ const std::unordered_set<std::string>& allowed_ops() {
   return ops;
 }
 
+bool is_zero(const c10::IValue& v) {
+  if (v.isInt()) return v.toInt() == 0;
+  if (v.isBool()) return !v.toBool();
+  if (v.isDouble()) {
+    const double d = v.toDouble();
+    return d == 0.0 && !std::signbit(d);  // -0.0 is not all zero bytes
+  }
+  return false;
+}
+
+// A zero fill of a dense tensor, noted as a step of the plan: whether the op is one (``zeros`` and friends
+// allocate and fill; ``zero_`` and ``fill_`` with 0 fill). A later check requires the memory to be the
+// call's own. A kernel of ours that serves the fill also reports its launch: the plan then repeats both,
+// the same zeros twice.
+bool zero_fill(const at::RecordFunction& fn, const char* bare, Recording& rec) {
+  if (std::strcmp(bare, "zeros") == 0 || std::strcmp(bare, "zeros_like") == 0 || std::strcmp(bare, "new_zeros") == 0) {
+    return true;  // an allocation and a zero_, each seen on its own
+  }
+  const bool zero = std::strcmp(bare, "zero_") == 0;
+  if (!zero && std::strcmp(bare, "fill_") != 0) return false;
+  const auto inputs = fn.inputs();
+  if (inputs.empty() || !inputs[0].isTensor()) return false;
+  if (!zero && (inputs.size() < 2 || !is_zero(inputs[1]))) return false;
+  const at::Tensor& t = inputs[0].toTensor();
+  if (!t.defined() || !on_device(t) || !t.is_non_overlapping_and_dense()) return false;
+  if (t.numel() != 0) {
+    const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    int64_t lowest = 0;  // a dense tensor with negative strides starts below its data pointer
+    for (int64_t d = 0; d < t.dim(); ++d) lowest += std::min<int64_t>(0, (t.size(d) - 1) * t.stride(d));
+    rec.fills.push_back({start + lowest * t.element_size(), static_cast<uint64_t>(t.numel() * t.element_size()),
+                         rec.allocations.size()});
+  }
+  return true;
+}
+
 // ATen's ops, named with or without their namespace (bindings name some calls bare).
 const char* bare_name(const at::RecordFunction& fn) {
   const char* name = fn.name();
@@ -197,6 +256,7 @@ std::unique_ptr<at::ObserverContext> on_op(const at::RecordFunction& fn) {
     }
     return nullptr;
   }
+  if (zero_fill(fn, bare, *rec)) return nullptr;
   if (allowed_ops().count(bare) == 0 && rec->tainted == nullptr) {
     rec->tainted = "called another op";
     rec->op = name;
@@ -393,24 +453,15 @@ class Replay final : public c10::OperatorKernel {
     }
     const c10::IValue* args = stack->data() + stack->size() - num_args_;
     for (const PlannedLaunch& launched : plan.launches) {
+      if (launched.zero_bytes != 0) {
+        zero(address_of(launched.params[0], args, outputs, buffers_start, plan), launched.zero_bytes, device);
+        continue;
+      }
       uint64_t values[kMaxParams + 2];
       void* params[kMaxParams + 2];
       const size_t n = launched.params.size();
       for (size_t i = 0; i < n; ++i) {
-        const Param& p = launched.params[i];
-        switch (p.source) {
-          case Source::kInput:
-            values[i] = reinterpret_cast<uint64_t>(args[p.index].toTensor().const_data_ptr()) + p.bits;
-            break;
-          case Source::kOutput:
-            values[i] = reinterpret_cast<uint64_t>(outputs[p.index].const_data_ptr()) + p.bits;
-            break;
-          case Source::kBuffer:
-            values[i] = buffers_start + plan.buffer_starts[p.index] + p.bits;
-            break;
-          default:
-            values[i] = p.bits;
-        }
+        values[i] = address_of(launched.params[i], args, outputs, buffers_start, plan);
         params[i] = &values[i];
       }
       // Triton's global scratch (memory each program may use during the launch) and profile scratch.
@@ -438,6 +489,32 @@ class Replay final : public c10::OperatorKernel {
     for (int alias : aliases_) results.push_back(alias >= 0 ? args[alias] : c10::IValue(std::move(outputs[fresh++])));
     torch::jit::drop(*stack, num_args_);
     for (auto& r : results) stack->push_back(std::move(r));
+  }
+
+  // A parameter's value for this call: an address in its tensors, outputs or buffers, or the constant.
+  static uint64_t address_of(const Param& p, const c10::IValue* args, const c10::SmallVector<at::Tensor, 2>& outputs,
+                             uint64_t buffers_start, const Plan& plan) {
+    switch (p.source) {
+      case Source::kInput:
+        return reinterpret_cast<uint64_t>(args[p.index].toTensor().const_data_ptr()) + p.bits;
+      case Source::kOutput:
+        return reinterpret_cast<uint64_t>(outputs[p.index].const_data_ptr()) + p.bits;
+      case Source::kBuffer:
+        return buffers_start + plan.buffer_starts[p.index] + p.bits;
+      default:
+        return p.bits;
+    }
+  }
+
+  static void zero(uint64_t address, uint64_t bytes, const c10::Device& device) {
+    if (test_launcher != nullptr) {
+      std::memset(reinterpret_cast<void*>(address), 0, bytes);
+      return;
+    }
+    const auto* guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+    void* stream = guard->getStreamNativeHandle(guard->getStream(device));
+    const int status = memset_d8()(address, 0, bytes, stream);
+    TORCH_CHECK(status == 0, "flag_gems: a replayed zero fill failed (CUDA driver error ", status, ")");
   }
 
   static void launch(const PlannedLaunch& plan, const c10::Device& device, void** params) {
@@ -548,13 +625,48 @@ class Replay final : public c10::OperatorKernel {
       plan.outputs.push_back({t.sizes().vec(), t.strides().vec(), t.scalar_type(), true});
       out_allocation.push_back(made);
     }
-    if (rec.launches.empty()) {
+    if (!rec.fills.empty() && test_launcher == nullptr && memset_d8() == nullptr) return "zero-filled memory";
+    if (rec.launches.empty() && rec.fills.empty()) {
       // Nothing launched is right only when there is nothing to compute.
       return all_empty ? nullptr : "launched nothing";
     }
     std::vector<size_t> buffer_allocation;  // per buffer: the allocation it stands for
+    // Memory the call allocated: the latest allocation among the first ``before`` that holds [address,
+    // address + bytes) (an earlier one there was freed), as a result or a buffer of the plan's own.
+    const auto own = [&](uintptr_t address, uint64_t bytes, size_t before, Param& param) {
+      for (size_t a = before; a-- > 0;) {
+        const Allocation& made = rec.allocations[a];
+        if (!made.holds(address)) continue;
+        if (address + bytes > made.end) return false;
+        const uint64_t offset = address - made.start;
+        const auto result = std::find(out_allocation.begin(), out_allocation.end(), a);
+        if (result != out_allocation.end()) {
+          param = {Source::kOutput, static_cast<uint32_t>(result - out_allocation.begin()), offset};
+          return true;
+        }
+        auto buffer = std::find(buffer_allocation.begin(), buffer_allocation.end(), a);
+        if (buffer == buffer_allocation.end()) buffer = buffer_allocation.insert(buffer_allocation.end(), a);
+        param = {Source::kBuffer, static_cast<uint32_t>(buffer - buffer_allocation.begin()), offset};
+        return true;
+      }
+      return false;
+    };
+    size_t fills = 0;  // zero fills planned so far: each goes before the first launch made after it
+    const auto plan_fills = [&](size_t until) {
+      for (; fills < until; ++fills) {
+        const Fill& fill = rec.fills[fills];
+        PlannedLaunch zeroed;
+        zeroed.zero_bytes = fill.bytes;
+        zeroed.params.emplace_back();
+        if (!own(fill.start, fill.bytes, fill.allocations_before, zeroed.params.back())) return false;
+        plan.launches.push_back(std::move(zeroed));
+      }
+      return true;
+    };
     for (const Launch& launch : rec.launches) {
       if (launch.bits.size() > kMaxParams) return "too many kernel parameters";
+      // A fill of memory kept from outside the call, or of an argument, is work a replay would not repeat.
+      if (!plan_fills(launch.fills_before)) return "filled memory it did not allocate";
       PlannedLaunch planned;
       planned.function = launch.function;
       std::copy(launch.grid, launch.grid + 3, planned.grid);
@@ -568,25 +680,9 @@ class Replay final : public c10::OperatorKernel {
           planned.params.push_back({Source::kConstant, 0, bits});
           continue;
         }
-        // Memory the call allocated: the latest allocation before this launch that holds the address (an
-        // earlier one there was freed). It is a result, or a buffer of the plan's own.
-        size_t made = kNone;
-        for (size_t a = launch.allocations_before; a-- > 0;) {
-          if (rec.allocations[a].holds(bits)) {
-            made = a;
-            break;
-          }
-        }
-        if (made != kNone) {
-          const uint64_t offset = bits - rec.allocations[made].start;
-          const auto result = std::find(out_allocation.begin(), out_allocation.end(), made);
-          if (result != out_allocation.end()) {
-            planned.params.push_back({Source::kOutput, static_cast<uint32_t>(result - out_allocation.begin()), offset});
-            continue;
-          }
-          auto buffer = std::find(buffer_allocation.begin(), buffer_allocation.end(), made);
-          if (buffer == buffer_allocation.end()) buffer = buffer_allocation.insert(buffer_allocation.end(), made);
-          planned.params.push_back({Source::kBuffer, static_cast<uint32_t>(buffer - buffer_allocation.begin()), offset});
+        Param param;
+        if (own(bits, 1, launch.allocations_before, param)) {
+          planned.params.push_back(param);
           continue;
         }
         // Else an argument: its first element, or one inside it (half of a glu's input) when no other
@@ -616,6 +712,7 @@ class Replay final : public c10::OperatorKernel {
       }
       plan.launches.push_back(std::move(planned));
     }
+    if (!plan_fills(rec.fills.size())) return "filled memory it did not allocate";
     for (size_t b : buffer_allocation) {
       const Allocation& made = rec.allocations[b];
       plan.buffer_starts.push_back(plan.buffer_bytes);
@@ -778,7 +875,8 @@ void record_launch(uint64_t function, unsigned gx, unsigned gy, unsigned gz, uns
     rec->tainted = "launched a kernel in a special mode (clusters, cooperative, profiled)";
     return;
   }
-  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, scratch, scratch_align, {}, {}, rec->allocations.size()};
+  Launch launch{function, {gx, gy, gz}, 32 * warps, shared, scratch, scratch_align, {}, {}, rec->allocations.size(),
+                rec->fills.size()};
   try {
     for (size_t i = 0; i < types.size(); ++i) {
       if (types[i] == "constexpr") continue;
