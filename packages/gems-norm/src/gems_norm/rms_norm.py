@@ -177,14 +177,11 @@ def rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Ten
     """RMS norm of ``x`` over its trailing ``normalized_shape`` dims, as ``torch.nn.functional.rms_norm``."""
     if not records_graph(x, weight):
         return _inference_op(x, list(normalized_shape), weight, eps)
-    out = _rms_norm(x, normalized_shape, weight, eps, True, rstd=False)
-    if out is None:
-        return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
-    return out[0]
+    return _rms_norm_or_aten(x, normalized_shape, weight, eps, differentiable=True)
 
 
-def _inference(x, normalized_shape, weight, eps):
-    out = _rms_norm(x, normalized_shape, weight, eps, False, rstd=False)
+def _rms_norm_or_aten(x, normalized_shape, weight, eps, differentiable: bool = False):
+    out = _rms_norm(x, normalized_shape, weight, eps, differentiable, rstd=False)
     if out is None:
         return torch.nn.functional.rms_norm(x, normalized_shape, weight, eps)
     return out[0]
@@ -192,7 +189,7 @@ def _inference(x, normalized_shape, weight, eps):
 
 # Without an autograd node to build, rms_norm is an op of the dispatcher: its calls replay from C++.
 _inference_op = native.function_op(
-    "gems_norm", "rms_norm(Tensor x, int[] normalized_shape, Tensor? weight, float? eps) -> Tensor", _inference,
+    "gems_norm", "rms_norm(Tensor x, int[] normalized_shape, Tensor? weight, float? eps) -> Tensor", _rms_norm_or_aten,
     lambda x, *_: torch.empty_like(x, memory_format=torch.contiguous_format))
 
 

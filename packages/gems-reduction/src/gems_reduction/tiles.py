@@ -207,8 +207,8 @@ def cols_tiles(cols: int, length: int, step: int, itemsize: int, per_thread: int
     return block_r, block_n, warps_for(block_r * block_n, per_thread)
 
 
-def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: bool | None = None,
-                program_bytes: int | None = None) -> tuple[int, int]:
+def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: bool | None = None, *,
+                program_bytes: int) -> tuple[int, int]:
     """(splits, chunk): how many programs share one reduced range, and the length each takes.
 
     Too few programs to fill the GPU are split up to ``per_sm`` (default ``PROGRAMS_PER_SM``) per SM,
@@ -218,8 +218,7 @@ def split_count(programs: int, length: int, block: int, per_sm: int = 0, floor: 
     splits = 1
     target = (per_sm or PROGRAMS_PER_SM) * lay.sm_count()
     floor = SPLIT_FLOOR if floor is None else floor
-    worth_it = program_bytes is None or program_bytes >= SPLIT_MIN_BYTES
-    if 2 * programs < target and length > 2 * block and worth_it:
+    if 2 * programs < target and length > 2 * block and program_bytes >= SPLIT_MIN_BYTES:
         ways = target // programs if floor else cdiv(target, programs)
         splits = min(ways, cdiv(length, block))
     chunk = max(cdiv(cdiv(length, splits), block) * block, 1)

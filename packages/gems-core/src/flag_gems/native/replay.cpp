@@ -227,12 +227,9 @@ bool zero_fill(const at::RecordFunction& fn, const char* bare, Recording& rec) {
   if (!zero && (inputs.size() < 2 || !is_zero(inputs[1]))) return false;
   const at::Tensor& t = inputs[0].toTensor();
   if (!t.defined() || !on_device(t) || !t.is_non_overlapping_and_dense()) return false;
-  if (t.numel() != 0) {
-    const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-    int64_t lowest = 0;  // a dense tensor with negative strides starts below its data pointer
-    for (int64_t d = 0; d < t.dim(); ++d) lowest += std::min<int64_t>(0, (t.size(d) - 1) * t.stride(d));
-    rec.fills.push_back({start + lowest * t.element_size(), static_cast<uint64_t>(t.numel() * t.element_size()),
-                         rec.allocations.size()});
+  if (t.numel() != 0) {  // dense, with strides never negative: its bytes start at its data pointer
+    rec.fills.push_back({reinterpret_cast<uintptr_t>(t.const_data_ptr()),
+                         static_cast<uint64_t>(t.numel() * t.element_size()), rec.allocations.size()});
   }
   return true;
 }
